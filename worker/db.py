@@ -53,3 +53,29 @@ def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncE
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that go away by themselves: lost connections, restarts, deadlocks.
+
+    The pipeline retries these with backoff (and commits no offsets meanwhile); anything
+    else is a problem with the data or the code and is isolated instead of retried.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code in _TRANSIENT_SQLSTATES:
+            return True
+        return "database is locked" in str(exc.orig)
+    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted while the database is away
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_transient(cause)

@@ -189,27 +189,48 @@ async def upsert_auto_in(
     ttl: timedelta,
 ) -> tuple[Highlight, UpsertOutcome]:
     """Store a generated highlight under the five rules of the store (see README)."""
+    row, outcome = await upsert_auto_row(session, payload, snapshot_hash, meta, now, ttl)
+    return Highlight.from_row(row), outcome
+
+
+async def upsert_auto_row(
+    session: AsyncSession,
+    payload: GeneratedHighlight,
+    snapshot_hash: str,
+    meta: UpsertMeta,
+    now: datetime,
+    ttl: timedelta,
+) -> tuple[HighlightRow, UpsertOutcome]:
+    """``upsert_auto_in`` returning the locked row, for callers that act on it afterwards.
+
+    Every check runs before the first write, so a refused result leaves no trace even
+    inside a caller's larger transaction.
+    """
     _validate_result(payload, snapshot_hash, now)
-    row = await lock_or_create_row(session, payload.user_id, now)
-    if row.snapshot_hash == snapshot_hash and row.generated_at == payload.generated_at:
-        return Highlight.from_row(row), UpsertOutcome.DUPLICATE
-    if row.generated_at is not None and (payload.generated_at, snapshot_hash) <= (
-        row.generated_at,
-        row.snapshot_hash or "",
+    row = await lock_row(session, payload.user_id)
+    stored_hash = row.snapshot_hash if row is not None else None
+    stored_at = row.generated_at if row is not None else None
+    if row is not None and stored_hash == snapshot_hash and stored_at == payload.generated_at:
+        return row, UpsertOutcome.DUPLICATE
+    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
+        stored_at,
+        stored_hash or "",
     ):
         raise SupersededResult(
             payload.user_id,
             f"generated_at {payload.generated_at.isoformat()} is not newer than the stored "
-            f"{row.generated_at.isoformat()}",
+            f"{stored_at.isoformat()}",
         )
-    if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != row.snapshot_hash:
-        raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, row.snapshot_hash)
+    if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
+        raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
+    if row is None:
+        row = await lock_or_create_row(session, payload.user_id, now)
     _write_content(row, payload, snapshot_hash, ttl)
     row.updated_at = now
     if meta.generation is not None and meta.generation < row.generation:
-        return Highlight.from_row(row), UpsertOutcome.APPLIED_STILL_STALE
+        return row, UpsertOutcome.APPLIED_STILL_STALE
     _clear_stale(row)
-    return Highlight.from_row(row), UpsertOutcome.APPLIED
+    return row, UpsertOutcome.APPLIED
 
 
 def _audit_value(value: Any) -> Any:

@@ -1,0 +1,217 @@
+"""The pipeline's rules, on SQLite and PostgreSQL, without Kafka (the agents are adapters)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.conftest import T0, FakeClock
+from tests.factories import later, result
+from worker.events import InputStream
+from worker.models import OutboxRow, ParkedCommentRow, SignalActivityRow
+from worker.pipeline import Pipeline, RawMessage
+from worker.store import HighlightStore
+
+C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
+_offsets = iter(range(10**9))
+
+
+def raw(doc: dict[str, Any] | bytes) -> RawMessage:
+    value = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return RawMessage(value=value, topic="t", partition=0, offset=next(_offsets))
+
+
+def comment(eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1") -> RawMessage:
+    doc: dict[str, Any] = {"event_id": eid, "type": f"comment.{kind}", "comment_id": f"c-{eid}",
+                           "request_id": req, "occurred_at": at.isoformat()}
+    if user is not None:
+        doc["user_id"] = user
+    return raw(doc)
+
+
+def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
+    doc = {"event_id": eid, "user_id": user, "bio_text": f"bio {snap}", "proof_points": ["p"],
+           "quotes": ["q"], "source_group": "g", "snapshot_hash": snap, "llm_model": "m",
+           "generated_at": at.isoformat(), **extra}
+    return raw(doc)
+
+
+@pytest.fixture
+def pipeline(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> Pipeline:
+    return Pipeline(sessions, clock=clock)
+
+
+async def requests_in_outbox(sessions: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
+    async with sessions() as session:
+        rows = (await session.scalars(select(OutboxRow).order_by(OutboxRow.id))).all()
+    return [dict(r.payload) for r in rows]
+
+
+async def test_comment_after_generated_at_marks_stale_once(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store.upsert_auto(result(1), "snap-a")
+    res = await pipeline.process(C, [comment("e1", 1, later(1)), comment("e2", 1, later(2), "edited")])
+    assert res.outcomes == {("comments", "stale_marked"): 1, ("comments", "coalesced"): 1}
+    row = await store.get(1)
+    assert row is not None and row.is_stale and row.stale_reason == "comment_edited"
+    assert row.generation == 2
+    reqs = await requests_in_outbox(sessions)
+    assert [(r["reason"], r["generation"], r["user_id"]) for r in reqs] == [("new_comment", 1, 1)]
+    assert reqs[0]["trigger"] == "comment:e1"
+
+
+async def test_comment_at_or_before_generated_at_is_already_included(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store.upsert_auto(result(1, generated_at=later(10)), "snap-a")
+    res = await pipeline.process(C, [comment("e1", 1, later(10)), comment("e2", 1, later(3), "edited")])
+    assert res.outcomes == {("comments", "already_included"): 2}
+    row = await store.get(1)
+    assert row is not None and not row.is_stale and row.generation == 0
+    assert await requests_in_outbox(sessions) == []
+
+
+async def test_deleted_comment_always_marks_stale(pipeline: Pipeline, store: HighlightStore) -> None:
+    await store.upsert_auto(result(1, generated_at=later(10)), "snap-a")
+    res = await pipeline.process(C, [comment("e1", 1, later(1), "deleted")])
+    assert res.outcomes == {("comments", "stale_marked"): 1}
+    row = await store.get(1)
+    assert row is not None and row.stale_reason == "comment_deleted"
+
+
+async def test_first_comment_for_unknown_user_requests_missing(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    res = await pipeline.process(C, [comment("e1", 9, later(1)), comment("e2", 9, later(2))])
+    assert res.outcomes == {("comments", "missing_requested"): 1, ("comments", "coalesced"): 1}
+    assert [r["reason"] for r in await requests_in_outbox(sessions)] == ["missing"]
+    row = await store.get(9)
+    assert row is not None and not row.has_content and row.is_stale
+
+
+async def test_redelivery_changes_nothing(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store.upsert_auto(result(1), "snap-a")
+    batch = [comment("e1", 1, later(1)), comment("e1", 1, later(1))]
+    first = await pipeline.process(C, batch)
+    before = await store.get(1)
+    second = await pipeline.process(C, batch)
+    assert first.outcomes == {("comments", "stale_marked"): 1, ("comments", "duplicate"): 1}
+    assert second.outcomes == {("comments", "duplicate"): 2}
+    assert await store.get(1) == before
+    assert len(await requests_in_outbox(sessions)) == 1
+    async with sessions() as session:
+        activity = await session.get(SignalActivityRow, 1)
+    assert activity is not None and activity.comment_count == 1
+
+
+async def test_override_lock_goes_stale_without_request_until_cleared(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store.upsert_auto(result(1), "snap-a")
+    await store.set_manual_override(1, "Curated", actor="ops")
+    res = await pipeline.process(C, [comment("e1", 1, later(1))])
+    assert res.outcomes == {("comments", "override_locked"): 1}
+    assert await requests_in_outbox(sessions) == []
+    await store.clear_manual_override(1, actor="ops")
+    assert [r["reason"] for r in await requests_in_outbox(sessions)] == ["new_comment"]
+
+
+async def test_unmapped_comment_is_parked_then_applied_when_mapping_arrives(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store.upsert_auto(result(4), "snap-a")
+    parked = await pipeline.process(C, [comment("e1", None, later(1), req="req-9")])
+    assert parked.outcomes == {("comments", "parked"): 1}
+    assert (await store.get(4)).is_stale is False  # type: ignore[union-attr]
+    mapped = await pipeline.process(R, [raw({"event_id": "m1", "request_id": "req-9", "user_id": 4,
+                                             "occurred_at": later(0).isoformat()})])
+    assert mapped.outcomes == {("requests", "mapped"): 1, ("comments", "stale_marked"): 1,
+                               ("comments", "unparked"): 1}
+    assert (await store.get(4)).is_stale is True  # type: ignore[union-attr]
+    async with sessions() as session:
+        assert (await session.scalars(select(ParkedCommentRow))).all() == []
+    # Later comments on the same request resolve through the map directly.
+    direct = await pipeline.process(C, [comment("e2", None, later(2), req="req-9")])
+    assert direct.outcomes == {("comments", "coalesced"): 1}
+
+
+async def test_result_for_current_generation_freshens_and_measures_turnaround(
+    pipeline: Pipeline, store: HighlightStore, clock: FakeClock
+) -> None:
+    await store.upsert_auto(result(1), "snap-a")
+    await pipeline.process(C, [comment("e1", 1, later(1))])
+    clock.advance(timedelta(seconds=30))
+    res = await pipeline.process(G, [generated("g1", 1, later(2), "snap-b", generation=1,
+                                               base_snapshot_hash="snap-a")])
+    assert res.outcomes == {("generated", "applied"): 1}
+    assert res.turnaround_s == [30.0]
+    row = await store.get(1)
+    assert row is not None and not row.is_stale and row.snapshot_hash == "snap-b"
+
+
+async def test_answered_but_outdated_result_is_requested_again(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await store.upsert_auto(result(1), "snap-a")
+    await pipeline.process(C, [comment("e1", 1, later(1))])  # request at generation 1
+    await pipeline.process(C, [comment("e2", 1, later(2))])  # coalesced, generation 2
+    res = await pipeline.process(G, [generated("g1", 1, later(3), "snap-b", generation=1)])
+    assert res.outcomes == {("generated", "applied_still_stale"): 1}
+    reqs = await requests_in_outbox(sessions)
+    assert [(r["reason"], r["generation"]) for r in reqs] == [("new_comment", 1), ("new_comment", 2)]
+    row = await store.get(1)
+    assert row is not None and row.is_stale and row.regen_request_id == reqs[1]["event_id"]
+
+
+async def test_conflicting_and_superseded_results_are_counted_not_applied(
+    pipeline: Pipeline, store: HighlightStore
+) -> None:
+    await store.upsert_auto(result(1, generated_at=later(5)), "snap-a")
+    res = await pipeline.process(G, [
+        generated("g1", 1, later(1), "old"),
+        generated("g2", 1, later(6), "snap-x", base_snapshot_hash="not-a"),
+    ])
+    assert res.outcomes == {("generated", "superseded"): 1, ("generated", "conflict"): 1}
+    row = await store.get(1)
+    assert row is not None and row.snapshot_hash == "snap-a"
+
+
+@pytest.mark.parametrize(
+    ("stream", "value", "reason"),
+    [
+        (C, b"not json", "not_json"),
+        (C, b"\xff\xfe", "not_utf8"),
+        (C, b'{"event_id": "x", "type": "comment.liked", "comment_id": "c", "request_id": "r",'
+            b' "occurred_at": "2026-01-01T00:00:00Z"}', "invalid"),
+        (C, b'{"event_id": "x", "type": "comment.created", "comment_id": "c", "request_id": "r",'
+            b' "occurred_at": "2026-01-01T00:00:00"}', "bad_timestamp"),
+        (R, b'{"event_id": "x", "request_id": "r", "user_id": -4, "occurred_at": "2026-01-01T00:00:00Z"}',
+         "invalid"),
+        (G, b'{"event_id": "x"}', "invalid"),
+    ],
+)
+async def test_bad_input_becomes_a_dead_letter_and_the_rest_goes_on(
+    pipeline: Pipeline, store: HighlightStore, stream: InputStream, value: bytes, reason: str
+) -> None:
+    await store.upsert_auto(result(1), "snap-a")
+    good = comment("ok", 1, later(1)) if stream is C else raw({
+        "event_id": "ok", "request_id": "r", "user_id": 1, "occurred_at": later(1).isoformat()
+    }) if stream is R else generated("ok", 1, later(1), "snap-b")
+    res = await pipeline.process(stream, [raw(value), good])
+    assert [d.reason.value for d in res.dead_letters] == [reason]
+    assert res.dead_letters[0].detail
+    assert res.outcomes[(stream.value, "dead_lettered")] == 1
+    assert sum(n for (s, o), n in res.outcomes.items() if o != "dead_lettered") == 1
+
+
+async def test_timestamps_from_the_future_are_refused(pipeline: Pipeline, clock: FakeClock) -> None:
+    res = await pipeline.process(C, [comment("e1", 1, T0 + timedelta(days=2))])
+    assert [d.reason.value for d in res.dead_letters] == ["bad_timestamp"]

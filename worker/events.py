@@ -1,0 +1,254 @@
+"""Topic contracts: pydantic models of every message, and a decoder that never raises.
+
+Input topics carry plain JSON that people type with kcat, so the decoder is strict about
+what matters (ids, types, aware timestamps, sizes) and explains every refusal in one line;
+the refusal reason is a closed set (metrics labels) plus a free-text detail (DLQ header).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
+
+from worker.domain import (
+    MAX_BIO_CHARS,
+    MAX_FUTURE_SKEW,
+    MAX_ITEM_CHARS,
+    MAX_LIST_ITEMS,
+    RegenReason,
+    check_aware,
+)
+from worker.errors import InvalidInput
+
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 8
+
+
+class InputStream(StrEnum):
+    """Logical input streams; topic names are configurable, these names are not."""
+
+    COMMENTS = "comments"
+    REQUESTS = "requests"
+    GENERATED = "generated"
+
+
+class RejectReason(StrEnum):
+    """Why a message went to the dead-letter topic (a closed set: it labels metrics)."""
+
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    DUPLICATE_KEY = "duplicate_key"
+    TOO_DEEP = "too_deep"
+    NOT_OBJECT = "not_object"
+    INVALID = "invalid"
+    BAD_TIMESTAMP = "bad_timestamp"
+    REJECTED_BY_STORE = "rejected_by_store"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Rejected(Exception):
+    """A message that cannot be applied; ``reason`` labels it, ``detail`` explains it."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _id_string(value: Any) -> Any:
+    """Ids may be typed as strings or as non-negative integers; both become strings."""
+    if isinstance(value, bool):
+        raise ValueError("an id must be a string or an integer, not a boolean")
+    if isinstance(value, int):
+        if not 0 <= value < 2**63:
+            raise ValueError("an integer id must be between 0 and 2^63-1")
+        return str(value)
+    return value
+
+
+Id = Annotated[
+    str,
+    BeforeValidator(_id_string),
+    Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$"),
+]
+UserId = Annotated[StrictInt, Field(gt=0, lt=2**63)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_CHARS)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Id
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {}
+
+
+class CommentEvent(_Event):
+    """``signal.comments``: a comment about ``user_id`` was created, edited or deleted."""
+
+    type: Literal["comment.created", "comment.edited", "comment.deleted"]
+    comment_id: Id
+    request_id: Id
+    user_id: UserId | None = None
+    occurred_at: datetime
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {"occurred_at": self.occurred_at}
+
+
+class RequestEvent(_Event):
+    """``signal.requests``: Signal request ``request_id`` is about ``user_id``."""
+
+    request_id: Id
+    user_id: UserId
+    occurred_at: datetime
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {"occurred_at": self.occurred_at}
+
+
+class GeneratedEvent(_Event):
+    """``profile.highlights.generated``: a generator's result for one user."""
+
+    user_id: UserId
+    bio_text: Annotated[str, Field(min_length=1, max_length=MAX_BIO_CHARS)]
+    proof_points: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+    quotes: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+    source_group: Annotated[str, Field(min_length=1, max_length=200)]
+    snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)]
+    llm_model: Annotated[str, Field(min_length=1, max_length=200)]
+    generated_at: datetime
+    stale_after: datetime | None = None
+    regen_request_id: Id | None = None
+    generation: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
+    base_snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {"generated_at": self.generated_at, "stale_after": self.stale_after}
+
+    @field_validator("stale_after")
+    @classmethod
+    def _after_generated(cls, value: datetime | None, info: Any) -> datetime | None:
+        generated = info.data.get("generated_at")
+        if value is not None and generated is not None and value <= generated:
+            raise ValueError("stale_after must be later than generated_at")
+        return value
+
+
+class RegenRequestEvent(BaseModel):
+    """``profile.highlights.regen-requests`` (out): please generate a highlight for a user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Id
+    user_id: UserId
+    reason: RegenReason
+    generation: Annotated[StrictInt, Field(ge=0)]
+    snapshot_hash: str | None
+    requested_at: datetime
+    trigger: str | None = None
+
+
+InputEvent = CommentEvent | RequestEvent | GeneratedEvent
+
+MODELS: dict[InputStream, type[CommentEvent] | type[RequestEvent] | type[GeneratedEvent]] = {
+    InputStream.COMMENTS: CommentEvent,
+    InputStream.REQUESTS: RequestEvent,
+    InputStream.GENERATED: GeneratedEvent,
+}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise Rejected(RejectReason.DUPLICATE_KEY, f"key {dup[:50]!r} appears twice")
+    return dict(pairs)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, stopping early once past ``limit``."""
+    if limit < 0:
+        return 1
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Bytes to a JSON object, or ``Rejected`` naming what is wrong with them."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise Rejected(RejectReason.TOO_LARGE, f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(RejectReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise Rejected(RejectReason.TOO_DEEP, "JSON nesting too deep") from None
+    except json.JSONDecodeError as exc:
+        raise Rejected(RejectReason.NOT_JSON, f"{exc.msg} at line {exc.lineno} col {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise Rejected(RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(value).__name__}")
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise Rejected(RejectReason.TOO_DEEP, f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    return value
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
+    """Decode one message of ``stream``; raises ``Rejected`` and nothing else."""
+    if raw is None:
+        raise Rejected(RejectReason.NOT_JSON, "empty message (tombstone)")
+    data = parse_json_object(raw)
+    try:
+        event = MODELS[stream].model_validate(data)
+    except ValidationError as exc:
+        raise Rejected(RejectReason.INVALID, _explain(exc)) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise Rejected(RejectReason.INVALID, str(exc)[:300]) from None
+    try:
+        for name, value in event.timestamps().items():
+            check_aware(name, value, now)
+    except InvalidInput as exc:
+        raise Rejected(RejectReason.BAD_TIMESTAMP, str(exc)) from None
+    return event
+
+
+__all__ = [
+    "MAX_FUTURE_SKEW",
+    "CommentEvent",
+    "GeneratedEvent",
+    "InputEvent",
+    "InputStream",
+    "RegenRequestEvent",
+    "RejectReason",
+    "Rejected",
+    "RequestEvent",
+    "decode",
+]

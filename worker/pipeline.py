@@ -1,0 +1,330 @@
+"""Applying input events to the store: the pipeline's rules, free of Kafka.
+
+A batch of raw messages from one input topic is decoded (bad ones become dead letters),
+deduplicated against ``processed_events``, and applied in one transaction. The agents
+commit Kafka offsets only after ``process`` returns, so the database always leads the
+offsets (at-least-once), and the dedup table makes redelivery a no-op (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from worker import signal
+from worker.db import is_transient
+from worker.domain import (
+    GeneratedHighlight,
+    StaleOutcome,
+    StaleReason,
+    UpsertMeta,
+    UpsertOutcome,
+    utcnow,
+)
+from worker.errors import InvalidInput, SnapshotConflict, SupersededResult
+from worker.events import (
+    CommentEvent,
+    GeneratedEvent,
+    InputEvent,
+    InputStream,
+    Rejected,
+    RejectReason,
+    RequestEvent,
+    decode,
+)
+from worker.models import HighlightRow, ProcessedEventRow
+from worker.store import (
+    lock_or_create_row,
+    lock_rows,
+    mark_stale_row,
+    request_if_unanswered,
+    upsert_auto_row,
+)
+
+log = logging.getLogger(__name__)
+
+COMMENT_REASONS = {
+    "comment.created": StaleReason.NEW_COMMENT,
+    "comment.edited": StaleReason.COMMENT_EDITED,
+    "comment.deleted": StaleReason.COMMENT_DELETED,
+}
+STALE_OUTCOMES = {
+    StaleOutcome.REQUESTED: "stale_marked",
+    StaleOutcome.COALESCED: "coalesced",
+    StaleOutcome.OVERRIDE_LOCKED: "override_locked",
+}
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed message, as any transport hands it over."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: RawMessage
+    reason: RejectReason
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: outcome counts per (stream, outcome), dead letters, timings."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    regen_requests: Counter[str] = field(default_factory=Counter)
+    stale_event_times: list[datetime] = field(default_factory=list)
+    turnaround_s: list[float] = field(default_factory=list)
+    retries: int = 0
+
+    def count(self, stream: InputStream, outcome: str) -> None:
+        self.outcomes[(stream.value, outcome)] += 1
+
+    def merge(self, other: BatchResult) -> None:
+        self.outcomes.update(other.outcomes)
+        self.dead_letters.extend(other.dead_letters)
+        self.regen_requests.update(other.regen_requests)
+        self.stale_event_times.extend(other.stale_event_times)
+        self.turnaround_s.extend(other.turnaround_s)
+
+
+@dataclass
+class _Tx:
+    """One transaction's working set: the session, its clock reading and the locked rows."""
+
+    session: AsyncSession
+    now: datetime
+    rows: dict[int, HighlightRow]
+    result: BatchResult
+
+    async def row(self, user_id: int) -> HighlightRow:
+        row = self.rows.get(user_id)
+        if row is None:
+            row = self.rows[user_id] = await lock_or_create_row(self.session, user_id, self.now)
+        return row
+
+
+@dataclass
+class Pipeline:
+    sessions: async_sessionmaker[AsyncSession]
+    ttl: timedelta = timedelta(days=7)
+    clock: Callable[[], datetime] = utcnow
+    max_backoff_s: float = 5.0
+
+    async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
+        """Decode and apply one batch; transient database failures are retried until done."""
+        result = BatchResult()
+        events: list[tuple[RawMessage, InputEvent]] = []
+        now = self.clock()
+        for message in messages:
+            try:
+                events.append((message, decode(stream, message.value, now)))
+            except Rejected as exc:
+                result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
+                result.count(stream, "dead_lettered")
+        if events:
+            result.merge(await self._retrying(stream, events))
+        return result
+
+    async def _retrying(
+        self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
+    ) -> BatchResult:
+        delay, retries = 0.1, 0
+        while True:
+            try:
+                result = await self._apply_isolating(stream, events)
+                result.retries = retries
+                return result
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                retries += 1
+                log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    async def _apply_isolating(
+        self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
+    ) -> BatchResult:
+        """The batch in one transaction; if it fails for a non-transient reason, event by
+        event, so one poisonous event is dead-lettered instead of stalling the partition."""
+        try:
+            return await self._apply(stream, events)
+        except Exception as exc:
+            if is_transient(exc) or len(events) == 1:
+                if not is_transient(exc):
+                    return self._internal_error(stream, events[0][0], exc)
+                raise
+            log.exception("batch of %d failed; applying one by one", len(events))
+        result = BatchResult()
+        for item in events:
+            try:
+                result.merge(await self._apply(stream, [item]))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                result.merge(self._internal_error(stream, item[0], exc))
+        return result
+
+    @staticmethod
+    def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:
+        log.exception("event at %s[%d]@%d failed", message.topic, message.partition,
+                      message.offset, exc_info=exc)
+        result = BatchResult()
+        detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+        result.dead_letters.append(DeadLetter(message, RejectReason.INTERNAL_ERROR, detail))
+        result.count(stream, "dead_lettered")
+        return result
+
+    async def _apply(
+        self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
+    ) -> BatchResult:
+        result = BatchResult()
+        async with self.sessions.begin() as session:
+            now = self.clock()
+            fresh = await self._not_yet_processed(session, stream, events, result)
+            tx = _Tx(session, now, await lock_rows(session, await _users_of(session, fresh)), result)
+            for message, event in fresh:
+                try:
+                    outcome = await self._apply_one(tx, event)
+                except Rejected as exc:  # refused before any write
+                    result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
+                    result.count(stream, "dead_lettered")
+                    continue
+                result.count(stream, outcome)
+                session.add(ProcessedEventRow(stream=stream.value, event_id=event.event_id,
+                                              outcome=outcome, processed_at=now))
+        return result
+
+    async def _not_yet_processed(
+        self,
+        session: AsyncSession,
+        stream: InputStream,
+        events: list[tuple[RawMessage, InputEvent]],
+        result: BatchResult,
+    ) -> list[tuple[RawMessage, InputEvent]]:
+        ids = {event.event_id for _, event in events}
+        stmt = select(ProcessedEventRow.event_id).where(
+            ProcessedEventRow.stream == stream.value, ProcessedEventRow.event_id.in_(ids)
+        )
+        seen = set((await session.scalars(stmt)).all())
+        fresh = []
+        for message, event in events:
+            if event.event_id in seen:
+                result.count(stream, "duplicate")
+                continue
+            seen.add(event.event_id)
+            fresh.append((message, event))
+        return fresh
+
+    async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
+        if isinstance(event, CommentEvent):
+            return await self._comment(tx, event)
+        if isinstance(event, RequestEvent):
+            return await self._request(tx, event)
+        return await self._generated(tx, event)
+
+    async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int | None = None) -> str:
+        user_id = user_id or event.user_id
+        if user_id is None:
+            user_id = (await signal.resolve_users(tx.session, {event.request_id})).get(
+                event.request_id
+            )
+            if user_id is None:
+                signal.park(tx.session, event, tx.now)
+                return "parked"
+        await signal.record_activity(tx.session, user_id, event, tx.now)
+        row = await tx.row(user_id)
+        if row.generated_at is None:
+            reason = StaleReason.MISSING
+        elif event.type == "comment.deleted" or event.occurred_at > row.generated_at:
+            reason = COMMENT_REASONS[event.type]
+        else:
+            return "already_included"
+        outcome = mark_stale_row(tx.session, row, reason, tx.now, f"comment:{event.event_id}")
+        tx.result.stale_event_times.append(event.occurred_at)
+        if outcome is StaleOutcome.REQUESTED:
+            tx.result.regen_requests[reason.value] += 1
+            if reason is StaleReason.MISSING:
+                return "missing_requested"
+        return STALE_OUTCOMES[outcome]
+
+    async def _request(self, tx: _Tx, event: RequestEvent) -> str:
+        await signal.save_mapping(tx.session, event, tx.now)
+        user_id = (await signal.resolve_users(tx.session, {event.request_id}))[event.request_id]
+        for parked in await signal.unpark(tx.session, event.request_id):
+            outcome = await self._comment(tx, parked, user_id)
+            tx.result.count(InputStream.COMMENTS, outcome)
+            tx.result.count(InputStream.COMMENTS, "unparked")
+        return "mapped"
+
+    async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
+        payload, meta = _result_of(event)
+        pending_since = tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None
+        try:
+            row, outcome = await upsert_auto_row(tx.session, payload, event.snapshot_hash, meta,
+                                                 tx.now, self.ttl)
+        except SupersededResult as exc:
+            log.info("result %s: %s", event.event_id, exc)
+            return UpsertOutcome.SUPERSEDED.value
+        except SnapshotConflict as exc:
+            log.info("result %s: %s", event.event_id, exc)
+            return UpsertOutcome.CONFLICT.value
+        except InvalidInput as exc:
+            raise Rejected(RejectReason.REJECTED_BY_STORE, str(exc)) from None
+        tx.rows[row.user_id] = row
+        if outcome is UpsertOutcome.APPLIED and pending_since is not None:
+            tx.result.turnaround_s.append((tx.now - pending_since).total_seconds())
+        if outcome is UpsertOutcome.APPLIED_STILL_STALE and _answers_pending(row, event):
+            # The pending request was answered, but by content older than the latest mark.
+            row.regen_request_id = None
+            if request_if_unanswered(tx.session, row, tx.now, f"result:{event.event_id}"):
+                tx.result.regen_requests[row.stale_reason or "manual"] += 1
+        return outcome.value
+
+
+def _result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
+    payload = GeneratedHighlight(
+        user_id=event.user_id, bio_text=event.bio_text, proof_points=list(event.proof_points),
+        quotes=list(event.quotes), source_group=event.source_group, llm_model=event.llm_model,
+        generated_at=event.generated_at, stale_after=event.stale_after,
+    )
+    meta = UpsertMeta(base_snapshot_hash=event.base_snapshot_hash, generation=event.generation,
+                      regen_request_id=event.regen_request_id)
+    return payload, meta
+
+
+def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
+    if row.regen_request_id is None:
+        return False
+    if event.regen_request_id is not None and event.regen_request_id == row.regen_request_id:
+        return True
+    return (
+        event.generation is not None
+        and row.regen_generation is not None
+        and event.generation >= row.regen_generation
+    )
+
+
+async def _users_of(
+    session: AsyncSession, events: list[tuple[RawMessage, InputEvent]]
+) -> set[int]:
+    """Users a batch will touch, known up front, so their rows are locked in one ordered query."""
+    users = {event.user_id for _, event in events if not isinstance(event, RequestEvent)
+             and event.user_id is not None}
+    unresolved = {e.request_id for _, e in events if isinstance(e, CommentEvent) and e.user_id is None}
+    users.update((await signal.resolve_users(session, unresolved)).values())
+    return users

@@ -1,0 +1,110 @@
+"""Signal bookkeeping: the request -> user map, parked comments, and per-user activity.
+
+Activity is updated with one atomic upsert (``ON CONFLICT DO UPDATE``) so that two
+workers counting comments of the same user on different partitions never lose a count.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.events import CommentEvent, RequestEvent
+from worker.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
+
+COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
+
+
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+
+
+async def resolve_users(session: AsyncSession, request_ids: set[str]) -> dict[str, int]:
+    if not request_ids:
+        return {}
+    stmt = select(SignalRequestRow.request_id, SignalRequestRow.user_id).where(
+        SignalRequestRow.request_id.in_(request_ids)
+    )
+    return {request_id: user_id for request_id, user_id in (await session.execute(stmt)).all()}
+
+
+async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime) -> None:
+    """Insert or (for a newer mapping event) update the request's user."""
+    insert = _insert(session)
+    stmt = insert(SignalRequestRow).values(
+        request_id=event.request_id, user_id=event.user_id, occurred_at=event.occurred_at,
+        created_at=now,
+    )
+    newer = stmt.excluded.occurred_at > SignalRequestRow.occurred_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["request_id"],
+        set_={
+            "user_id": case((newer, stmt.excluded.user_id), else_=SignalRequestRow.user_id),
+            "occurred_at": case((newer, stmt.excluded.occurred_at), else_=SignalRequestRow.occurred_at),
+        },
+    )
+    await session.execute(stmt)
+
+
+def park(session: AsyncSession, event: CommentEvent, now: datetime) -> None:
+    session.add(
+        ParkedCommentRow(
+            event_id=event.event_id, request_id=event.request_id,
+            payload=event.model_dump(mode="json"), parked_at=now,
+        )
+    )
+
+
+async def unpark(session: AsyncSession, request_id: str) -> list[CommentEvent]:
+    """Take the comments parked for ``request_id`` (oldest first) out of the parking table."""
+    stmt = (
+        select(ParkedCommentRow)
+        .where(ParkedCommentRow.request_id == request_id)
+        .order_by(ParkedCommentRow.parked_at, ParkedCommentRow.event_id)
+    )
+    rows = (await session.scalars(stmt)).all()
+    if not rows:
+        return []
+    await session.execute(delete(ParkedCommentRow).where(ParkedCommentRow.request_id == request_id))
+    return [CommentEvent.model_validate(row.payload) for row in rows]
+
+
+async def record_activity(
+    session: AsyncSession, user_id: int, event: CommentEvent, now: datetime
+) -> None:
+    delta = COUNT_DELTA[event.type]
+    insert = _insert(session)
+    stmt = insert(SignalActivityRow).values(
+        user_id=user_id, comment_count=max(delta, 0), last_comment_at=event.occurred_at,
+        last_comment_id=event.comment_id, last_comment_type=event.type, updated_at=now,
+    )
+    current = SignalActivityRow.last_comment_at
+    newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)
+    new_count = SignalActivityRow.comment_count + delta
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={
+            "comment_count": case((new_count < 0, 0), else_=new_count),
+            "last_comment_at": case((newer, stmt.excluded.last_comment_at), else_=current),
+            "last_comment_id": case(
+                (newer, stmt.excluded.last_comment_id), else_=SignalActivityRow.last_comment_id
+            ),
+            "last_comment_type": case(
+                (newer, stmt.excluded.last_comment_type), else_=SignalActivityRow.last_comment_type
+            ),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    await session.execute(stmt)
+
+
+async def activity(session: AsyncSession, user_id: int) -> SignalActivityRow | None:
+    return await session.get(SignalActivityRow, user_id)
+
+
+async def parked_count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(ParkedCommentRow)) or 0)
