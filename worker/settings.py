@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     highlight_ttl: timedelta = timedelta(days=7)
     dedup_retention: timedelta = timedelta(days=14)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
+    gauge_interval: timedelta = timedelta(seconds=15)
+    broker_session_timeout: float = Field(default=10.0, gt=0)
+    broker_heartbeat_interval: float = Field(default=1.0, gt=0)
+    log_level: str = "info"
 
     @field_validator("database_url")
     @classmethod

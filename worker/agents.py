@@ -1,0 +1,151 @@
+"""The Faust app: thin adapters from Kafka topics to the ``Runtime``.
+
+Every input agent takes batches with ``noack_take`` and acks them only after the
+database transaction committed and any dead letters were delivered, so the offsets
+Faust commits never run ahead of the database (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from worker.events import InputStream
+from worker.outbox import REGEN_STREAM, OutboxMessage
+from worker.pipeline import DeadLetter, RawMessage
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.web import register_views
+
+log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                       "value_serializer": "raw"}
+PRODUCER_RETRY_MAX_S = 5.0
+
+
+def faust_app(settings: Settings) -> faust.App:
+    if settings.kafka_broker is None:
+        raise ValueError("no broker configured (WB_KAFKA_BROKER); `wb run` starts one")
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval,
+        broker_rebalance_timeout=settings.broker_session_timeout,
+        producer_acks=-1,
+    )
+
+
+async def _send_until_delivered(app: faust.App, sends: list[dict[str, Any]]) -> None:
+    """Produce and wait for every ack; on broker trouble wait and send all again
+    (duplicates are allowed: consumers deduplicate by event id)."""
+    delay = 0.2
+    while True:
+        try:
+            futures = [await app.producer.send(**s, partition=None, timestamp=None) for s in sends]
+            await asyncio.gather(*futures)
+            return
+        except Exception as exc:
+            log.warning("producing %d messages failed (%s); retrying in %.1fs", len(sends), exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
+
+
+def _dlq_send(letter: DeadLetter) -> dict[str, Any]:
+    m = letter.message
+    headers = [
+        ("error", letter.reason.value.encode()),
+        ("reason", letter.detail.encode("utf-8", "replace")[:1000]),
+        ("source_topic", m.topic.encode()),
+        ("source_partition", str(m.partition).encode()),
+        ("source_offset", str(m.offset).encode()),
+    ]
+    return {"topic": f"{m.topic}.dlq", "key": None, "value": m.value, "headers": headers}
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
+    """Build the worker: three input agents, the outbox relay, the sweep and the web views."""
+    app = faust_app(settings)
+    rt = runtime or Runtime(settings)
+    topics = {
+        InputStream.COMMENTS: app.topic(settings.topic_comments, **RAW),
+        InputStream.REQUESTS: app.topic(settings.topic_requests, **RAW),
+        InputStream.GENERATED: app.topic(settings.topic_generated, **RAW),
+    }
+    outputs = [app.topic(settings.topic_regen_requests, **RAW)]
+    outputs += [app.topic(f"{t.get_topic_name()}.dlq", **RAW) for t in topics.values()]
+    stream_topics = {REGEN_STREAM: settings.topic_regen_requests}
+
+    def consumer(kind: InputStream) -> Any:
+        async def consume(stream: faust.StreamT[bytes]) -> None:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+                messages = [RawMessage(e.message.value, e.message.topic, e.message.partition,
+                                       e.message.offset) for e in events]
+                result = await rt.handle(kind, messages)
+                if result.dead_letters:
+                    await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
+                for event in events:
+                    await stream.ack(event)
+
+        consume.__name__ = f"consume_{kind.value}"
+        return consume
+
+    for kind, topic in topics.items():
+        app.agent(topic, name=f"wb.{kind.value}")(consumer(kind))
+
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
+        await _send_until_delivered(app, [
+            {"topic": stream_topics.get(m.stream, m.stream), "key": m.key.encode(),
+             "value": json.dumps(m.payload, separators=(",", ":")).encode(), "headers": None}
+            for m in messages
+        ])
+
+    @app.task
+    async def relay() -> None:
+        for topic in outputs:
+            await topic.maybe_declare()
+        interval = settings.relay_interval.total_seconds()
+        while not app.should_stop:
+            sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))
+            if sent:
+                continue
+            rt.relay_wakeup.clear()
+            try:
+                await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    @app.timer(settings.sweep_interval.total_seconds(), on_leader=True)
+    async def sweep() -> None:
+        totals = await rt.sweep()
+        if totals.actions:
+            log.info("sweep: %s", totals.as_dict())
+
+    @app.timer(settings.gauge_interval.total_seconds())
+    async def gauges() -> None:
+        try:
+            await rt.refresh_gauges()
+        except Exception as exc:
+            log.warning("gauge refresh failed: %s", exc)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
+        rt.assigned = True
+
+    register_views(app, rt)
+    app.wb_runtime = rt  # type: ignore[attr-defined]
+    return app
