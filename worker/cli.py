@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from worker.errors import StoreError
 from worker.settings import Settings, get_settings
@@ -266,6 +267,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as exc:
         click.echo(f"wb: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:  # settings from the environment
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        click.echo(f"wb: error: invalid setting WB_{where.upper()}: {first['msg']}", err=True)
+        sys.exit(2)
     except (StoreError, CliError) as exc:
         click.echo(f"wb: error: {exc}", err=True)
         sys.exit(1)

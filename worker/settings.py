@@ -7,10 +7,12 @@ defaults; nothing else reads the environment.
 from __future__ import annotations
 
 from datetime import timedelta
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "wb-highlights.sqlite3"
@@ -44,6 +46,24 @@ def normalize_broker(value: str) -> str:
     return ";".join(out)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """``90``, ``1.5``, ``250ms``, ``30s``, ``15m``, ``2h``, ``7d`` (or ISO 8601 ``PT15M``)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
 class Settings(BaseSettings):
     """Runtime configuration; every field maps to ``WB_<FIELD>``."""
 
@@ -63,13 +83,13 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_within: float = Field(default=0.05, gt=0)
-    regen_retry_after: timedelta = timedelta(minutes=15)
-    sweep_interval: timedelta = timedelta(seconds=60)
-    relay_interval: timedelta = timedelta(seconds=1)
-    highlight_ttl: timedelta = timedelta(days=7)
-    dedup_retention: timedelta = timedelta(days=14)
+    regen_retry_after: Duration = timedelta(minutes=15)
+    sweep_interval: Duration = timedelta(seconds=60)
+    relay_interval: Duration = timedelta(seconds=1)
+    highlight_ttl: Duration = timedelta(days=7)
+    dedup_retention: Duration = timedelta(days=14)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
-    gauge_interval: timedelta = timedelta(seconds=15)
+    gauge_interval: Duration = timedelta(seconds=15)
     broker_session_timeout: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)
     log_level: str = "info"
