@@ -85,8 +85,9 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.starts += 1
         log = open(self.log_dir / f"worker-{self.app_id}-{self.port}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen([WB, "run"], env=self.env(), stdout=log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [WB, "run"], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+        )
         return self
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
@@ -133,13 +134,14 @@ class Kafka:
 
     async def read_all(self, topic: str, timeout: float = 2.0) -> list[Any]:
         """Every message currently in ``topic`` (from the beginning, no group)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic)
             if not partitions:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
+                await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in partitions]
             if not tps:

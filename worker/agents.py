@@ -8,6 +8,7 @@ Faust commits never run ahead of the database (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -23,8 +24,12 @@ from worker.settings import Settings
 from worker.web import register_views
 
 log = logging.getLogger(__name__)
-RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                       "value_serializer": "raw"}
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 PRODUCER_RETRY_MAX_S = 5.0
 
 
@@ -60,7 +65,9 @@ async def _send_until_delivered(app: faust.App, sends: list[dict[str, Any]]) -> 
             await asyncio.gather(*futures)
             return
         except Exception as exc:
-            log.warning("producing %d messages failed (%s); retrying in %.1fs", len(sends), exc, delay)
+            log.warning(
+                "producing %d messages failed (%s); retrying in %.1fs", len(sends), exc, delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
 
@@ -91,10 +98,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     stream_topics = {REGEN_STREAM: settings.topic_regen_requests}
 
     def consumer(kind: InputStream) -> Any:
-        async def consume(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
-                messages = [RawMessage(e.message.value, e.message.topic, e.message.partition,
-                                       e.message.offset) for e in events]
+        async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
+            async for events in stream.noack_take(
+                settings.batch_size, within=settings.batch_within
+            ):
+                messages = [
+                    RawMessage(
+                        e.message.value, e.message.topic, e.message.partition, e.message.offset
+                    )
+                    for e in events
+                ]
                 result = await rt.handle(kind, messages)
                 if result.dead_letters:
                     await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
@@ -108,11 +121,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         app.agent(topic, name=f"wb.{kind.value}")(consumer(kind))
 
     async def publish(messages: Sequence[OutboxMessage]) -> None:
-        await _send_until_delivered(app, [
-            {"topic": stream_topics.get(m.stream, m.stream), "key": m.key.encode(),
-             "value": json.dumps(m.payload, separators=(",", ":")).encode(), "headers": None}
-            for m in messages
-        ])
+        await _send_until_delivered(
+            app,
+            [
+                {
+                    "topic": stream_topics.get(m.stream, m.stream),
+                    "key": m.key.encode(),
+                    "value": json.dumps(m.payload, separators=(",", ":")).encode(),
+                    "headers": None,
+                }
+                for m in messages
+            ],
+        )
 
     @app.task
     async def relay() -> None:
@@ -124,10 +144,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             if sent:
                 continue
             rt.relay_wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)
-            except TimeoutError:
-                pass
 
     @app.timer(settings.sweep_interval.total_seconds(), on_leader=True)
     async def sweep() -> None:
@@ -142,7 +160,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         except Exception as exc:
             log.warning("gauge refresh failed: %s", exc)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
         rt.assigned = True
 

@@ -65,9 +65,19 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", self.storage],
-            stdout=log, stderr=log, env={**os.environ, **self.env},
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                self.storage,
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.env},
             start_new_session=True,
         )
         if not wait_for_port("127.0.0.1", self.port, timeout_s):

@@ -65,14 +65,18 @@ def run() -> None:
     from worker.settings import normalize_broker
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
     broker = None
     try:
         if settings.is_embedded:
             Path("var").mkdir(exist_ok=True)
             broker = EmbeddedBroker(log_path=Path("var") / "broker.log").start()
             log.info("embedded broker listening on %s", broker.address)
-            settings = settings.model_copy(update={"kafka_broker": normalize_broker(broker.address)})
+            settings = settings.model_copy(
+                update={"kafka_broker": normalize_broker(broker.address)}
+            )
         _run(_prepare_database(settings))
         _start_worker(settings)
     finally:
@@ -93,7 +97,9 @@ async def _prepare_database(settings: Settings) -> None:
             return
         current, head = await migrate.current_revision(engine), migrate.head_revision()
         if current != head:
-            raise CliError(f"database is at revision {current}, code needs {head}: run `wb db upgrade`")
+            raise CliError(
+                f"database is at revision {current}, code needs {head}: run `wb db upgrade`"
+            )
     finally:
         await engine.dispose()
 
@@ -144,8 +150,12 @@ def signal_profile() -> None:
 
 
 user_arg = click.argument("user_id", type=click.IntRange(min=1, max=2**63 - 1))
-actor_opt = click.option("--actor", default=lambda: getpass.getuser(), show_default="the OS user",
-                         help="Who is doing this (recorded in the audit log).")
+actor_opt = click.option(
+    "--actor",
+    default=lambda: getpass.getuser(),
+    show_default="the OS user",
+    help="Who is doing this (recorded in the audit log).",
+)
 note_opt = click.option("--note", default=None, help="Why (recorded in the audit log).")
 
 
@@ -155,10 +165,12 @@ def show(user_id: int) -> None:
     """Print a user's highlight, freshness and recorded Signal activity as JSON."""
     from worker.views import profile_document
 
-    async def go(store: Any) -> dict[str, Any]:
-        return await profile_document(store, user_id)
+    settings = get_settings()
 
-    _print_json(_run(_with_store(get_settings(), go)))
+    async def go(store: Any) -> dict[str, Any]:
+        return await profile_document(store, user_id, settings.serve_stale_for)
+
+    _print_json(_run(_with_store(settings, go)))
 
 
 @signal_profile.command("mark-stale")
@@ -167,9 +179,11 @@ def show(user_id: int) -> None:
 @actor_opt
 def mark_stale(user_id: int, reason: str, actor: str) -> None:
     """Mark a highlight stale (reason 'manual') and request a regeneration."""
-    highlight, outcome = _run(_with_store(
-        get_settings(), lambda s: s.mark_stale(user_id, "manual", actor=actor, note=reason)
-    ))
+    highlight, outcome = _run(
+        _with_store(
+            get_settings(), lambda s: s.mark_stale(user_id, "manual", actor=actor, note=reason)
+        )
+    )
     click.echo(f"user {user_id}: stale (generation {highlight.generation}, {outcome.value})")
 
 
@@ -186,8 +200,13 @@ def regenerate(user_id: int, actor: str, note: str | None) -> None:
 @signal_profile.command()
 @user_arg
 @click.option("--text", "text_", default=None, help="The override text.")
-@click.option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
-              help="Read the override text from a file ('-' for stdin).")
+@click.option(
+    "--file",
+    "file_",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Read the override text from a file ('-' for stdin).",
+)
 @actor_opt
 @note_opt
 def override(user_id: int, text_: str | None, file_: Any, actor: str, note: str | None) -> None:
@@ -205,7 +224,9 @@ def override(user_id: int, text_: str | None, file_: Any, actor: str, note: str 
 @note_opt
 def clear_override(user_id: int, actor: str, note: str | None) -> None:
     """Unlock a user's override (requests a regeneration if the row went stale meanwhile)."""
-    highlight = _run(_with_store(get_settings(), lambda s: s.clear_manual_override(user_id, actor, note)))
+    highlight = _run(
+        _with_store(get_settings(), lambda s: s.clear_manual_override(user_id, actor, note))
+    )
     extra = f", regeneration {highlight.regen_request_id}" if highlight.regen_request_id else ""
     click.echo(f"user {user_id}: override cleared{extra}")
 
@@ -233,8 +254,13 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
     async def go() -> tuple[ScanTotals, bool]:
         engine = create_engine(settings.database_url)
         try:
-            scan = FreshnessScan(session_factory(engine), settings.regen_retry_after,
-                                 batch_size=batch_size, dry_run=dry_run, on_chunk=on_chunk)
+            scan = FreshnessScan(
+                session_factory(engine),
+                settings.regen_retry_after,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                on_chunk=on_chunk,
+            )
             return await scan.run(restart=restart)
         finally:
             await engine.dispose()
@@ -248,8 +274,10 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
         return
     actions = ", ".join(f"{k}={v}" for k, v in sorted(totals.actions.items())) or "nothing to do"
     requested = sum(totals.requests.values())
-    click.echo(f"freshness-scan{' (dry run)' if dry_run else ''}{' (resumed)' if resumed else ''}: "
-               f"{totals.scanned} candidates, {actions}; {requested} regen requests")
+    click.echo(
+        f"freshness-scan{' (dry run)' if dry_run else ''}{' (resumed)' if resumed else ''}: "
+        f"{totals.scanned} candidates, {actions}; {requested} regen requests"
+    )
 
 
 # --- entry point -----------------------------------------------------------------------

@@ -13,7 +13,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from worker.settings import normalize_database_url
 
@@ -52,12 +57,30 @@ def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncE
     )
 
 
+def dialect_insert(session: AsyncSession) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the session's dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    name = session.get_bind().dialect.name
+    return postgresql.insert if name == "postgresql" else sqlite.insert
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
 _SCHEMA_PROBLEM = re.compile(r"no such (table|column)|does not exist", re.IGNORECASE)
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+_TRANSIENT_SQLSTATES = {
+    "40001",
+    "40P01",
+    "55P03",
+    "57P01",
+    "57P02",
+    "57P03",
+    "08000",
+    "08003",
+    "08006",
+}
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -18,7 +18,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    StringConstraints,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -34,6 +36,8 @@ from worker.errors import InvalidInput
 
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 8
+# Timestamps that legitimately lie ahead (the others are checked against clock skew).
+FUTURE_OK = frozenset({"stale_after"})
 
 
 class InputStream(StrEnum):
@@ -79,10 +83,31 @@ def _id_string(value: Any) -> Any:
     return value
 
 
+def _timestamp_string(value: Any) -> Any:
+    """Timestamps are RFC 3339 strings on the wire (no epoch numbers: they hide the zone)."""
+    if not isinstance(value, str):
+        raise ValueError("a timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z")
+    return value
+
+
+ID_PATTERN = r"^[\x21-\x7e]+$"
 Id = Annotated[
     str,
     BeforeValidator(_id_string),
-    Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$"),
+    StringConstraints(min_length=1, max_length=200, pattern=ID_PATTERN),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "minLength": 1, "maxLength": 200, "pattern": ID_PATTERN},
+                {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            ]
+        }
+    ),
+]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_timestamp_string),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 UserId = Annotated[StrictInt, Field(gt=0, lt=2**63)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_CHARS)]
@@ -104,7 +129,7 @@ class CommentEvent(_Event):
     comment_id: Id
     request_id: Id
     user_id: UserId | None = None
-    occurred_at: datetime
+    occurred_at: Timestamp
 
     def timestamps(self) -> dict[str, datetime | None]:
         return {"occurred_at": self.occurred_at}
@@ -115,7 +140,7 @@ class RequestEvent(_Event):
 
     request_id: Id
     user_id: UserId
-    occurred_at: datetime
+    occurred_at: Timestamp
 
     def timestamps(self) -> dict[str, datetime | None]:
         return {"occurred_at": self.occurred_at}
@@ -131,8 +156,8 @@ class GeneratedEvent(_Event):
     source_group: Annotated[str, Field(min_length=1, max_length=200)]
     snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)]
     llm_model: Annotated[str, Field(min_length=1, max_length=200)]
-    generated_at: datetime
-    stale_after: datetime | None = None
+    generated_at: Timestamp
+    stale_after: Timestamp | None = None
     regen_request_id: Id | None = None
     generation: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
     base_snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)] | None = None
@@ -159,7 +184,7 @@ class RegenRequestEvent(BaseModel):
     reason: RegenReason
     generation: Annotated[StrictInt, Field(ge=0)]
     snapshot_hash: str | None
-    requested_at: datetime
+    requested_at: Timestamp
     trigger: str | None = None
 
 
@@ -204,9 +229,13 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise Rejected(RejectReason.TOO_DEEP, "JSON nesting too deep") from None
     except json.JSONDecodeError as exc:
-        raise Rejected(RejectReason.NOT_JSON, f"{exc.msg} at line {exc.lineno} col {exc.colno}") from None
+        raise Rejected(
+            RejectReason.NOT_JSON, f"{exc.msg} at line {exc.lineno} col {exc.colno}"
+        ) from None
     if not isinstance(value, dict):
-        raise Rejected(RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(value).__name__}")
+        raise Rejected(
+            RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(value).__name__}"
+        )
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise Rejected(RejectReason.TOO_DEEP, f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return value
@@ -234,7 +263,7 @@ def decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
         raise Rejected(RejectReason.INVALID, str(exc)[:300]) from None
     try:
         for name, value in event.timestamps().items():
-            check_aware(name, value, now)
+            check_aware(name, value, None if name in FUTURE_OK else now)
     except InvalidInput as exc:
         raise Rejected(RejectReason.BAD_TIMESTAMP, str(exc)) from None
     return event

@@ -27,39 +27,62 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.events = Counter("wb_events", "Input events by stream and outcome",
-                              ["stream", "outcome"], registry=r)
-        self.dead_letters = Counter("wb_dead_letters", "Events sent to a dead-letter topic",
-                                    ["stream", "reason"], registry=r)
-        self.regen_requests = Counter("wb_regen_requests", "Regen requests queued, by reason",
-                                      ["reason"], registry=r)
-        self.regen_published = Counter("wb_regen_published", "Outbox messages published",
-                                       registry=r)
-        self.results = Counter("wb_results", "Generated results by outcome", ["outcome"],
-                               registry=r)
-        self.db_retries = Counter("wb_db_retries", "Batches retried after a database failure",
-                                  ["stream"], registry=r)
-        self.sweep_actions = Counter("wb_sweep_actions", "Rows changed by sweeps, by action",
-                                     ["action"], registry=r)
-        self.handling = Histogram("wb_event_handling_seconds",
-                                  "Time from a batch's start to its database commit, per event",
-                                  ["stream"], buckets=LATENCY_BUCKETS, registry=r)
-        self.stale_lag = Histogram("wb_stale_mark_lag_seconds",
-                                   "Event time of a comment to its stale mark being committed",
-                                   buckets=LATENCY_BUCKETS, registry=r)
-        self.turnaround = Histogram("wb_regen_turnaround_seconds",
-                                    "Regen request to result applied (a user's wait)",
-                                    buckets=TURNAROUND_BUCKETS, registry=r)
+        self.events = Counter(
+            "wb_events", "Input events by stream and outcome", ["stream", "outcome"], registry=r
+        )
+        self.dead_letters = Counter(
+            "wb_dead_letters",
+            "Events sent to a dead-letter topic",
+            ["stream", "reason"],
+            registry=r,
+        )
+        self.regen_requests = Counter(
+            "wb_regen_requests", "Regen requests queued, by reason", ["reason"], registry=r
+        )
+        self.regen_published = Counter(
+            "wb_regen_published", "Outbox messages published", registry=r
+        )
+        self.results = Counter(
+            "wb_results", "Generated results by outcome", ["outcome"], registry=r
+        )
+        self.db_retries = Counter(
+            "wb_db_retries", "Batches retried after a database failure", ["stream"], registry=r
+        )
+        self.sweep_actions = Counter(
+            "wb_sweep_actions", "Rows changed by sweeps, by action", ["action"], registry=r
+        )
+        self.handling = Histogram(
+            "wb_event_handling_seconds",
+            "Time from a batch's start to its database commit, per event",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stale_lag = Histogram(
+            "wb_stale_mark_lag_seconds",
+            "Event time of a comment to its stale mark being committed",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turnaround = Histogram(
+            "wb_regen_turnaround_seconds",
+            "Regen request to result applied (a user's wait)",
+            buckets=TURNAROUND_BUCKETS,
+            registry=r,
+        )
         self.highlights = Gauge("wb_highlights", "Highlights by state", ["state"], registry=r)
         self.pending = Gauge("wb_regen_pending", "Pending regenerations (queue depth)", registry=r)
         self.backlog = Gauge("wb_outbox_backlog", "Outbox rows not yet published", registry=r)
-        self.oldest_stale = Gauge("wb_oldest_stale_age_seconds",
-                                  "Age of the oldest stale highlight", registry=r)
-        self.parked = Gauge("wb_parked_comments", "Comments waiting for a request mapping",
-                            registry=r)
+        self.oldest_stale = Gauge(
+            "wb_oldest_stale_age_seconds", "Age of the oldest stale highlight", registry=r
+        )
+        self.parked = Gauge(
+            "wb_parked_comments", "Comments waiting for a request mapping", registry=r
+        )
 
-    def record_batch(self, stream: str, result: BatchResult, elapsed_s: float,
-                     committed_at: datetime) -> None:
+    def record_batch(
+        self, stream: str, result: BatchResult, elapsed_s: float, committed_at: datetime
+    ) -> None:
         for (event_stream, outcome), n in result.outcomes.items():
             self.events.labels(event_stream, outcome).inc(n)
             if event_stream == "generated" and outcome != "dead_lettered":
@@ -81,11 +104,19 @@ class Metrics:
     async def refresh_gauges(self, session: AsyncSession, now: datetime) -> None:
         H = HighlightRow
         counts = dict.fromkeys(STATES, 0)
-        stmt = select(H.manual_override, H.is_stale, H.generated_at.is_(None), func.count()).group_by(
-            H.manual_override, H.is_stale, H.generated_at.is_(None)
-        )
+        stmt = select(
+            H.manual_override, H.is_stale, H.generated_at.is_(None), func.count()
+        ).group_by(H.manual_override, H.is_stale, H.generated_at.is_(None))
         for overridden, stale, missing, n in (await session.execute(stmt)).all():
-            key = "overridden" if overridden else "missing" if missing else "stale" if stale else "fresh"
+            key = (
+                "overridden"
+                if overridden
+                else "missing"
+                if missing
+                else "stale"
+                if stale
+                else "fresh"
+            )
             counts[key] += n
         for key, n in counts.items():
             self.highlights.labels(key).set(n)

@@ -181,8 +181,13 @@ class Pipeline:
 
     @staticmethod
     def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:
-        log.exception("event at %s[%d]@%d failed", message.topic, message.partition,
-                      message.offset, exc_info=exc)
+        log.exception(
+            "event at %s[%d]@%d failed",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc_info=exc,
+        )
         result = BatchResult()
         detail = f"{type(exc).__name__}: {str(exc)[:300]}"
         result.dead_letters.append(DeadLetter(message, RejectReason.INTERNAL_ERROR, detail))
@@ -196,7 +201,9 @@ class Pipeline:
         async with self.sessions.begin() as session:
             now = self.clock()
             fresh = await self._not_yet_processed(session, stream, events, result)
-            tx = _Tx(session, now, await lock_rows(session, await _users_of(session, fresh)), result)
+            tx = _Tx(
+                session, now, await lock_rows(session, await _users_of(session, fresh)), result
+            )
             for message, event in fresh:
                 try:
                     outcome = await self._apply_one(tx, event)
@@ -205,8 +212,14 @@ class Pipeline:
                     result.count(stream, "dead_lettered")
                     continue
                 result.count(stream, outcome)
-                session.add(ProcessedEventRow(stream=stream.value, event_id=event.event_id,
-                                              outcome=outcome, processed_at=now))
+                session.add(
+                    ProcessedEventRow(
+                        stream=stream.value,
+                        event_id=event.event_id,
+                        outcome=outcome,
+                        processed_at=now,
+                    )
+                )
         return result
 
     async def _not_yet_processed(
@@ -273,10 +286,13 @@ class Pipeline:
 
     async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
         payload, meta = _result_of(event)
-        pending_since = tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None
+        pending_since = (
+            tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None
+        )
         try:
-            row, outcome = await upsert_auto_row(tx.session, payload, event.snapshot_hash, meta,
-                                                 tx.now, self.ttl)
+            row, outcome = await upsert_auto_row(
+                tx.session, payload, event.snapshot_hash, meta, tx.now, self.ttl
+            )
         except SupersededResult as exc:
             log.info("result %s: %s", event.event_id, exc)
             return UpsertOutcome.SUPERSEDED.value
@@ -298,12 +314,20 @@ class Pipeline:
 
 def _result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
     payload = GeneratedHighlight(
-        user_id=event.user_id, bio_text=event.bio_text, proof_points=list(event.proof_points),
-        quotes=list(event.quotes), source_group=event.source_group, llm_model=event.llm_model,
-        generated_at=event.generated_at, stale_after=event.stale_after,
+        user_id=event.user_id,
+        bio_text=event.bio_text,
+        proof_points=list(event.proof_points),
+        quotes=list(event.quotes),
+        source_group=event.source_group,
+        llm_model=event.llm_model,
+        generated_at=event.generated_at,
+        stale_after=event.stale_after,
     )
-    meta = UpsertMeta(base_snapshot_hash=event.base_snapshot_hash, generation=event.generation,
-                      regen_request_id=event.regen_request_id)
+    meta = UpsertMeta(
+        base_snapshot_hash=event.base_snapshot_hash,
+        generation=event.generation,
+        regen_request_id=event.regen_request_id,
+    )
     return payload, meta
 
 
@@ -319,12 +343,15 @@ def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
     )
 
 
-async def _users_of(
-    session: AsyncSession, events: list[tuple[RawMessage, InputEvent]]
-) -> set[int]:
+async def _users_of(session: AsyncSession, events: list[tuple[RawMessage, InputEvent]]) -> set[int]:
     """Users a batch will touch, known up front, so their rows are locked in one ordered query."""
-    users = {event.user_id for _, event in events if not isinstance(event, RequestEvent)
-             and event.user_id is not None}
-    unresolved = {e.request_id for _, e in events if isinstance(e, CommentEvent) and e.user_id is None}
+    users = {
+        event.user_id
+        for _, event in events
+        if not isinstance(event, RequestEvent) and event.user_id is not None
+    }
+    unresolved = {
+        e.request_id for _, e in events if isinstance(e, CommentEvent) and e.user_id is None
+    }
     users.update((await signal.resolve_users(session, unresolved)).values())
     return users

@@ -48,8 +48,11 @@ class Runtime:
         self.engine = create_engine(self.settings.database_url)
         self.sessions = session_factory(self.engine)
         self.store = HighlightStore(self.sessions, ttl=self.settings.highlight_ttl)
-        self.pipeline = Pipeline(self.sessions, ttl=self.settings.highlight_ttl,
-                                 max_backoff_s=self.settings.db_retry_max_backoff)
+        self.pipeline = Pipeline(
+            self.sessions,
+            ttl=self.settings.highlight_ttl,
+            max_backoff_s=self.settings.db_retry_max_backoff,
+        )
         self.sweeper = Sweeper(self.sessions, retry_after=self.settings.regen_retry_after)
         self.relay_wakeup = asyncio.Event()
 

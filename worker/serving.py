@@ -31,7 +31,8 @@ def snapshot_stats(activity: SignalActivityRow | None) -> dict[str, Any]:
     return {
         "comment_count": activity.comment_count if activity else 0,
         "latest_comment_at": activity.last_comment_at.isoformat()
-        if activity and activity.last_comment_at else None,
+        if activity and activity.last_comment_at
+        else None,
     }
 
 
@@ -47,8 +48,10 @@ def serve(
     doc: dict[str, Any] = {"user_id": user_id, "status": status}
     stale_since = (h.stale_since or h.stale_after) if h is not None else None
     within_grace = (
-        status in ("stale", "expired") and stale_since is not None
-        and now - stale_since <= serve_stale_for and serve_stale_for > timedelta(0)
+        status in ("stale", "expired")
+        and stale_since is not None
+        and now - stale_since <= serve_stale_for
+        and serve_stale_for > timedelta(0)
     )
     show_highlight = status in ("fresh", "overridden") or within_grace
     doc["display"] = "highlight" if show_highlight else "snapshot_stats"

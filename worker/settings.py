@@ -6,8 +6,8 @@ defaults; nothing else reads the environment.
 
 from __future__ import annotations
 
-from datetime import timedelta
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +23,12 @@ def normalize_database_url(url: str) -> str:
 
     Operators paste the URL their tooling prints; the store only speaks asyncio.
     """
-    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+    for prefix in (
+        "postgresql://",
+        "postgres://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
@@ -32,7 +37,7 @@ def normalize_database_url(url: str) -> str:
 
 
 def normalize_broker(value: str) -> str:
-    """Accept ``host:port[,host:port]`` or Faust's ``kafka://host:port[;...]``; return Faust's form."""
+    """Accept ``host:port[,host:port]`` or ``kafka://host:port[;...]``; return Faust's form."""
     parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
     out = []
     for part in parts:
@@ -89,6 +94,7 @@ class Settings(BaseSettings):
     highlight_ttl: Duration = timedelta(days=7)
     dedup_retention: Duration = timedelta(days=14)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
+    serve_stale_for: Duration = timedelta(0)
     gauge_interval: Duration = timedelta(seconds=15)
     broker_session_timeout: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)

@@ -7,20 +7,15 @@ workers counting comments of the same user on different partitions never lose a 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import case, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.db import dialect_insert
 from worker.events import CommentEvent, RequestEvent
 from worker.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
 
 COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
 
 
 async def resolve_users(session: AsyncSession, request_ids: set[str]) -> dict[str, int]:
@@ -34,9 +29,11 @@ async def resolve_users(session: AsyncSession, request_ids: set[str]) -> dict[st
 
 async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime) -> None:
     """Insert or (for a newer mapping event) update the request's user."""
-    insert = _insert(session)
+    insert = dialect_insert(session)
     stmt = insert(SignalRequestRow).values(
-        request_id=event.request_id, user_id=event.user_id, occurred_at=event.occurred_at,
+        request_id=event.request_id,
+        user_id=event.user_id,
+        occurred_at=event.occurred_at,
         created_at=now,
     )
     newer = stmt.excluded.occurred_at > SignalRequestRow.occurred_at
@@ -44,7 +41,9 @@ async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime
         index_elements=["request_id"],
         set_={
             "user_id": case((newer, stmt.excluded.user_id), else_=SignalRequestRow.user_id),
-            "occurred_at": case((newer, stmt.excluded.occurred_at), else_=SignalRequestRow.occurred_at),
+            "occurred_at": case(
+                (newer, stmt.excluded.occurred_at), else_=SignalRequestRow.occurred_at
+            ),
         },
     )
     await session.execute(stmt)
@@ -53,8 +52,10 @@ async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime
 def park(session: AsyncSession, event: CommentEvent, now: datetime) -> None:
     session.add(
         ParkedCommentRow(
-            event_id=event.event_id, request_id=event.request_id,
-            payload=event.model_dump(mode="json"), parked_at=now,
+            event_id=event.event_id,
+            request_id=event.request_id,
+            payload=event.model_dump(mode="json"),
+            parked_at=now,
         )
     )
 
@@ -77,10 +78,14 @@ async def record_activity(
     session: AsyncSession, user_id: int, event: CommentEvent, now: datetime
 ) -> None:
     delta = COUNT_DELTA[event.type]
-    insert = _insert(session)
+    insert = dialect_insert(session)
     stmt = insert(SignalActivityRow).values(
-        user_id=user_id, comment_count=max(delta, 0), last_comment_at=event.occurred_at,
-        last_comment_id=event.comment_id, last_comment_type=event.type, updated_at=now,
+        user_id=user_id,
+        comment_count=max(delta, 0),
+        last_comment_at=event.occurred_at,
+        last_comment_id=event.comment_id,
+        last_comment_type=event.type,
+        updated_at=now,
     )
     current = SignalActivityRow.last_comment_at
     newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.db import dialect_insert
 from worker.domain import (
     MAX_OVERRIDE_CHARS,
     GeneratedHighlight,
@@ -46,11 +46,6 @@ AUDITED_FIELDS = (
 )
 
 
-def _insert(session: AsyncSession) -> Any:
-    dialect = session.bind.dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 def check_user_id(user_id: int) -> None:
     if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id < 2**63:
         raise InvalidInput(f"user_id must be a positive 64-bit integer, got {user_id!r}")
@@ -74,7 +69,7 @@ async def lock_or_create_row(session: AsyncSession, user_id: int, now: datetime)
     row = await lock_row(session, user_id)
     if row is not None:
         return row
-    insert = _insert(session)
+    insert = dialect_insert(session)
     await session.execute(
         insert(HighlightRow)
         .values(user_id=user_id, created_at=now, updated_at=now)
@@ -310,7 +305,10 @@ class HighlightStore:
             )
 
     async def mark_stale(
-        self, user_id: int, reason: StaleReason | str, actor: str | None = None,
+        self,
+        user_id: int,
+        reason: StaleReason | str,
+        actor: str | None = None,
         note: str | None = None,
     ) -> tuple[Highlight, StaleOutcome]:
         """Mark an existing row stale; idempotent for a stale row except for the generation bump."""
@@ -327,8 +325,16 @@ class HighlightStore:
             before = snapshot_fields(row)
             outcome = mark_stale_row(session, row, stale_reason, now, _trigger(actor))
             if actor is not None:
-                audit(session, actor=check_actor(actor), action="mark_stale", user_id=user_id,
-                      before=before, after=snapshot_fields(row), reason=note, now=now)
+                audit(
+                    session,
+                    actor=check_actor(actor),
+                    action="mark_stale",
+                    user_id=user_id,
+                    before=before,
+                    after=snapshot_fields(row),
+                    reason=note,
+                    now=now,
+                )
             return Highlight.from_row(row), outcome
 
     async def regenerate(self, user_id: int, actor: str, note: str | None = None) -> Highlight:
@@ -349,8 +355,16 @@ class HighlightStore:
                 StaleReason.MANUAL if row.generated_at is not None else StaleReason.MISSING
             ).value
             request_regeneration(session, row, RegenReason.MANUAL, now, _trigger(actor))
-            audit(session, actor=actor, action="regenerate", user_id=user_id, before=before,
-                  after=snapshot_fields(row), reason=note, now=now)
+            audit(
+                session,
+                actor=actor,
+                action="regenerate",
+                user_id=user_id,
+                before=before,
+                after=snapshot_fields(row),
+                reason=note,
+                now=now,
+            )
             return Highlight.from_row(row)
 
     async def set_manual_override(
@@ -368,8 +382,16 @@ class HighlightStore:
                 return Highlight.from_row(row)
             row.manual_override, row.override_text = True, text
             row.override_actor, row.override_set_at, row.updated_at = actor, now, now
-            audit(session, actor=actor, action="set_override", user_id=user_id, before=before,
-                  after=snapshot_fields(row), reason=note, now=now)
+            audit(
+                session,
+                actor=actor,
+                action="set_override",
+                user_id=user_id,
+                before=before,
+                after=snapshot_fields(row),
+                reason=note,
+                now=now,
+            )
             return Highlight.from_row(row)
 
     async def clear_manual_override(
@@ -389,8 +411,16 @@ class HighlightStore:
             row.manual_override, row.override_text = False, None
             row.override_actor, row.override_set_at, row.updated_at = actor, now, now
             request_if_unanswered(session, row, now, _trigger(actor))
-            audit(session, actor=actor, action="clear_override", user_id=user_id, before=before,
-                  after=snapshot_fields(row), reason=note, now=now)
+            audit(
+                session,
+                actor=actor,
+                action="clear_override",
+                user_id=user_id,
+                before=before,
+                after=snapshot_fields(row),
+                reason=note,
+                now=now,
+            )
             return Highlight.from_row(row)
 
 

@@ -45,13 +45,19 @@ class ScanTotals:
     requests: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scanned": self.scanned, "actions": dict(self.actions),
-                "requests": dict(self.requests)}
+        return {
+            "scanned": self.scanned,
+            "actions": dict(self.actions),
+            "requests": dict(self.requests),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScanTotals:
-        return cls(int(data.get("scanned", 0)), Counter(data.get("actions", {})),
-                   Counter(data.get("requests", {})))
+        return cls(
+            int(data.get("scanned", 0)),
+            Counter(data.get("actions", {})),
+            Counter(data.get("requests", {})),
+        )
 
     def add(self, other: ScanTotals) -> None:
         self.scanned += other.scanned
@@ -64,8 +70,11 @@ def _expired(now: datetime) -> ColumnElement[bool]:
 
 
 def _stuck(now: datetime, retry_after: timedelta) -> ColumnElement[bool]:
-    return and_(H.manual_override == false(), H.regen_request_id.is_not(None),
-                H.regen_requested_at <= now - retry_after)
+    return and_(
+        H.manual_override == false(),
+        H.regen_request_id.is_not(None),
+        H.regen_requested_at <= now - retry_after,
+    )
 
 
 def _unrequested() -> ColumnElement[bool]:
@@ -75,8 +84,10 @@ def _unrequested() -> ColumnElement[bool]:
 def _behind_activity() -> ColumnElement[bool]:
     """Activity newer than the highlight (a deletion counts only if newer too: the scan
     catches missed events, and re-marking an old deletion would regenerate forever)."""
-    return and_(A.last_comment_at.is_not(None),
-                or_(H.generated_at.is_(None), A.last_comment_at > H.generated_at))
+    return and_(
+        A.last_comment_at.is_not(None),
+        or_(H.generated_at.is_(None), A.last_comment_at > H.generated_at),
+    )
 
 
 async def _candidate_ids(
@@ -91,20 +102,33 @@ async def _candidate_ids(
     return list((await session.scalars(stmt)).all())
 
 
-def _act(session: AsyncSession, row: HighlightRow, activity: A | None, opts: ScanOptions,
-         totals: ScanTotals) -> None:
+def _act(
+    session: AsyncSession,
+    row: HighlightRow,
+    activity: A | None,
+    opts: ScanOptions,
+    totals: ScanTotals,
+) -> None:
     """Re-check one locked row (it may have changed since it was selected) and act on it."""
     now = opts.now
     if not row.is_stale and row.stale_after is not None and row.stale_after <= now:
         _mark(session, row, StaleReason.EXPIRED, now, totals)
-    elif not row.is_stale and activity is not None and activity.last_comment_at is not None and (
-        row.generated_at is None or activity.last_comment_at > row.generated_at
+    elif (
+        not row.is_stale
+        and activity is not None
+        and activity.last_comment_at is not None
+        and (row.generated_at is None or activity.last_comment_at > row.generated_at)
     ):
         reason = COMMENT_REASONS.get(activity.last_comment_type or "", StaleReason.NEW_COMMENT)
-        _mark(session, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals)
-    elif (not row.manual_override and row.regen_request_id is not None
-          and row.regen_requested_at is not None
-          and row.regen_requested_at <= now - opts.retry_after):
+        _mark(
+            session, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals
+        )
+    elif (
+        not row.manual_override
+        and row.regen_request_id is not None
+        and row.regen_requested_at is not None
+        and row.regen_requested_at <= now - opts.retry_after
+    ):
         request_regeneration(session, row, RegenReason.RETRY, now, "sweep")
         totals.actions["retried"] += 1
         totals.requests[RegenReason.RETRY.value] += 1
@@ -113,8 +137,9 @@ def _act(session: AsyncSession, row: HighlightRow, activity: A | None, opts: Sca
         totals.requests[row.stale_reason or "manual"] += 1
 
 
-def _mark(session: AsyncSession, row: HighlightRow, reason: StaleReason, now: datetime,
-          totals: ScanTotals) -> None:
+def _mark(
+    session: AsyncSession, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
+) -> None:
     outcome = mark_stale_row(session, row, reason, now, "sweep")
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
@@ -146,8 +171,11 @@ async def missing_chunk(
     """Users with recorded comments but no highlight row at all: ask for a first one."""
     totals = ScanTotals()
     stmt = (
-        select(A.user_id).outerjoin(H, H.user_id == A.user_id)
-        .where(A.user_id > after, H.user_id.is_(None)).order_by(A.user_id).limit(limit)
+        select(A.user_id)
+        .outerjoin(H, H.user_id == A.user_id)
+        .where(A.user_id > after, H.user_id.is_(None))
+        .order_by(A.user_id)
+        .limit(limit)
     )
     ids = list((await session.scalars(stmt)).all())
     if not ids:
@@ -206,12 +234,12 @@ class FreshnessScan:
         resumed = checkpoint is not None
         totals = ScanTotals.from_dict(checkpoint.stats) if checkpoint else ScanTotals()
         phase = checkpoint.stats.get("phase", PHASES[0]) if checkpoint else PHASES[0]
+        after: int | None = (checkpoint.last_user_id or 0) if checkpoint else 0
         if phase not in PHASES:  # "done" but not finished: only the closing write was lost
             phase, after = PHASES[-1], None
-        after: int | None = (checkpoint.last_user_id or 0) if checkpoint else 0
         opts = ScanOptions(now=self.clock(), retry_after=self.retry_after, include_activity=True)
         started = checkpoint.started_at if checkpoint else opts.now
-        for current in PHASES[PHASES.index(phase):]:
+        for current in PHASES[PHASES.index(phase) :]:
             chunk_fn = scan_chunk if current == "highlights" else missing_chunk
             next_after: int | None = after
             after = 0
@@ -234,8 +262,14 @@ class FreshnessScan:
             row = await session.get(ScanCheckpointRow, self.name)
             return row if row is not None and row.finished_at is None else None
 
-    async def _save(self, session: AsyncSession, phase: str, after: int | None,
-                    totals: ScanTotals, started: datetime) -> None:
+    async def _save(
+        self,
+        session: AsyncSession,
+        phase: str,
+        after: int | None,
+        totals: ScanTotals,
+        started: datetime,
+    ) -> None:
         if after is None:  # this phase is complete: resume at the start of the next one
             following = PHASES.index(phase) + 1
             phase, after = (PHASES[following] if following < len(PHASES) else "done"), 0
@@ -243,8 +277,15 @@ class FreshnessScan:
         stats = {**totals.as_dict(), "phase": phase}
         now = self.clock()
         if row is None:
-            session.add(ScanCheckpointRow(name=self.name, last_user_id=after, stats=stats,
-                                          started_at=started, updated_at=now))
+            session.add(
+                ScanCheckpointRow(
+                    name=self.name,
+                    last_user_id=after,
+                    stats=stats,
+                    started_at=started,
+                    updated_at=now,
+                )
+            )
             return
         if row.finished_at is not None or row.started_at != started:
             row.started_at, row.finished_at = started, None

@@ -49,7 +49,9 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_user_profile_highlights")),
     )
-    op.create_index("ix_user_profile_highlights_stale_after", "user_profile_highlights", ["stale_after"])
+    op.create_index(
+        "ix_user_profile_highlights_stale_after", "user_profile_highlights", ["stale_after"]
+    )
     op.create_index(
         "ix_user_profile_highlights_regen_requested_at",
         "user_profile_highlights",

@@ -26,18 +26,34 @@ def raw(doc: dict[str, Any] | bytes) -> RawMessage:
     return RawMessage(value=value, topic="t", partition=0, offset=next(_offsets))
 
 
-def comment(eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1") -> RawMessage:
-    doc: dict[str, Any] = {"event_id": eid, "type": f"comment.{kind}", "comment_id": f"c-{eid}",
-                           "request_id": req, "occurred_at": at.isoformat()}
+def comment(
+    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
+) -> RawMessage:
+    doc: dict[str, Any] = {
+        "event_id": eid,
+        "type": f"comment.{kind}",
+        "comment_id": f"c-{eid}",
+        "request_id": req,
+        "occurred_at": at.isoformat(),
+    }
     if user is not None:
         doc["user_id"] = user
     return raw(doc)
 
 
 def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
-    doc = {"event_id": eid, "user_id": user, "bio_text": f"bio {snap}", "proof_points": ["p"],
-           "quotes": ["q"], "source_group": "g", "snapshot_hash": snap, "llm_model": "m",
-           "generated_at": at.isoformat(), **extra}
+    doc = {
+        "event_id": eid,
+        "user_id": user,
+        "bio_text": f"bio {snap}",
+        "proof_points": ["p"],
+        "quotes": ["q"],
+        "source_group": "g",
+        "snapshot_hash": snap,
+        "llm_model": "m",
+        "generated_at": at.isoformat(),
+        **extra,
+    }
     return raw(doc)
 
 
@@ -56,7 +72,9 @@ async def test_comment_after_generated_at_marks_stale_once(
     pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await store.upsert_auto(result(1), "snap-a")
-    res = await pipeline.process(C, [comment("e1", 1, later(1)), comment("e2", 1, later(2), "edited")])
+    res = await pipeline.process(
+        C, [comment("e1", 1, later(1)), comment("e2", 1, later(2), "edited")]
+    )
     assert res.outcomes == {("comments", "stale_marked"): 1, ("comments", "coalesced"): 1}
     row = await store.get(1)
     assert row is not None and row.is_stale and row.stale_reason == "comment_edited"
@@ -70,14 +88,18 @@ async def test_comment_at_or_before_generated_at_is_already_included(
     pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await store.upsert_auto(result(1, generated_at=later(10)), "snap-a")
-    res = await pipeline.process(C, [comment("e1", 1, later(10)), comment("e2", 1, later(3), "edited")])
+    res = await pipeline.process(
+        C, [comment("e1", 1, later(10)), comment("e2", 1, later(3), "edited")]
+    )
     assert res.outcomes == {("comments", "already_included"): 2}
     row = await store.get(1)
     assert row is not None and not row.is_stale and row.generation == 0
     assert await requests_in_outbox(sessions) == []
 
 
-async def test_deleted_comment_always_marks_stale(pipeline: Pipeline, store: HighlightStore) -> None:
+async def test_deleted_comment_always_marks_stale(
+    pipeline: Pipeline, store: HighlightStore
+) -> None:
     await store.upsert_auto(result(1, generated_at=later(10)), "snap-a")
     res = await pipeline.process(C, [comment("e1", 1, later(1), "deleted")])
     assert res.outcomes == {("comments", "stale_marked"): 1}
@@ -131,10 +153,24 @@ async def test_unmapped_comment_is_parked_then_applied_when_mapping_arrives(
     parked = await pipeline.process(C, [comment("e1", None, later(1), req="req-9")])
     assert parked.outcomes == {("comments", "parked"): 1}
     assert (await store.get(4)).is_stale is False  # type: ignore[union-attr]
-    mapped = await pipeline.process(R, [raw({"event_id": "m1", "request_id": "req-9", "user_id": 4,
-                                             "occurred_at": later(0).isoformat()})])
-    assert mapped.outcomes == {("requests", "mapped"): 1, ("comments", "stale_marked"): 1,
-                               ("comments", "unparked"): 1}
+    mapped = await pipeline.process(
+        R,
+        [
+            raw(
+                {
+                    "event_id": "m1",
+                    "request_id": "req-9",
+                    "user_id": 4,
+                    "occurred_at": later(0).isoformat(),
+                }
+            )
+        ],
+    )
+    assert mapped.outcomes == {
+        ("requests", "mapped"): 1,
+        ("comments", "stale_marked"): 1,
+        ("comments", "unparked"): 1,
+    }
     assert (await store.get(4)).is_stale is True  # type: ignore[union-attr]
     async with sessions() as session:
         assert (await session.scalars(select(ParkedCommentRow))).all() == []
@@ -149,8 +185,9 @@ async def test_result_for_current_generation_freshens_and_measures_turnaround(
     await store.upsert_auto(result(1), "snap-a")
     await pipeline.process(C, [comment("e1", 1, later(1))])
     clock.advance(timedelta(seconds=30))
-    res = await pipeline.process(G, [generated("g1", 1, later(2), "snap-b", generation=1,
-                                               base_snapshot_hash="snap-a")])
+    res = await pipeline.process(
+        G, [generated("g1", 1, later(2), "snap-b", generation=1, base_snapshot_hash="snap-a")]
+    )
     assert res.outcomes == {("generated", "applied"): 1}
     assert res.turnaround_s == [30.0]
     row = await store.get(1)
@@ -166,7 +203,10 @@ async def test_answered_but_outdated_result_is_requested_again(
     res = await pipeline.process(G, [generated("g1", 1, later(3), "snap-b", generation=1)])
     assert res.outcomes == {("generated", "applied_still_stale"): 1}
     reqs = await requests_in_outbox(sessions)
-    assert [(r["reason"], r["generation"]) for r in reqs] == [("new_comment", 1), ("new_comment", 2)]
+    assert [(r["reason"], r["generation"]) for r in reqs] == [
+        ("new_comment", 1),
+        ("new_comment", 2),
+    ]
     row = await store.get(1)
     assert row is not None and row.is_stale and row.regen_request_id == reqs[1]["event_id"]
 
@@ -175,10 +215,13 @@ async def test_conflicting_and_superseded_results_are_counted_not_applied(
     pipeline: Pipeline, store: HighlightStore
 ) -> None:
     await store.upsert_auto(result(1, generated_at=later(5)), "snap-a")
-    res = await pipeline.process(G, [
-        generated("g1", 1, later(1), "old"),
-        generated("g2", 1, later(6), "snap-x", base_snapshot_hash="not-a"),
-    ])
+    res = await pipeline.process(
+        G,
+        [
+            generated("g1", 1, later(1), "old"),
+            generated("g2", 1, later(6), "snap-x", base_snapshot_hash="not-a"),
+        ],
+    )
     assert res.outcomes == {("generated", "superseded"): 1, ("generated", "conflict"): 1}
     row = await store.get(1)
     assert row is not None and row.snapshot_hash == "snap-a"
@@ -189,12 +232,24 @@ async def test_conflicting_and_superseded_results_are_counted_not_applied(
     [
         (C, b"not json", "not_json"),
         (C, b"\xff\xfe", "not_utf8"),
-        (C, b'{"event_id": "x", "type": "comment.liked", "comment_id": "c", "request_id": "r",'
-            b' "occurred_at": "2026-01-01T00:00:00Z"}', "invalid"),
-        (C, b'{"event_id": "x", "type": "comment.created", "comment_id": "c", "request_id": "r",'
-            b' "occurred_at": "2026-01-01T00:00:00"}', "bad_timestamp"),
-        (R, b'{"event_id": "x", "request_id": "r", "user_id": -4, "occurred_at": "2026-01-01T00:00:00Z"}',
-         "invalid"),
+        (
+            C,
+            b'{"event_id": "x", "type": "comment.liked", "comment_id": "c", "request_id": "r",'
+            b' "occurred_at": "2026-01-01T00:00:00Z"}',
+            "invalid",
+        ),
+        (
+            C,
+            b'{"event_id": "x", "type": "comment.created", "comment_id": "c", "request_id": "r",'
+            b' "occurred_at": "2026-01-01T00:00:00"}',
+            "bad_timestamp",
+        ),
+        (
+            R,
+            b'{"event_id": "x", "request_id": "r", "user_id": -4,'
+            b' "occurred_at": "2026-01-01T00:00:00Z"}',
+            "invalid",
+        ),
         (G, b'{"event_id": "x"}', "invalid"),
     ],
 )
@@ -202,9 +257,15 @@ async def test_bad_input_becomes_a_dead_letter_and_the_rest_goes_on(
     pipeline: Pipeline, store: HighlightStore, stream: InputStream, value: bytes, reason: str
 ) -> None:
     await store.upsert_auto(result(1), "snap-a")
-    good = comment("ok", 1, later(1)) if stream is C else raw({
-        "event_id": "ok", "request_id": "r", "user_id": 1, "occurred_at": later(1).isoformat()
-    }) if stream is R else generated("ok", 1, later(1), "snap-b")
+    good = (
+        comment("ok", 1, later(1))
+        if stream is C
+        else raw(
+            {"event_id": "ok", "request_id": "r", "user_id": 1, "occurred_at": later(1).isoformat()}
+        )
+        if stream is R
+        else generated("ok", 1, later(1), "snap-b")
+    )
     res = await pipeline.process(stream, [raw(value), good])
     assert [d.reason.value for d in res.dead_letters] == [reason]
     assert res.dead_letters[0].detail

@@ -57,7 +57,9 @@ async def _activity_without_marks(pipeline: Pipeline, store: HighlightStore, use
         await store.upsert_auto(result(user, generated_at=later(0)), f"s{user}")
     await pipeline.process(C, [comment(f"e{u}", u, later(1)) for u in users])
     for user in users:
-        await store.upsert_auto(result(user, generated_at=later(0) + timedelta(seconds=1)), f"t{user}")
+        await store.upsert_auto(
+            result(user, generated_at=later(0) + timedelta(seconds=1)), f"t{user}"
+        )
 
 
 async def test_freshness_scan_catches_activity_newer_than_generated_at(
@@ -109,7 +111,9 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        await FreshnessScan(sessions, RETRY, batch_size=3, clock=clock, on_chunk=stop_after_two).run()
+        await FreshnessScan(
+            sessions, RETRY, batch_size=3, clock=clock, on_chunk=stop_after_two
+        ).run()
     assert await stale_users(store, range(1, 11)) == list(range(1, 7))
     chunks: list[Any] = []
     totals, resumed = await FreshnessScan(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -68,14 +69,12 @@ async def test_marks_results_and_overrides_race_without_losing_invariants(
 
     async def result_writer(offset: int) -> None:
         for i in range(10):
-            try:
+            with contextlib.suppress(SupersededResult):
                 await pg_store.upsert_auto(
                     result(1, generated_at=later(offset * 100 + i)),
                     f"w{offset}-{i}",
                     UpsertMeta(generation=rng.randint(0, 20)),
                 )
-            except SupersededResult:
-                pass
 
     await asyncio.gather(stale_marker(), stale_marker(), result_writer(1), result_writer(2))
     final = await pg_store.get(1)

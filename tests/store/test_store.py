@@ -64,10 +64,14 @@ async def test_same_result_twice_changes_nothing(store: HighlightStore, clock: F
 
 async def test_cas_conflict_when_snapshot_moved(store: HighlightStore) -> None:
     await store.upsert_auto(result(1), "snap-a")
-    await store.upsert_auto(result(1, generated_at=later(1)), "snap-b", UpsertMeta(base_snapshot_hash="snap-a"))
+    await store.upsert_auto(
+        result(1, generated_at=later(1)), "snap-b", UpsertMeta(base_snapshot_hash="snap-a")
+    )
     with pytest.raises(SnapshotConflict) as err:
         await store.upsert_auto(
-            result(1, generated_at=later(2), bio="lost"), "snap-c", UpsertMeta(base_snapshot_hash="snap-a")
+            result(1, generated_at=later(2), bio="lost"),
+            "snap-c",
+            UpsertMeta(base_snapshot_hash="snap-a"),
         )
     assert err.value.actual == "snap-b"
     current = await store.get(1)
@@ -97,14 +101,17 @@ async def test_result_for_current_generation_clears_stale(store: HighlightStore)
     await store.upsert_auto(result(1), "snap-a")
     stale, _ = await store.mark_stale(1, StaleReason.NEW_COMMENT)
     fresh, outcome = await store.upsert_auto_with_outcome(
-        result(1, generated_at=later(1)), "snap-b",
+        result(1, generated_at=later(1)),
+        "snap-b",
         UpsertMeta(generation=stale.generation, base_snapshot_hash="snap-a"),
     )
     assert outcome is UpsertOutcome.APPLIED
     assert not fresh.is_stale and fresh.regen_request_id is None and fresh.stale_reason is None
 
 
-async def test_result_for_older_generation_is_stored_but_row_stays_stale(store: HighlightStore) -> None:
+async def test_result_for_older_generation_is_stored_but_row_stays_stale(
+    store: HighlightStore,
+) -> None:
     await store.upsert_auto(result(1), "snap-a")
     await store.mark_stale(1, StaleReason.NEW_COMMENT)
     pending, _ = await store.mark_stale(1, StaleReason.NEW_COMMENT)
@@ -138,7 +145,9 @@ async def test_override_locks_and_survives_auto_updates(
     assert not cleared.manual_override and cleared.override_text is None
     assert cleared.regen_request_id is not None
     rows = await outbox_rows(sessions)
-    assert [(r.event_id, r.payload["reason"]) for r in rows] == [(cleared.regen_request_id, "new_comment")]
+    assert [(r.event_id, r.payload["reason"]) for r in rows] == [
+        (cleared.regen_request_id, "new_comment")
+    ]
 
 
 async def test_override_for_user_without_highlight(store: HighlightStore) -> None:
@@ -155,7 +164,10 @@ async def test_audit_rows_record_diffs(
     await store.clear_manual_override(1, actor="bob")
     async with sessions() as session:
         rows = (await session.scalars(select(AuditRow).order_by(AuditRow.id))).all()
-    assert [(r.actor, r.action) for r in rows] == [("alice", "set_override"), ("bob", "clear_override")]
+    assert [(r.actor, r.action) for r in rows] == [
+        ("alice", "set_override"),
+        ("bob", "clear_override"),
+    ]
     assert rows[0].reason == "press request"
     assert rows[0].diff == {
         "manual_override": {"old": False, "new": True},
@@ -187,14 +199,19 @@ async def test_regenerate_replaces_pending_request(
         (lambda s: s.get(-1), "positive"),
         (lambda s: s.upsert_auto(result(1, generated_at=datetime(2026, 1, 1)), "s"), "timezone"),
         (lambda s: s.upsert_auto(result(1, generated_at=T0 + timedelta(days=3)), "s"), "future"),
-        (lambda s: s.upsert_auto(result(1, generated_at=datetime(1969, 1, 1, tzinfo=UTC)), "s"),
-         "1970"),
+        (
+            lambda s: s.upsert_auto(result(1, generated_at=datetime(1969, 1, 1, tzinfo=UTC)), "s"),
+            "1970",
+        ),
         (lambda s: s.upsert_auto(result(1), ""), "snapshot_hash"),
         (lambda s: s.upsert_auto(result(1, stale_after=T0 - timedelta(1)), "s"), "stale_after"),
     ],
 )
 async def test_bad_input_is_refused_and_writes_nothing(
-    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], call, message: str  # type: ignore[no-untyped-def]
+    store: HighlightStore,
+    sessions: async_sessionmaker[AsyncSession],
+    call,
+    message: str,  # type: ignore[no-untyped-def]
 ) -> None:
     with pytest.raises((InvalidInput, UnknownUser), match=message):
         await call(store)

@@ -37,8 +37,12 @@ def broker(logs: Path) -> Iterator[EmbeddedBroker]:
 def live_db_url(pg_admin_url: str) -> Iterator[str]:
     """A database of this module's own, migrated with the real `wb db upgrade`."""
     url = asyncio.run(pg.create_database(pg_admin_url, prefix="wblive"))
-    subprocess.run([WB, "db", "upgrade"], env={**os.environ, "WB_DATABASE_URL": url},
-                   check=True, capture_output=True)
+    subprocess.run(
+        [WB, "db", "upgrade"],
+        env={**os.environ, "WB_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+    )
     yield url
     asyncio.run(pg.drop_database(pg_admin_url, url))
 
@@ -69,10 +73,16 @@ async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
 
 
 @pytest.fixture(scope="module")
-async def worker(broker: EmbeddedBroker, live_db_url: str, logs: Path) -> AsyncIterator[WorkerProcess]:
+async def worker(
+    broker: EmbeddedBroker, live_db_url: str, logs: Path
+) -> AsyncIterator[WorkerProcess]:
     """One running worker for the module, sweeping every second."""
-    proc = WorkerProcess(broker.address, live_db_url, logs,
-                         extra_env={"WB_SWEEP_INTERVAL": "1", "WB_GAUGE_INTERVAL": "1"})
+    proc = WorkerProcess(
+        broker.address,
+        live_db_url,
+        logs,
+        extra_env={"WB_SWEEP_INTERVAL": "1", "WB_GAUGE_INTERVAL": "1"},
+    )
     proc.start()
     try:
         await proc.wait_ready()

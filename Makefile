@@ -1,0 +1,46 @@
+# wb-highlights: the obvious targets. `make run` and `make test` are the README's quick start.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint format typecheck schemas bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## the worker on embedded defaults: SQLite file, bundled broker, web on :6066
+	$(BIN)/wb run
+
+test: $(STAMP)  ## everything: store on SQLite+PostgreSQL, pipeline, live worker tests, lint
+	$(BIN)/ruff check worker tests bench migrations
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)  ## no broker, no worker processes: seconds
+	$(BIN)/pytest -q -m "not slow and not broker"
+
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests bench migrations
+	$(BIN)/ruff format --check worker tests bench migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format worker tests bench migrations
+	$(BIN)/ruff check --fix worker tests bench migrations
+
+schemas: $(STAMP)  ## regenerate schemas/*.json from the event models
+	$(BIN)/python -m worker.contracts
+
+bench: $(STAMP)  ## throughput/latency benchmark (needs PostgreSQL: WB_BENCH_DATABASE_URL)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
