@@ -18,7 +18,7 @@ run: $(STAMP)  ## the worker on embedded defaults: SQLite file, bundled broker, 
 	$(BIN)/wb run
 
 test: $(STAMP)  ## everything: store on SQLite+PostgreSQL, pipeline, live worker tests, lint
-	$(BIN)/ruff check worker tests bench migrations
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -26,15 +26,15 @@ test-fast: $(STAMP)  ## no broker, no worker processes: seconds
 	$(BIN)/pytest -q -m "not slow and not broker"
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench migrations
-	$(BIN)/ruff format --check worker tests bench migrations
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format worker tests bench migrations
-	$(BIN)/ruff check --fix worker tests bench migrations
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 schemas: $(STAMP)  ## regenerate schemas/*.json from the event models
 	$(BIN)/python -m worker.contracts
