@@ -20,10 +20,18 @@ from worker.db import create_engine
 from worker.models import AuditRow, HighlightRow, OutboxRow, ScanCheckpointRow, SignalActivityRow
 
 
-def wb(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-       cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([WB, *args], env={**os.environ, **(env or {})}, input=stdin,
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
+def wb(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [WB, *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture
@@ -61,21 +69,38 @@ def test_bad_setting_and_missing_schema_are_one_line_errors(tmp_path: Path) -> N
     assert fresh.stderr == "wb: error: the database has no schema yet: run `wb db upgrade`\n"
 
 
-def test_operator_commands_change_the_row_and_are_audited(sqlite_env: dict[str, str],
-                                                          tmp_path: Path) -> None:
+def test_operator_commands_change_the_row_and_are_audited(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
     assert wb("signal-profile", "clear-override", "7", env=sqlite_env).returncode == 1
     text_file = tmp_path / "bio.txt"
     text_file.write_text("Curated <b>bio</b>\n", encoding="utf-8")
-    locked = wb("signal-profile", "override", "7", "--file", str(text_file), "--actor", "alice",
-                env=sqlite_env)
+    locked = wb(
+        "signal-profile",
+        "override",
+        "7",
+        "--file",
+        str(text_file),
+        "--actor",
+        "alice",
+        env=sqlite_env,
+    )
     assert locked.returncode == 0, locked.stderr
     shown = json.loads(wb("signal-profile", "show", "7", env=sqlite_env).stdout)
     assert shown["served"]["status"] == "overridden"
     assert shown["served"]["text"] == "Curated <b>bio</b>"
     regen = wb("signal-profile", "regenerate", "7", "--actor", "bob", env=sqlite_env)
     assert regen.returncode == 0 and "regeneration requested" in regen.stdout
-    stale = wb("signal-profile", "mark-stale", "7", "--reason", "bad quote", "--actor", "carol",
-               env=sqlite_env)
+    stale = wb(
+        "signal-profile",
+        "mark-stale",
+        "7",
+        "--reason",
+        "bad quote",
+        "--actor",
+        "carol",
+        env=sqlite_env,
+    )
     assert stale.returncode == 0, stale.stderr
     cleared = wb("signal-profile", "clear-override", "7", "--actor", "alice", env=sqlite_env)
     assert cleared.returncode == 0
@@ -83,30 +108,51 @@ def test_operator_commands_change_the_row_and_are_audited(sqlite_env: dict[str, 
     async def audit() -> list[tuple[str, str, str | None]]:
         engine = create_engine(sqlite_env["WB_DATABASE_URL"])
         async with engine.connect() as conn:
-            rows = (await conn.execute(select(AuditRow.actor, AuditRow.action, AuditRow.reason)
-                                       .order_by(AuditRow.id))).all()
+            rows = (
+                await conn.execute(
+                    select(AuditRow.actor, AuditRow.action, AuditRow.reason).order_by(AuditRow.id)
+                )
+            ).all()
         await engine.dispose()
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
     assert asyncio.run(audit()) == [
-        ("alice", "set_override", None), ("bob", "regenerate", None),
-        ("carol", "mark_stale", "bad quote"), ("alice", "clear_override", None),
+        ("alice", "set_override", None),
+        ("bob", "regenerate", None),
+        ("carol", "mark_stale", "bad quote"),
+        ("alice", "clear_override", None),
     ]
 
 
 async def _seed(engine: AsyncEngine, users: int) -> None:
     now = datetime.now(UTC)
     old = now - timedelta(hours=1)
-    rows = [{"user_id": u, "bio_text": "b", "snapshot_hash": f"s{u}", "generated_at": old,
-             "stale_after": now + timedelta(days=7), "created_at": old, "updated_at": old}
-            for u in range(1, users + 1)]
-    activity = [{"user_id": u, "comment_count": 1, "last_comment_at": now - timedelta(minutes=1),
-                 "last_comment_type": "comment.created", "updated_at": now}
-                for u in range(1, users + 1)]
+    rows = [
+        {
+            "user_id": u,
+            "bio_text": "b",
+            "snapshot_hash": f"s{u}",
+            "generated_at": old,
+            "stale_after": now + timedelta(days=7),
+            "created_at": old,
+            "updated_at": old,
+        }
+        for u in range(1, users + 1)
+    ]
+    activity = [
+        {
+            "user_id": u,
+            "comment_count": 1,
+            "last_comment_at": now - timedelta(minutes=1),
+            "last_comment_type": "comment.created",
+            "updated_at": now,
+        }
+        for u in range(1, users + 1)
+    ]
     async with engine.begin() as conn:
         for start in range(0, users, 5000):
-            await conn.execute(insert(HighlightRow), rows[start:start + 5000])
-            await conn.execute(insert(SignalActivityRow), activity[start:start + 5000])
+            await conn.execute(insert(HighlightRow), rows[start : start + 5000])
+            await conn.execute(insert(SignalActivityRow), activity[start : start + 5000])
 
 
 @pytest.mark.postgres
@@ -124,8 +170,12 @@ def test_freshness_scan_killed_midway_resumes_where_it_stopped(pg_admin_url: str
             await engine.dispose()
 
         asyncio.run(prepare())
-        scan = subprocess.Popen([WB, "signal-profile", "freshness-scan", "--batch-size", "100"],
-                                env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
+        scan = subprocess.Popen(
+            [WB, "signal-profile", "freshness-scan", "--batch-size", "100"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
         async def progress() -> int | None:
             engine = create_engine(url)
@@ -171,13 +221,22 @@ async def test_quick_start_run_serves_healthz_and_ctrl_c_stops_everything(tmp_pa
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WB_")}
     env.update(WB_WEB_PORT=str(port), WB_BROKER_SESSION_TIMEOUT="6")
-    proc = subprocess.Popen([WB, "run"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [WB, "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+
         async def healthy() -> bool:
             assert proc.poll() is None, "wb run exited"
             try:
-                return (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[0] == 200
+                return (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[
+                    0
+                ] == 200
             except OSError:
                 return False
 

@@ -17,8 +17,11 @@ from worker.events import InputStream, RegenRequestEvent, Rejected, decode
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-STREAMS = {"comment-event": InputStream.COMMENTS, "request-event": InputStream.REQUESTS,
-           "generated-event": InputStream.GENERATED}
+STREAMS = {
+    "comment-event": InputStream.COMMENTS,
+    "request-event": InputStream.REQUESTS,
+    "generated-event": InputStream.GENERATED,
+}
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
@@ -66,8 +69,14 @@ def test_readme_examples_validate_against_schema_and_model(name: str, doc: Any) 
     assert model_accepts(name, doc)
 
 
-COMMENT = {"event_id": "e", "type": "comment.created", "comment_id": "c", "request_id": "r",
-           "user_id": 1, "occurred_at": "2026-01-01T00:00:00Z"}
+COMMENT = {
+    "event_id": "e",
+    "type": "comment.created",
+    "comment_id": "c",
+    "request_id": "r",
+    "user_id": 1,
+    "occurred_at": "2026-01-01T00:00:00Z",
+}
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("ok", {}),
     ("integer ids", {"comment_id": 12, "request_id": 7}),
