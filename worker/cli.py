@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -280,15 +281,195 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
     )
 
 
+def _duration(_ctx: Any, _param: Any, value: str | None) -> Any:
+    if value is None:
+        return None
+    from worker.settings import parse_duration
+
+    parsed = parse_duration(value)
+    if not isinstance(parsed, timedelta):
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 15m, 6h, 2d")
+    return parsed
+
+
+@signal_profile.command("freshness-report")
+@click.option("--warn-after", callback=_duration, help="Warn when the oldest stale is older.")
+@click.option("--error-after", callback=_duration, help="Error when the oldest stale is older.")
+@click.option("--warn-share", type=click.FloatRange(0, 1), help="Warn above this stale share.")
+@click.option("--error-share", type=click.FloatRange(0, 1), help="Error above this stale share.")
+@click.option("--warn-error", is_flag=True, help="Exit 1 on warnings (default: 0).")
+@click.option("--json", "as_json", is_flag=True)
+def freshness_report(
+    warn_after: timedelta | None,
+    error_after: timedelta | None,
+    warn_share: float | None,
+    error_share: float | None,
+    warn_error: bool,
+    as_json: bool,
+) -> None:
+    """Freshness figures; exit 0 (ok), 1 (warn, with --warn-error) or 2 (error)."""
+    from worker.domain import utcnow
+    from worker.report import Level, Thresholds, gather, judge
+
+    async def go(store: Any) -> dict[str, Any]:
+        async with store.sessions() as session:
+            return await gather(session, utcnow())
+
+    figures = _run(_with_store(get_settings(), go))
+    level, reasons = judge(figures, Thresholds(warn_after, error_after, warn_share, error_share))
+    if as_json:
+        _print_json({**figures, "level": level.name.lower(), "reasons": reasons})
+    else:
+        width = max(len(k) for k in figures)
+        for key, value in figures.items():
+            click.echo(f"{key:<{width}}  {value}")
+        click.echo(
+            f"{'level':<{width}}  {level.name.lower()}" + "".join(f"\n  - {r}" for r in reasons)
+        )
+    code = {Level.OK: 0, Level.WARN: 1 if warn_error else 0, Level.ERROR: 2}[level]
+    raise click.exceptions.Exit(code)
+
+
+@signal_profile.command()
+@click.option("--all", "everything", is_flag=True, help="Every generated highlight.")
+@click.option("--users", help="Comma-separated user ids.")
+@click.option("--model", "llm_model", help="Only highlights made by this llm_model.")
+@click.option("--source-group", help="Only highlights of this source_group.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1),
+    default=50.0,
+    show_default=True,
+    help="At most this many stale marks (regen requests) per second.",
+)
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Resume after this user id.")
+@click.option("--dry-run", is_flag=True)
+@actor_opt
+def reseed(
+    everything: bool,
+    users: str | None,
+    llm_model: str | None,
+    source_group: str | None,
+    rate: float,
+    after: int,
+    dry_run: bool,
+    actor: str,
+) -> None:
+    """Mark many highlights stale (reason 'manual') at a bounded rate; audited per user."""
+    from worker.reseed import Reseeder, ReseedResult, ReseedSelection
+
+    if not (everything or users or llm_model or source_group):
+        raise click.UsageError("choose what to reseed: --all, --users, --model or --source-group")
+    try:
+        ids = [int(u) for u in users.split(",")] if users else None
+    except ValueError:
+        raise click.BadParameter("--users takes comma-separated integers") from None
+    selection = ReseedSelection(user_ids=ids, llm_model=llm_model, source_group=source_group)
+
+    def progress(result: ReseedResult) -> None:
+        if sys.stderr.isatty():
+            click.echo(
+                f"\rreseed: {result.marked} marked, last user {result.last_user_id}",
+                nl=False,
+                err=True,
+            )
+
+    async def go(store: Any) -> ReseedResult:
+        return await Reseeder(store.sessions, actor, rate, dry_run, on_chunk=progress).run(
+            selection, after
+        )
+
+    result = _run(_with_store(get_settings(), go))
+    click.echo(
+        f"reseed{' (dry run)' if dry_run else ''}: {result.marked} marked stale, "
+        f"{result.requested} regen requests, last user id {result.last_user_id}"
+    )
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead-letter topics."""
+
+
+@dlq.command("replay")
+@click.argument("topic")
+@click.option("--error", "only_error", help="Only dead letters with this error header.")
+@click.option("--limit", type=click.IntRange(min=1), help="Replay at most this many.")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; send nothing.")
+def dlq_replay(topic: str, only_error: str | None, limit: int | None, dry_run: bool) -> None:
+    """Send the dead letters of TOPIC (an input topic or its .dlq) back to their source."""
+    from worker.dlq import replay
+
+    settings = get_settings()
+    bootstrap = _bootstrap(settings)
+    dlq_topic = topic if topic.endswith(".dlq") else f"{topic}.dlq"
+    result = _run(
+        replay(
+            bootstrap,
+            dlq_topic,
+            f"{settings.app_id}-dlq-replay",
+            only_error=only_error,
+            limit=limit,
+            dry_run=dry_run,
+        )
+    )
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(result.by_error.items())) or "none"
+    click.echo(
+        f"dlq replay {dlq_topic}{' (dry run)' if dry_run else ''}: {result.replayed} "
+        f"replayed ({errors}), {result.skipped} skipped"
+    )
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka_broker is None:
+        raise click.UsageError("set WB_KAFKA_BROKER (wb run prints the embedded broker's address)")
+    return ",".join(b.removeprefix("kafka://") for b in settings.kafka_broker.split(";"))
+
+
+@cli.group()
+def topic() -> None:
+    """Type and read topic messages by hand (like kcat)."""
+
+
+@topic.command("produce")
+@click.argument("name")
+@click.option("--key", help="Message key for every line (e.g. the user id).")
+def topic_produce(name: str, key: str | None) -> None:
+    """Send each line of stdin to topic NAME as one message."""
+    from worker.topics import produce
+
+    sent = _run(produce(_bootstrap(get_settings()), name, sys.stdin, key))
+    click.echo(f"{sent} messages sent to {name}", err=True)
+
+
+@topic.command("tail")
+@click.argument("name")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message.")
+@click.option("--exit", "exit_at_end", is_flag=True, help="Stop at the end instead of following.")
+def topic_tail(name: str, from_beginning: bool, exit_at_end: bool) -> None:
+    """Print messages of topic NAME as `partition:offset key=K VALUE headers={...}`."""
+    from worker.topics import tail
+
+    _run(
+        tail(
+            _bootstrap(get_settings()),
+            name,
+            click.echo,
+            from_beginning=from_beginning,
+            exit_at_end=exit_at_end,
+        )
+    )
+
+
 # --- entry point -----------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run ``wb``; every failure is one line on stderr."""
     try:
-        cli.main(args=argv, prog_name="wb", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        # Not standalone: click hands back `Exit` codes instead of exiting itself.
+        code = cli.main(args=argv, prog_name="wb", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.Abort:
         click.echo("wb: aborted", err=True)
         sys.exit(130)
@@ -315,4 +496,3 @@ def main(argv: list[str] | None = None) -> NoReturn:
             kind = "database unreachable" if is_transient(exc) else type(exc).__name__
             click.echo(f"wb: error: {kind}: {first_line}", err=True)
         sys.exit(1)
-    sys.exit(0)

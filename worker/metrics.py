@@ -14,12 +14,36 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker import outbox, signal
+from worker.domain import RegenReason, StaleReason, UpsertOutcome
+from worker.events import InputStream, RejectReason
 from worker.models import HighlightRow
 from worker.pipeline import BatchResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 TURNAROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 STATES = ("fresh", "stale", "overridden", "missing")
+EVENT_OUTCOMES = (
+    "stale_marked",
+    "coalesced",
+    "override_locked",
+    "already_included",
+    "missing_requested",
+    "parked",
+    "unparked",
+    "mapped",
+    "duplicate",
+    "dead_lettered",
+    *(o.value for o in UpsertOutcome),
+)
+SWEEP_ACTIONS = (*(r.value for r in StaleReason), "retried", "requested")
+# Every label value the worker can emit, per label name: a test holds the exposition to it.
+LABEL_VALUES: dict[str, frozenset[str]] = {
+    "stream": frozenset(s.value for s in InputStream),
+    "outcome": frozenset(EVENT_OUTCOMES),
+    "reason": frozenset({*(r.value for r in RejectReason), *(r.value for r in RegenReason)}),
+    "state": frozenset(STATES),
+    "action": frozenset(SWEEP_ACTIONS),
+}
 
 
 class Metrics:

@@ -6,6 +6,7 @@ Each test uses its own user ids, so they share one worker without interfering.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -275,3 +276,114 @@ async def test_requests_on_the_topic_match_the_outbox(
     rows = await eventually(all_published, what="outbox drained")
     on_topic = {r["event_id"] for r in await kafka.read_json(REGEN)}
     assert {r.event_id for r in rows} <= on_topic
+
+
+async def test_dlq_replay_sends_dead_letters_back_once(
+    worker: WorkerProcess,
+    kafka: Kafka,
+    live_db_url: str,
+    live_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    import asyncio
+
+    from tests.cli.test_cli import wb
+
+    fixed = json.dumps(comment("e1009-replayed", 1009, NOW - timedelta(minutes=1))).encode()
+    headers = [
+        ("error", b"internal_error"),
+        ("reason", b"bug 123"),
+        ("source_topic", COMMENTS.encode()),
+        ("source_partition", b"0"),
+        ("source_offset", b"5"),
+    ]
+    await kafka.producer.send_and_wait(f"{COMMENTS}.dlq", fixed, headers=headers)
+    env = {
+        "WB_KAFKA_BROKER": kafka.bootstrap,
+        "WB_DATABASE_URL": live_db_url,
+        "WB_APP_ID": worker.app_id,
+    }
+    dry = await asyncio.to_thread(
+        wb, "dlq", "replay", COMMENTS, "--error", "internal_error", "--dry-run", env=env
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "1 replayed (internal_error=1)" in dry.stdout
+    done = await asyncio.to_thread(
+        wb, "dlq", "replay", COMMENTS, "--error", "internal_error", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 replayed" in done.stdout
+    outcome = await eventually(lambda: processed(live_sessions, "comments", "e1009-replayed"))
+    assert outcome == "missing_requested"
+    again = await asyncio.to_thread(wb, "dlq", "replay", COMMENTS, env=env)
+    assert "0 replayed" in again.stdout
+
+
+async def test_served_highlight_endpoint(worker: WorkerProcess, live_store: HighlightStore) -> None:
+    await live_store.upsert_auto(result(1010, generated_at=NOW - timedelta(minutes=1)), "s")
+    status, doc = http_get(f"{worker.url}/profiles/1010/highlight")
+    assert status == 200
+    assert isinstance(doc, dict)
+    assert (doc["status"], doc["display"], doc["text"]) == (
+        "fresh",
+        "highlight",
+        "Helps everyone ship.",
+    )
+    status, doc = http_get(f"{worker.url}/profiles/99999999/highlight")
+    assert status == 200
+    assert isinstance(doc, dict)
+    assert doc["status"] == "missing"
+    for bad in ("abc", "-1", "0", "1e3", "99999999999999999999"):
+        status, doc = http_get(f"{worker.url}/profiles/{bad}/highlight")
+        assert status == 400, bad
+        assert isinstance(doc, dict)
+        assert doc["error"] == "bad_user_id"
+
+
+async def test_readme_walkthrough_with_wb_topic(worker: WorkerProcess, kafka: Kafka) -> None:
+    """`wb topic produce` a comment typed as in the README, `wb topic tail` the request."""
+    import asyncio
+
+    from tests.cli.test_cli import wb
+
+    env = {"WB_KAFKA_BROKER": kafka.bootstrap}
+    line = json.dumps(comment("readme-1", 4242, NOW - timedelta(minutes=1)))
+    sent = await asyncio.to_thread(wb, "topic", "produce", COMMENTS, "--key", "4242", env=env,
+                                   stdin=line + "\n")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stderr == f"1 messages sent to {COMMENTS}\n"
+
+    async def tailed() -> list[dict[str, Any]]:
+        out = await asyncio.to_thread(wb, "topic", "tail", REGEN, "--from-beginning", "--exit",
+                                      env=env)
+        return [json.loads(row.split(" ", 2)[2]) for row in out.stdout.splitlines()
+                if " key=4242 " in row]
+
+    [request] = await eventually(tailed, what="regen request via wb topic tail")
+    assert request["reason"] == "missing"
+    assert request["trigger"] == "comment:readme-1"
+
+
+async def test_metric_labels_come_from_closed_sets(worker: WorkerProcess) -> None:
+    """Runs last in this module, after every kind of event went through the worker."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from worker.metrics import LABEL_VALUES
+
+    async def gauges_refreshed() -> str:
+        text = str(http_get(f"{worker.url}/metrics")[1])
+        return text if 'wb_highlights{state="fresh"}' in text else ""
+
+    text = await eventually(gauges_refreshed, what="gauges refreshed")
+    seen: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("wb_"):
+            continue
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                if label != "le":
+                    seen.setdefault(label, set()).add(value)
+    assert set(seen) <= set(LABEL_VALUES)
+    for label, values in seen.items():
+        assert values <= LABEL_VALUES[label], (label, values - LABEL_VALUES[label])
+    assert {"comments", "generated"} <= seen["stream"]
+    assert "dead_lettered" in seen["outcome"]

@@ -1,0 +1,128 @@
+"""``wb dlq replay``: send dead letters back to the topic they came from.
+
+Once the cause is fixed (a bug, a missing mapping, a producer that sent bad data and was
+corrected), an operator replays the dead-letter topic. Progress is a consumer group's
+committed offsets (``<app id>-dlq-replay``), committed after each produced chunk, so a
+replay that is interrupted and run again does not send anything twice and a later
+replay only sends what arrived since. Replay stops at the end offsets seen at its start.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+REPLAY_HEADER = "wb_replayed_from"
+
+
+@dataclass
+class ReplayResult:
+    replayed: int = 0
+    skipped: int = 0
+    by_error: Counter[str] = field(default_factory=Counter)
+
+
+def _headers(record: object) -> dict[str, bytes]:
+    return {k: v for k, v in (getattr(record, "headers", None) or [])}
+
+
+async def replay(
+    bootstrap: str,
+    dlq_topic: str,
+    group: str,
+    *,
+    only_error: str | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+) -> ReplayResult:
+    """Re-produce each dead letter's original bytes to its ``source_topic``."""
+    result = ReplayResult()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        await consumer.topics()  # loads metadata for every topic
+        partitions = consumer.partitions_for_topic(dlq_topic) or set()
+        tps = [TopicPartition(dlq_topic, p) for p in sorted(partitions)]
+        if not tps:
+            return result
+        consumer.assign(tps)
+        committed = {tp: await consumer.committed(tp) for tp in tps}
+        for tp, offset in committed.items():
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                if await _chunk(
+                    consumer, producer, tp, ends[tp], only_error, limit, dry_run, result
+                ):
+                    return result
+        return result
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _chunk(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    tp: TopicPartition,
+    end: int,
+    only_error: str | None,
+    limit: int | None,
+    dry_run: bool,
+    result: ReplayResult,
+) -> bool:
+    """Replay one fetched chunk and commit past it; True when the limit was reached."""
+    records = (await consumer.getmany(tp, timeout_ms=1000, max_records=500)).get(tp, [])
+    last, stop = None, False
+    for record in records:
+        if record.offset >= end or (limit is not None and result.replayed >= limit):
+            stop = True
+            break
+        await _one(producer, record, only_error, dry_run, result)
+        last = record.offset
+    if last is not None and not dry_run:
+        await producer.flush()
+        await consumer.commit({tp: OffsetAndMetadata(last + 1, "")})
+    return stop and limit is not None and result.replayed >= limit
+
+
+async def _one(
+    producer: AIOKafkaProducer,
+    record: object,
+    only_error: str | None,
+    dry_run: bool,
+    result: ReplayResult,
+) -> None:
+    headers = _headers(record)
+    error = headers.get("error", b"").decode(errors="replace")
+    source = headers.get("source_topic", b"").decode(errors="replace")
+    if not source or (only_error is not None and error != only_error):
+        result.skipped += 1
+        return
+    result.by_error[error] += 1
+    result.replayed += 1
+    if not dry_run:
+        position = (
+            f"{source}:{headers.get('source_partition', b'?').decode()}:"
+            f"{headers.get('source_offset', b'?').decode()}"
+        )
+        await producer.send(
+            source,
+            getattr(record, "value", None),
+            key=getattr(record, "key", None),
+            headers=[(REPLAY_HEADER, position.encode())],
+        )
