@@ -18,6 +18,8 @@ from worker.db import create_engine, session_factory
 from worker.models import Base
 from worker.store import HighlightStore
 
+pytest_plugins = ["tests.live_fixtures"]
+
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

@@ -21,7 +21,7 @@ from worker.outbox import REGEN_STREAM, OutboxMessage
 from worker.pipeline import DeadLetter, RawMessage
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.web import register_views
+from worker.web import json_errors, register_views
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {
@@ -52,6 +52,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval,
         broker_rebalance_timeout=settings.broker_session_timeout,
         producer_acks=-1,
+        web_application_options={"middlewares": [json_errors], "client_max_size": 1024 * 1024},
     )
 
 

@@ -420,6 +420,66 @@ def dlq_replay(topic: str, only_error: str | None, limit: int | None, dry_run: b
     )
 
 
+@signal_profile.command("audit")
+@user_arg
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def audit_log(user_id: int, limit: int, as_json: bool) -> None:
+    """The audit log of one user, newest first."""
+    from worker.admin import AdminService
+
+    entries = _run(_with_store(get_settings(), lambda s: AdminService(s).audit(user_id, limit)))
+    if as_json:
+        _print_json(entries)
+        return
+    for e in entries:
+        changes = "; ".join(
+            f"{k}: {v.get('old')!r} -> {v.get('new')!r}" for k, v in e["diff"].items()
+        )
+        click.echo(f"{e['at']}  {e['actor']}  {e['action']}  {e['reason'] or ''}  {changes}")
+    if not entries:
+        click.echo(f"no audit entries for user {user_id}")
+
+
+@cli.group()
+def admin() -> None:
+    """Admin panel tokens."""
+
+
+async def _with_tokens(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from worker.auth import TokenService
+
+    return await _with_store(settings, lambda store: action(TokenService(store.sessions)))
+
+
+@admin.command("create-token")
+@click.option("--actor", required=True, help="Who will use it (shown in the audit log).")
+@click.option("--role", type=click.Choice(["admin", "viewer"]), required=True)
+def create_token(actor: str, role: str) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    token, row = _run(_with_tokens(get_settings(), lambda t: t.create(actor, role)))
+    click.echo(token)
+    click.echo(f"token {row.id} for {row.actor} ({row.role}); it is not shown again", err=True)
+
+
+@admin.command("list-tokens")
+def list_tokens() -> None:
+    """Tokens: id, actor, role, created, revoked."""
+    rows = _run(_with_tokens(get_settings(), lambda t: t.list()))
+    for r in rows:
+        state = f"revoked {r.revoked_at.isoformat()}" if r.revoked_at else "active"
+        click.echo(f"{r.id}\t{r.actor}\t{r.role}\t{r.created_at.isoformat()}\t{state}")
+
+
+@admin.command("revoke-token")
+@click.argument("token_id", type=click.IntRange(min=1))
+def revoke_token(token_id: int) -> None:
+    """Revoke a token; its sessions stop working at once."""
+    if not _run(_with_tokens(get_settings(), lambda t: t.revoke(token_id))):
+        raise CliError(f"no active token {token_id}")
+    click.echo(f"token {token_id} revoked")
+
+
 def _bootstrap(settings: Settings) -> str:
     if settings.kafka_broker is None:
         raise click.UsageError("set WB_KAFKA_BROKER (wb run prints the embedded broker's address)")

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)
     log_level: str = "info"
+    secret_key: str | None = None
+    admin_secure_cookie: bool = False
 
     @field_validator("database_url")
     @classmethod

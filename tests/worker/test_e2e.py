@@ -347,16 +347,21 @@ async def test_readme_walkthrough_with_wb_topic(worker: WorkerProcess, kafka: Ka
 
     env = {"WB_KAFKA_BROKER": kafka.bootstrap}
     line = json.dumps(comment("readme-1", 4242, NOW - timedelta(minutes=1)))
-    sent = await asyncio.to_thread(wb, "topic", "produce", COMMENTS, "--key", "4242", env=env,
-                                   stdin=line + "\n")
+    sent = await asyncio.to_thread(
+        wb, "topic", "produce", COMMENTS, "--key", "4242", env=env, stdin=line + "\n"
+    )
     assert sent.returncode == 0, sent.stderr
     assert sent.stderr == f"1 messages sent to {COMMENTS}\n"
 
     async def tailed() -> list[dict[str, Any]]:
-        out = await asyncio.to_thread(wb, "topic", "tail", REGEN, "--from-beginning", "--exit",
-                                      env=env)
-        return [json.loads(row.split(" ", 2)[2]) for row in out.stdout.splitlines()
-                if " key=4242 " in row]
+        out = await asyncio.to_thread(
+            wb, "topic", "tail", REGEN, "--from-beginning", "--exit", env=env
+        )
+        return [
+            json.loads(row.split(" ", 2)[2])
+            for row in out.stdout.splitlines()
+            if " key=4242 " in row
+        ]
 
     [request] = await eventually(tailed, what="regen request via wb topic tail")
     assert request["reason"] == "missing"

@@ -1,5 +1,6 @@
-"""Live fixtures: a broker process, a migrated PostgreSQL database and a `wb run` worker,
-one set per test module (a consumer group join costs seconds; tests use distinct users)."""
+"""Live fixtures (a pytest plugin, see tests/conftest.py): a broker process, a migrated
+PostgreSQL database and a `wb run` worker, one set per test module (a consumer group join
+costs seconds; the tests of a module use distinct users)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from tests.live import WB, Kafka, WorkerProcess
 from worker.broker import EmbeddedBroker
 from worker.db import create_engine, session_factory
 from worker.store import HighlightStore
-
-pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
