@@ -150,9 +150,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.timer(settings.sweep_interval.total_seconds(), on_leader=True)
     async def sweep() -> None:
+        # Start and end are logged so that "one sweeper at a time" can be checked from logs.
+        log.info("sweep started")
         totals = await rt.sweep()
-        if totals.actions:
-            log.info("sweep: %s", totals.as_dict())
+        log.info("sweep finished: %s", totals.as_dict())
 
     @app.timer(settings.gauge_interval.total_seconds())
     async def gauges() -> None:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker import signal
-from worker.db import is_transient
+from worker.db import dialect_insert, is_transient
 from worker.domain import (
     GeneratedHighlight,
     StaleOutcome,
@@ -200,48 +200,82 @@ class Pipeline:
         result = BatchResult()
         async with self.sessions.begin() as session:
             now = self.clock()
-            fresh = await self._not_yet_processed(session, stream, events, result)
+            fresh = await self._claim(session, stream, events, now, result)
             tx = _Tx(
                 session, now, await lock_rows(session, await _users_of(session, fresh)), result
             )
+            outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
                 try:
                     outcome = await self._apply_one(tx, event)
                 except Rejected as exc:  # refused before any write
                     result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
                     result.count(stream, "dead_lettered")
-                    continue
-                result.count(stream, outcome)
-                session.add(
-                    ProcessedEventRow(
-                        stream=stream.value,
-                        event_id=event.event_id,
-                        outcome=outcome,
-                        processed_at=now,
-                    )
-                )
+                    outcome = "dead_lettered"
+                else:
+                    result.count(stream, outcome)
+                outcomes.setdefault(outcome, []).append(event.event_id)
+            await self._record_outcomes(session, stream, outcomes)
         return result
 
-    async def _not_yet_processed(
+    async def _claim(
         self,
         session: AsyncSession,
         stream: InputStream,
         events: list[tuple[RawMessage, InputEvent]],
+        now: datetime,
         result: BatchResult,
     ) -> list[tuple[RawMessage, InputEvent]]:
-        ids = {event.event_id for _, event in events}
-        stmt = select(ProcessedEventRow.event_id).where(
-            ProcessedEventRow.stream == stream.value, ProcessedEventRow.event_id.in_(ids)
-        )
-        seen = set((await session.scalars(stmt)).all())
-        fresh = []
+        """Claim the batch's event ids in ``processed_events``; return the events to apply.
+
+        ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` makes a second worker that holds the
+        same events (a rebalance hands a partition over while the first is mid-batch) wait
+        for the first one's commit and then skip them, so no effect is applied twice.
+        """
+        first: dict[str, tuple[RawMessage, InputEvent]] = {}
         for message, event in events:
-            if event.event_id in seen:
+            if event.event_id in first:
                 result.count(stream, "duplicate")
-                continue
-            seen.add(event.event_id)
-            fresh.append((message, event))
-        return fresh
+            else:
+                first[event.event_id] = (message, event)
+        if not first:
+            return []
+        insert = dialect_insert(session)
+        stmt = (
+            insert(ProcessedEventRow)
+            .values(
+                [
+                    {
+                        "stream": stream.value,
+                        "event_id": event_id,
+                        "outcome": "claimed",
+                        "processed_at": now,
+                    }
+                    for event_id in first
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["stream", "event_id"])
+            .returning(ProcessedEventRow.event_id)
+        )
+        claimed = set((await session.scalars(stmt)).all())
+        if skipped := len(first.keys() - claimed):
+            result.outcomes[(stream.value, "duplicate")] += skipped
+        return [item for event_id, item in first.items() if event_id in claimed]
+
+    @staticmethod
+    async def _record_outcomes(
+        session: AsyncSession, stream: InputStream, outcomes: dict[str, list[str]]
+    ) -> None:
+        """One UPDATE per distinct outcome; a dead-lettered event is unclaimed, so that a
+        replay from the dead-letter topic is applied rather than skipped."""
+        for outcome, ids in outcomes.items():
+            where = (ProcessedEventRow.stream == stream.value) & ProcessedEventRow.event_id.in_(ids)
+            if outcome == "dead_lettered":
+                await session.execute(delete(ProcessedEventRow).where(where))
+            else:
+                await session.execute(
+                    update(ProcessedEventRow).where(where).values(outcome=outcome)
+                )
 
     async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
         if isinstance(event, CommentEvent):
@@ -253,11 +287,8 @@ class Pipeline:
     async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int | None = None) -> str:
         user_id = user_id or event.user_id
         if user_id is None:
-            user_id = (await signal.resolve_users(tx.session, {event.request_id})).get(
-                event.request_id
-            )
+            user_id = await self._resolve_or_park(tx, event)
             if user_id is None:
-                signal.park(tx.session, event, tx.now)
                 return "parked"
         await signal.record_activity(tx.session, user_id, event, tx.now)
         row = await tx.row(user_id)
@@ -275,7 +306,20 @@ class Pipeline:
                 return "missing_requested"
         return STALE_OUTCOMES[outcome]
 
+    async def _resolve_or_park(self, tx: _Tx, event: CommentEvent) -> int | None:
+        """The comment's user from the request map, or park the comment (None)."""
+        resolved = await signal.resolve_users(tx.session, {event.request_id})
+        if event.request_id not in resolved:
+            await signal.lock_request(tx.session, event.request_id)
+            resolved = await signal.resolve_users(tx.session, {event.request_id})
+        if event.request_id in resolved:
+            return resolved[event.request_id]
+        signal.park(tx.session, event, tx.now)
+        await tx.session.flush()  # the parked row must exist before the lock is released
+        return None
+
     async def _request(self, tx: _Tx, event: RequestEvent) -> str:
+        await signal.lock_request(tx.session, event.request_id)
         await signal.save_mapping(tx.session, event, tx.now)
         user_id = (await signal.resolve_users(tx.session, {event.request_id}))[event.request_id]
         for parked in await signal.unpark(tx.session, event.request_id):

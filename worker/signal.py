@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.db import dialect_insert
@@ -25,6 +25,20 @@ async def resolve_users(session: AsyncSession, request_ids: set[str]) -> dict[st
         SignalRequestRow.request_id.in_(request_ids)
     )
     return {request_id: user_id for request_id, user_id in (await session.execute(stmt)).all()}
+
+
+async def lock_request(session: AsyncSession, request_id: str) -> None:
+    """Serialise "park a comment" against "map its request" for one request id.
+
+    Without it, under READ COMMITTED a comment can be parked by one transaction while a
+    concurrent one saves the mapping and finds nothing to unpark: the comment would stay
+    parked forever. PostgreSQL: a transaction-scoped advisory lock on the request id.
+    SQLite: write transactions are already serialised (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": request_id}
+        )
 
 
 async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime) -> None:

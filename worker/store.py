@@ -198,14 +198,20 @@ async def upsert_auto_row(
 ) -> tuple[HighlightRow, UpsertOutcome]:
     """``upsert_auto_in`` returning the locked row, for callers that act on it afterwards.
 
-    Every check runs before the first write, so a refused result leaves no trace even
-    inside a caller's larger transaction.
+    A refused result writes nothing: a placeholder row is only inserted when no row exists
+    and no base snapshot is named, and such a row can only be refused if a concurrent
+    writer created it first (then our insert did nothing).
     """
     _validate_result(payload, snapshot_hash, now)
     row = await lock_row(session, payload.user_id)
-    stored_hash = row.snapshot_hash if row is not None else None
-    stored_at = row.generated_at if row is not None else None
-    if row is not None and stored_hash == snapshot_hash and stored_at == payload.generated_at:
+    if row is None:
+        if meta.base_snapshot_hash is not None:  # there is no row, so not that snapshot
+            raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, None)
+        # Another writer may create the row between our look and our insert: the checks
+        # below run against whatever row we end up holding the lock on.
+        row = await lock_or_create_row(session, payload.user_id, now)
+    stored_hash, stored_at = row.snapshot_hash, row.generated_at
+    if stored_hash == snapshot_hash and stored_at == payload.generated_at:
         return row, UpsertOutcome.DUPLICATE
     if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
         stored_at,
@@ -218,8 +224,6 @@ async def upsert_auto_row(
         )
     if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
         raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
-    if row is None:
-        row = await lock_or_create_row(session, payload.user_id, now)
     _write_content(row, payload, snapshot_hash, ttl)
     row.updated_at = now
     if meta.generation is not None and meta.generation < row.generation:

@@ -63,13 +63,17 @@ class Model:
         if not row.override and row.requested_at is None:
             self._request(row, now)
 
-    def upsert(self, user: int, at: datetime, snap: str, gen: int | None, base: str | None,
-               now: datetime) -> str:
+    def upsert(
+        self, user: int, at: datetime, snap: str, gen: int | None, base: str | None, now: datetime
+    ) -> str:
         row = self.rows.get(user)
         if row is not None and row.snapshot == snap and row.generated_at == at:
             return "duplicate"
-        if row is not None and row.generated_at is not None and (at, snap) <= (
-                row.generated_at, row.snapshot or ""):
+        if (
+            row is not None
+            and row.generated_at is not None
+            and (at, snap) <= (row.generated_at, row.snapshot or "")
+        ):
             return "superseded"
         if base is not None and base != (row.snapshot if row else None):
             return "conflict"
@@ -87,10 +91,11 @@ class Model:
                 row.is_stale, row.stale_since, row.stale_reason = True, now, "expired"
                 if not row.override and row.requested_at is None:
                     self._request(row, now)
-            elif not row.override and row.requested_at is not None and \
-                    row.requested_at <= now - RETRY:
-                self._request(row, now)
-            elif row.is_stale and not row.override and row.requested_at is None:
+            elif (
+                not row.override
+                and row.requested_at is not None
+                and row.requested_at <= now - RETRY
+            ) or (row.is_stale and not row.override and row.requested_at is None):
                 self._request(row, now)
 
 
@@ -130,14 +135,19 @@ class StoreMachine(RuleBasedStateMachine):
         self.run(self.store.mark_stale(user, reason))
         self.model.mark(user, reason, self.clock.now)
 
-    @rule(user=USERS, minutes=st.integers(-60, 60), snap=st.sampled_from(["a", "b", "c"]),
-          gen=st.sampled_from(["none", "current", "older", "newer"]),
-          base=st.sampled_from(["none", "current", "other"]))
+    @rule(
+        user=USERS,
+        minutes=st.integers(-60, 60),
+        snap=st.sampled_from(["a", "b", "c"]),
+        gen=st.sampled_from(["none", "current", "older", "newer"]),
+        base=st.sampled_from(["none", "current", "other"]),
+    )
     def result_arrives(self, user: int, minutes: int, snap: str, gen: str, base: str) -> None:
         row = self.model.rows.get(user)
         current = row.generation if row else 0
-        generation = {"none": None, "current": current, "older": current - 1,
-                      "newer": current + 1}[gen]
+        generation = {"none": None, "current": current, "older": current - 1, "newer": current + 1}[
+            gen
+        ]
         if generation is not None and generation < 0:
             generation = None
         base_hash = {"none": None, "current": row.snapshot if row else None, "other": "zzz"}[base]
@@ -152,8 +162,9 @@ class StoreMachine(RuleBasedStateMachine):
             user, at, snap = data.draw(st.sampled_from(self.results))
             self._apply_result(user, at, snap, None, None)
 
-    def _apply_result(self, user: int, at: datetime, snap: str, gen: int | None,
-                      base: str | None) -> None:
+    def _apply_result(
+        self, user: int, at: datetime, snap: str, gen: int | None, base: str | None
+    ) -> None:
         expected = self.model.upsert(user, at, snap, gen, base, self.clock.now)
         meta = UpsertMeta(generation=gen, base_snapshot_hash=base)
         try:
@@ -202,16 +213,27 @@ class StoreMachine(RuleBasedStateMachine):
         for user, want in self.model.rows.items():
             got = rows[user]
             assert (got.generated_at, got.snapshot_hash, got.stale_after) == (
-                want.generated_at, want.snapshot, want.stale_after), user
+                want.generated_at,
+                want.snapshot,
+                want.stale_after,
+            ), user
             assert (got.is_stale, got.stale_reason, got.stale_since, got.generation) == (
-                want.is_stale, want.stale_reason, want.stale_since, want.generation), user
+                want.is_stale,
+                want.stale_reason,
+                want.stale_since,
+                want.generation,
+            ), user
             assert (got.regen_requested_at, got.manual_override) == (
-                want.requested_at, want.override), user
+                want.requested_at,
+                want.override,
+            ), user
             assert got.regen_request_id is not None or got.regen_requested_at is None
         assert requests == self.model.requests
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_store_matches_model(backend: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
     engine = create_engine(url)
@@ -219,6 +241,10 @@ def test_store_matches_model(backend: str, request: pytest.FixtureRequest) -> No
     asyncio.run(engine.dispose())
     StoreMachine.database_url = url
     runner = StoreMachine.TestCase
-    runner.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
-                               suppress_health_check=list(HealthCheck))
+    runner.settings = settings(
+        max_examples=40,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     runner().runTest()

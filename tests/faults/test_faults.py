@@ -1,0 +1,221 @@
+"""Fault injection with real processes: a broker, PostgreSQL and `wb run` workers.
+
+Each test drives a seeded workload while faults happen, waits for convergence, and checks
+the end state against the oracle in ``harness.check``. Figures are printed for the report
+(run with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests import pg
+from tests.faults.harness import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
+from tests.live import Kafka, WorkerProcess, eventually, http_get
+from worker import migrate
+from worker.broker import EmbeddedBroker
+from worker.db import create_engine, session_factory
+from worker.store import HighlightStore
+
+pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults]
+INPUTS = (COMMENTS, REQUESTS, GENERATED)
+COMMIT_INTERVAL_S = 2.8  # Faust's broker_commit_interval default
+FAULT_ENV = {
+    "WB_SWEEP_INTERVAL": "2",
+    "WB_DB_RETRY_MAX_BACKOFF": "1",
+    "WB_BATCH_SIZE": "200",
+    "WB_GAUGE_INTERVAL": "5",
+}
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    print(f"\nFAULT-REPORT {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+async def processed_count(sessions: async_sessionmaker[AsyncSession]) -> int:
+    from sqlalchemy import func, select
+
+    from worker.models import ProcessedEventRow
+
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(ProcessedEventRow)) or 0)
+
+
+@pytest.fixture
+async def fresh_db(
+    pg_admin_url: str,
+) -> AsyncIterator[tuple[str, async_sessionmaker[AsyncSession]]]:
+    url = await pg.create_database(pg_admin_url, prefix="wbfault")
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    yield url, session_factory(engine)
+    await engine.dispose()
+    await pg.drop_database(pg_admin_url, url)
+
+
+async def test_crash_sigkill_five_times(
+    broker: EmbeddedBroker, kafka: Kafka, fresh_db: tuple[str, Any], logs: Path
+) -> None:
+    url, sessions = fresh_db
+    workload = Workload(seed=11)
+    await workload.seed_store(HighlightStore(sessions))
+    worker = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    await worker.wait_ready()
+    producing = asyncio.create_task(workload.produce(kafka, seconds=20))
+    rng = random.Random(5)
+    kills = []
+    for _ in range(5):
+        before = await processed_count(sessions)
+        await eventually(lambda b=before: _grew(sessions, b), timeout=60, what="progress")
+        await asyncio.sleep(rng.uniform(0.2, 1.5))  # mid-batch / mid-relay, at random
+        worker.kill()
+        kills.append(await processed_count(sessions))
+        worker.start()
+        await worker.wait_ready(timeout=90)
+    await producing
+    await converged(sessions, workload)
+    figures = await check(sessions, kafka, workload)
+    worker.stop()
+    report("crash", {**figures, "sigkills": len(kills), "processed_at_kills": kills})
+
+
+async def _grew(sessions: async_sessionmaker[AsyncSession], before: int) -> bool:
+    return await processed_count(sessions) > before
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = sorted(consumer.partitions_for_topic(topic) or [])
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in parts}
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[Any]:
+    """A throwaway PostgreSQL this test may stop and start (never the shared server)."""
+    with pg.throwaway_server() as server:
+        yield server
+
+
+async def test_database_outage_of_15_seconds(
+    broker: EmbeddedBroker, kafka: Kafka, private_pg: Any, logs: Path
+) -> None:
+    admin_url = private_pg.get_uri()
+    url = await pg.create_database(admin_url, prefix="wboutage")
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    sessions = session_factory(engine)
+    workload = Workload(seed=22)
+    await workload.seed_store(HighlightStore(sessions))
+    worker = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    await worker.wait_ready()
+    producing = asyncio.create_task(workload.produce(kafka, seconds=20))
+    await eventually(lambda: _grew(sessions, 500), timeout=60, what="progress before outage")
+    await engine.dispose()
+    await asyncio.to_thread(private_pg.stop)
+    started = asyncio.get_running_loop().time()
+
+    async def not_ready() -> bool:
+        status, _ = await asyncio.to_thread(http_get, f"{worker.url}/readyz")
+        return status == 503
+
+    await eventually(not_ready, timeout=15, what="/readyz 503 during the outage")
+    # Work committed to the database before the outage may still have its offsets committed
+    # by Faust's periodic commit (every 2.8 s); after that nothing may move.
+    await asyncio.sleep(COMMIT_INTERVAL_S + 1)
+    offsets_during = {t: await committed_offsets(kafka.bootstrap, worker.app_id, t) for t in INPUTS}
+    await asyncio.sleep(max(0.0, 15 - (asyncio.get_running_loop().time() - started)))
+    assert worker.process is not None and worker.process.poll() is None, "worker died"
+    assert await not_ready()
+    for topic in INPUTS:
+        assert (
+            await committed_offsets(kafka.bootstrap, worker.app_id, topic) == offsets_during[topic]
+        ), f"offsets of {topic} moved during the outage"
+    await asyncio.to_thread(private_pg.start)
+
+    async def ready() -> bool:
+        return (await asyncio.to_thread(http_get, f"{worker.url}/readyz"))[0] == 200
+
+    await eventually(ready, timeout=60, what="/readyz 200 after the outage")
+    await producing
+    await converged(sessions, workload)
+    figures = await check(sessions, kafka, workload)
+    worker.stop()
+    await engine.dispose()
+    report(
+        "database-outage",
+        {
+            **figures,
+            "outage_s": 15,
+            "offsets_frozen_at": sum(v or 0 for o in offsets_during.values() for v in o.values()),
+        },
+    )
+
+
+SWEEP_LINE = re.compile(r"^\[(?P<ts>[\d\- :,]+)\].*sweep (?P<what>started|finished)")
+
+
+def sweep_intervals(log_path: Path) -> list[tuple[datetime, datetime]]:
+    spans, start = [], None
+    for line in log_path.read_text(errors="replace").splitlines():
+        match = SWEEP_LINE.match(line)
+        if not match:
+            continue
+        ts = datetime.strptime(match["ts"].strip(), "%Y-%m-%d %H:%M:%S,%f")
+        if match["what"] == "started":
+            start = ts
+        elif start is not None:
+            spans.append((start, ts))
+            start = None
+    return spans
+
+
+async def test_rebalance_two_workers_one_stops_and_returns(
+    broker: EmbeddedBroker,
+    kafka: Kafka,
+    fresh_db: tuple[str, Any],
+    logs: Path,
+) -> None:
+    url, sessions = fresh_db
+    workload = Workload(seed=33)
+    await workload.seed_store(HighlightStore(sessions))
+    first = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    second = WorkerProcess(
+        broker.address, url, logs, app_id=first.app_id, extra_env=FAULT_ENV
+    ).start()
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    producing = asyncio.create_task(workload.produce(kafka, seconds=20))
+    await eventually(lambda: _grew(sessions, 1500), timeout=60, what="progress")
+    second.stop()
+    await asyncio.sleep(3)
+    second.start()
+    await second.wait_ready(timeout=90)
+    await producing
+    await converged(sessions, workload)
+    figures = await check(sessions, kafka, workload)
+    first.stop()
+    second.stop()
+    spans = sorted(
+        span for path in logs.glob(f"worker-{first.app_id}-*.log") for span in sweep_intervals(path)
+    )
+    assert spans, "no sweep ran"
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end - timedelta(milliseconds=1), "two sweeps overlapped"
+    report("rebalance", {**figures, "workers": 2, "restarts": 1, "sweeps": len(spans)})
