@@ -219,3 +219,69 @@ async def test_rebalance_two_workers_one_stops_and_returns(
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end - timedelta(milliseconds=1), "two sweeps overlapped"
     report("rebalance", {**figures, "workers": 2, "restarts": 1, "sweeps": len(spans)})
+
+
+@pytest.fixture
+def s3_endpoint(logs: Path) -> Iterator[str]:
+    """A local S3 (moto) so the broker's topics and offsets survive its restart."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from worker.broker import free_port, wait_for_port
+
+    port = free_port()
+    with (logs / "moto.log").open("wb") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert wait_for_port("127.0.0.1", port, 30), "moto_server did not start"
+            urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{port}/tansu", method="PUT"),
+                timeout=10,
+            ).close()
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+async def test_broker_restart_worker_reconnects(
+    s3_endpoint: str, fresh_db: tuple[str, Any], logs: Path
+) -> None:
+    url, sessions = fresh_db
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }
+    broker = EmbeddedBroker(storage="s3://tansu/", env=env, log_path=logs / "s3-broker.log").start()
+    kafka = Kafka(broker.address)
+    await kafka.start()
+    workload = Workload(seed=44)
+    await workload.seed_store(HighlightStore(sessions))
+    worker = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    try:
+        await worker.wait_ready()
+        producing = asyncio.create_task(workload.produce(kafka, seconds=20))
+        await eventually(lambda: _grew(sessions, 1000), timeout=60, what="progress")
+        broker.kill()
+        await asyncio.sleep(5)
+        assert worker.process is not None and worker.process.poll() is None, "worker died"
+        broker = EmbeddedBroker(
+            port=broker.port, storage="s3://tansu/", env=env, log_path=logs / "s3-broker.log"
+        ).start()
+        await producing
+        await converged(sessions, workload)
+        figures = await check(sessions, kafka, workload)
+        assert worker.process.poll() is None, "the worker was restarted by hand?"
+        report("broker-restart", {**figures, "broker_restarts": 1, "down_s": 5})
+    finally:
+        worker.stop()
+        await kafka.stop()
+        broker.stop()
