@@ -41,6 +41,7 @@ from worker.events import (
 )
 from worker.models import HighlightRow, ProcessedEventRow
 from worker.store import (
+    create_placeholders,
     lock_or_create_row,
     lock_rows,
     mark_stale_row,
@@ -109,6 +110,7 @@ class _Tx:
     now: datetime
     rows: dict[int, HighlightRow]
     result: BatchResult
+    activity: dict[int, signal.ActivityDelta] = field(default_factory=dict)
 
     async def row(self, user_id: int) -> HighlightRow:
         row = self.rows.get(user_id)
@@ -201,9 +203,7 @@ class Pipeline:
         async with self.sessions.begin() as session:
             now = self.clock()
             fresh = await self._claim(session, stream, events, now, result)
-            tx = _Tx(
-                session, now, await lock_rows(session, await _users_of(session, fresh)), result
-            )
+            tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
                 try:
@@ -215,6 +215,7 @@ class Pipeline:
                 else:
                     result.count(stream, outcome)
                 outcomes.setdefault(outcome, []).append(event.event_id)
+            await signal.record_activity(session, tx.activity, now)
             await self._record_outcomes(session, stream, outcomes)
         return result
 
@@ -290,7 +291,7 @@ class Pipeline:
             user_id = await self._resolve_or_park(tx, event)
             if user_id is None:
                 return "parked"
-        await signal.record_activity(tx.session, user_id, event, tx.now)
+        tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
         row = await tx.row(user_id)
         if row.generated_at is None:
             reason = StaleReason.MISSING
@@ -387,15 +388,15 @@ def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
     )
 
 
-async def _users_of(session: AsyncSession, events: list[tuple[RawMessage, InputEvent]]) -> set[int]:
-    """Users a batch will touch, known up front, so their rows are locked in one ordered query."""
-    users = {
-        event.user_id
-        for _, event in events
-        if not isinstance(event, RequestEvent) and event.user_id is not None
-    }
-    unresolved = {
-        e.request_id for _, e in events if isinstance(e, CommentEvent) and e.user_id is None
-    }
-    users.update((await signal.resolve_users(session, unresolved)).values())
-    return users
+async def _lock_batch_rows(
+    session: AsyncSession, events: list[tuple[RawMessage, InputEvent]], now: datetime
+) -> dict[int, HighlightRow]:
+    """Lock every row the batch will touch in one ordered query (a fixed order keeps
+    concurrent batches from deadlocking), creating in one statement the rows that comments
+    need (a comment about an unknown user asks for a first generation)."""
+    commented = {e.user_id for _, e in events if isinstance(e, CommentEvent) and e.user_id}
+    unresolved = {e.request_id for _, e in events if isinstance(e, CommentEvent) and not e.user_id}
+    commented.update((await signal.resolve_users(session, unresolved)).values())
+    others = {e.user_id for _, e in events if isinstance(e, GeneratedEvent)}
+    await create_placeholders(session, commented, now)
+    return await lock_rows(session, commented | others)

@@ -6,9 +6,10 @@ workers counting comments of the same user on different partitions never lose a 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, delete, func, select, text
+from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.db import dialect_insert
@@ -88,22 +89,51 @@ async def unpark(session: AsyncSession, request_id: str) -> list[CommentEvent]:
     return [CommentEvent.model_validate(row.payload) for row in rows]
 
 
+@dataclass
+class ActivityDelta:
+    """A batch's comments about one user, folded: applied with one upsert per batch."""
+
+    count: int = 0
+    last_at: datetime | None = None
+    last_id: str | None = None
+    last_type: str | None = None
+
+    def add(self, event: CommentEvent) -> None:
+        self.count += COUNT_DELTA[event.type]
+        if self.last_at is None or event.occurred_at > self.last_at:
+            self.last_at, self.last_id, self.last_type = (
+                event.occurred_at,
+                event.comment_id,
+                event.type,
+            )
+
+
 async def record_activity(
-    session: AsyncSession, user_id: int, event: CommentEvent, now: datetime
+    session: AsyncSession, deltas: dict[int, ActivityDelta], now: datetime
 ) -> None:
-    delta = COUNT_DELTA[event.type]
+    """One multi-row upsert: counts add up (never below 0), the latest comment wins.
+
+    Atomic in SQL, so two workers counting comments of the same user never lose one.
+    """
+    if not deltas:
+        return
     insert = dialect_insert(session)
     stmt = insert(SignalActivityRow).values(
-        user_id=user_id,
-        comment_count=max(delta, 0),
-        last_comment_at=event.occurred_at,
-        last_comment_id=event.comment_id,
-        last_comment_type=event.type,
-        updated_at=now,
+        [
+            {
+                "user_id": user_id,
+                "comment_count": d.count,
+                "last_comment_at": d.last_at,
+                "last_comment_id": d.last_id,
+                "last_comment_type": d.last_type,
+                "updated_at": now,
+            }
+            for user_id, d in sorted(deltas.items())
+        ]
     )
     current = SignalActivityRow.last_comment_at
     newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)
-    new_count = SignalActivityRow.comment_count + delta
+    new_count = SignalActivityRow.comment_count + stmt.excluded.comment_count
     stmt = stmt.on_conflict_do_update(
         index_elements=["user_id"],
         set_={
@@ -113,12 +143,20 @@ async def record_activity(
                 (newer, stmt.excluded.last_comment_id), else_=SignalActivityRow.last_comment_id
             ),
             "last_comment_type": case(
-                (newer, stmt.excluded.last_comment_type), else_=SignalActivityRow.last_comment_type
+                (newer, stmt.excluded.last_comment_type),
+                else_=SignalActivityRow.last_comment_type,
             ),
             "updated_at": stmt.excluded.updated_at,
         },
     )
     await session.execute(stmt)
+    if any(d.count < 0 for d in deltas.values()):
+        # A first insert must not store a negative count (a deletion before its comment).
+        await session.execute(
+            update(SignalActivityRow)
+            .where(SignalActivityRow.user_id.in_(list(deltas)), SignalActivityRow.comment_count < 0)
+            .values(comment_count=0)
+        )
 
 
 async def activity(session: AsyncSession, user_id: int) -> SignalActivityRow | None:

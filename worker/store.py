@@ -80,6 +80,19 @@ async def lock_or_create_row(session: AsyncSession, user_id: int, now: datetime)
     return row
 
 
+async def create_placeholders(session: AsyncSession, user_ids: set[int], now: datetime) -> None:
+    """Insert empty rows for the users that have none, in one statement."""
+    if user_ids:
+        insert = dialect_insert(session)
+        await session.execute(
+            insert(HighlightRow)
+            .values(
+                [{"user_id": u, "created_at": now, "updated_at": now} for u in sorted(user_ids)]
+            )
+            .on_conflict_do_nothing(index_elements=["user_id"])
+        )
+
+
 async def lock_rows(session: AsyncSession, user_ids: Iterable[int]) -> dict[int, HighlightRow]:
     """Lock many rows in user-id order (a fixed order keeps concurrent batches deadlock-free)."""
     ids = sorted(set(user_ids))

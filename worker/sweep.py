@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select, true
+from sqlalchemy import and_, false, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.models import HighlightRow, ScanCheckpointRow, SignalActivityRow
-from worker.outbox import request_regeneration
+from worker.outbox import REGEN_STREAM, request_regeneration
 from worker.pipeline import COMMENT_REASONS
 from worker.store import lock_or_create_row, lock_rows, mark_stale_row, request_if_unanswered
 
@@ -200,12 +200,75 @@ class Sweeper:
     async def run(self) -> ScanTotals:
         totals = ScanTotals()
         opts = ScanOptions(now=self.clock(), retry_after=self.retry_after)
+        if self.sessions.kw["bind"].dialect.name == "postgresql":
+            totals.add(await self._expire_set_based(opts.now))
         after: int | None = 0
         while after is not None:
             async with self.sessions.begin() as session:
                 after, chunk = await scan_chunk(session, after, self.chunk_size, opts)
             totals.add(chunk)
         return totals
+
+    async def _expire_set_based(self, now: datetime) -> ScanTotals:
+        """PostgreSQL: expire rows a chunk per statement (mark + outbox rows in one go)."""
+        totals = ScanTotals()
+        after = 0
+        while True:
+            async with self.sessions.begin() as session:
+                last, marked, requested = (
+                    await session.execute(
+                        EXPIRE_CHUNK,
+                        {
+                            "after": after,
+                            "now": now,
+                            "limit": self.chunk_size,
+                            "requested_at": now.isoformat(),
+                            "stream": REGEN_STREAM,
+                        },
+                    )
+                ).one()
+            if not marked:
+                return totals
+            totals.scanned += marked
+            totals.actions[StaleReason.EXPIRED.value] += marked
+            if requested:
+                totals.requests[StaleReason.EXPIRED.value] += requested
+            after = last
+
+
+# The same rules as mark_stale_row + request_regeneration (see store.py / outbox.py), as
+# one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
+# for the next sweep), mark, and write a request for the unlocked rows without one.
+EXPIRE_CHUNK = text("""
+WITH picked AS (
+    SELECT user_id, (NOT manual_override AND regen_request_id IS NULL) AS ask
+    FROM user_profile_highlights
+    WHERE user_id > :after AND NOT is_stale AND stale_after IS NOT NULL AND stale_after <= :now
+    ORDER BY user_id LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE user_profile_highlights h SET
+        generation = h.generation + 1, is_stale = true, stale_since = :now,
+        stale_reason = 'expired', updated_at = :now,
+        regen_request_id = CASE WHEN p.ask THEN replace(gen_random_uuid()::text, '-', '')
+                                ELSE h.regen_request_id END,
+        regen_requested_at = CASE WHEN p.ask THEN :now ELSE h.regen_requested_at END,
+        regen_generation = CASE WHEN p.ask THEN h.generation + 1 ELSE h.regen_generation END,
+        regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END
+    FROM picked p WHERE h.user_id = p.user_id
+    RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask
+), queued AS (
+    INSERT INTO outbox (event_id, topic, key, payload, created_at)
+    SELECT regen_request_id, :stream, user_id::text, jsonb_build_object(
+        'event_id', regen_request_id, 'user_id', user_id, 'reason', 'expired',
+        'generation', generation, 'snapshot_hash', snapshot_hash,
+        'requested_at', CAST(:requested_at AS text), 'trigger', 'sweep'), :now
+    FROM marked WHERE ask
+    RETURNING 1
+)
+SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
+       (SELECT count(*) FROM queued)
+""")
 
 
 PHASES = ("highlights", "missing")
