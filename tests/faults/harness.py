@@ -231,7 +231,8 @@ async def check(
     assert {bytes(d.value) for d in dead} >= set(BAD), "a bad message did not reach the DLQ"
     for user, (at, snap) in content.items():
         row = rows.get(user)
-        assert row is not None and (row.generated_at, row.snapshot_hash) == (at, snap), user
+        got = (row.generated_at, row.snapshot_hash) if row is not None else None
+        assert got == (at, snap), f"user {user}: content {got}, expected {(at, snap)}"
     for user in must_be_stale:
         assert rows[user].is_stale, f"user {user} has a newer comment but is not stale"
     for user, count in counts.items():

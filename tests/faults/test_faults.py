@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import random
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,21 @@ async def processed_count(sessions: async_sessionmaker[AsyncSession]) -> int:
 
     async with sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEventRow)) or 0)
+
+
+@pytest.fixture
+def broker(logs: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own: each workload starts from empty topics."""
+    with EmbeddedBroker(log_path=logs / f"broker-{uuid.uuid4().hex[:6]}.log") as running:
+        yield running
+
+
+@pytest.fixture
+async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
+    client = Kafka(broker.address)
+    await client.start()
+    yield client
+    await client.stop()
 
 
 @pytest.fixture

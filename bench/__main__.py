@@ -1,0 +1,487 @@
+"""`make bench` / `python -m bench [--quick]`: throughput, latency, sweep, memory, scale-out.
+
+Sets up its own data on PostgreSQL (WB_BENCH_DATABASE_URL, else WB_TEST_DATABASE_URL, else
+a throwaway server) and an embedded broker, and measures reference figures in the same run
+on the same data, so that the results are ratios that hold on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
+
+from tests import pg
+from tests.live import WorkerProcess
+from worker import migrate
+from worker.broker import EmbeddedBroker
+from worker.db import create_engine
+
+PARTITIONS = 4
+NOW = datetime.now(UTC).replace(microsecond=0)
+GENERATED_AT = NOW - timedelta(days=1)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(
+        self, args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path
+    ) -> None:
+        self.args, self.broker, self.db_url, self.logs = args, broker, db_url, logs
+        self.engine = create_engine(db_url, pool_size=4)
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    # --- setup -------------------------------------------------------------------------
+    async def sql(self, statement: str, **params: Any) -> Any:
+        async with self.engine.begin() as conn:
+            return await conn.execute(text(statement), params)
+
+    async def seed_highlights(self, users: int, expired_share: float = 0.0) -> None:
+        await self.sql(
+            "TRUNCATE user_profile_highlights, outbox, processed_events, "
+            "signal_activity, parked_comments, signal_requests"
+        )
+        await self.sql(
+            "INSERT INTO user_profile_highlights (user_id, bio_text, proof_points_json, "
+            "quotes_json, source_group, snapshot_hash, llm_model, generated_at, stale_after, "
+            "manual_override, is_stale, generation, regen_attempts, created_at, updated_at) "
+            "SELECT g, 'bio', '[]', '[]', 'grp', 'snap-' || g, 'm', :gen, "
+            "CASE WHEN random() < :share THEN :past ELSE :future END, false, false, 0, 0, "
+            ":gen, :gen FROM generate_series(1, :users) g",
+            gen=GENERATED_AT,
+            share=expired_share,
+            past=NOW - timedelta(hours=1),
+            future=NOW + timedelta(days=30),
+            users=users,
+        )
+        await self.sql("ANALYZE user_profile_highlights")
+
+    async def reset_highlights(self) -> None:
+        await self.sql("TRUNCATE outbox, processed_events, signal_activity")
+        await self.sql(
+            "UPDATE user_profile_highlights SET is_stale = false, stale_reason = NULL, "
+            "stale_since = NULL, generation = 0, regen_request_id = NULL, "
+            "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0"
+        )
+
+    async def create_topic(self, name: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.address)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+
+    async def produce_comments(self, topic: str, events: int, users: int) -> None:
+        """``events`` comments newer than every highlight, over ``users`` random users."""
+        await self.create_topic(topic)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.broker.address, linger_ms=20, max_batch_size=256 * 1024, acks=1
+        )
+        await producer.start()
+        rng = random.Random(7)
+        at = (NOW - timedelta(hours=1)).isoformat()
+        try:
+            batch = []
+            for i in range(events):
+                user = rng.randint(1, users)
+                value = json.dumps(
+                    {
+                        "event_id": f"{topic}-{i}",
+                        "type": "comment.created",
+                        "comment_id": f"c{i}",
+                        "request_id": f"r{i}",
+                        "user_id": user,
+                        "occurred_at": at,
+                    }
+                ).encode()
+                batch.append(producer.send(topic, value, key=str(user).encode()))
+                if len(batch) >= 5000:
+                    await asyncio.gather(*batch)
+                    batch = []
+            await asyncio.gather(*batch)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    # --- measurements ------------------------------------------------------------------
+    async def raw_consume(self, topic: str, events: int) -> float:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.broker.address,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=f"raw-{uuid.uuid4().hex[:6]}",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            seen, first = 0, 0.0
+            while seen < events:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                for records in batch.values():
+                    if seen == 0 and records:
+                        first = time.monotonic()
+                    seen += len(records)
+            return events / (time.monotonic() - first)
+        finally:
+            await consumer.stop()
+
+    def noop_faust(self, topic: str, events: int) -> float:
+        env = {
+            **os.environ,
+            "BENCH_TOPIC": topic,
+            "BENCH_EXPECTED": str(events),
+            "BENCH_BROKER": self.broker.address,
+            "BENCH_APP_ID": f"noop-{uuid.uuid4().hex[:6]}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.noop_agent"],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=600,
+            cwd=Path(__file__).parent.parent,
+        )
+        line = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        if not line:
+            raise RuntimeError(f"no-op agent failed: {done.stderr[-2000:]}")
+        return float(json.loads(line[-1])["rate"])
+
+    async def worker_ingest(
+        self, topic: str, events: int, workers: int = 1, extra: dict[str, str] | None = None
+    ) -> tuple[float, float]:
+        """Sustained events/s from the first to the last commit; and peak RSS (MB)."""
+        env = {
+            "WB_TOPIC_COMMENTS": topic,
+            "WB_SWEEP_INTERVAL": "1h",
+            "WB_LOG_LEVEL": "warning",
+            **(extra or {}),
+        }
+        first = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env)
+        procs = [first] + [
+            WorkerProcess(
+                self.broker.address, self.db_url, self.logs, app_id=first.app_id, extra_env=env
+            )
+            for _ in range(workers - 1)
+        ]
+        for proc in procs:
+            proc.start()
+        peak = 0.0
+        try:
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:
+                for proc in procs:
+                    assert proc.process is not None
+                    try:
+                        rss = psutil.Process(proc.process.pid).memory_info().rss / 2**20
+                        peak = max(peak, rss)
+                    except psutil.NoSuchProcess:
+                        raise RuntimeError("a worker exited") from None
+                count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+                if count >= events:
+                    break
+                await asyncio.sleep(0.2)
+            span = (
+                await self.sql(
+                    "SELECT extract(epoch FROM max(processed_at) - "
+                    "min(processed_at)) FROM processed_events"
+                )
+            ).scalar()
+            return events / max(float(span), 1e-6), peak
+        finally:
+            for proc in procs:
+                proc.stop()
+
+    async def latency(self, topic: str, rate: int, seconds: int, users: int) -> dict[str, float]:
+        """Steady ``rate`` events/s: production -> regen request on the topic (precise,
+        consumer clock = producer clock) and -> stale mark committed (worker histogram)."""
+        await self.create_topic(topic)
+        env = {"WB_TOPIC_COMMENTS": topic, "WB_SWEEP_INTERVAL": "1h", "WB_LOG_LEVEL": "warning"}
+        proc = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env).start()
+        await proc.wait_ready(timeout=120)
+        regen = AIOKafkaConsumer(
+            "profile.highlights.regen-requests",
+            bootstrap_servers=self.broker.address,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        await regen.start()
+        await regen.getmany(timeout_ms=500)
+        sent: dict[str, float] = {}
+        arrivals: list[float] = []
+
+        async def collect() -> None:
+            while True:
+                for records in (await regen.getmany(timeout_ms=200)).values():
+                    now = time.time()
+                    for record in records:
+                        trigger = json.loads(record.value).get("trigger", "")
+                        event_id = trigger.removeprefix("comment:")
+                        if event_id in sent:
+                            arrivals.append(now - sent[event_id])
+
+        collector = asyncio.create_task(collect())
+        producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1, linger_ms=0)
+        await producer.start()
+        rng = random.Random(3)
+        try:
+            started = time.monotonic()
+            for i in range(rate * seconds):
+                target = started + i / rate
+                if (delay := target - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                user = rng.randint(1, users)
+                event_id = f"{topic}-{i}"
+                now = datetime.now(UTC)
+                value = json.dumps(
+                    {
+                        "event_id": event_id,
+                        "type": "comment.created",
+                        "comment_id": event_id,
+                        "request_id": "r",
+                        "user_id": user,
+                        "occurred_at": now.isoformat(),
+                    }
+                ).encode()
+                sent[event_id] = now.timestamp()
+                await producer.send(topic, value, key=str(user).encode())
+            achieved = rate * seconds / (time.monotonic() - started)
+            await producer.flush()
+            await asyncio.sleep(3)
+        finally:
+            collector.cancel()
+            await producer.stop()
+            await regen.stop()
+        metrics = await asyncio.to_thread(_scrape, f"{proc.url}/metrics")
+        proc.stop()
+        arrivals.sort()
+        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
+        return {
+            "achieved_rate": achieved,
+            "requests_timed": len(arrivals),
+            "topic_p50": _q(arrivals, 0.5),
+            "topic_p99": _q(arrivals, 0.99),
+            "commit_p50": commit[0.5],
+            "commit_p99": commit[0.99],
+        }
+
+    async def sweep(self, rows: int) -> dict[str, float]:
+        await self.seed_highlights(rows, expired_share=0.3)
+        env = {**os.environ, "BENCH_DATABASE_URL": self.db_url}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bench.sweep_run"],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=1800,
+            cwd=Path(__file__).parent.parent,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        ours = json.loads(done.stdout.strip().splitlines()[-1])
+        marked = ours["actions"].get("expired", 0)
+        await self.reset_expired()
+        started = time.monotonic()
+        await self.sql(
+            "UPDATE user_profile_highlights SET is_stale = true, stale_reason = "
+            "'expired', stale_since = now(), generation = generation + 1 "
+            "WHERE NOT is_stale AND stale_after <= now()"
+        )
+        reference = time.monotonic() - started
+        return {
+            "rows": rows,
+            "marked": marked,
+            "seconds": ours["seconds"],
+            "reference_s": reference,
+            "peak_rss_mb": ours["peak_rss_mb"],
+        }
+
+    async def reset_expired(self) -> None:
+        await self.sql("TRUNCATE outbox")
+        await self.sql(
+            "UPDATE user_profile_highlights SET is_stale = false, stale_reason = NULL,"
+            " stale_since = NULL, generation = 0, regen_request_id = NULL, "
+            "regen_requested_at = NULL, regen_generation = NULL WHERE is_stale"
+        )
+
+
+def _scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _q(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def _histogram_quantiles(exposition: str, name: str, qs: tuple[float, ...]) -> dict[float, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(exposition):
+        if family.name == name:
+            buckets = sorted(
+                (float(s.labels["le"]), s.value)
+                for s in family.samples
+                if s.name.endswith("_bucket")
+            )
+    total = buckets[-1][1] if buckets else 0
+    out = {}
+    for q in qs:
+        rank, low, below = q * total, 0.0, 0.0
+        out[q] = float("nan")
+        for le, count in buckets:
+            if count >= rank and total:
+                width = (le - low) if le != float("inf") else 0
+                out[q] = low + width * ((rank - below) / max(count - below, 1e-9))
+                break
+            low, below = le, count
+    return out
+
+
+def table(rows: list[tuple[str, str, str, str, str]]) -> str:
+    head = ("measure", "measured", "reference", "target", "ok")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep, *map(line, rows)])
+
+
+async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path) -> None:
+    b = Bench(args, broker, db_url, logs)
+    engine = create_engine(db_url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    n, users = args.events, args.users
+    rows: list[tuple[str, str, str, str, str]] = []
+    log(f"seeding {users} highlights, producing {n} comments")
+    await b.seed_highlights(users)
+    await b.produce_comments("bench.ingest", n, users)
+    log("raw aiokafka consumption")
+    raw = await b.raw_consume("bench.ingest", n)
+    log("no-op Faust agent")
+    noop = b.noop_faust("bench.ingest", n)
+    log("worker ingest (1 process)")
+    ours, rss_ingest = await b.worker_ingest("bench.ingest", n)
+    await b.reset_highlights()
+    naive_n = max(n // 20, 1000)
+    await b.produce_comments("bench.naive", naive_n, users)
+    log(f"naive design: one transaction per event ({naive_n} events)")
+    naive, _ = await b.worker_ingest("bench.naive", naive_n, extra={"WB_BATCH_SIZE": "1"})
+    await b.reset_highlights()
+    await b.produce_comments("bench.scale", n, users)
+    log("worker ingest (2 processes, one group)")
+    two, _ = await b.worker_ingest("bench.scale", n, workers=2)
+    await b.reset_highlights()
+    log(f"latency at {args.rate}/s for {args.seconds}s")
+    lat = await b.latency("bench.latency", args.rate, args.seconds, users)
+    log(f"sweep over {args.sweep_rows} rows")
+    sweep = await b.sweep(args.sweep_rows)
+    await b.engine.dispose()
+
+    def ok(flag: bool) -> str:
+        return "yes" if flag else "NO"
+
+    rows += [
+        (
+            "ingest events/s vs no-op Faust (a)",
+            f"{ours:,.0f}",
+            f"{noop:,.0f}",
+            ">= 0.6x",
+            f"{ours / noop:.2f}x {ok(ours >= 0.6 * noop)}",
+        ),
+        (
+            "ingest events/s vs raw aiokafka (b)",
+            f"{ours:,.0f}",
+            f"{raw:,.0f}",
+            "(physical limit)",
+            f"{ours / raw:.3f}x",
+        ),
+        (
+            "ingest events/s vs naive 1 tx/event (c)",
+            f"{ours:,.0f}",
+            f"{naive:,.0f}",
+            ">= 5x",
+            f"{ours / naive:.1f}x {ok(ours >= 5 * naive)}",
+        ),
+        (
+            f"p50 / p99 event -> stale mark committed @{lat['achieved_rate']:,.0f}/s",
+            f"{lat['commit_p50'] * 1000:.0f} / {lat['commit_p99'] * 1000:.0f} ms",
+            "-",
+            "p99 <= 250 ms",
+            ok(lat["commit_p99"] <= 0.25),
+        ),
+        (
+            "p50 / p99 event -> regen request on topic",
+            f"{lat['topic_p50'] * 1000:.0f} / {lat['topic_p99'] * 1000:.0f} ms",
+            f"{lat['requests_timed']} requests",
+            "-",
+            "-",
+        ),
+        (
+            f"sweep {sweep['rows']:,} rows, {sweep['marked']:,} expired",
+            f"{sweep['seconds']:.1f} s",
+            f"{sweep['reference_s']:.1f} s (1 UPDATE)",
+            "<= 2x",
+            f"{sweep['seconds'] / sweep['reference_s']:.1f}x "
+            f"{ok(sweep['seconds'] <= 2 * sweep['reference_s'])}",
+        ),
+        (
+            "peak RSS worker (ingest) / sweep process",
+            f"{rss_ingest:.0f} / {sweep['peak_rss_mb']:.0f} MB",
+            "-",
+            "<= 300 MB",
+            ok(max(rss_ingest, sweep["peak_rss_mb"]) <= 300),
+        ),
+        ("scale-out: 2 workers vs 1", f"{two:,.0f}", f"{ours:,.0f}", "-", f"{two / ours:.2f}x"),
+    ]
+    print(table(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    args.events, args.users = (5000, 2500) if args.quick else (100_000, 50_000)
+    args.rate, args.seconds = 2000, (5 if args.quick else 20)
+    args.sweep_rows = 20_000 if args.quick else 1_000_000
+    with ExitStack() as stack:
+        logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
+        broker = stack.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))
+        admin_url = os.environ.get("WB_BENCH_DATABASE_URL") or pg.configured_url()
+        if admin_url is None:
+            admin_url = stack.enter_context(pg.throwaway_server()).get_uri()
+        db_url = asyncio.run(pg.create_database(admin_url, prefix="wbbench"))
+        stack.callback(lambda: asyncio.run(pg.drop_database(admin_url, db_url)))
+        log(f"logs in {logs}")
+        asyncio.run(run(args, broker, db_url, logs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Reference (a): a Faust agent that only counts events, on the same broker and topic.
+
+Run as a child process by the benchmark; prints the sustained rate from the first to the
+last event as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import faust
+
+TOPIC, EXPECTED = os.environ["BENCH_TOPIC"], int(os.environ["BENCH_EXPECTED"])
+app = faust.App(
+    os.environ["BENCH_APP_ID"],
+    broker=f"kafka://{os.environ['BENCH_BROKER']}",
+    store="memory://",
+    web_enabled=False,
+    autodiscover=False,
+    consumer_auto_offset_reset="earliest",
+    broker_session_timeout=6,
+    broker_heartbeat_interval=1,
+)
+topic = app.topic(
+    TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
+state = {"n": 0, "first": 0.0}
+
+
+@app.agent(topic)
+async def count(stream: faust.StreamT[bytes]) -> None:
+    async for _ in stream:
+        if state["n"] == 0:
+            state["first"] = time.monotonic()
+        state["n"] += 1
+        if state["n"] == EXPECTED:
+            elapsed = time.monotonic() - state["first"]
+            print(
+                json.dumps({"events": EXPECTED, "seconds": elapsed, "rate": EXPECTED / elapsed}),
+                flush=True,
+            )
+            sys.stdout.flush()
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], "worker", "-l", "warning"]
+    app.main()
