@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -65,8 +66,9 @@ class Bench:
             "quotes_json, source_group, snapshot_hash, llm_model, generated_at, stale_after, "
             "manual_override, is_stale, generation, regen_attempts, created_at, updated_at) "
             "SELECT g, 'bio', '[]', '[]', 'grp', 'snap-' || g, 'm', :gen, "
-            "CASE WHEN random() < :share THEN :past ELSE :future END, false, false, 0, 0, "
-            ":gen, :gen FROM generate_series(1, :users) g",
+            "CASE WHEN random() < :share THEN CAST(:past AS timestamptz) "
+            "ELSE CAST(:future AS timestamptz) END, false, false, 0, 0, :gen, :gen "
+            "FROM generate_series(1, :users) g",
             gen=GENERATED_AT,
             share=expired_share,
             past=NOW - timedelta(hours=1),
@@ -135,14 +137,14 @@ class Bench:
         )
         await consumer.start()
         try:
-            seen, first = 0, 0.0
+            # Wait for the assignment and the first fetch, then time everything after it.
+            first_batch = await consumer.getmany(timeout_ms=10_000, max_records=1)
+            seen = sum(len(r) for r in first_batch.values())
+            started = time.monotonic()
             while seen < events:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-                for records in batch.values():
-                    if seen == 0 and records:
-                        first = time.monotonic()
-                    seen += len(records)
-            return events / (time.monotonic() - first)
+                seen += sum(len(r) for r in batch.values())
+            return (events - 1) / (time.monotonic() - started)
         finally:
             await consumer.stop()
 
@@ -162,10 +164,11 @@ class Bench:
             timeout=600,
             cwd=Path(__file__).parent.parent,
         )
-        line = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-        if not line:
+        # Faust routes a worker's stdout to its log (stderr): look in both.
+        found = re.findall(r'\{"events".*?\}', done.stdout + done.stderr)
+        if not found:
             raise RuntimeError(f"no-op agent failed: {done.stderr[-2000:]}")
-        return float(json.loads(line[-1])["rate"])
+        return float(json.loads(found[-1])["rate"])
 
     async def worker_ingest(
         self, topic: str, events: int, workers: int = 1, extra: dict[str, str] | None = None

@@ -47,5 +47,5 @@ async def count(stream: faust.StreamT[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "-l", "warning"]
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
     app.main()

@@ -18,7 +18,7 @@ async def main() -> None:
     sweeper = Sweeper(
         session_factory(engine),
         retry_after=timedelta(days=365),
-        chunk_size=int(os.environ.get("BENCH_CHUNK", "5000")),
+        chunk_size=int(os.environ.get("BENCH_CHUNK", "10000")),
     )
     started = time.monotonic()
     totals = await sweeper.run()

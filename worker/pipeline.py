@@ -241,24 +241,22 @@ class Pipeline:
                 first[event.event_id] = (message, event)
         if not first:
             return []
-        insert = dialect_insert(session)
+        # executemany: SQLAlchemy batches it into multi-row VALUES with a cached statement.
         stmt = (
-            insert(ProcessedEventRow)
-            .values(
-                [
-                    {
-                        "stream": stream.value,
-                        "event_id": event_id,
-                        "outcome": "claimed",
-                        "processed_at": now,
-                    }
-                    for event_id in first
-                ]
-            )
+            dialect_insert(session)(ProcessedEventRow)
             .on_conflict_do_nothing(index_elements=["stream", "event_id"])
             .returning(ProcessedEventRow.event_id)
         )
-        claimed = set((await session.scalars(stmt)).all())
+        rows = [
+            {
+                "stream": stream.value,
+                "event_id": event_id,
+                "outcome": "claimed",
+                "processed_at": now,
+            }
+            for event_id in first
+        ]
+        claimed = set((await session.scalars(stmt, rows)).all())
         if skipped := len(first.keys() - claimed):
             result.outcomes[(stream.value, "duplicate")] += skipped
         return [item for event_id, item in first.items() if event_id in claimed]

@@ -53,7 +53,9 @@ class Runtime:
             ttl=self.settings.highlight_ttl,
             max_backoff_s=self.settings.db_retry_max_backoff,
         )
-        self.sweeper = Sweeper(self.sessions, retry_after=self.settings.regen_retry_after)
+        self.sweeper = Sweeper(
+            self.sessions, retry_after=self.settings.regen_retry_after, chunk_size=10_000
+        )
         self.relay_wakeup = asyncio.Event()
 
     async def handle(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:

@@ -117,20 +117,18 @@ async def record_activity(
     """
     if not deltas:
         return
-    insert = dialect_insert(session)
-    stmt = insert(SignalActivityRow).values(
-        [
-            {
-                "user_id": user_id,
-                "comment_count": d.count,
-                "last_comment_at": d.last_at,
-                "last_comment_id": d.last_id,
-                "last_comment_type": d.last_type,
-                "updated_at": now,
-            }
-            for user_id, d in sorted(deltas.items())
-        ]
-    )
+    stmt = dialect_insert(session)(SignalActivityRow)
+    rows = [
+        {
+            "user_id": user_id,
+            "comment_count": d.count,
+            "last_comment_at": d.last_at,
+            "last_comment_id": d.last_id,
+            "last_comment_type": d.last_type,
+            "updated_at": now,
+        }
+        for user_id, d in sorted(deltas.items())
+    ]
     current = SignalActivityRow.last_comment_at
     newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)
     new_count = SignalActivityRow.comment_count + stmt.excluded.comment_count
@@ -149,7 +147,7 @@ async def record_activity(
             "updated_at": stmt.excluded.updated_at,
         },
     )
-    await session.execute(stmt)
+    await session.execute(stmt, rows)  # executemany: one cached statement, batched VALUES
     if any(d.count < 0 for d in deltas.values()):
         # A first insert must not store a negative count (a deletion before its comment).
         await session.execute(

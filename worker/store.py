@@ -83,13 +83,11 @@ async def lock_or_create_row(session: AsyncSession, user_id: int, now: datetime)
 async def create_placeholders(session: AsyncSession, user_ids: set[int], now: datetime) -> None:
     """Insert empty rows for the users that have none, in one statement."""
     if user_ids:
-        insert = dialect_insert(session)
         await session.execute(
-            insert(HighlightRow)
-            .values(
-                [{"user_id": u, "created_at": now, "updated_at": now} for u in sorted(user_ids)]
-            )
-            .on_conflict_do_nothing(index_elements=["user_id"])
+            dialect_insert(session)(HighlightRow).on_conflict_do_nothing(
+                index_elements=["user_id"]
+            ),
+            [{"user_id": u, "created_at": now, "updated_at": now} for u in sorted(user_ids)],
         )
 
 

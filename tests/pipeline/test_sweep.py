@@ -39,9 +39,15 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
     expired = (await requests_in_outbox(sessions))[1]  # same shape on every database path
     row = await store.get(1)
     assert row is not None
-    assert expired == {"event_id": row.regen_request_id, "user_id": 1, "reason": "expired",
-                       "generation": row.generation, "snapshot_hash": "a",
-                       "requested_at": clock.now.isoformat(), "trigger": "sweep"}
+    assert expired == {
+        "event_id": row.regen_request_id,
+        "user_id": 1,
+        "reason": "expired",
+        "generation": row.generation,
+        "snapshot_hash": "a",
+        "requested_at": clock.now.isoformat(),
+        "trigger": "sweep",
+    }
     assert row.regen_generation == row.generation == 1
     again = await sweeper.run()  # nothing left to do right away
     assert again.actions == {}
