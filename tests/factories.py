@@ -31,3 +31,19 @@ def result(
 
 def later(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def comment_doc(
+    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
+) -> dict[str, Any]:
+    """A ``signal.comments`` message; without ``user`` it names only its request."""
+    doc: dict[str, Any] = {
+        "event_id": eid,
+        "type": f"comment.{kind}",
+        "comment_id": f"c-{eid}",
+        "request_id": req,
+        "occurred_at": at.isoformat(),
+    }
+    if user is not None:
+        doc["user_id"] = user
+    return doc

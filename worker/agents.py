@@ -52,6 +52,8 @@ def faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval,
         broker_rebalance_timeout=settings.broker_session_timeout,
         producer_acks=-1,
+        # Dead letters carry the original bytes: leave room for the largest input message.
+        producer_max_request_size=2 * 1024 * 1024,
         web_application_options={"middlewares": [json_errors], "client_max_size": 1024 * 1024},
     )
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain import StaleOutcome, StaleReason, utcnow
 from worker.models import HighlightRow as H
-from worker.store import audit, check_actor, lock_rows, mark_stale_row, snapshot_fields
+from worker.store import audited, check_actor, lock_rows, mark_stale_row
 
 
 @dataclass
@@ -94,18 +94,9 @@ class Reseeder:
         now = utcnow()
         rows = await lock_rows(session, ids)
         for user_id in ids:
-            row = rows[user_id]
-            before = snapshot_fields(row)
-            outcome = mark_stale_row(session, row, StaleReason.MANUAL, now, "reseed")
+            with audited(
+                session, rows[user_id], actor=self.actor, action="reseed", reason=None, now=now
+            ):
+                outcome = mark_stale_row(session, rows[user_id], StaleReason.MANUAL, now, "reseed")
             result.marked += 1
             result.requested += outcome is StaleOutcome.REQUESTED
-            audit(
-                session,
-                actor=self.actor,
-                action="reseed",
-                user_id=user_id,
-                before=before,
-                after=snapshot_fields(row),
-                reason=None,
-                now=now,
-            )

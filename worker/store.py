@@ -9,7 +9,8 @@ PostgreSQL serialise per user; SQLite serialises whole write transactions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -268,10 +269,37 @@ def audit(
         for name in after
         if before.get(name) != after[name]
     }
+    if not diff:  # nothing changed: nothing to attribute
+        return
     session.add(
         AuditRow(
             actor=actor, action=action, user_id=user_id, reason=reason, diff=diff, created_at=now
         )
+    )
+
+
+@contextmanager
+def audited(
+    session: AsyncSession,
+    row: HighlightRow,
+    *,
+    actor: str,
+    action: str,
+    reason: str | None,
+    now: datetime,
+) -> Iterator[None]:
+    """Record what the enclosed block changes on ``row`` as one audit row by ``actor``."""
+    before = snapshot_fields(row)
+    yield
+    audit(
+        session,
+        actor=actor,
+        action=action,
+        user_id=row.user_id,
+        before=before,
+        after=snapshot_fields(row),
+        reason=reason,
+        now=now,
     )
 
 
@@ -337,19 +365,18 @@ class HighlightStore:
             row = await lock_row(session, user_id)
             if row is None:
                 raise UnknownUser(user_id)
-            before = snapshot_fields(row)
-            outcome = mark_stale_row(session, row, stale_reason, now, _trigger(actor))
-            if actor is not None:
-                audit(
+            if actor is None:
+                outcome = mark_stale_row(session, row, stale_reason, now, None)
+            else:
+                with audited(
                     session,
+                    row,
                     actor=check_actor(actor),
                     action="mark_stale",
-                    user_id=user_id,
-                    before=before,
-                    after=snapshot_fields(row),
                     reason=note,
                     now=now,
-                )
+                ):
+                    outcome = mark_stale_row(session, row, stale_reason, now, _trigger(actor))
             return Highlight.from_row(row), outcome
 
     async def regenerate(self, user_id: int, actor: str, note: str | None = None) -> Highlight:
@@ -362,24 +389,14 @@ class HighlightStore:
         async with self.sessions.begin() as session:
             now = self.clock()
             row = await lock_or_create_row(session, user_id, now)
-            before = snapshot_fields(row)
-            row.generation += 1
-            if not row.is_stale:
-                row.is_stale, row.stale_since = True, now
-            row.stale_reason = (
-                StaleReason.MANUAL if row.generated_at is not None else StaleReason.MISSING
-            ).value
-            request_regeneration(session, row, RegenReason.MANUAL, now, _trigger(actor))
-            audit(
-                session,
-                actor=actor,
-                action="regenerate",
-                user_id=user_id,
-                before=before,
-                after=snapshot_fields(row),
-                reason=note,
-                now=now,
-            )
+            with audited(session, row, actor=actor, action="regenerate", reason=note, now=now):
+                row.generation += 1
+                if not row.is_stale:
+                    row.is_stale, row.stale_since = True, now
+                row.stale_reason = (
+                    StaleReason.MANUAL if row.generated_at is not None else StaleReason.MISSING
+                ).value
+                request_regeneration(session, row, RegenReason.MANUAL, now, _trigger(actor))
             return Highlight.from_row(row)
 
     async def set_manual_override(
@@ -392,21 +409,11 @@ class HighlightStore:
         async with self.sessions.begin() as session:
             now = self.clock()
             row = await lock_or_create_row(session, user_id, now)
-            before = snapshot_fields(row)
             if row.manual_override and row.override_text == text:
                 return Highlight.from_row(row)
-            row.manual_override, row.override_text = True, text
-            row.override_actor, row.override_set_at, row.updated_at = actor, now, now
-            audit(
-                session,
-                actor=actor,
-                action="set_override",
-                user_id=user_id,
-                before=before,
-                after=snapshot_fields(row),
-                reason=note,
-                now=now,
-            )
+            with audited(session, row, actor=actor, action="set_override", reason=note, now=now):
+                row.manual_override, row.override_text = True, text
+                row.override_actor, row.override_set_at, row.updated_at = actor, now, now
             return Highlight.from_row(row)
 
     async def clear_manual_override(
@@ -422,20 +429,10 @@ class HighlightStore:
                 raise UnknownUser(user_id)
             if not row.manual_override:
                 return Highlight.from_row(row)
-            before = snapshot_fields(row)
-            row.manual_override, row.override_text = False, None
-            row.override_actor, row.override_set_at, row.updated_at = actor, now, now
-            request_if_unanswered(session, row, now, _trigger(actor))
-            audit(
-                session,
-                actor=actor,
-                action="clear_override",
-                user_id=user_id,
-                before=before,
-                after=snapshot_fields(row),
-                reason=note,
-                now=now,
-            )
+            with audited(session, row, actor=actor, action="clear_override", reason=note, now=now):
+                row.manual_override, row.override_text = False, None
+                row.override_actor, row.override_set_at, row.updated_at = actor, now, now
+                request_if_unanswered(session, row, now, _trigger(actor))
             return Highlight.from_row(row)
 
 

@@ -12,7 +12,7 @@ import itertools
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,21 @@ async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
 
 
 @pytest.fixture
+def spawn(logs: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `wb run` workers that are stopped at teardown, even when the test fails."""
+    started: list[WorkerProcess] = []
+
+    def start(broker_address: str, url: str, **kwargs: Any) -> WorkerProcess:
+        proc = WorkerProcess(broker_address, url, logs, extra_env=FAULT_ENV, **kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
 async def fresh_db(
     pg_admin_url: str,
 ) -> AsyncIterator[tuple[str, async_sessionmaker[AsyncSession]]]:
@@ -81,12 +96,12 @@ async def fresh_db(
 
 
 async def test_crash_sigkill_five_times(
-    broker: EmbeddedBroker, kafka: Kafka, fresh_db: tuple[str, Any], logs: Path
+    broker: EmbeddedBroker, kafka: Kafka, fresh_db: tuple[str, Any], spawn: Callable[..., Any]
 ) -> None:
     url, sessions = fresh_db
     workload = Workload(seed=11)
     await workload.seed_store(HighlightStore(sessions))
-    worker = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    worker = spawn(broker.address, url)
     await worker.wait_ready()
     producing = asyncio.create_task(workload.produce(kafka, seconds=20))
     rng = random.Random(5)
@@ -131,7 +146,7 @@ def private_pg() -> Iterator[Any]:
 
 
 async def test_database_outage_of_15_seconds(
-    broker: EmbeddedBroker, kafka: Kafka, private_pg: Any, logs: Path
+    broker: EmbeddedBroker, kafka: Kafka, private_pg: Any, spawn: Callable[..., Any]
 ) -> None:
     admin_url = private_pg.get_uri()
     url = await pg.create_database(admin_url, prefix="wboutage")
@@ -140,7 +155,7 @@ async def test_database_outage_of_15_seconds(
     sessions = session_factory(engine)
     workload = Workload(seed=22)
     await workload.seed_store(HighlightStore(sessions))
-    worker = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    worker = spawn(broker.address, url)
     await worker.wait_ready()
     producing = asyncio.create_task(workload.produce(kafka, seconds=20))
     await eventually(lambda: _grew(sessions, 500), timeout=60, what="progress before outage")
@@ -208,14 +223,13 @@ async def test_rebalance_two_workers_one_stops_and_returns(
     kafka: Kafka,
     fresh_db: tuple[str, Any],
     logs: Path,
+    spawn: Callable[..., Any],
 ) -> None:
     url, sessions = fresh_db
     workload = Workload(seed=33)
     await workload.seed_store(HighlightStore(sessions))
-    first = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
-    second = WorkerProcess(
-        broker.address, url, logs, app_id=first.app_id, extra_env=FAULT_ENV
-    ).start()
+    first = spawn(broker.address, url)
+    second = spawn(broker.address, url, app_id=first.app_id)
     await asyncio.gather(first.wait_ready(), second.wait_ready())
     producing = asyncio.create_task(workload.produce(kafka, seconds=20))
     await eventually(lambda: _grew(sessions, 1500), timeout=60, what="progress")
@@ -266,7 +280,7 @@ def s3_endpoint(logs: Path) -> Iterator[str]:
 
 
 async def test_broker_restart_worker_reconnects(
-    s3_endpoint: str, fresh_db: tuple[str, Any], logs: Path
+    s3_endpoint: str, fresh_db: tuple[str, Any], logs: Path, spawn: Callable[..., Any]
 ) -> None:
     url, sessions = fresh_db
     env = {
@@ -281,7 +295,7 @@ async def test_broker_restart_worker_reconnects(
     await kafka.start()
     workload = Workload(seed=44)
     await workload.seed_store(HighlightStore(sessions))
-    worker = WorkerProcess(broker.address, url, logs, extra_env=FAULT_ENV).start()
+    worker = spawn(broker.address, url)
     try:
         await worker.wait_ready()
         producing = asyncio.create_task(workload.produce(kafka, seconds=20))

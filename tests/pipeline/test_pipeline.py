@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
-from tests.factories import later, result
+from tests.factories import comment_doc, later, result
 from worker.events import InputStream
 from worker.models import OutboxRow, ParkedCommentRow, SignalActivityRow
 from worker.pipeline import Pipeline, RawMessage
@@ -29,16 +29,7 @@ def raw(doc: dict[str, Any] | bytes) -> RawMessage:
 def comment(
     eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
 ) -> RawMessage:
-    doc: dict[str, Any] = {
-        "event_id": eid,
-        "type": f"comment.{kind}",
-        "comment_id": f"c-{eid}",
-        "request_id": req,
-        "occurred_at": at.isoformat(),
-    }
-    if user is not None:
-        doc["user_id"] = user
-    return raw(doc)
+    return raw(comment_doc(eid, user, at, kind, req))
 
 
 def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
