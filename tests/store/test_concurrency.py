@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.conftest import truncate_all
 from tests.factories import later, result
+from worker import migrate
 from worker.db import create_engine, session_factory
 from worker.domain import StaleReason, UpsertMeta
 from worker.errors import SnapshotConflict, SupersededResult
@@ -19,14 +21,12 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def pg_store(pg_url: str, migrated_engine: AsyncEngine) -> HighlightStore:
-    if migrated_engine.dialect.name != "postgresql":
-        pytest.skip("row-lock races are a PostgreSQL property; SQLite serialises writers")
-    from tests.conftest import truncate_all
-
-    await truncate_all(migrated_engine)
-    # A pool as large as the number of racers, so every racer holds a connection of its own.
+async def pg_store(pg_url: str) -> AsyncIterator[HighlightStore]:
+    """A store on the session's PostgreSQL database, emptied, with a pool as large as the
+    number of racers so that every racer holds a connection of its own."""
     engine = create_engine(pg_url, pool_size=12)
+    await migrate.upgrade(engine)
+    await truncate_all(engine)
     yield HighlightStore(session_factory(engine))
     await engine.dispose()
 
