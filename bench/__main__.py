@@ -78,11 +78,13 @@ class Bench:
         await self.sql("ANALYZE user_profile_highlights")
 
     async def reset_highlights(self) -> None:
+        """Back to the seeded state: every row fresh, no requests, no processed events."""
         await self.sql("TRUNCATE outbox, processed_events, signal_activity")
         await self.sql(
             "UPDATE user_profile_highlights SET is_stale = false, stale_reason = NULL, "
             "stale_since = NULL, generation = 0, regen_request_id = NULL, "
-            "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0"
+            "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0 "
+            "WHERE is_stale"
         )
 
     async def create_topic(self, name: str) -> None:
@@ -304,7 +306,7 @@ class Bench:
             raise RuntimeError(done.stderr[-2000:])
         ours = json.loads(done.stdout.strip().splitlines()[-1])
         marked = ours["actions"].get("expired", 0)
-        await self.reset_expired()
+        await self.reset_highlights()
         started = time.monotonic()
         await self.sql(
             "UPDATE user_profile_highlights SET is_stale = true, stale_reason = "
@@ -319,14 +321,6 @@ class Bench:
             "reference_s": reference,
             "peak_rss_mb": ours["peak_rss_mb"],
         }
-
-    async def reset_expired(self) -> None:
-        await self.sql("TRUNCATE outbox")
-        await self.sql(
-            "UPDATE user_profile_highlights SET is_stale = false, stale_reason = NULL,"
-            " stale_since = NULL, generation = 0, regen_request_id = NULL, "
-            "regen_requested_at = NULL, regen_generation = NULL WHERE is_stale"
-        )
 
 
 def _scrape(url: str) -> str:

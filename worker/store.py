@@ -187,19 +187,6 @@ def _clear_stale(row: HighlightRow) -> None:
     row.regen_attempts = 0
 
 
-async def upsert_auto_in(
-    session: AsyncSession,
-    payload: GeneratedHighlight,
-    snapshot_hash: str,
-    meta: UpsertMeta,
-    now: datetime,
-    ttl: timedelta,
-) -> tuple[Highlight, UpsertOutcome]:
-    """Store a generated highlight under the five rules of the store (see README)."""
-    row, outcome = await upsert_auto_row(session, payload, snapshot_hash, meta, now, ttl)
-    return Highlight.from_row(row), outcome
-
-
 async def upsert_auto_row(
     session: AsyncSession,
     payload: GeneratedHighlight,
@@ -208,7 +195,8 @@ async def upsert_auto_row(
     now: datetime,
     ttl: timedelta,
 ) -> tuple[HighlightRow, UpsertOutcome]:
-    """``upsert_auto_in`` returning the locked row, for callers that act on it afterwards.
+    """Store a generated highlight under the five rules of the store (see README) and
+    return the locked row, for callers that act on it afterwards.
 
     A refused result writes nothing: a placeholder row is only inserted when no row exists
     and no base snapshot is named, and such a row can only be refused if a concurrent
@@ -343,9 +331,10 @@ class HighlightStore:
         self, payload: GeneratedHighlight, snapshot_hash: str, meta: UpsertMeta | None = None
     ) -> tuple[Highlight, UpsertOutcome]:
         async with self.sessions.begin() as session:
-            return await upsert_auto_in(
+            row, outcome = await upsert_auto_row(
                 session, payload, snapshot_hash, meta or UpsertMeta(), self.clock(), self.ttl
             )
+            return Highlight.from_row(row), outcome
 
     async def mark_stale(
         self,
