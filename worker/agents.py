@@ -11,6 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,6 +89,45 @@ def _dlq_send(letter: DeadLetter) -> dict[str, Any]:
         ("source_offset", str(m.offset).encode()),
     ]
     return {"topic": f"{m.topic}.dlq", "key": None, "value": m.value, "headers": headers}
+
+
+def arm_shutdown_deadline(seconds: float) -> None:
+    """Exit hard if shutdown takes longer than ``seconds``.
+
+    With the broker unreachable, aiokafka's consumer can retry forever while stopping, and a
+    deploy would hang until SIGKILL. Exiting is as safe as a crash: offsets only ever
+    follow database commits.
+    """
+
+    def expire() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"wb: shutdown did not finish in {seconds:.0f}s; exiting hard\n")
+        sys.stderr.flush()
+        os._exit(70)
+
+    threading.Thread(target=expire, name="shutdown-deadline", daemon=True).start()
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a deadline on shutdown once a signal asks for it."""
+
+    def __init__(self, app: faust.App, shutdown_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.shutdown_timeout = shutdown_timeout
+        self.deadline_armed = False
+
+    def _arm(self) -> None:
+        if not self.deadline_armed:
+            self.deadline_armed = True
+            arm_shutdown_deadline(self.shutdown_timeout)
+
+    def _on_sigterm(self) -> None:
+        self._arm()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm()
+        super()._on_sigint()
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:

@@ -106,13 +106,11 @@ async def _prepare_database(settings: Settings) -> None:
 
 
 def _start_worker(settings: Settings) -> None:
-    import faust
-
-    from worker.agents import create_app
+    from worker.agents import Worker, create_app
 
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level)
+    worker = Worker(app, settings.shutdown_timeout.total_seconds(), loglevel=settings.log_level)
     worker.execute_from_commandline()
 
 

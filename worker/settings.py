@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     dedup_retention: Duration = timedelta(days=14)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
     serve_stale_for: Duration = timedelta(0)
+    shutdown_timeout: Duration = timedelta(seconds=30)
     gauge_interval: Duration = timedelta(seconds=15)
     broker_session_timeout: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)
