@@ -21,6 +21,7 @@ from typing import Any
 import faust
 
 from worker.events import InputStream
+from worker.kafka_consumer import use_fetch_wait
 from worker.outbox import REGEN_STREAM, OutboxMessage
 from worker.pipeline import DeadLetter, RawMessage
 from worker.runtime import Runtime
@@ -133,6 +134,7 @@ class Worker(faust.Worker):
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     """Build the worker: three input agents, the outbox relay, the sweep and the web views."""
     app = faust_app(settings)
+    use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
     rt = runtime or Runtime(settings)
     topics = {
         InputStream.COMMENTS: app.topic(settings.topic_comments, **RAW),

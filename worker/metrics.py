@@ -117,9 +117,9 @@ class Metrics:
             self.regen_requests.labels(reason).inc(n)
         if result.retries:
             self.db_retries.labels(stream).inc(result.retries)
-        handled = sum(result.outcomes.values())
-        for _ in range(handled):
-            self.handling.labels(stream).observe(elapsed_s)
+        handling = self.handling.labels(stream)
+        for _ in range(sum(result.outcomes.values())):
+            handling.observe(elapsed_s)
         for occurred_at in result.stale_event_times:
             self.stale_lag.observe(max((committed_at - occurred_at).total_seconds(), 0.0))
         for seconds in result.turnaround_s:

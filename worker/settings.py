@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
     serve_stale_for: Duration = timedelta(0)
     shutdown_timeout: Duration = timedelta(seconds=30)
+    consumer_fetch_wait: Duration = timedelta(milliseconds=100)
     gauge_interval: Duration = timedelta(seconds=15)
     broker_session_timeout: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)
