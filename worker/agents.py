@@ -80,6 +80,24 @@ async def _send_until_delivered(app: faust.App, sends: list[dict[str, Any]]) -> 
             delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
 
 
+async def _declare(app: faust.App, topics: Sequence[Any]) -> bool:
+    """Create the output topics, retrying while the broker is away; False if the app
+    began stopping first (a shutdown during start-up is not a crash)."""
+    delay = 0.2
+    while not app.should_stop:
+        try:
+            for topic in topics:
+                await topic.maybe_declare()
+            return True
+        except Exception as exc:
+            if app.should_stop:
+                break
+            log.warning("declaring output topics failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
+    return False
+
+
 def _dlq_send(letter: DeadLetter) -> dict[str, Any]:
     m = letter.message
     headers = [
@@ -184,8 +202,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.task
     async def relay() -> None:
-        for topic in outputs:
-            await topic.maybe_declare()
+        if not await _declare(app, outputs):
+            return  # stopping before the topics were declared
         interval = settings.relay_interval.total_seconds()
         while not app.should_stop:
             sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))

@@ -74,6 +74,15 @@ def check_aware(name: str, value: datetime | None, now: datetime | None = None) 
         raise InvalidInput(f"{name} {value.isoformat()} is more than a day in the future")
 
 
+def refuse_nul(value: Any) -> Any:
+    """PostgreSQL text and JSONB cannot hold NUL characters: refuse them at the door, so
+    both databases accept exactly the same input."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
 class GeneratedHighlight(BaseModel):
     """The content a generator produced for one user (what ``upsert_auto`` stores)."""
 
@@ -87,6 +96,11 @@ class GeneratedHighlight(BaseModel):
     llm_model: str = Field(min_length=1, max_length=200)
     generated_at: datetime
     stale_after: datetime | None = None
+
+    @field_validator("bio_text", "proof_points", "quotes", "source_group", "llm_model")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
 
     @field_validator("proof_points", "quotes")
     @classmethod

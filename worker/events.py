@@ -31,6 +31,7 @@ from worker.domain import (
     MAX_LIST_ITEMS,
     RegenReason,
     check_aware,
+    refuse_nul,
 )
 from worker.errors import InvalidInput
 
@@ -164,6 +165,19 @@ class GeneratedEvent(_Event):
 
     def timestamps(self) -> dict[str, datetime | None]:
         return {"generated_at": self.generated_at, "stale_after": self.stale_after}
+
+    @field_validator(
+        "bio_text",
+        "proof_points",
+        "quotes",
+        "source_group",
+        "snapshot_hash",
+        "llm_model",
+        "base_snapshot_hash",
+    )
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
 
     @field_validator("stale_after")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker import signal
@@ -151,7 +151,7 @@ class Pipeline:
                 result.retries = retries
                 return result
             except Exception as exc:
-                if not is_transient(exc):
+                if not await self._database_trouble(exc):
                     raise
                 retries += 1
                 log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
@@ -161,25 +161,38 @@ class Pipeline:
     async def _apply_isolating(
         self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
     ) -> BatchResult:
-        """The batch in one transaction; if it fails for a non-transient reason, event by
-        event, so one poisonous event is dead-lettered instead of stalling the partition."""
+        """The batch in one transaction; if it fails for a reason that is not the database,
+        event by event, so one poisonous event is dead-lettered instead of stalling the
+        partition."""
         try:
             return await self._apply(stream, events)
         except Exception as exc:
-            if is_transient(exc) or len(events) == 1:
-                if not is_transient(exc):
-                    return self._internal_error(stream, events[0][0], exc)
+            if await self._database_trouble(exc):
                 raise
+            if len(events) == 1:
+                return self._internal_error(stream, events[0][0], exc)
             log.exception("batch of %d failed; applying one by one", len(events))
         result = BatchResult()
         for item in events:
             try:
                 result.merge(await self._apply(stream, [item]))
             except Exception as exc:
-                if is_transient(exc):
+                if await self._database_trouble(exc):
                     raise
                 result.merge(self._internal_error(stream, item[0], exc))
         return result
+
+    async def _database_trouble(self, exc: Exception) -> bool:
+        """A transient error, or any error while the database does not answer: an outage
+        must never send good events to the dead-letter topic, however it surfaces."""
+        if is_transient(exc):
+            return True
+        try:
+            async with self.sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            return True
+        return False
 
     @staticmethod
     def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:

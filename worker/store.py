@@ -303,6 +303,8 @@ def check_override_text(text: str) -> str:
         raise InvalidInput("override text must not be empty")
     if len(text) > MAX_OVERRIDE_CHARS:
         raise InvalidInput(f"override text is longer than {MAX_OVERRIDE_CHARS} characters")
+    if "\x00" in text:
+        raise InvalidInput("override text must not contain NUL characters")
     return text.strip()
 
 

@@ -221,12 +221,14 @@ async def test_quick_start_run_serves_healthz_and_ctrl_c_stops_everything(tmp_pa
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WB_")}
     env.update(WB_WEB_PORT=str(port), WB_BROKER_SESSION_TIMEOUT="6")
+    log_path = tmp_path / "run.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [WB, "run"],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -247,7 +249,8 @@ async def test_quick_start_run_serves_healthz_and_ctrl_c_stops_everything(tmp_pa
     finally:
         proc.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(proc.wait, 60)
-    assert code == 0
+    log.close()
+    assert code == 0, log_path.read_text(errors="replace")[-3000:]
     assert all(not Path(f"/proc/{pid}").exists() for pid in brokers)
 
 

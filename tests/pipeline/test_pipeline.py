@@ -242,6 +242,23 @@ async def test_conflicting_and_superseded_results_are_counted_not_applied(
             "invalid",
         ),
         (G, b'{"event_id": "x"}', "invalid"),
+        (
+            G,
+            json.dumps(
+                {
+                    "event_id": "nul",
+                    "user_id": 1,
+                    "bio_text": "a\u0000b",
+                    "proof_points": [],
+                    "quotes": [],
+                    "source_group": "g",
+                    "snapshot_hash": "s",
+                    "llm_model": "m",
+                    "generated_at": "2026-01-01T12:00:00Z",
+                }
+            ).encode(),
+            "invalid",
+        ),
     ],
 )
 async def test_bad_input_becomes_a_dead_letter_and_the_rest_goes_on(
@@ -267,3 +284,55 @@ async def test_bad_input_becomes_a_dead_letter_and_the_rest_goes_on(
 async def test_timestamps_from_the_future_are_refused(pipeline: Pipeline, clock: FakeClock) -> None:
     res = await pipeline.process(C, [comment("e1", 1, T0 + timedelta(days=2))])
     assert [d.reason.value for d in res.dead_letters] == ["bad_timestamp"]
+
+
+@pytest.mark.postgres
+async def test_a_poisonous_event_is_isolated_and_the_rest_of_its_batch_applied(
+    pg_url: str,
+) -> None:
+    """A failure that is not the database's (a trigger that refuses one user: fault
+    injection in the real database) dead-letters that event alone; the batch's other
+    events are applied one by one."""
+    from sqlalchemy import text
+
+    from tests.conftest import truncate_all
+    from worker import migrate
+    from worker.db import create_engine, session_factory
+
+    engine = create_engine(pg_url)
+    await migrate.upgrade(engine)
+    await truncate_all(engine)
+    sessions = session_factory(engine)
+    store, pipeline = HighlightStore(sessions), Pipeline(sessions, clock=FakeClock())
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION wb_test_poison() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.user_id = 666 THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; "
+                "END $$ LANGUAGE plpgsql"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER wb_test_poison BEFORE INSERT OR UPDATE ON user_profile_highlights "
+                "FOR EACH ROW EXECUTE FUNCTION wb_test_poison()"
+            )
+        )
+    try:
+        for user in (1, 2):
+            await store.upsert_auto(result(user), f"s{user}")
+        poison = comment("p", 666, later(1))
+        res = await pipeline.process(
+            C, [comment("a", 1, later(1)), poison, comment("b", 2, later(1))]
+        )
+        stale = [(await store.get(u)).is_stale for u in (1, 2)]  # type: ignore[union-attr]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER wb_test_poison ON user_profile_highlights"))
+            await conn.execute(text("DROP FUNCTION wb_test_poison()"))
+        await truncate_all(engine)
+        await engine.dispose()
+    assert [(d.message, d.reason.value) for d in res.dead_letters] == [(poison, "internal_error")]
+    assert "poisoned row" in res.dead_letters[0].detail
+    assert res.outcomes[("comments", "stale_marked")] == 2
+    assert stale == [True, True]
