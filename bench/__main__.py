@@ -158,14 +158,7 @@ class Bench:
             "BENCH_BROKER": self.broker.address,
             "BENCH_APP_ID": f"noop-{uuid.uuid4().hex[:6]}",
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.noop_agent"],
-            env=env,
-            text=True,
-            capture_output=True,
-            timeout=600,
-            cwd=Path(__file__).parent.parent,
-        )
+        done = run_child("bench.noop_agent", env, timeout=600)
         # Faust routes a worker's stdout to its log (stderr): look in both.
         found = re.findall(r'\{"events".*?\}', done.stdout + done.stderr)
         if not found:
@@ -333,15 +326,7 @@ class Bench:
     async def sweep(self, rows: int) -> dict[str, float]:
         await self.seed_highlights(rows, expired_share=0.3)
         env = {**os.environ, "BENCH_DATABASE_URL": self.db_url}
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "bench.sweep_run"],
-            env=env,
-            text=True,
-            capture_output=True,
-            timeout=1800,
-            cwd=Path(__file__).parent.parent,
-        )
+        done = await asyncio.to_thread(run_child, "bench.sweep_run", env, 1800)
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-2000:])
         ours = json.loads(done.stdout.strip().splitlines()[-1])
@@ -361,6 +346,18 @@ class Bench:
             "reference_s": reference,
             "peak_rss_mb": ours["peak_rss_mb"],
         }
+
+
+def run_child(module: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """A benchmark part in a process of its own (its own RSS, its own event loop)."""
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        cwd=Path(__file__).parent.parent,
+    )
 
 
 def _scrape(url: str) -> str:

@@ -7,11 +7,12 @@ write lock up front: two processes (worker and CLI) then queue instead of failin
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -55,6 +56,18 @@ def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncE
     return create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
     )
+
+
+async def database_answers(
+    sessions: async_sessionmaker[AsyncSession], timeout_s: float = 2.0
+) -> bool:
+    """True when the database runs a trivial query within ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s), sessions() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
 
 
 def dialect_insert(session: AsyncSession) -> Any:

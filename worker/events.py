@@ -26,7 +26,6 @@ from pydantic import (
 
 from worker.domain import (
     MAX_BIO_CHARS,
-    MAX_FUTURE_SKEW,
     MAX_ITEM_CHARS,
     MAX_LIST_ITEMS,
     RegenReason,
@@ -281,17 +280,3 @@ def decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
     except InvalidInput as exc:
         raise Rejected(RejectReason.BAD_TIMESTAMP, str(exc)) from None
     return event
-
-
-__all__ = [
-    "MAX_FUTURE_SKEW",
-    "CommentEvent",
-    "GeneratedEvent",
-    "InputEvent",
-    "InputStream",
-    "RegenRequestEvent",
-    "RejectReason",
-    "Rejected",
-    "RequestEvent",
-    "decode",
-]

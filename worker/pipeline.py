@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker import signal
-from worker.db import dialect_insert, is_transient
+from worker.db import database_answers, dialect_insert, is_transient
 from worker.domain import (
     GeneratedHighlight,
     StaleOutcome,
@@ -185,14 +185,7 @@ class Pipeline:
     async def _database_trouble(self, exc: Exception) -> bool:
         """A transient error, or any error while the database does not answer: an outage
         must never send good events to the dead-letter topic, however it surfaces."""
-        if is_transient(exc):
-            return True
-        try:
-            async with self.sessions() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception:
-            return True
-        return False
+        return is_transient(exc) or not await database_answers(self.sessions)
 
     @staticmethod
     def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker import outbox
-from worker.db import create_engine, is_transient, session_factory
+from worker.db import create_engine, database_answers, is_transient, session_factory
 from worker.domain import utcnow
 from worker.events import InputStream
 from worker.metrics import Metrics
@@ -121,13 +121,5 @@ class Runtime:
         async with self.sessions() as session:
             await self.metrics.refresh_gauges(session, utcnow())
 
-    async def database_reachable(self, timeout_s: float = 2.0) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s), self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            return True
-        except Exception:
-            return False
-
-    async def close(self) -> None:
-        await self.engine.dispose()
+    async def database_reachable(self) -> bool:
+        return await database_answers(self.sessions)

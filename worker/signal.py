@@ -157,9 +157,5 @@ async def record_activity(
         )
 
 
-async def activity(session: AsyncSession, user_id: int) -> SignalActivityRow | None:
-    return await session.get(SignalActivityRow, user_id)
-
-
 async def parked_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(ParkedCommentRow)) or 0)

@@ -9,7 +9,7 @@ import faust
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from worker.admin_web import register_admin
+from worker.admin_web import json_response, parse_user_id, refusals_as_json, register_admin
 from worker.runtime import Runtime
 from worker.views import served_document
 
@@ -17,20 +17,6 @@ log = logging.getLogger(__name__)
 
 # aiohttp takes the charset separately; the exposition format is UTF-8 anyway.
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
-
-
-def parse_user_id(raw: str) -> int | None:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        return None
-    value = int(raw)
-    return value if 0 < value < 2**63 else None
-
-
-def bad_user_id(raw: str) -> dict[str, str]:
-    return {
-        "error": "bad_user_id",
-        "reason": f"user id must be a positive 64-bit integer, got {raw[:40]!r}",
-    }
 
 
 @web.middleware
@@ -69,12 +55,11 @@ def register_views(app: faust.App, rt: Runtime) -> None:
         return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
     @app.page("/profiles/{user_id}/highlight")
-    async def highlight(web: Any, request: Any, user_id: str) -> Any:
+    @refusals_as_json
+    async def highlight(view: Any, request: Any, user_id: str) -> Any:
         """What a UI should show for a user (README: serving rules)."""
-        parsed = parse_user_id(user_id)
-        if parsed is None:
-            return web.json(bad_user_id(user_id), status=400)
-        return web.json(await served_document(rt.store, parsed, rt.settings.serve_stale_for))
+        doc = await served_document(rt.store, parse_user_id(user_id), rt.settings.serve_stale_for)
+        return json_response(doc)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -264,6 +263,3 @@ async def check(
         "topic_copies": len(on_topic),
         "dead_letters": len(dead),
     }
-
-
-Probe = Callable[[], Awaitable[Any]]

@@ -21,25 +21,7 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-FIELDS = [
-    "event_id",
-    "type",
-    "comment_id",
-    "request_id",
-    "user_id",
-    "occurred_at",
-    "bio_text",
-    "proof_points",
-    "quotes",
-    "source_group",
-    "snapshot_hash",
-    "llm_model",
-    "generated_at",
-    "stale_after",
-    "regen_request_id",
-    "generation",
-    "base_snapshot_hash",
-]
+FIELDS = sorted({name for model in MODELS.values() for name in model.model_fields})
 timestamps = st.sampled_from(
     [
         "2026-11-24T10:00:00Z",
