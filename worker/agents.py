@@ -20,10 +20,10 @@ from typing import Any
 
 import faust
 
+from worker.batch import DeadLetter, RawMessage
 from worker.events import InputStream
 from worker.kafka_consumer import use_fetch_wait
 from worker.outbox import REGEN_STREAM, OutboxMessage
-from worker.pipeline import DeadLetter, RawMessage
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.web import json_errors, register_views

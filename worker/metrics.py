@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker import outbox, signal
+from worker.batch import BatchResult
 from worker.domain import RegenReason, StaleReason, UpsertOutcome
 from worker.events import InputStream, RejectReason
 from worker.models import HighlightRow
-from worker.pipeline import BatchResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 TURNAROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)

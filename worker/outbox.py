@@ -8,16 +8,16 @@ rolled back. The relay publishes rows at least once; consumers deduplicate by ev
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain import RegenReason
-from worker.models import HighlightRow, OutboxRow
+from worker.models import OutboxRow
 
 # The topic is stored per row so that renaming WB_TOPIC_REGEN_REQUESTS never strands rows;
 # rows are written with this logical name and resolved to the configured topic on publish.
@@ -33,12 +33,54 @@ class OutboxMessage:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A message to queue; an ``OutboxSink`` turns it into a row (ORM or set-based)."""
+
+    event_id: str
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+OutboxSink = Callable[[OutboxEntry], None]
+
+
+def session_sink(session: AsyncSession) -> OutboxSink:
+    """Queue entries as ORM rows in ``session`` (flushed with the rest of its changes)."""
+
+    def add(entry: OutboxEntry) -> None:
+        session.add(OutboxRow(**asdict(entry)))
+
+    return add
+
+
+class Requestable(Protocol):
+    """The freshness fields of a highlight row: an ORM ``HighlightRow`` or the plain
+    values the set-based comment path works on (``worker.comment_batch.RowState``)."""
+
+    user_id: int
+    snapshot_hash: str | None
+    generated_at: datetime | None
+    manual_override: bool
+    is_stale: bool
+    stale_since: datetime | None
+    stale_reason: str | None
+    generation: int
+    regen_request_id: str | None
+    regen_requested_at: datetime | None
+    regen_generation: int | None
+    regen_attempts: int
+    updated_at: datetime
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
 def regen_payload(
-    row: HighlightRow, request_id: str, reason: RegenReason, now: datetime, trigger: str | None
+    row: Requestable, request_id: str, reason: RegenReason, now: datetime, trigger: str | None
 ) -> dict[str, Any]:
     """The JSON a regen request carries (schemas/regen-request.json)."""
     payload: dict[str, Any] = {
@@ -55,8 +97,8 @@ def regen_payload(
 
 
 def request_regeneration(
-    session: AsyncSession,
-    row: HighlightRow,
+    sink: OutboxSink,
+    row: Requestable,
     reason: RegenReason,
     now: datetime,
     trigger: str | None = None,
@@ -71,8 +113,8 @@ def request_regeneration(
     row.regen_requested_at = now
     row.regen_generation = row.generation
     row.updated_at = now
-    session.add(
-        OutboxRow(
+    sink(
+        OutboxEntry(
             event_id=request_id,
             topic=REGEN_STREAM,
             key=str(row.user_id),

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from worker import signal
-from worker.db import database_answers, dialect_insert, is_transient
+from worker import dedup, signal
+from worker.batch import BatchResult, DeadLetter, RawMessage
+from worker.comments import apply_comment, apply_comment_batch, resolve_or_park
+from worker.db import database_answers, is_transient
 from worker.domain import (
     GeneratedHighlight,
-    StaleOutcome,
-    StaleReason,
     UpsertMeta,
     UpsertOutcome,
     utcnow,
@@ -39,67 +37,17 @@ from worker.events import (
     RequestEvent,
     decode,
 )
-from worker.models import HighlightRow, ProcessedEventRow
+from worker.models import HighlightRow
+from worker.outbox import session_sink
 from worker.store import (
     create_placeholders,
     lock_or_create_row,
     lock_rows,
-    mark_stale_row,
     request_if_unanswered,
     upsert_auto_row,
 )
 
 log = logging.getLogger(__name__)
-
-COMMENT_REASONS = {
-    "comment.created": StaleReason.NEW_COMMENT,
-    "comment.edited": StaleReason.COMMENT_EDITED,
-    "comment.deleted": StaleReason.COMMENT_DELETED,
-}
-STALE_OUTCOMES = {
-    StaleOutcome.REQUESTED: "stale_marked",
-    StaleOutcome.COALESCED: "coalesced",
-    StaleOutcome.OVERRIDE_LOCKED: "override_locked",
-}
-
-
-@dataclass(frozen=True)
-class RawMessage:
-    """One consumed message, as any transport hands it over."""
-
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    message: RawMessage
-    reason: RejectReason
-    detail: str
-
-
-@dataclass
-class BatchResult:
-    """What a batch did: outcome counts per (stream, outcome), dead letters, timings."""
-
-    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    regen_requests: Counter[str] = field(default_factory=Counter)
-    stale_event_times: list[datetime] = field(default_factory=list)
-    turnaround_s: list[float] = field(default_factory=list)
-    retries: int = 0
-
-    def count(self, stream: InputStream, outcome: str) -> None:
-        self.outcomes[(stream.value, outcome)] += 1
-
-    def merge(self, other: BatchResult) -> None:
-        self.outcomes.update(other.outcomes)
-        self.dead_letters.extend(other.dead_letters)
-        self.regen_requests.update(other.regen_requests)
-        self.stale_event_times.extend(other.stale_event_times)
-        self.turnaround_s.extend(other.turnaround_s)
 
 
 @dataclass
@@ -208,7 +156,12 @@ class Pipeline:
         result = BatchResult()
         async with self.sessions.begin() as session:
             now = self.clock()
-            fresh = await self._claim(session, stream, events, now, result)
+            fresh = await dedup.claim(session, stream, events, now, result)
+            if stream is InputStream.COMMENTS and _set_based(session):
+                comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
+                by_outcome = await apply_comment_batch(session, comments, now, result)
+                await dedup.record_outcomes(session, stream, by_outcome)
+                return result
             tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
@@ -222,65 +175,8 @@ class Pipeline:
                     result.count(stream, outcome)
                 outcomes.setdefault(outcome, []).append(event.event_id)
             await signal.record_activity(session, tx.activity, now)
-            await self._record_outcomes(session, stream, outcomes)
+            await dedup.record_outcomes(session, stream, outcomes)
         return result
-
-    async def _claim(
-        self,
-        session: AsyncSession,
-        stream: InputStream,
-        events: list[tuple[RawMessage, InputEvent]],
-        now: datetime,
-        result: BatchResult,
-    ) -> list[tuple[RawMessage, InputEvent]]:
-        """Claim the batch's event ids in ``processed_events``; return the events to apply.
-
-        ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` makes a second worker that holds the
-        same events (a rebalance hands a partition over while the first is mid-batch) wait
-        for the first one's commit and then skip them, so no effect is applied twice.
-        """
-        first: dict[str, tuple[RawMessage, InputEvent]] = {}
-        for message, event in events:
-            if event.event_id in first:
-                result.count(stream, "duplicate")
-            else:
-                first[event.event_id] = (message, event)
-        if not first:
-            return []
-        # executemany: SQLAlchemy batches it into multi-row VALUES with a cached statement.
-        stmt = (
-            dialect_insert(session)(ProcessedEventRow)
-            .on_conflict_do_nothing(index_elements=["stream", "event_id"])
-            .returning(ProcessedEventRow.event_id)
-        )
-        rows = [
-            {
-                "stream": stream.value,
-                "event_id": event_id,
-                "outcome": "claimed",
-                "processed_at": now,
-            }
-            for event_id in first
-        ]
-        claimed = set((await session.scalars(stmt, rows)).all())
-        if skipped := len(first.keys() - claimed):
-            result.outcomes[(stream.value, "duplicate")] += skipped
-        return [item for event_id, item in first.items() if event_id in claimed]
-
-    @staticmethod
-    async def _record_outcomes(
-        session: AsyncSession, stream: InputStream, outcomes: dict[str, list[str]]
-    ) -> None:
-        """One UPDATE per distinct outcome; a dead-lettered event is unclaimed, so that a
-        replay from the dead-letter topic is applied rather than skipped."""
-        for outcome, ids in outcomes.items():
-            where = (ProcessedEventRow.stream == stream.value) & ProcessedEventRow.event_id.in_(ids)
-            if outcome == "dead_lettered":
-                await session.execute(delete(ProcessedEventRow).where(where))
-            else:
-                await session.execute(
-                    update(ProcessedEventRow).where(where).values(outcome=outcome)
-                )
 
     async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
         if isinstance(event, CommentEvent):
@@ -292,36 +188,12 @@ class Pipeline:
     async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int | None = None) -> str:
         user_id = user_id or event.user_id
         if user_id is None:
-            user_id = await self._resolve_or_park(tx, event)
+            user_id = await resolve_or_park(tx.session, event, tx.now)
             if user_id is None:
                 return "parked"
         tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
         row = await tx.row(user_id)
-        if row.generated_at is None:
-            reason = StaleReason.MISSING
-        elif event.type == "comment.deleted" or event.occurred_at > row.generated_at:
-            reason = COMMENT_REASONS[event.type]
-        else:
-            return "already_included"
-        outcome = mark_stale_row(tx.session, row, reason, tx.now, f"comment:{event.event_id}")
-        tx.result.stale_event_times.append(event.occurred_at)
-        if outcome is StaleOutcome.REQUESTED:
-            tx.result.regen_requests[reason.value] += 1
-            if reason is StaleReason.MISSING:
-                return "missing_requested"
-        return STALE_OUTCOMES[outcome]
-
-    async def _resolve_or_park(self, tx: _Tx, event: CommentEvent) -> int | None:
-        """The comment's user from the request map, or park the comment (None)."""
-        resolved = await signal.resolve_users(tx.session, {event.request_id})
-        if event.request_id not in resolved:
-            await signal.lock_request(tx.session, event.request_id)
-            resolved = await signal.resolve_users(tx.session, {event.request_id})
-        if event.request_id in resolved:
-            return resolved[event.request_id]
-        signal.park(tx.session, event, tx.now)
-        await tx.session.flush()  # the parked row must exist before the lock is released
-        return None
+        return apply_comment(session_sink(tx.session), row, event, tx.now, tx.result)
 
     async def _request(self, tx: _Tx, event: RequestEvent) -> str:
         await signal.lock_request(tx.session, event.request_id)
@@ -356,7 +228,8 @@ class Pipeline:
         if outcome is UpsertOutcome.APPLIED_STILL_STALE and _answers_pending(row, event):
             # The pending request was answered, but by content older than the latest mark.
             row.regen_request_id = None
-            if request_if_unanswered(tx.session, row, tx.now, f"result:{event.event_id}"):
+            trigger = f"result:{event.event_id}"
+            if request_if_unanswered(session_sink(tx.session), row, tx.now, trigger):
                 tx.result.regen_requests[row.stale_reason or "manual"] += 1
         return outcome.value
 
@@ -390,6 +263,11 @@ def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
         and row.regen_generation is not None
         and event.generation >= row.regen_generation
     )
+
+
+def _set_based(session: AsyncSession) -> bool:
+    """PostgreSQL takes comment batches set-based (``worker.comments``)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 async def _lock_batch_rows(

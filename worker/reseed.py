@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain import StaleOutcome, StaleReason, utcnow
 from worker.models import HighlightRow as H
+from worker.outbox import session_sink
 from worker.store import audited, check_actor, lock_rows, mark_stale_row
 
 
@@ -97,6 +98,8 @@ class Reseeder:
             with audited(
                 session, rows[user_id], actor=self.actor, action="reseed", reason=None, now=now
             ):
-                outcome = mark_stale_row(session, rows[user_id], StaleReason.MANUAL, now, "reseed")
+                outcome = mark_stale_row(
+                    session_sink(session), rows[user_id], StaleReason.MANUAL, now, "reseed"
+                )
             result.marked += 1
             result.requested += outcome is StaleOutcome.REQUESTED

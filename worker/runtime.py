@@ -17,13 +17,14 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker import outbox
+from worker.batch import BatchResult, RawMessage
 from worker.db import create_engine, database_answers, is_transient, session_factory
 from worker.domain import utcnow
 from worker.events import InputStream
 from worker.metrics import Metrics
 from worker.models import ProcessedEventRow
 from worker.outbox import OutboxMessage
-from worker.pipeline import BatchResult, Pipeline, RawMessage
+from worker.pipeline import Pipeline
 from worker.settings import Settings
 from worker.store import HighlightStore
 from worker.sweep import ScanTotals, Sweeper

@@ -12,11 +12,19 @@ from datetime import datetime
 from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.db import dialect_insert
+from worker.db import dialect_insert, unnest_rows
 from worker.events import CommentEvent, RequestEvent
 from worker.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
 
 COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
+ACTIVITY_COLUMNS = {
+    "user_id": "bigint",
+    "comment_count": "integer",
+    "last_comment_at": "timestamptz",
+    "last_comment_id": "text",
+    "last_comment_type": "text",
+    "updated_at": "timestamptz",
+}
 
 
 async def resolve_users(session: AsyncSession, request_ids: set[str]) -> dict[str, int]:
@@ -117,7 +125,6 @@ async def record_activity(
     """
     if not deltas:
         return
-    stmt = dialect_insert(session)(SignalActivityRow)
     rows = [
         {
             "user_id": user_id,
@@ -129,6 +136,11 @@ async def record_activity(
         }
         for user_id, d in sorted(deltas.items())
     ]
+    stmt = dialect_insert(session)(SignalActivityRow.__table__)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:  # the rows as one array per column (see db.unnest_rows)
+        source = select(text("*")).select_from(text(unnest_rows(ACTIVITY_COLUMNS)))
+        stmt = stmt.from_select(list(ACTIVITY_COLUMNS), source)
     current = SignalActivityRow.last_comment_at
     newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)
     new_count = SignalActivityRow.comment_count + stmt.excluded.comment_count
@@ -147,7 +159,10 @@ async def record_activity(
             "updated_at": stmt.excluded.updated_at,
         },
     )
-    await session.execute(stmt, rows)  # executemany: one cached statement, batched VALUES
+    if postgresql:
+        await session.execute(stmt, {c: [r[c] for r in rows] for c in ACTIVITY_COLUMNS})
+    else:  # executemany: one cached statement, batched VALUES
+        await session.execute(stmt, rows)
     if any(d.count < 0 for d in deltas.values()):
         # A first insert must not store a negative count (a deletion before its comment).
         await session.execute(

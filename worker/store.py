@@ -33,7 +33,7 @@ from worker.domain import (
 )
 from worker.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.models import AuditRow, HighlightRow
-from worker.outbox import request_regeneration
+from worker.outbox import OutboxSink, Requestable, request_regeneration, session_sink
 
 Clock = Callable[[], datetime]
 
@@ -108,8 +108,8 @@ async def lock_rows(session: AsyncSession, user_ids: Iterable[int]) -> dict[int,
 
 
 def mark_stale_row(
-    session: AsyncSession,
-    row: HighlightRow,
+    sink: OutboxSink,
+    row: Requestable,
     reason: StaleReason,
     now: datetime,
     trigger: str | None = None,
@@ -130,11 +130,11 @@ def mark_stale_row(
         return StaleOutcome.OVERRIDE_LOCKED
     if row.regen_request_id is not None:
         return StaleOutcome.COALESCED
-    request_regeneration(session, row, RegenReason(reason.value), now, trigger)
+    request_regeneration(sink, row, RegenReason(reason.value), now, trigger)
     return StaleOutcome.REQUESTED
 
 
-def _regen_reason_for(row: HighlightRow) -> RegenReason:
+def _regen_reason_for(row: Requestable) -> RegenReason:
     try:
         return RegenReason(row.stale_reason or RegenReason.MANUAL.value)
     except ValueError:
@@ -142,7 +142,7 @@ def _regen_reason_for(row: HighlightRow) -> RegenReason:
 
 
 def request_if_unanswered(
-    session: AsyncSession, row: HighlightRow, now: datetime, trigger: str | None = None
+    sink: OutboxSink, row: Requestable, now: datetime, trigger: str | None = None
 ) -> bool:
     """Ask again for a stale, unlocked row whose pending request is gone or already answered.
 
@@ -151,7 +151,7 @@ def request_if_unanswered(
     """
     if not row.is_stale or row.manual_override or row.regen_request_id is not None:
         return False
-    request_regeneration(session, row, _regen_reason_for(row), now, trigger)
+    request_regeneration(sink, row, _regen_reason_for(row), now, trigger)
     return True
 
 
@@ -357,7 +357,7 @@ class HighlightStore:
             if row is None:
                 raise UnknownUser(user_id)
             if actor is None:
-                outcome = mark_stale_row(session, row, stale_reason, now, None)
+                outcome = mark_stale_row(session_sink(session), row, stale_reason, now, None)
             else:
                 with audited(
                     session,
@@ -367,7 +367,9 @@ class HighlightStore:
                     reason=note,
                     now=now,
                 ):
-                    outcome = mark_stale_row(session, row, stale_reason, now, _trigger(actor))
+                    outcome = mark_stale_row(
+                        session_sink(session), row, stale_reason, now, _trigger(actor)
+                    )
             return Highlight.from_row(row), outcome
 
     async def regenerate(self, user_id: int, actor: str, note: str | None = None) -> Highlight:
@@ -387,7 +389,9 @@ class HighlightStore:
                 row.stale_reason = (
                     StaleReason.MANUAL if row.generated_at is not None else StaleReason.MISSING
                 ).value
-                request_regeneration(session, row, RegenReason.MANUAL, now, _trigger(actor))
+                request_regeneration(
+                    session_sink(session), row, RegenReason.MANUAL, now, _trigger(actor)
+                )
             return Highlight.from_row(row)
 
     async def set_manual_override(
@@ -423,7 +427,7 @@ class HighlightStore:
             with audited(session, row, actor=actor, action="clear_override", reason=note, now=now):
                 row.manual_override, row.override_text = False, None
                 row.override_actor, row.override_set_at, row.updated_at = actor, now, now
-                request_if_unanswered(session, row, now, _trigger(actor))
+                request_if_unanswered(session_sink(session), row, now, _trigger(actor))
             return Highlight.from_row(row)
 
 

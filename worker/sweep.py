@@ -19,10 +19,10 @@ from sqlalchemy import and_, false, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
+from worker.comments import COMMENT_REASONS
 from worker.domain import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.models import HighlightRow, ScanCheckpointRow, SignalActivityRow
-from worker.outbox import REGEN_STREAM, request_regeneration
-from worker.pipeline import COMMENT_REASONS
+from worker.outbox import REGEN_STREAM, request_regeneration, session_sink
 from worker.store import lock_or_create_row, lock_rows, mark_stale_row, request_if_unanswered
 
 H = HighlightRow
@@ -129,10 +129,10 @@ def _act(
         and row.regen_requested_at is not None
         and row.regen_requested_at <= now - opts.retry_after
     ):
-        request_regeneration(session, row, RegenReason.RETRY, now, "sweep")
+        request_regeneration(session_sink(session), row, RegenReason.RETRY, now, "sweep")
         totals.actions["retried"] += 1
         totals.requests[RegenReason.RETRY.value] += 1
-    elif request_if_unanswered(session, row, now, "sweep"):
+    elif request_if_unanswered(session_sink(session), row, now, "sweep"):
         totals.actions["requested"] += 1
         totals.requests[row.stale_reason or "manual"] += 1
 
@@ -140,7 +140,7 @@ def _act(
 def _mark(
     session: AsyncSession, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
 ) -> None:
-    outcome = mark_stale_row(session, row, reason, now, "sweep")
+    outcome = mark_stale_row(session_sink(session), row, reason, now, "sweep")
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
         totals.requests[reason.value] += 1

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
 from tests.factories import comment_doc, later, result
+from worker.batch import RawMessage
 from worker.events import InputStream
 from worker.models import OutboxRow, ParkedCommentRow, SignalActivityRow
-from worker.pipeline import Pipeline, RawMessage
+from worker.pipeline import Pipeline
 from worker.store import HighlightStore
 
 C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED

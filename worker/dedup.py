@@ -1,0 +1,100 @@
+"""Idempotency: claiming event ids in ``processed_events`` and recording their outcome.
+
+A batch's ids are claimed first with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a
+second worker that holds the same events (a rebalance hands a partition over while the
+first is mid-batch) waits for the first one's commit and then skips them, so no effect is
+applied twice. On PostgreSQL the ids travel as one array parameter (``unnest``), which
+costs a fraction of a multi-row VALUES statement's per-row parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import delete, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.batch import BatchResult
+from worker.db import dialect_insert
+from worker.events import InputEvent, InputStream
+from worker.models import ProcessedEventRow
+
+T = TypeVar("T")
+DEAD_LETTERED = "dead_lettered"
+
+PG_CLAIM = text(
+    "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
+    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) "
+    "FROM unnest(CAST(:ids AS text[])) AS e "
+    "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id"
+)
+PG_OUTCOMES = text(
+    "UPDATE processed_events AS p SET outcome = v.outcome "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:outcomes AS text[])) AS v(event_id, outcome) "
+    "WHERE p.stream = CAST(:stream AS text) AND p.event_id = v.event_id"
+)
+
+
+def _postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def claim(
+    session: AsyncSession,
+    stream: InputStream,
+    events: Sequence[tuple[T, InputEvent]],
+    now: datetime,
+    result: BatchResult,
+) -> list[tuple[T, InputEvent]]:
+    """Claim the batch's event ids; return the events this transaction must apply."""
+    first: dict[str, tuple[T, InputEvent]] = {}
+    for item in events:
+        if item[1].event_id in first:
+            result.count(stream, "duplicate")
+        else:
+            first[item[1].event_id] = item
+    if not first:
+        return []
+    if _postgresql(session):
+        params = {"stream": stream.value, "now": now, "ids": list(first)}
+        claimed = set((await session.scalars(PG_CLAIM, params)).all())
+    else:
+        stmt = (
+            dialect_insert(session)(ProcessedEventRow)
+            .on_conflict_do_nothing(index_elements=["stream", "event_id"])
+            .returning(ProcessedEventRow.event_id)
+        )
+        rows = [
+            {"stream": stream.value, "event_id": i, "outcome": "claimed", "processed_at": now}
+            for i in first
+        ]
+        claimed = set((await session.scalars(stmt, rows)).all())
+    if skipped := len(first.keys() - claimed):
+        result.outcomes[(stream.value, "duplicate")] += skipped
+    return [item for event_id, item in first.items() if event_id in claimed]
+
+
+async def record_outcomes(
+    session: AsyncSession, stream: InputStream, outcomes: dict[str, list[str]]
+) -> None:
+    """Store each claimed event's outcome; a dead-lettered event is unclaimed, so that a
+    replay from the dead-letter topic is applied rather than skipped."""
+    table = ProcessedEventRow
+    in_stream = table.stream == stream.value
+    if dead := outcomes.get(DEAD_LETTERED):
+        await session.execute(delete(table).where(in_stream & table.event_id.in_(dead)))
+    applied = {o: ids for o, ids in outcomes.items() if o != DEAD_LETTERED}
+    if _postgresql(session) and applied:
+        pairs = [(i, o) for o, ids in applied.items() for i in ids]
+        params = {
+            "stream": stream.value,
+            "ids": [i for i, _ in pairs],
+            "outcomes": [o for _, o in pairs],
+        }
+        await session.execute(PG_OUTCOMES, params)
+        return
+    for outcome, ids in applied.items():
+        where = in_stream & table.event_id.in_(ids)
+        await session.execute(update(table).where(where).values(outcome=outcome))
