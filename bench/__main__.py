@@ -407,45 +407,68 @@ def table(rows: list[tuple[str, str, str, str, str]]) -> str:
     return "\n".join([line(head), sep, *map(line, rows)])
 
 
+PARTS = ("ingest", "naive", "scale", "latency", "sweep")
+
+
+def ok(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
 async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path) -> None:
     b = Bench(args, broker, db_url, logs)
     engine = create_engine(db_url)
     await migrate.upgrade(engine)
     await engine.dispose()
-    n, users = args.events, args.users
+    parts = set(args.only or PARTS)
     rows: list[tuple[str, str, str, str, str]] = []
-    log(f"seeding {users} highlights, producing {n} comments")
-    await b.seed_highlights(users)
-    await b.produce_comments("bench.ingest", n, users)
+    rss: list[str] = []
+    log(f"seeding {args.users} highlights")
+    await b.seed_highlights(args.users)
+    if parts & {"ingest", "naive", "scale"}:  # (c) and scale-out are ratios to one worker
+        ours, ingest_rows, rss_ingest = await ingest(b, args)
+        rows += ingest_rows
+        rss.append(f"{rss_ingest:.0f} MB worker (ingest)")
+        if "naive" in parts:
+            rows.append(await naive(b, args, ours))
+        if "scale" in parts:
+            rows.append(await scale(b, args, ours))
+    if "latency" in parts:
+        rows += await latency(b, args)
+    if "sweep" in parts:
+        log(f"sweep over {args.sweep_rows} rows")
+        sweep = await b.sweep(args.sweep_rows)
+        rows.append(
+            (
+                f"sweep {sweep['rows']:,} rows, {sweep['marked']:,} expired",
+                f"{sweep['seconds']:.1f} s",
+                f"{sweep['reference_s']:.1f} s (1 UPDATE)",
+                "<= 2x",
+                f"{sweep['seconds'] / sweep['reference_s']:.1f}x "
+                f"{ok(sweep['seconds'] <= 2 * sweep['reference_s'])}",
+            )
+        )
+        rss.append(f"{sweep['peak_rss_mb']:.0f} MB sweep process")
+    await b.engine.dispose()
+    if rss:
+        peak = max(float(r.split()[0]) for r in rss)
+        rows.append(("peak RSS", " / ".join(rss), "-", "<= 300 MB", ok(peak <= 300)))
+    print(table(rows))
+
+
+async def ingest(
+    b: Bench, args: argparse.Namespace
+) -> tuple[float, list[tuple[str, str, str, str, str]], float]:
+    n = args.events
+    log(f"producing {n} comments")
+    await b.produce_comments("bench.ingest", n, args.users)
     log("raw aiokafka consumption")
     raw = await b.raw_consume("bench.ingest", n)
     log("no-op Faust agent")
     noop = b.noop_faust("bench.ingest", n)
     log("worker ingest (1 process)")
-    ours, rss_ingest = await b.worker_ingest("bench.ingest", n)
+    ours, rss = await b.worker_ingest("bench.ingest", n)
     await b.reset_highlights()
-    naive_n = max(n // 20, 1000)
-    await b.produce_comments("bench.naive", naive_n, users)
-    log(f"naive design: one transaction per event ({naive_n} events)")
-    naive, _ = await b.worker_ingest("bench.naive", naive_n, extra={"WB_BATCH_SIZE": "1"})
-    await b.reset_highlights()
-    await b.produce_comments("bench.scale", n, users)
-    log("worker ingest (2 processes, one group)")
-    two, _ = await b.worker_ingest("bench.scale", n, workers=2)
-    await b.reset_highlights()
-    log(f"latency at {args.rate}/s for {args.seconds}s")
-    lat = await b.latency("bench.latency", args.rate, args.seconds, users)
-    await b.reset_highlights()
-    log(f"latency at {args.rate}/s for {args.seconds}s, 2 workers")
-    lat2 = await b.latency("bench.latency2", args.rate, args.seconds, users, workers=2)
-    log(f"sweep over {args.sweep_rows} rows")
-    sweep = await b.sweep(args.sweep_rows)
-    await b.engine.dispose()
-
-    def ok(flag: bool) -> str:
-        return "yes" if flag else "NO"
-
-    rows += [
+    rows = [
         (
             "ingest events/s vs no-op Faust (a)",
             f"{ours:,.0f}",
@@ -460,64 +483,67 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, log
             "(physical limit)",
             f"{ours / raw:.3f}x",
         ),
-        (
-            "ingest events/s vs naive 1 tx/event (c)",
-            f"{ours:,.0f}",
-            f"{naive:,.0f}",
-            ">= 5x",
-            f"{ours / naive:.1f}x {ok(ours >= 5 * naive)}",
-        ),
-        (
-            f"p50 / p99 event -> stale mark committed @{lat['achieved_rate']:,.0f}/s",
-            f"{lat['commit_p50'] * 1000:.0f} / {lat['commit_p99'] * 1000:.0f} ms",
-            "-",
-            "p99 <= 250 ms",
-            ok(lat["commit_p99"] <= 0.25),
-        ),
-        (
-            "p50 / p99 event -> regen request on topic",
-            f"{lat['topic_p50'] * 1000:.0f} / {lat['topic_p99'] * 1000:.0f} ms",
-            f"{lat['requests_timed']} requests",
-            "-",
-            "-",
-        ),
-        (
-            "same, 2 workers: event -> stale mark committed",
-            f"{lat2['commit_p50'] * 1000:.0f} / {lat2['commit_p99'] * 1000:.0f} ms",
-            "-",
-            "p99 <= 250 ms",
-            ok(lat2["commit_p99"] <= 0.25),
-        ),
-        (
-            "same, 2 workers: event -> regen request on topic",
-            f"{lat2['topic_p50'] * 1000:.0f} / {lat2['topic_p99'] * 1000:.0f} ms",
-            f"{lat2['requests_timed']} requests",
-            "-",
-            "-",
-        ),
-        (
-            f"sweep {sweep['rows']:,} rows, {sweep['marked']:,} expired",
-            f"{sweep['seconds']:.1f} s",
-            f"{sweep['reference_s']:.1f} s (1 UPDATE)",
-            "<= 2x",
-            f"{sweep['seconds'] / sweep['reference_s']:.1f}x "
-            f"{ok(sweep['seconds'] <= 2 * sweep['reference_s'])}",
-        ),
-        (
-            "peak RSS worker (ingest) / sweep process",
-            f"{rss_ingest:.0f} / {sweep['peak_rss_mb']:.0f} MB",
-            "-",
-            "<= 300 MB",
-            ok(max(rss_ingest, sweep["peak_rss_mb"]) <= 300),
-        ),
-        ("scale-out: 2 workers vs 1", f"{two:,.0f}", f"{ours:,.0f}", "-", f"{two / ours:.2f}x"),
     ]
-    print(table(rows))
+    return ours, rows, rss
+
+
+async def naive(b: Bench, args: argparse.Namespace, ours: float) -> tuple[str, str, str, str, str]:
+    naive_n = max(args.events // 20, 1000)
+    await b.produce_comments("bench.naive", naive_n, args.users)
+    log(f"naive design: one transaction per event ({naive_n} events)")
+    rate, _ = await b.worker_ingest("bench.naive", naive_n, extra={"WB_BATCH_SIZE": "1"})
+    await b.reset_highlights()
+    return (
+        "ingest events/s vs naive 1 tx/event (c)",
+        f"{ours:,.0f}",
+        f"{rate:,.0f}",
+        ">= 5x",
+        f"{ours / rate:.1f}x {ok(ours >= 5 * rate)}",
+    )
+
+
+async def scale(b: Bench, args: argparse.Namespace, ours: float) -> tuple[str, str, str, str, str]:
+    await b.produce_comments("bench.scale", args.events, args.users)
+    log("worker ingest (2 processes, one group)")
+    two, _ = await b.worker_ingest("bench.scale", args.events, workers=2)
+    await b.reset_highlights()
+    return ("scale-out: 2 workers vs 1", f"{two:,.0f}", f"{ours:,.0f}", "-", f"{two / ours:.2f}x")
+
+
+async def latency(b: Bench, args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for workers in (1, 2):
+        log(f"latency at {args.rate}/s for {args.seconds}s, {workers} worker(s)")
+        lat = await b.latency(
+            f"bench.latency{workers}", args.rate, args.seconds, args.users, workers=workers
+        )
+        await b.reset_highlights()
+        label = f"{workers} worker{'s' if workers > 1 else ''} @{lat['achieved_rate']:,.0f}/s"
+        rows += [
+            (
+                f"p50 / p99 event -> stale mark committed, {label}",
+                f"{lat['commit_p50'] * 1000:.0f} / {lat['commit_p99'] * 1000:.0f} ms",
+                "-",
+                "p99 <= 250 ms",
+                ok(lat["commit_p99"] <= 0.25),
+            ),
+            (
+                f"p50 / p99 event -> regen request on topic, {label}",
+                f"{lat['topic_p50'] * 1000:.0f} / {lat['topic_p99'] * 1000:.0f} ms",
+                f"{lat['requests_timed']} requests",
+                "-",
+                "-",
+            ),
+        ]
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--only", nargs="+", choices=PARTS, help="run these parts only (default: all)"
+    )
     args = parser.parse_args()
     args.events, args.users = (5000, 2500) if args.quick else (100_000, 50_000)
     args.rate, args.seconds = 2000, (5 if args.quick else 20)

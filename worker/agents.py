@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -164,21 +163,34 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     stream_topics = {REGEN_STREAM: settings.topic_regen_requests}
 
     def consumer(kind: InputStream) -> Any:
+        async def handle(stream: Any, events: Sequence[Any]) -> None:
+            messages = [
+                RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset)
+                for e in events
+            ]
+            result = await rt.handle(kind, messages)
+            if result.dead_letters:
+                await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
+            for event in events:
+                await stream.ack(event)
+
         async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
-            async for events in stream.noack_take(
-                settings.batch_size, within=settings.batch_within
-            ):
-                messages = [
-                    RawMessage(
-                        e.message.value, e.message.topic, e.message.partition, e.message.offset
-                    )
-                    for e in events
-                ]
-                result = await rt.handle(kind, messages)
-                if result.dead_letters:
-                    await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
-                for event in events:
-                    await stream.ack(event)
+            """One batch in the database while the next one is being taken from the broker:
+            batch N+1 starts only after batch N committed (order per partition holds),
+            but Faust's consumption no longer waits for PostgreSQL."""
+            pending: asyncio.Task[None] | None = None
+            try:
+                async for events in stream.noack_take(
+                    settings.batch_size, within=settings.batch_within
+                ):
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(handle(stream, events))
+                if pending is not None:
+                    await pending
+            finally:
+                if pending is not None and not pending.done():
+                    pending.cancel()  # rolled back; its events were never acked
 
         consume.__name__ = f"consume_{kind.value}"
         return consume
@@ -193,7 +205,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 {
                     "topic": stream_topics.get(m.stream, m.stream),
                     "key": m.key.encode(),
-                    "value": json.dumps(m.payload, separators=(",", ":")).encode(),
+                    "value": m.payload.encode(),
                     "headers": None,
                 }
                 for m in messages
