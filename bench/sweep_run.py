@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 from worker.db import create_engine, session_factory
+from worker.settings import Settings
 from worker.sweep import Sweeper
 
 
@@ -18,7 +19,7 @@ async def main() -> None:
     sweeper = Sweeper(
         session_factory(engine),
         retry_after=timedelta(days=365),
-        chunk_size=int(os.environ.get("BENCH_CHUNK", "10000")),
+        chunk_size=Settings().sweep_chunk,
     )
     started = time.monotonic()
     totals = await sweeper.run()

@@ -55,7 +55,9 @@ class Runtime:
             max_backoff_s=self.settings.db_retry_max_backoff,
         )
         self.sweeper = Sweeper(
-            self.sessions, retry_after=self.settings.regen_retry_after, chunk_size=10_000
+            self.sessions,
+            retry_after=self.settings.regen_retry_after,
+            chunk_size=self.settings.sweep_chunk,
         )
         self.relay_wakeup = asyncio.Event()
 

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     batch_within: float = Field(default=0.05, gt=0)
     regen_retry_after: Duration = timedelta(minutes=15)
     sweep_interval: Duration = timedelta(seconds=60)
+    sweep_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     relay_interval: Duration = timedelta(seconds=1)
     highlight_ttl: Duration = timedelta(days=7)
     dedup_retention: Duration = timedelta(days=14)
