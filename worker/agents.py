@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.sensors import Monitor
 
 from worker.batch import DeadLetter, RawMessage
 from worker.events import InputStream
@@ -35,6 +36,26 @@ RAW: dict[str, Any] = {
     "value_serializer": "raw",
 }
 PRODUCER_RETRY_MAX_S = 5.0
+
+
+class QuietMonitor(Monitor):
+    """Faust's built-in monitor without its per-event bookkeeping: four calls per event that
+    feed Faust's own stats page, which this worker does not serve (``worker.metrics``
+    is what operators scrape)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -59,6 +80,7 @@ def faust_app(settings: Settings) -> faust.App:
         # Dead letters carry the original bytes: leave room for the largest input message.
         producer_max_request_size=2 * 1024 * 1024,
         web_application_options={"middlewares": [json_errors], "client_max_size": 1024 * 1024},
+        monitor=QuietMonitor(),
     )
 
 
