@@ -231,6 +231,7 @@ class Bench:
             bootstrap_servers=self.broker.address,
             auto_offset_reset="latest",
             enable_auto_commit=False,
+            fetch_max_wait_ms=20,  # the measuring consumer must not add its own wait
         )
         await regen.start()
         await regen.getmany(timeout_ms=500)

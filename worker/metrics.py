@@ -19,7 +19,27 @@ from worker.domain import RegenReason, StaleReason, UpsertOutcome
 from worker.events import InputStream, RejectReason
 from worker.models import HighlightRow
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# Fine steps around the 250 ms objective for "event -> stale mark committed".
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
 TURNAROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 STATES = ("fresh", "stale", "overridden", "missing")
 EVENT_OUTCOMES = (
