@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
 from tests.factories import comment_doc, later, result
 from worker.batch import RawMessage
 from worker.events import InputStream
-from worker.models import OutboxRow, ParkedCommentRow, SignalActivityRow
+from worker.models import HighlightRow, OutboxRow, ParkedCommentRow, SignalActivityRow
 from worker.pipeline import Pipeline
 from worker.store import HighlightStore
 
@@ -337,3 +337,40 @@ async def test_a_poisonous_event_is_isolated_and_the_rest_of_its_batch_applied(
     assert "poisoned row" in res.dead_letters[0].detail
     assert res.outcomes[("comments", "stale_marked")] == 2
     assert stale == [True, True]
+
+
+async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_size(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Set-based: the statement count of a batch does not grow with its events (a mix of
+    stale marks, coalesced marks, already-included comments and unknown users)."""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the set-based comment path is PostgreSQL's")
+    for user in range(1, 301):
+        await store.upsert_auto(result(user), f"snap-{user}")
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        counts = []
+        for size, first in ((10, 0), (600, 10)):
+            statements.clear()
+            batch = [
+                comment(f"s{first + i}", 1 + (first + i) % 400, later(1 + i % 3))
+                for i in range(size)
+            ]
+            res = await pipeline.process(C, batch)
+            assert sum(res.outcomes.values()) == size
+            counts.append(len(statements))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert counts[0] == counts[1] <= 10
+    async with sessions() as session:
+        stale = await session.scalar(
+            select(func.count()).select_from(HighlightRow).where(HighlightRow.is_stale)
+        )
+    assert stale == 400  # 300 existing marked, 100 unknown users created and asked for
