@@ -86,6 +86,14 @@ class Bench:
             "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0 "
             "WHERE is_stale"
         )
+        await self.vacuum()
+
+    async def vacuum(self) -> None:
+        """Each part starts from a steady table, not from the previous part's dead rows
+        (else autovacuum competes with the next measurement)."""
+        async with self.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text("VACUUM ANALYZE user_profile_highlights, processed_events"))
 
     async def create_topic(self, name: str) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.address)
