@@ -70,12 +70,16 @@ async def database_answers(
     return True
 
 
+def is_postgresql(session: AsyncSession) -> bool:
+    """The session talks to PostgreSQL (else SQLite, the embedded default)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def dialect_insert(session: AsyncSession) -> Any:
     """``INSERT`` with ``ON CONFLICT`` support for the session's dialect."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    name = session.get_bind().dialect.name
-    return postgresql.insert if name == "postgresql" else sqlite.insert
+    return postgresql.insert if is_postgresql(session) else sqlite.insert
 
 
 def unnest_rows(columns: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.batch import BatchResult
-from worker.db import dialect_insert
+from worker.db import dialect_insert, is_postgresql
 from worker.events import InputEvent, InputStream
 from worker.models import ProcessedEventRow
 
@@ -37,10 +37,6 @@ PG_OUTCOMES = text(
 )
 
 
-def _postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 async def claim(
     session: AsyncSession,
     stream: InputStream,
@@ -57,7 +53,7 @@ async def claim(
             first[item[1].event_id] = item
     if not first:
         return []
-    if _postgresql(session):
+    if is_postgresql(session):
         params = {"stream": stream.value, "now": now, "ids": list(first)}
         claimed = set((await session.scalars(PG_CLAIM, params)).all())
     else:
@@ -86,7 +82,7 @@ async def record_outcomes(
     if dead := outcomes.get(DEAD_LETTERED):
         await session.execute(delete(table).where(in_stream & table.event_id.in_(dead)))
     applied = {o: ids for o, ids in outcomes.items() if o != DEAD_LETTERED}
-    if _postgresql(session) and applied:
+    if is_postgresql(session) and applied:
         pairs = [(i, o) for o, ids in applied.items() for i in ids]
         params = {
             "stream": stream.value,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from worker import dedup, signal
 from worker.batch import BatchResult, DeadLetter, RawMessage
 from worker.comments import apply_comment, apply_comment_batch, resolve_or_park
-from worker.db import database_answers, is_transient
+from worker.db import database_answers, is_postgresql, is_transient
 from worker.domain import (
     GeneratedHighlight,
     UpsertMeta,
@@ -157,7 +157,7 @@ class Pipeline:
         async with self.sessions.begin() as session:
             now = self.clock()
             fresh = await dedup.claim(session, stream, events, now, result)
-            if stream is InputStream.COMMENTS and _set_based(session):
+            if stream is InputStream.COMMENTS and is_postgresql(session):  # set-based
                 comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
                 by_outcome = await apply_comment_batch(session, comments, now, result)
                 await dedup.record_outcomes(session, stream, by_outcome)
@@ -263,11 +263,6 @@ def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
         and row.regen_generation is not None
         and event.generation >= row.regen_generation
     )
-
-
-def _set_based(session: AsyncSession) -> bool:
-    """PostgreSQL takes comment batches set-based (``worker.comments``)."""
-    return session.get_bind().dialect.name == "postgresql"
 
 
 async def _lock_batch_rows(

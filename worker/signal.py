@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.db import dialect_insert, unnest_rows
+from worker.db import dialect_insert, is_postgresql, unnest_rows
 from worker.events import CommentEvent, RequestEvent
 from worker.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
 
@@ -44,7 +44,7 @@ async def lock_request(session: AsyncSession, request_id: str) -> None:
     parked forever. PostgreSQL: a transaction-scoped advisory lock on the request id.
     SQLite: write transactions are already serialised (BEGIN IMMEDIATE).
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": request_id}
         )
@@ -137,7 +137,7 @@ async def record_activity(
         for user_id, d in sorted(deltas.items())
     ]
     stmt = dialect_insert(session)(SignalActivityRow.__table__)
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = is_postgresql(session)
     if postgresql:  # the rows as one array per column (see db.unnest_rows)
         source = select(text("*")).select_from(text(unnest_rows(ACTIVITY_COLUMNS)))
         stmt = stmt.from_select(list(ACTIVITY_COLUMNS), source)
