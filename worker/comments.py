@@ -12,7 +12,8 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from datetime import datetime
 
 from sqlalchemy import text
@@ -23,6 +24,7 @@ from worker.batch import BatchResult
 from worker.db import unnest_rows
 from worker.domain import StaleOutcome, StaleReason
 from worker.events import CommentEvent, InputStream
+from worker.models import RowState
 from worker.outbox import OutboxEntry, OutboxSink, Requestable
 from worker.store import mark_stale_row
 
@@ -69,25 +71,6 @@ async def resolve_or_park(session: AsyncSession, event: CommentEvent, now: datet
     signal.park(session, event, now)
     await session.flush()  # the parked row must exist before the lock is released
     return None
-
-
-@dataclass(slots=True)
-class RowState:
-    """The freshness columns of one locked row, as plain values (no ORM tracking)."""
-
-    user_id: int
-    snapshot_hash: str | None
-    generated_at: datetime | None
-    manual_override: bool
-    is_stale: bool
-    stale_since: datetime | None
-    stale_reason: str | None
-    generation: int
-    regen_request_id: str | None
-    regen_requested_at: datetime | None
-    regen_generation: int | None
-    regen_attempts: int
-    updated_at: datetime
 
 
 # The columns a stale mark may change, with their PostgreSQL types (for unnest arrays).
@@ -172,19 +155,14 @@ async def apply_comment_batch(
     return outcomes
 
 
+def _arrays(items: Sequence[object], names: Iterable[str]) -> dict[str, list[object]]:
+    """Column-wise values of ``items``: one array parameter per column (``unnest_rows``)."""
+    return {name: [getattr(item, name) for item in items] for name in names}
+
+
 async def _write(session: AsyncSession, rows: list[RowState], queued: list[OutboxEntry]) -> None:
     if rows:
-        columns = {"user_id": [r.user_id for r in rows]}
-        columns.update({name: [getattr(r, name) for r in rows] for name in WRITTEN})
-        await session.execute(WRITE, columns)
+        await session.execute(WRITE, _arrays(rows, ["user_id", *WRITTEN]))
     if queued:
-        await session.execute(
-            QUEUE,
-            {
-                "event_id": [q.event_id for q in queued],
-                "topic": [q.topic for q in queued],
-                "key": [q.key for q in queued],
-                "payload": [json.dumps(q.payload, separators=(",", ":")) for q in queued],
-                "created_at": [q.created_at for q in queued],
-            },
-        )
+        payloads = [json.dumps(q.payload, separators=(",", ":")) for q in queued]
+        await session.execute(QUEUE, {**_arrays(queued, QUEUED), "payload": payloads})

@@ -7,6 +7,7 @@ gets ``timestamptz``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +100,27 @@ class HighlightRow(Base):
         Index("ix_user_profile_highlights_regen_requested_at", "regen_requested_at"),
         Index("ix_user_profile_highlights_is_stale_stale_since", "is_stale", "stale_since"),
     )
+
+
+@dataclass(slots=True)
+class RowState:
+    """The freshness columns of a ``HighlightRow`` as plain values, without ORM tracking:
+    what the set-based comment path (``worker.comments``) loads, changes and writes back.
+    The staleness rules accept either (``worker.outbox.Requestable``)."""
+
+    user_id: int
+    snapshot_hash: str | None
+    generated_at: datetime | None
+    manual_override: bool
+    is_stale: bool
+    stale_since: datetime | None
+    stale_reason: str | None
+    generation: int
+    regen_request_id: str | None
+    regen_requested_at: datetime | None
+    regen_generation: int | None
+    regen_attempts: int
+    updated_at: datetime
 
 
 class OutboxRow(Base):

@@ -11,13 +11,13 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain import RegenReason
-from worker.models import OutboxRow
+from worker.models import HighlightRow, OutboxRow, RowState
 
 # The topic is stored per row so that renaming WB_TOPIC_REGEN_REQUESTS never strands rows;
 # rows are written with this logical name and resolved to the configured topic on publish.
@@ -56,23 +56,8 @@ def session_sink(session: AsyncSession) -> OutboxSink:
     return add
 
 
-class Requestable(Protocol):
-    """The freshness fields of a highlight row: an ORM ``HighlightRow`` or the plain
-    values the set-based comment path works on (``worker.comment_batch.RowState``)."""
-
-    user_id: int
-    snapshot_hash: str | None
-    generated_at: datetime | None
-    manual_override: bool
-    is_stale: bool
-    stale_since: datetime | None
-    stale_reason: str | None
-    generation: int
-    regen_request_id: str | None
-    regen_requested_at: datetime | None
-    regen_generation: int | None
-    regen_attempts: int
-    updated_at: datetime
+# What the staleness rules work on: the ORM row, or its plain values (set-based path).
+Requestable = HighlightRow | RowState
 
 
 def new_request_id() -> str:
