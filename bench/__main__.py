@@ -90,10 +90,12 @@ class Bench:
 
     async def vacuum(self) -> None:
         """Each part starts from a steady table, not from the previous part's dead rows
-        (else autovacuum competes with the next measurement)."""
+        (else autovacuum competes with the next measurement), and after a checkpoint (else
+        one measurement pays for writing out the pages the previous one dirtied)."""
         async with self.engine.connect() as conn:
             auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await auto.execute(text("VACUUM ANALYZE user_profile_highlights, processed_events"))
+            await auto.execute(text("CHECKPOINT"))
 
     async def create_topic(self, name: str) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.address)
@@ -334,6 +336,7 @@ class Bench:
 
     async def sweep(self, rows: int) -> dict[str, float]:
         await self.seed_highlights(rows, expired_share=0.3)
+        await self.vacuum()
         env = {**os.environ, "BENCH_DATABASE_URL": self.db_url}
         done = await asyncio.to_thread(run_child, "bench.sweep_run", env, 1800)
         if done.returncode != 0:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from tests.conftest import T0
+from worker import outbox
 from worker.domain import GeneratedHighlight
+from worker.outbox import OutboxMessage
 
 
 def result(
@@ -47,3 +51,14 @@ def comment_doc(
     if user is not None:
         doc["user_id"] = user
     return doc
+
+
+async def queued_messages(sessions: async_sessionmaker[AsyncSession]) -> list[OutboxMessage]:
+    """Every message in the outbox (not yet published), in order."""
+    async with sessions() as session:
+        return await outbox.pending(session)
+
+
+async def queued_requests(sessions: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
+    """The payloads of the outbox's messages, in order."""
+    return [m.payload() for m in await queued_messages(sessions)]

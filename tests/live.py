@@ -132,8 +132,10 @@ class Kafka:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         await self.producer.send_and_wait(topic, raw, key=key.encode() if key else None)
 
-    async def read_all(self, topic: str, timeout: float = 2.0) -> list[Any]:
-        """Every message currently in ``topic`` (from the beginning, no group)."""
+    async def read_all(self, topic: str, timeout: float = 60.0) -> list[Any]:
+        """Every message currently in ``topic`` (from the beginning, no group), up to the end
+        offsets taken at the start; fails rather than return part of it (a broker on S3
+        storage serves fetches slowly)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -151,14 +153,15 @@ class Kafka:
             ends = await consumer.end_offsets(tps)
             out: list[Any] = []
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            while True:
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                    break
+                    return out
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{topic}: read {len(out)} messages, not to the end")
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     out.extend(records)
-            return out
         finally:
             await consumer.stop()
 

@@ -227,7 +227,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 {
                     "topic": stream_topics.get(m.stream, m.stream),
                     "key": m.key.encode(),
-                    "value": m.payload.encode(),
+                    "value": m.value.encode(),
                     "headers": None,
                 }
                 for m in messages

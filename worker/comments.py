@@ -11,7 +11,6 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -25,7 +24,7 @@ from worker.db import unnest_rows
 from worker.domain import StaleOutcome, StaleReason
 from worker.events import CommentEvent, InputStream
 from worker.models import RowState
-from worker.outbox import OutboxEntry, OutboxSink, Requestable
+from worker.outbox import OutboxEntry, OutboxSink, Requestable, batch_rows
 from worker.store import mark_stale_row
 
 COMMENT_REASONS = {
@@ -85,13 +84,6 @@ WRITTEN = {
     "regen_attempts": "integer",
     "updated_at": "timestamptz",
 }
-QUEUED = {
-    "event_id": "text",
-    "topic": "text",
-    "key": "text",
-    "payload": "jsonb",
-    "created_at": "timestamptz",
-}
 
 
 CREATE_MISSING = text(
@@ -109,7 +101,6 @@ WRITE = text(
     + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
     + f" FROM {unnest_rows({'user_id': 'bigint', **WRITTEN})} WHERE h.user_id = v.user_id"
 )
-QUEUE = text(f"INSERT INTO outbox ({', '.join(QUEUED)}) SELECT * FROM {unnest_rows(QUEUED)}")
 
 
 async def lock_states(
@@ -163,6 +154,4 @@ def _arrays(items: Sequence[object], names: Iterable[str]) -> dict[str, list[obj
 async def _write(session: AsyncSession, rows: list[RowState], queued: list[OutboxEntry]) -> None:
     if rows:
         await session.execute(WRITE, _arrays(rows, ["user_id", *WRITTEN]))
-    if queued:
-        payloads = [json.dumps(q.payload, separators=(",", ":")) for q in queued]
-        await session.execute(QUEUE, {**_arrays(queued, QUEUED), "payload": payloads})
+    session.add_all(batch_rows(queued))  # the batch's requests: one outbox row

@@ -124,28 +124,21 @@ class RowState:
 
 
 class OutboxRow(Base):
-    """Messages written in the same transaction as the state change they announce."""
+    """Messages written in the same transaction as the state change they announce.
+
+    One row holds every message one transaction queued for a topic, one per line as
+    ``key<TAB>json`` (``worker.outbox`` writes and reads them): a comment batch or a sweep
+    chunk costs one row, not one per request. The relay deletes a row once the broker has
+    acked its messages, so the table holds only what is still to publish and never grows.
+    """
 
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(64))  # 128 random bits, made by us
     topic: Mapped[str] = mapped_column(String(200))
-    key: Mapped[str] = mapped_column(String(200))
-    payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    messages: Mapped[str] = mapped_column(Text)
+    message_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    # Only unpublished rows are looked up (by the relay, in id order): a partial index
-    # keeps each insert cheap and the index small.
-    __table_args__ = (
-        Index(
-            "ix_outbox_unpublished",
-            "id",
-            postgresql_where=text("published_at IS NULL"),
-            sqlite_where=text("published_at IS NULL"),
-        ),
-    )
 
 
 class ProcessedEventRow(Base):

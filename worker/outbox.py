@@ -3,17 +3,23 @@
 A request is inserted in the same transaction as the stale mark that caused it, so a
 crash can never leave a stale row without its request or a request for a change that
 rolled back. The relay publishes rows at least once; consumers deduplicate by event_id.
+
+A row is a batch: every message one transaction queued for a topic, one per line as
+``key<TAB>json``. Keys are user ids and compact JSON never holds a raw tab or newline, so
+the relay splits lines without parsing JSON, and a set-based statement (the sweep) can
+build a whole batch with ``string_agg``. Published rows are deleted.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain import RegenReason
@@ -24,13 +30,14 @@ from worker.models import HighlightRow, OutboxRow, RowState
 REGEN_STREAM = "regen-requests"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    id: int
-    event_id: str
     stream: str
     key: str
-    payload: str  # the JSON text, published as it is stored
+    value: str  # the JSON text, published as it is stored
+
+    def payload(self) -> dict[str, Any]:
+        return dict(json.loads(self.value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +55,42 @@ OutboxSink = Callable[[OutboxEntry], None]
 
 
 def session_sink(session: AsyncSession) -> OutboxSink:
-    """Queue entries as ORM rows in ``session`` (flushed with the rest of its changes)."""
+    """Queue each entry as its own row in ``session`` (flushed with the rest of its changes):
+    the ORM paths make a request or a few per transaction."""
 
     def add(entry: OutboxEntry) -> None:
-        session.add(OutboxRow(**asdict(entry)))
+        session.add_all(batch_rows([entry]))
 
     return add
+
+
+def batch_rows(entries: Iterable[OutboxEntry]) -> list[OutboxRow]:
+    """One row per topic holding ``entries`` in order."""
+    lines: dict[str, list[str]] = {}
+    created: dict[str, datetime] = {}
+    for entry in entries:
+        value = json.dumps(entry.payload, separators=(",", ":"))
+        lines.setdefault(entry.topic, []).append(_line(entry.key, value))
+        created.setdefault(entry.topic, entry.created_at)
+    return [
+        OutboxRow(
+            topic=topic,
+            messages="\n".join(batch),
+            message_count=len(batch),
+            created_at=created[topic],
+        )
+        for topic, batch in lines.items()
+    ]
+
+
+def _line(key: str, value: str) -> str:
+    if "\t" in key or "\n" in key:
+        raise ValueError(f"an outbox key cannot hold a tab or a newline: {key!r}")
+    return f"{key}\t{value}"
+
+
+def _messages(topic: str, text: str) -> list[OutboxMessage]:
+    return [OutboxMessage(topic, *line.split("\t", 1)) for line in text.split("\n")]
 
 
 # What the staleness rules work on: the ORM row, or its plain values (set-based path).
@@ -111,34 +148,43 @@ def request_regeneration(
     return request_id
 
 
-async def claim_unpublished(session: AsyncSession, limit: int) -> list[OutboxMessage]:
-    """Oldest unpublished rows, locked (PostgreSQL: SKIP LOCKED) so relays do not overlap.
-
-    Plain columns, the payload as its JSON text: no ORM objects, no parse-and-reserialise.
-    """
-    stmt = (
-        select(
-            OutboxRow.id,
-            OutboxRow.event_id,
-            OutboxRow.topic,
-            OutboxRow.key,
-            cast(OutboxRow.payload, Text),
-        )
-        .where(OutboxRow.published_at.is_(None))
-        .order_by(OutboxRow.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return [OutboxMessage(*row) for row in (await session.execute(stmt)).all()]
-
-
-async def mark_published(session: AsyncSession, ids: Sequence[int], now: datetime) -> None:
-    if ids:
+async def take(session: AsyncSession, max_messages: int) -> list[OutboxMessage]:
+    """Delete the oldest rows (at least one, at most ``max_messages`` messages unless one row
+    holds more) and return their messages in order. The caller publishes them and commits
+    only after the broker acked, so a failed publish rolls the rows back. PostgreSQL: SKIP
+    LOCKED, so relays in several workers do not overlap."""
+    candidates = (
         await session.execute(
-            update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=now)
+            select(OutboxRow.id, OutboxRow.message_count)
+            .order_by(OutboxRow.id)
+            .limit(max_messages)
+            .with_for_update(skip_locked=True)
         )
+    ).all()
+    ids: list[int] = []
+    total = 0
+    for row_id, count in candidates:
+        if ids and total + count > max_messages:
+            break
+        ids.append(row_id)
+        total += count
+    if not ids:
+        return []
+    taken = await session.execute(
+        delete(OutboxRow)
+        .where(OutboxRow.id.in_(ids))
+        .returning(OutboxRow.id, OutboxRow.topic, OutboxRow.messages)
+    )
+    return [m for _, topic, text in sorted(taken.all()) for m in _messages(topic, text)]
+
+
+async def pending(session: AsyncSession) -> list[OutboxMessage]:
+    """Every message not yet published, in order (for checks and operators; not the relay)."""
+    rows = await session.execute(select(OutboxRow.topic, OutboxRow.messages).order_by(OutboxRow.id))
+    return [m for topic, text in rows.all() for m in _messages(topic, text)]
 
 
 async def backlog(session: AsyncSession) -> int:
-    stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))
+    """Messages not yet published."""
+    stmt = select(func.coalesce(func.sum(OutboxRow.message_count), 0))
     return int((await session.scalar(stmt)) or 0)

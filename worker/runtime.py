@@ -92,12 +92,12 @@ class Runtime:
                 delay = min(delay * 2, self.settings.db_retry_max_backoff)
 
     async def relay_once(self, publish: Publish) -> int:
-        """Publish one chunk of the outbox; rows are marked only after the broker acked."""
+        """Publish one chunk of the outbox; its rows' deletion commits only after the broker
+        acked (a failed publish rolls it back: at least once)."""
         async with self.sessions.begin() as session:
-            messages = await outbox.claim_unpublished(session, RELAY_BATCH)
+            messages = await outbox.take(session, RELAY_BATCH)
             if messages:
                 await publish(messages)
-                await outbox.mark_published(session, [m.id for m in messages], utcnow())
         self.metrics.regen_published.inc(len(messages))
         return len(messages)
 

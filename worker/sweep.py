@@ -34,6 +34,9 @@ class ScanOptions:
     now: datetime
     retry_after: timedelta
     include_activity: bool = False
+    # False once the expired rows were marked set-based (PostgreSQL's sweep): the remaining
+    # conditions are all indexed, so the chunk scan no longer walks the whole table.
+    include_expired: bool = True
 
 
 @dataclass
@@ -93,7 +96,9 @@ def _behind_activity() -> ColumnElement[bool]:
 async def _candidate_ids(
     session: AsyncSession, after: int, limit: int, opts: ScanOptions
 ) -> list[int]:
-    conditions = [_expired(opts.now), _stuck(opts.now, opts.retry_after), _unrequested()]
+    conditions = [_stuck(opts.now, opts.retry_after), _unrequested()]
+    if opts.include_expired:
+        conditions.append(_expired(opts.now))
     stmt = select(H.user_id)
     if opts.include_activity:
         stmt = stmt.outerjoin(A, A.user_id == H.user_id)
@@ -202,6 +207,7 @@ class Sweeper:
         opts = ScanOptions(now=self.clock(), retry_after=self.retry_after)
         if self.sessions.kw["bind"].dialect.name == "postgresql":
             totals.add(await self._expire_set_based(opts.now))
+            opts.include_expired = False
         after: int | None = 0
         while after is not None:
             async with self.sessions.begin() as session:
@@ -238,10 +244,11 @@ class Sweeper:
 
 # The same rules as mark_stale_row + request_regeneration (see store.py / outbox.py), as
 # one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
-# for the next sweep), mark, and write a request for the unlocked rows without one.
+# for the next sweep), mark (joined by ctid: the locked rows cannot move before commit),
+# and queue a request for the unlocked rows without one, all in one outbox row.
 EXPIRE_CHUNK = text("""
 WITH picked AS (
-    SELECT user_id, (NOT manual_override AND regen_request_id IS NULL) AS ask
+    SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL) AS ask
     FROM user_profile_highlights
     WHERE user_id > :after AND NOT is_stale AND stale_after IS NOT NULL AND stale_after <= :now
     ORDER BY user_id LIMIT :limit
@@ -255,19 +262,21 @@ WITH picked AS (
         regen_requested_at = CASE WHEN p.ask THEN :now ELSE h.regen_requested_at END,
         regen_generation = CASE WHEN p.ask THEN h.generation + 1 ELSE h.regen_generation END,
         regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END
-    FROM picked p WHERE h.user_id = p.user_id
+    FROM picked p WHERE h.ctid = p.tid
     RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask
 ), queued AS (
-    INSERT INTO outbox (event_id, topic, key, payload, created_at)
-    SELECT regen_request_id, :stream, user_id::text, jsonb_build_object(
-        'event_id', regen_request_id, 'user_id', user_id, 'reason', 'expired',
-        'generation', generation, 'snapshot_hash', snapshot_hash,
-        'requested_at', CAST(:requested_at AS text), 'trigger', 'sweep'), :now
-    FROM marked WHERE ask
-    RETURNING 1
+    INSERT INTO outbox (topic, messages, message_count, created_at)
+    SELECT :stream, string_agg(format(
+        E'%s\\t{"event_id":"%s","user_id":%s,"reason":"expired","generation":%s,'
+        '"snapshot_hash":%s,"requested_at":%s,"trigger":"sweep"}',
+        user_id, regen_request_id, user_id, generation,
+        coalesce(to_json(snapshot_hash)::text, 'null'), to_json(CAST(:requested_at AS text))
+    ), E'\\n'), count(*), :now
+    FROM marked WHERE ask HAVING count(*) > 0
+    RETURNING message_count
 )
 SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
-       (SELECT count(*) FROM queued)
+       (SELECT coalesce(sum(message_count), 0) FROM queued)
 """)
 
 

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.cli.test_cli import wb
 from tests.conftest import T0, FakeClock
 from tests.factories import result
-from worker.models import AuditRow, OutboxRow
+from worker import outbox
+from worker.models import AuditRow
 from worker.report import Level, Thresholds, gather, judge
 from worker.reseed import Reseeder, ReseedSelection
 from worker.store import HighlightStore
@@ -79,7 +80,7 @@ async def test_reseed_marks_the_selection_at_the_bounded_rate(
     assert elapsed >= 2.0
     assert [round(t) for t in done.chunks[:2]] == [0, 1]
     async with sessions() as session:
-        requests = await session.scalar(select(func.count()).select_from(OutboxRow))
+        requests = await outbox.backlog(session)
         audits = await session.scalar(select(func.count()).where(AuditRow.action == "reseed"))
     assert requests == audits == 125
     untouched = await store.get(2)

@@ -11,10 +11,10 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
-from tests.factories import comment_doc, later, result
+from tests.factories import comment_doc, later, queued_requests, result
 from worker.batch import RawMessage
 from worker.events import InputStream
-from worker.models import HighlightRow, OutboxRow, ParkedCommentRow, SignalActivityRow
+from worker.models import HighlightRow, ParkedCommentRow, SignalActivityRow
 from worker.pipeline import Pipeline
 from worker.store import HighlightStore
 
@@ -54,12 +54,6 @@ def pipeline(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> Pi
     return Pipeline(sessions, clock=clock)
 
 
-async def requests_in_outbox(sessions: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
-    async with sessions() as session:
-        rows = (await session.scalars(select(OutboxRow).order_by(OutboxRow.id))).all()
-    return [dict(r.payload) for r in rows]
-
-
 async def test_comment_after_generated_at_marks_stale_once(
     pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -71,7 +65,7 @@ async def test_comment_after_generated_at_marks_stale_once(
     row = await store.get(1)
     assert row is not None and row.is_stale and row.stale_reason == "comment_edited"
     assert row.generation == 2
-    reqs = await requests_in_outbox(sessions)
+    reqs = await queued_requests(sessions)
     assert [(r["reason"], r["generation"], r["user_id"]) for r in reqs] == [("new_comment", 1, 1)]
     assert reqs[0]["trigger"] == "comment:e1"
 
@@ -86,7 +80,7 @@ async def test_comment_at_or_before_generated_at_is_already_included(
     assert res.outcomes == {("comments", "already_included"): 2}
     row = await store.get(1)
     assert row is not None and not row.is_stale and row.generation == 0
-    assert await requests_in_outbox(sessions) == []
+    assert await queued_requests(sessions) == []
 
 
 async def test_deleted_comment_always_marks_stale(
@@ -104,7 +98,7 @@ async def test_first_comment_for_unknown_user_requests_missing(
 ) -> None:
     res = await pipeline.process(C, [comment("e1", 9, later(1)), comment("e2", 9, later(2))])
     assert res.outcomes == {("comments", "missing_requested"): 1, ("comments", "coalesced"): 1}
-    assert [r["reason"] for r in await requests_in_outbox(sessions)] == ["missing"]
+    assert [r["reason"] for r in await queued_requests(sessions)] == ["missing"]
     row = await store.get(9)
     assert row is not None and not row.has_content and row.is_stale
 
@@ -120,7 +114,7 @@ async def test_redelivery_changes_nothing(
     assert first.outcomes == {("comments", "stale_marked"): 1, ("comments", "duplicate"): 1}
     assert second.outcomes == {("comments", "duplicate"): 2}
     assert await store.get(1) == before
-    assert len(await requests_in_outbox(sessions)) == 1
+    assert len(await queued_requests(sessions)) == 1
     async with sessions() as session:
         activity = await session.get(SignalActivityRow, 1)
     assert activity is not None and activity.comment_count == 1
@@ -133,9 +127,9 @@ async def test_override_lock_goes_stale_without_request_until_cleared(
     await store.set_manual_override(1, "Curated", actor="ops")
     res = await pipeline.process(C, [comment("e1", 1, later(1))])
     assert res.outcomes == {("comments", "override_locked"): 1}
-    assert await requests_in_outbox(sessions) == []
+    assert await queued_requests(sessions) == []
     await store.clear_manual_override(1, actor="ops")
-    assert [r["reason"] for r in await requests_in_outbox(sessions)] == ["new_comment"]
+    assert [r["reason"] for r in await queued_requests(sessions)] == ["new_comment"]
 
 
 async def test_unmapped_comment_is_parked_then_applied_when_mapping_arrives(
@@ -194,7 +188,7 @@ async def test_answered_but_outdated_result_is_requested_again(
     await pipeline.process(C, [comment("e2", 1, later(2))])  # coalesced, generation 2
     res = await pipeline.process(G, [generated("g1", 1, later(3), "snap-b", generation=1)])
     assert res.outcomes == {("generated", "applied_still_stale"): 1}
-    reqs = await requests_in_outbox(sessions)
+    reqs = await queued_requests(sessions)
     assert [(r["reason"], r["generation"]) for r in reqs] == [
         ("new_comment", 1),
         ("new_comment", 2),

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import FakeClock
-from tests.factories import later, result
-from tests.pipeline.test_pipeline import C, comment, requests_in_outbox
+from tests.factories import later, queued_requests, result
+from tests.pipeline.test_pipeline import C, comment
 from worker.models import ScanCheckpointRow
 from worker.pipeline import Pipeline
 from worker.store import HighlightStore
@@ -34,9 +34,9 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
     assert totals.actions == {"expired": 1, "retried": 1}
     assert (await store.get(1)).stale_reason == "expired"  # type: ignore[union-attr]
     assert not (await store.get(2)).is_stale  # type: ignore[union-attr]
-    reasons = [(r["user_id"], r["reason"]) for r in await requests_in_outbox(sessions)]
+    reasons = [(r["user_id"], r["reason"]) for r in await queued_requests(sessions)]
     assert reasons == [(3, "new_comment"), (1, "expired"), (3, "retry")]
-    expired = (await requests_in_outbox(sessions))[1]  # same shape on every database path
+    expired = (await queued_requests(sessions))[1]  # same shape on every database path
     row = await store.get(1)
     assert row is not None
     assert expired == {
@@ -61,7 +61,7 @@ async def test_sweep_leaves_override_locked_rows_without_requests(
     clock.advance(timedelta(hours=2))
     totals = await Sweeper(sessions, retry_after=RETRY, clock=clock).run()
     assert totals.actions == {"expired": 1} and totals.requests == {}
-    assert await requests_in_outbox(sessions) == []
+    assert await queued_requests(sessions) == []
 
 
 async def _activity_without_marks(pipeline: Pipeline, store: HighlightStore, users: range) -> None:
@@ -93,11 +93,11 @@ async def test_dry_run_reports_but_changes_nothing(
 ) -> None:
     pipeline = Pipeline(sessions, clock=clock)
     await _activity_without_marks(pipeline, store, range(1, 4))
-    before = len(await requests_in_outbox(sessions))
+    before = len(await queued_requests(sessions))
     totals, _ = await FreshnessScan(sessions, RETRY, dry_run=True, clock=clock).run()
     assert totals.actions == {"new_comment": 3}
     assert not (await store.get(1)).is_stale  # type: ignore[union-attr]
-    assert len(await requests_in_outbox(sessions)) == before
+    assert len(await queued_requests(sessions)) == before
     async with sessions() as session:
         assert (await session.scalars(select(ScanCheckpointRow))).all() == []
 

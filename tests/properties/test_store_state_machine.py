@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from tests.conftest import T0, FakeClock
 from tests.factories import result
-from worker import migrate
+from worker import migrate, outbox
 from worker.db import create_engine, session_factory
 from worker.domain import UpsertMeta
 from worker.errors import SnapshotConflict, SupersededResult, UnknownUser
-from worker.models import Base, HighlightRow, OutboxRow
+from worker.models import Base, HighlightRow
 from worker.store import HighlightStore
 from worker.sweep import Sweeper
 
@@ -205,8 +205,8 @@ class StoreMachine(RuleBasedStateMachine):
         async def load() -> tuple[dict[int, HighlightRow], int]:
             async with self.store.sessions() as session:
                 rows = {r.user_id: r for r in (await session.scalars(select(HighlightRow))).all()}
-                requests = await session.scalar(select(func.count()).select_from(OutboxRow))
-            return rows, int(requests or 0)
+                requests = await outbox.backlog(session)
+            return rows, requests
 
         rows, requests = self.run(load())
         assert set(rows) == set(self.model.rows)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from worker import migrate
+from tests.conftest import T0
+from worker import migrate, outbox
+from worker.db import session_factory
 from worker.models import Base
 
 
@@ -35,3 +38,32 @@ async def test_models_match_migrated_schema(migrated_engine: AsyncEngine) -> Non
     async with migrated_engine.connect() as conn:
         differences = await conn.run_sync(diff)
     assert differences == []
+
+
+async def test_batched_outbox_migration_carries_unpublished_requests(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """0004 keeps what was still to publish (and drops what was published), both ways."""
+    payload = {"event_id": "e1", "user_id": 7, "reason": "expired", "note": "tab\tnewline\n"}
+    await migrate.downgrade(migrated_engine, "0003")
+    async with migrated_engine.begin() as conn:
+        await conn.execute(text("DELETE FROM outbox"))
+        for event_id, published in (("e0", T0), ("e1", None)):
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (event_id, topic, key, payload, created_at, published_at) "
+                    "VALUES (:e, 'regen-requests', '7', :p, :c, :pub)"
+                ),
+                {"e": event_id, "p": json.dumps(payload), "c": T0, "pub": published},
+            )
+    await migrate.upgrade(migrated_engine)
+    async with session_factory(migrated_engine)() as session:
+        [message] = await outbox.pending(session)
+    assert (message.stream, message.key, message.payload()) == ("regen-requests", "7", payload)
+    await migrate.downgrade(migrated_engine, "0003")
+    async with migrated_engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT event_id, key, payload FROM outbox"))).all()
+    await migrate.upgrade(migrated_engine)
+    assert [(e, k, p if isinstance(p, dict) else json.loads(p)) for e, k, p in rows] == [
+        ("e1", "7", payload)
+    ]

@@ -9,16 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
-from tests.factories import later, result
+from tests.factories import later, queued_messages, queued_requests, result
 from worker.domain import StaleOutcome, StaleReason, UpsertMeta, UpsertOutcome
 from worker.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
-from worker.models import AuditRow, OutboxRow
+from worker.models import AuditRow
 from worker.store import HighlightStore
-
-
-async def outbox_rows(sessions: async_sessionmaker[AsyncSession]) -> list[OutboxRow]:
-    async with sessions() as session:
-        return list((await session.scalars(select(OutboxRow).order_by(OutboxRow.id))).all())
 
 
 async def test_get_unknown_user_is_none(store: HighlightStore) -> None:
@@ -90,11 +85,12 @@ async def test_mark_stale_keeps_first_stale_since_and_bumps_generation(
     assert second.stale_reason == "comment_edited"
     assert (first.generation, second.generation) == (1, 2)
     assert second.regen_request_id == first.regen_request_id
-    rows = await outbox_rows(sessions)
-    assert [r.payload["reason"] for r in rows] == ["new_comment"]
-    assert rows[0].event_id == first.regen_request_id
-    assert rows[0].key == "1"
-    assert rows[0].payload["generation"] == 1 and rows[0].payload["snapshot_hash"] == "snap-a"
+    messages = await queued_messages(sessions)
+    rows = [m.payload() for m in messages]
+    assert [r["reason"] for r in rows] == ["new_comment"]
+    assert rows[0]["event_id"] == first.regen_request_id
+    assert messages[0].key == "1"
+    assert rows[0]["generation"] == 1 and rows[0]["snapshot_hash"] == "snap-a"
 
 
 async def test_result_for_current_generation_clears_stale(store: HighlightStore) -> None:
@@ -140,12 +136,12 @@ async def test_override_locks_and_survives_auto_updates(
     stale, outcome = await store.mark_stale(1, StaleReason.NEW_COMMENT)
     assert outcome is StaleOutcome.OVERRIDE_LOCKED
     assert stale.is_stale and stale.regen_request_id is None
-    assert await outbox_rows(sessions) == []
+    assert await queued_requests(sessions) == []
     cleared = await store.clear_manual_override(1, actor="bob")
     assert not cleared.manual_override and cleared.override_text is None
     assert cleared.regen_request_id is not None
-    rows = await outbox_rows(sessions)
-    assert [(r.event_id, r.payload["reason"]) for r in rows] == [
+    rows = await queued_requests(sessions)
+    assert [(r["event_id"], r["reason"]) for r in rows] == [
         (cleared.regen_request_id, "new_comment")
     ]
 
@@ -184,8 +180,8 @@ async def test_regenerate_replaces_pending_request(
     manual = await store.regenerate(1, actor="alice")
     assert manual.regen_request_id != pending.regen_request_id
     assert manual.generation == pending.generation + 1
-    rows = await outbox_rows(sessions)
-    assert [r.payload["reason"] for r in rows] == ["new_comment", "manual"]
+    rows = await queued_requests(sessions)
+    assert [r["reason"] for r in rows] == ["new_comment", "manual"]
 
 
 @pytest.mark.parametrize(
