@@ -20,7 +20,7 @@ from typing import Any
 import faust
 from faust.sensors import Monitor
 
-from worker.batch import DeadLetter, RawMessage
+from worker.batch import BatchChain, DeadLetter, RawMessage
 from worker.events import InputStream
 from worker.kafka_consumer import use_fetch_wait
 from worker.outbox import REGEN_STREAM, OutboxMessage
@@ -197,22 +197,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 await stream.ack(event)
 
         async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
-            """One batch in the database while the next one is being taken from the broker:
-            batch N+1 starts only after batch N committed (order per partition holds),
-            but Faust's consumption no longer waits for PostgreSQL."""
-            pending: asyncio.Task[None] | None = None
+            """Batches go to the database one after another (``BatchChain``): order per
+            partition holds and offsets are acked only after the commit, while Faust keeps
+            consuming and what arrives meanwhile is gathered into the next batch."""
+            chain: BatchChain[Any] = BatchChain(
+                lambda events: handle(stream, events), settings.batch_size
+            )
             try:
                 async for events in stream.noack_take(
                     settings.batch_size, within=settings.batch_within
                 ):
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.ensure_future(handle(stream, events))
-                if pending is not None:
-                    await pending
+                    chain.add(events)
+                    await chain.room()
+                await chain.finish()
             finally:
-                if pending is not None and not pending.done():
-                    pending.cancel()  # rolled back; its events were never acked
+                chain.cancel()  # still running: rolled back, its events were never acked
 
         consume.__name__ = f"consume_{kind.value}"
         return consume
