@@ -41,13 +41,15 @@ PRODUCER_RETRY_MAX_S = 5.0
 class QuietMonitor(Monitor):
     """Faust's built-in monitor without its per-event bookkeeping: four calls per event that
     feed Faust's own stats page, which this worker does not serve (``worker.metrics``
-    is what operators scrape)."""
+    is what operators scrape). It keeps the one value Faust's stalled-stream check reads
+    (when a partition's stream last took an event); without it that check logs "Stream has
+    not started processing" for healthy partitions."""
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         return None
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        return None
+        self.stream_inbound_time[tp] = time.monotonic()
 
     def on_stream_event_out(
         self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None

@@ -279,6 +279,7 @@ def s3_endpoint(logs: Path) -> Iterator[str]:
             server.wait(timeout=10)
 
 
+@pytest.mark.timeout(900)  # a broker on emulated S3 is slow: 230-370 s on a 2-core machine
 async def test_broker_restart_worker_reconnects(
     s3_endpoint: str, fresh_db: tuple[str, Any], logs: Path, spawn: Callable[..., Any]
 ) -> None:
