@@ -42,9 +42,8 @@ class OutboxMessage:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A message to queue; an ``OutboxSink`` turns it into a row (ORM or set-based)."""
+    """A message to queue (its event id is in the payload); ``batch_rows`` makes rows."""
 
-    event_id: str
     topic: str
     key: str
     payload: dict[str, Any]
@@ -138,7 +137,6 @@ def request_regeneration(
     row.updated_at = now
     sink(
         OutboxEntry(
-            event_id=request_id,
             topic=REGEN_STREAM,
             key=str(row.user_id),
             payload=regen_payload(row, request_id, reason, now, trigger),
