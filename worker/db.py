@@ -70,9 +70,12 @@ async def database_answers(
     return True
 
 
-def is_postgresql(session: AsyncSession) -> bool:
-    """The session talks to PostgreSQL (else SQLite, the embedded default)."""
-    return session.get_bind().dialect.name == "postgresql"
+def is_postgresql(session: AsyncSession | async_sessionmaker[AsyncSession]) -> bool:
+    """The session (or every session a factory makes) talks to PostgreSQL (else SQLite,
+    the embedded default)."""
+    if isinstance(session, AsyncSession):
+        return session.get_bind().dialect.name == "postgresql"
+    return bool(session.kw["bind"].dialect.name == "postgresql")
 
 
 def dialect_insert(session: AsyncSession) -> Any:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from worker.comments import COMMENT_REASONS
+from worker.db import is_postgresql
 from worker.domain import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.models import HighlightRow, ScanCheckpointRow, SignalActivityRow
 from worker.outbox import REGEN_STREAM, request_regeneration, session_sink
@@ -205,7 +206,7 @@ class Sweeper:
     async def run(self) -> ScanTotals:
         totals = ScanTotals()
         opts = ScanOptions(now=self.clock(), retry_after=self.retry_after)
-        if self.sessions.kw["bind"].dialect.name == "postgresql":
+        if is_postgresql(self.sessions):
             totals.add(await self._expire_set_based(opts.now))
             opts.include_expired = False
         after: int | None = 0
