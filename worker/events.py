@@ -14,15 +14,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
-    StringConstraints,
     ValidationError,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import core_schema
 
 from worker.domain import (
     MAX_BIO_CHARS,
@@ -72,29 +71,52 @@ class Rejected(Exception):
         self.detail = detail
 
 
-def _id_string(value: Any) -> Any:
-    """Ids may be typed as strings or as non-negative integers; both become strings."""
-    if isinstance(value, bool):
-        raise ValueError("an id must be a string or an integer, not a boolean")
-    if isinstance(value, int):
-        if not 0 <= value < 2**63:
-            raise ValueError("an integer id must be between 0 and 2^63-1")
-        return str(value)
-    return value
-
-
-def _timestamp_string(value: Any) -> Any:
-    """Timestamps are RFC 3339 strings on the wire (no epoch numbers: they hide the zone)."""
-    if not isinstance(value, str):
-        raise ValueError("a timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z")
-    return value
-
-
 ID_PATTERN = r"^[\x21-\x7e]+$"
+
+
+class _IdSchema:
+    """Ids may be typed as strings or as non-negative integers; both become strings.
+
+    Built as one core schema (a union of a constrained string and an integer turned into
+    a string) so that validation runs inside pydantic-core: ids are on every event, and
+    Python-level validators cost more than the rest of decoding together."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        text = core_schema.str_schema(min_length=1, max_length=200, pattern=ID_PATTERN, strict=True)
+        number = core_schema.no_info_after_validator_function(
+            str, core_schema.int_schema(ge=0, lt=2**63, strict=True)
+        )
+        return core_schema.union_schema(
+            [text, number],
+            mode="left_to_right",
+            custom_error_type="id",
+            custom_error_message=(
+                "an id must be a string of 1-200 printable ASCII characters without spaces, "
+                "or an integer between 0 and 2^63-1"
+            ),
+        )
+
+
+class _TimestampSchema:
+    """Timestamps are RFC 3339 strings on the wire (no epoch numbers: they hide the zone);
+    a string first, then a datetime, both inside pydantic-core."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        text = core_schema.custom_error_schema(
+            core_schema.str_schema(strict=True),
+            custom_error_type="timestamp_type",
+            custom_error_message=(
+                "a timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z"
+            ),
+        )
+        return core_schema.chain_schema([text, handler(source)])
+
+
 Id = Annotated[
     str,
-    BeforeValidator(_id_string),
-    StringConstraints(min_length=1, max_length=200, pattern=ID_PATTERN),
+    _IdSchema,
     WithJsonSchema(
         {
             "oneOf": [
@@ -106,7 +128,7 @@ Id = Annotated[
 ]
 Timestamp = Annotated[
     datetime,
-    BeforeValidator(_timestamp_string),
+    _TimestampSchema,
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 UserId = Annotated[StrictInt, Field(gt=0, lt=2**63)]
@@ -230,6 +252,10 @@ def _depth(value: Any, limit: int) -> int:
     return 0
 
 
+# One decoder for every message (``json.loads`` with a hook builds a new one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Bytes to a JSON object, or ``Rejected`` naming what is wrong with them."""
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -239,7 +265,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise Rejected(RejectReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise Rejected(RejectReason.TOO_DEEP, "JSON nesting too deep") from None
     except json.JSONDecodeError as exc:
