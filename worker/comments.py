@@ -11,7 +11,6 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
 
@@ -20,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker import signal
 from worker.batch import BatchResult
-from worker.db import unnest_rows
 from worker.domain import StaleOutcome, StaleReason
 from worker.events import CommentEvent, InputStream
 from worker.models import RowState
 from worker.outbox import OutboxEntry, OutboxSink, Requestable, batch_rows
+from worker.pgarray import array, columns_of, literal, unnest_rows
 from worker.store import mark_stale_row
 
 COMMENT_REASONS = {
@@ -89,17 +88,18 @@ WRITTEN = {
 CREATE_MISSING = text(
     "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
     "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
-    "FROM unnest(CAST(:ids AS bigint[])) AS u ORDER BY u "
+    f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
     "ON CONFLICT (user_id) DO NOTHING"
 )
 LOCK = text(
     f"SELECT {', '.join(f.name for f in fields(RowState))} FROM user_profile_highlights "
-    "WHERE user_id = ANY(CAST(:ids AS bigint[])) ORDER BY user_id FOR UPDATE"
+    f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
 )
+WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN}
 WRITE = text(
     "UPDATE user_profile_highlights AS h SET "
     + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
-    + f" FROM {unnest_rows({'user_id': 'bigint', **WRITTEN})} WHERE h.user_id = v.user_id"
+    + f" FROM {unnest_rows(WRITE_COLUMNS)} WHERE h.user_id = v.user_id"
 )
 
 
@@ -108,7 +108,7 @@ async def lock_states(
 ) -> dict[int, RowState]:
     """Create the rows comments need (one statement), then lock them all in user-id order
     (a fixed order keeps concurrent batches from deadlocking)."""
-    ids = sorted(user_ids)
+    ids = literal("bigint", sorted(user_ids))
     await session.execute(CREATE_MISSING, {"ids": ids, "now": now})
     found = await session.execute(LOCK, {"ids": ids})
     return {state.user_id: state for state in (RowState(*r) for r in found)}
@@ -146,12 +146,7 @@ async def apply_comment_batch(
     return outcomes
 
 
-def _arrays(items: Sequence[object], names: Iterable[str]) -> dict[str, list[object]]:
-    """Column-wise values of ``items``: one array parameter per column (``unnest_rows``)."""
-    return {name: [getattr(item, name) for item in items] for name in names}
-
-
 async def _write(session: AsyncSession, rows: list[RowState], queued: list[OutboxEntry]) -> None:
     if rows:
-        await session.execute(WRITE, _arrays(rows, ["user_id", *WRITTEN]))
+        await session.execute(WRITE, columns_of(WRITE_COLUMNS, rows))
     session.add_all(batch_rows(queued))  # the batch's requests: one outbox row

@@ -85,14 +85,6 @@ def dialect_insert(session: AsyncSession) -> Any:
     return postgresql.insert if is_postgresql(session) else sqlite.insert
 
 
-def unnest_rows(columns: dict[str, str]) -> str:
-    """PostgreSQL ``unnest(CAST(:a AS t[]), ...) AS v(a, ...)``: many rows as one array
-    parameter per column, instead of a VALUES list with a parameter per cell (which costs
-    Python time per cell and PostgreSQL planning time per parameter)."""
-    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns.items())
-    return f"unnest({arrays}) AS v({', '.join(columns)})"
-
-
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -20,6 +20,7 @@ from worker.batch import BatchResult
 from worker.db import dialect_insert, is_postgresql
 from worker.events import InputEvent, InputStream
 from worker.models import ProcessedEventRow
+from worker.pgarray import array, literal, unnest_rows
 
 T = TypeVar("T")
 DEAD_LETTERED = "dead_lettered"
@@ -27,12 +28,12 @@ DEAD_LETTERED = "dead_lettered"
 PG_CLAIM = text(
     "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
     "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) "
-    "FROM unnest(CAST(:ids AS text[])) AS e "
+    f"FROM unnest({array('ids', 'text')}) AS e "
     "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id"
 )
 PG_OUTCOMES = text(
     "UPDATE processed_events AS p SET outcome = v.outcome "
-    "FROM unnest(CAST(:ids AS text[]), CAST(:outcomes AS text[])) AS v(event_id, outcome) "
+    f"FROM {unnest_rows({'event_id': 'text', 'outcome': 'text'})} "
     "WHERE p.stream = CAST(:stream AS text) AND p.event_id = v.event_id"
 )
 
@@ -54,7 +55,7 @@ async def claim(
     if not first:
         return []
     if is_postgresql(session):
-        params = {"stream": stream.value, "now": now, "ids": list(first)}
+        params = {"stream": stream.value, "now": now, "ids": literal("text", first)}
         claimed = set((await session.scalars(PG_CLAIM, params)).all())
     else:
         stmt = (
@@ -86,8 +87,8 @@ async def record_outcomes(
         pairs = [(i, o) for o, ids in applied.items() for i in ids]
         params = {
             "stream": stream.value,
-            "ids": [i for i, _ in pairs],
-            "outcomes": [o for _, o in pairs],
+            "event_id": literal("text", [i for i, _ in pairs]),
+            "outcome": literal("text", [o for _, o in pairs]),
         }
         await session.execute(PG_OUTCOMES, params)
         return

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.db import dialect_insert, is_postgresql, unnest_rows
+from worker.db import dialect_insert, is_postgresql
 from worker.events import CommentEvent, RequestEvent
 from worker.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
+from worker.pgarray import literal, unnest_rows
 
 COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
 ACTIVITY_COLUMNS = {
@@ -136,15 +139,34 @@ async def record_activity(
         }
         for user_id, d in sorted(deltas.items())
     ]
-    stmt = dialect_insert(session)(SignalActivityRow.__table__)
     postgresql = is_postgresql(session)
-    if postgresql:  # the rows as one array per column (see db.unnest_rows)
+    stmt = _activity_upsert(dialect_insert(session), postgresql)
+    if postgresql:  # the rows as one array per column (see worker.pgarray)
+        arrays = {c: literal(kind, [r[c] for r in rows]) for c, kind in ACTIVITY_COLUMNS.items()}
+        await session.execute(stmt, arrays)
+    else:  # executemany: one cached statement, batched VALUES
+        await session.execute(stmt, rows)
+    if any(d.count < 0 for d in deltas.values()):
+        # A first insert must not store a negative count (a deletion before its comment).
+        await session.execute(
+            update(SignalActivityRow)
+            .where(SignalActivityRow.user_id.in_(list(deltas)), SignalActivityRow.comment_count < 0)
+            .values(comment_count=0)
+        )
+
+
+@lru_cache(maxsize=2)
+def _activity_upsert(insert: Any, postgresql: bool) -> Any:
+    """The upsert statement, built once per dialect (building it costs more than a batch's
+    share of running it)."""
+    stmt = insert(SignalActivityRow.__table__)
+    if postgresql:
         source = select(text("*")).select_from(text(unnest_rows(ACTIVITY_COLUMNS)))
         stmt = stmt.from_select(list(ACTIVITY_COLUMNS), source)
     current = SignalActivityRow.last_comment_at
     newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)
     new_count = SignalActivityRow.comment_count + stmt.excluded.comment_count
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["user_id"],
         set_={
             "comment_count": case((new_count < 0, 0), else_=new_count),
@@ -159,17 +181,6 @@ async def record_activity(
             "updated_at": stmt.excluded.updated_at,
         },
     )
-    if postgresql:
-        await session.execute(stmt, {c: [r[c] for r in rows] for c in ACTIVITY_COLUMNS})
-    else:  # executemany: one cached statement, batched VALUES
-        await session.execute(stmt, rows)
-    if any(d.count < 0 for d in deltas.values()):
-        # A first insert must not store a negative count (a deletion before its comment).
-        await session.execute(
-            update(SignalActivityRow)
-            .where(SignalActivityRow.user_id.in_(list(deltas)), SignalActivityRow.comment_count < 0)
-            .values(comment_count=0)
-        )
 
 
 async def parked_count(session: AsyncSession) -> int:

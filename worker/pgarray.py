@@ -1,0 +1,74 @@
+"""Many rows as one parameter per column: PostgreSQL arrays sent as text literals.
+
+The set-based statements (comment batches, event-id claims, Signal activity) pass a
+batch as one array per column. Handing asyncpg a Python list costs 0.7-2 microseconds
+per element in its encoder (it inspects every element for nesting; timestamps are the
+dearest), which for a batch of comments was a third of the worker's own CPU. A text
+literal such as ``{1,2,3}``, built here and parsed by PostgreSQL's array input in C,
+costs a fraction of that: the statement casts it, ``CAST(CAST(:p AS text) AS bigint[])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+
+def array(name: str, kind: str) -> str:
+    """SQL for the bind parameter ``name`` holding a literal of ``kind[]``."""
+    return f"CAST(CAST(:{name} AS text) AS {kind}[])"
+
+
+def unnest_rows(columns: Mapping[str, str]) -> str:
+    """``unnest(<arrays>) AS v(a, ...)``: one row per index, a parameter per column, instead
+    of a VALUES list with a parameter per cell (Python time per cell, and PostgreSQL
+    planning time per parameter)."""
+    arrays = ", ".join(array(name, kind) for name, kind in columns.items())
+    return f"unnest({arrays}) AS v({', '.join(columns)})"
+
+
+def _text(value: str) -> str:
+    """Always quoted, so that no text (empty, ``NULL``, braces, commas) is misread."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@lru_cache(maxsize=256)
+def _timestamp(value: datetime) -> str:
+    """ISO 8601 with its offset (a batch repeats its clock reading: cached)."""
+    if value.utcoffset() is None:
+        raise ValueError(f"naive timestamp {value.isoformat()} (timestamptz needs an offset)")
+    return value.isoformat()
+
+
+def _boolean(value: bool) -> str:
+    return "t" if value else "f"
+
+
+_ENCODERS: dict[str, Callable[[Any], str]] = {
+    "bigint": str,
+    "integer": str,
+    "boolean": _boolean,
+    "text": _text,
+    "timestamptz": _timestamp,
+}
+
+
+def literal(kind: str, values: Iterable[Any]) -> str:
+    """The array literal of ``values`` (None is SQL NULL) for a column of ``kind``."""
+    encode = _ENCODERS[kind]
+    return "{" + ",".join("NULL" if v is None else encode(v) for v in values) + "}"
+
+
+def columns_of(
+    columns: Mapping[str, str], items: Sequence[object], **constants: object
+) -> dict[str, object]:
+    """Bind parameters for ``unnest_rows(columns)``: each column's literal, taken from the
+    attributes of ``items``, plus ``constants`` (scalar parameters of the statement)."""
+    params: dict[str, object] = {
+        name: literal(kind, [getattr(item, name) for item in items])
+        for name, kind in columns.items()
+    }
+    params.update(constants)
+    return params
