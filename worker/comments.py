@@ -11,6 +11,7 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 
@@ -22,8 +23,8 @@ from worker.batch import BatchResult
 from worker.domain import StaleOutcome, StaleReason
 from worker.events import CommentEvent, InputStream
 from worker.models import RowState
-from worker.outbox import OutboxEntry, OutboxSink, Requestable, batch_rows
-from worker.pgarray import array, columns_of, literal, unnest_rows
+from worker.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
+from worker.pgarray import Write, array, columns_of, literal, unnest_rows, write_together
 from worker.store import mark_stale_row
 
 COMMENT_REASONS = {
@@ -85,39 +86,56 @@ WRITTEN = {
 }
 
 
-CREATE_MISSING = text(
+STATE = ", ".join(f.name for f in fields(RowState))
+LOCK = (
+    f"SELECT {STATE} FROM user_profile_highlights "
+    f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
+)
+CREATE_AND_LOCK = text(
+    "WITH created AS ("
     "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
     "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
     f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
-    "ON CONFLICT (user_id) DO NOTHING"
-)
-LOCK = text(
-    f"SELECT {', '.join(f.name for f in fields(RowState))} FROM user_profile_highlights "
-    f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
+    f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
+    f"locked AS ({LOCK}) "
+    "SELECT * FROM created UNION ALL SELECT * FROM locked"
 )
 WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN}
-WRITE = text(
+WRITE = (
     "UPDATE user_profile_highlights AS h SET "
     + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
-    + f" FROM {unnest_rows(WRITE_COLUMNS)} WHERE h.user_id = v.user_id"
+    + f" FROM {unnest_rows(WRITE_COLUMNS, 'h_')} WHERE h.user_id = v.user_id"
 )
 
 
 async def lock_states(
     session: AsyncSession, user_ids: set[int], now: datetime
 ) -> dict[int, RowState]:
-    """Create the rows comments need (one statement), then lock them all in user-id order
-    (a fixed order keeps concurrent batches from deadlocking)."""
-    ids = literal("bigint", sorted(user_ids))
-    await session.execute(CREATE_MISSING, {"ids": ids, "now": now})
-    found = await session.execute(LOCK, {"ids": ids})
-    return {state.user_id: state for state in (RowState(*r) for r in found)}
+    """Create the rows comments need and lock them all, in user-id order (a fixed order
+    keeps concurrent batches from deadlocking), in one statement: the rows it creates come
+    back from the insert, the others from the lock. A row another transaction created
+    meanwhile is in neither (the statement's snapshot predates it): locked on its own."""
+    found = await session.execute(
+        CREATE_AND_LOCK, {"ids": literal("bigint", sorted(user_ids)), "now": now}
+    )
+    states = {state.user_id: state for state in (RowState(*r) for r in found)}
+    if late := user_ids - states.keys():
+        rows = await session.execute(text(LOCK), {"ids": literal("bigint", sorted(late))})
+        states.update((state.user_id, state) for state in (RowState(*r) for r in rows))
+    return states
 
 
 async def apply_comment_batch(
-    session: AsyncSession, events: list[CommentEvent], now: datetime, result: BatchResult
+    session: AsyncSession,
+    events: list[CommentEvent],
+    now: datetime,
+    result: BatchResult,
+    record: Callable[[dict[str, list[str]]], Write | None],
 ) -> dict[str, list[str]]:
-    """Apply already-claimed comments in order; returns event ids by outcome."""
+    """Apply already-claimed comments in order; returns event ids by outcome.
+
+    The batch's writes (changed rows, its outbox row, Signal activity, and what ``record``
+    makes of the outcomes) go to the database as one statement."""
     outcomes: dict[str, list[str]] = {}
     resolved = await signal.resolve_users(
         session, {e.request_id for e in events if e.user_id is None}
@@ -141,12 +159,11 @@ async def apply_comment_batch(
         outcomes.setdefault(outcome, []).append(event.event_id)
     for outcome, ids in outcomes.items():
         result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
-    await _write(session, list(touched.values()), queued)
-    await signal.record_activity(session, activity, now)
+    activity_upsert, falling = signal.activity_write(activity, now)
+    changed = list(touched.values())
+    rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
+    await write_together(
+        session, [rows_write, insert_write(queued), activity_upsert, record(outcomes)]
+    )
+    await signal.record_activity(session, falling, now)  # rare: more deletions than comments
     return outcomes
-
-
-async def _write(session: AsyncSession, rows: list[RowState], queued: list[OutboxEntry]) -> None:
-    if rows:
-        await session.execute(WRITE, columns_of(WRITE_COLUMNS, rows))
-    session.add_all(batch_rows(queued))  # the batch's requests: one outbox row

@@ -20,7 +20,7 @@ from worker.batch import BatchResult
 from worker.db import dialect_insert, is_postgresql
 from worker.events import InputEvent, InputStream
 from worker.models import ProcessedEventRow
-from worker.pgarray import array, literal, unnest_rows
+from worker.pgarray import Write, array, literal, unnest_rows, write_together
 
 T = TypeVar("T")
 DEAD_LETTERED = "dead_lettered"
@@ -31,10 +31,10 @@ PG_CLAIM = text(
     f"FROM unnest({array('ids', 'text')}) AS e "
     "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id"
 )
-PG_OUTCOMES = text(
+PG_OUTCOMES = (
     "UPDATE processed_events AS p SET outcome = v.outcome "
-    f"FROM {unnest_rows({'event_id': 'text', 'outcome': 'text'})} "
-    "WHERE p.stream = CAST(:stream AS text) AND p.event_id = v.event_id"
+    f"FROM {unnest_rows({'event_id': 'text', 'outcome': 'text'}, 'p_')} "
+    "WHERE p.stream = CAST(:p_stream AS text) AND p.event_id = v.event_id"
 )
 
 
@@ -83,15 +83,23 @@ async def record_outcomes(
     if dead := outcomes.get(DEAD_LETTERED):
         await session.execute(delete(table).where(in_stream & table.event_id.in_(dead)))
     applied = {o: ids for o, ids in outcomes.items() if o != DEAD_LETTERED}
-    if is_postgresql(session) and applied:
-        pairs = [(i, o) for o, ids in applied.items() for i in ids]
-        params = {
-            "stream": stream.value,
-            "event_id": literal("text", [i for i, _ in pairs]),
-            "outcome": literal("text", [o for _, o in pairs]),
-        }
-        await session.execute(PG_OUTCOMES, params)
+    if is_postgresql(session):
+        await write_together(session, [outcomes_write(stream, applied)])
         return
     for outcome, ids in applied.items():
         where = in_stream & table.event_id.in_(ids)
         await session.execute(update(table).where(where).values(outcome=outcome))
+
+
+def outcomes_write(stream: InputStream, outcomes: dict[str, list[str]]) -> Write | None:
+    """PostgreSQL: recording applied events' outcomes as a ``Write`` (one statement, or a
+    part of the batch's one statement: ``pgarray.write_together``)."""
+    pairs = [(i, o) for o, ids in outcomes.items() for i in ids]
+    if not pairs:
+        return None
+    params: dict[str, object] = {
+        "p_stream": stream.value,
+        "p_event_id": literal("text", [i for i, _ in pairs]),
+        "p_outcome": literal("text", [o for _, o in pairs]),
+    }
+    return Write(PG_OUTCOMES, params)

@@ -24,10 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain import RegenReason
 from worker.models import HighlightRow, OutboxRow, RowState
+from worker.pgarray import Write
 
 # The topic is stored per row so that renaming WB_TOPIC_REGEN_REQUESTS never strands rows;
 # rows are written with this logical name and resolved to the configured topic on publish.
 REGEN_STREAM = "regen-requests"
+# Compact JSON, one encoder for all (``json.dumps`` with options builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,21 +68,37 @@ def session_sink(session: AsyncSession) -> OutboxSink:
 
 def batch_rows(entries: Iterable[OutboxEntry]) -> list[OutboxRow]:
     """One row per topic holding ``entries`` in order."""
+    return [
+        OutboxRow(topic=t, messages=m, message_count=n, created_at=c)
+        for t, m, n, c in _batches(entries)
+    ]
+
+
+def insert_write(entries: Iterable[OutboxEntry]) -> Write | None:
+    """PostgreSQL: the rows of ``batch_rows`` as a ``Write``, to go with the rest of a
+    batch's writes in one statement (``pgarray.write_together``)."""
+    batches = _batches(entries)
+    if not batches:
+        return None
+    params: dict[str, object] = {}
+    values = []
+    for i, batch in enumerate(batches):
+        names = [f"o{i}_{column}" for column in ("topic", "messages", "count", "created")]
+        params.update(zip(names, batch, strict=True))
+        values.append(f"(:{names[0]}, :{names[1]}, :{names[2]}, CAST(:{names[3]} AS timestamptz))")
+    sql = "INSERT INTO outbox (topic, messages, message_count, created_at) VALUES "
+    return Write(sql + ", ".join(values), params)
+
+
+def _batches(entries: Iterable[OutboxEntry]) -> list[tuple[str, str, int, datetime]]:
+    """(topic, ``key<TAB>json`` lines, message count, time) per topic, in order."""
     lines: dict[str, list[str]] = {}
     created: dict[str, datetime] = {}
     for entry in entries:
-        value = json.dumps(entry.payload, separators=(",", ":"))
+        value = _ENCODER.encode(entry.payload)
         lines.setdefault(entry.topic, []).append(_line(entry.key, value))
         created.setdefault(entry.topic, entry.created_at)
-    return [
-        OutboxRow(
-            topic=topic,
-            messages="\n".join(batch),
-            message_count=len(batch),
-            created_at=created[topic],
-        )
-        for topic, batch in lines.items()
-    ]
+    return [(t, "\n".join(batch), len(batch), created[t]) for t, batch in lines.items()]
 
 
 def _line(key: str, value: str) -> str:

@@ -11,9 +11,13 @@ costs a fraction of that: the statement casts it, ``CAST(CAST(:p AS text) AS big
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 def array(name: str, kind: str) -> str:
@@ -21,11 +25,11 @@ def array(name: str, kind: str) -> str:
     return f"CAST(CAST(:{name} AS text) AS {kind}[])"
 
 
-def unnest_rows(columns: Mapping[str, str]) -> str:
-    """``unnest(<arrays>) AS v(a, ...)``: one row per index, a parameter per column, instead
-    of a VALUES list with a parameter per cell (Python time per cell, and PostgreSQL
-    planning time per parameter)."""
-    arrays = ", ".join(array(name, kind) for name, kind in columns.items())
+def unnest_rows(columns: Mapping[str, str], prefix: str = "") -> str:
+    """``unnest(<arrays>) AS v(a, ...)``: one row per index, a parameter per column (named
+    ``prefix`` + column), instead of a VALUES list with a parameter per cell (Python time
+    per cell, and PostgreSQL planning time per parameter)."""
+    arrays = ", ".join(array(prefix + name, kind) for name, kind in columns.items())
     return f"unnest({arrays}) AS v({', '.join(columns)})"
 
 
@@ -62,13 +66,44 @@ def literal(kind: str, values: Iterable[Any]) -> str:
 
 
 def columns_of(
-    columns: Mapping[str, str], items: Sequence[object], **constants: object
+    columns: Mapping[str, str], items: Sequence[object], prefix: str = ""
 ) -> dict[str, object]:
-    """Bind parameters for ``unnest_rows(columns)``: each column's literal, taken from the
-    attributes of ``items``, plus ``constants`` (scalar parameters of the statement)."""
-    params: dict[str, object] = {
-        name: literal(kind, [getattr(item, name) for item in items])
+    """Bind parameters for ``unnest_rows(columns, prefix)``: each column's literal, taken
+    from the attributes of ``items``."""
+    return {
+        prefix + name: literal(kind, [getattr(item, name) for item in items])
         for name, kind in columns.items()
     }
-    params.update(constants)
-    return params
+
+
+@dataclass(frozen=True)
+class Write:
+    """One data-modifying statement of a batch; its parameter names are its own (a prefix
+    per statement), so that several can run as one (``write_together``)."""
+
+    sql: str
+    params: dict[str, object]
+
+
+async def write_together(session: AsyncSession, writes: Iterable[Write | None]) -> None:
+    """Run ``writes`` (None: nothing to write) in one round trip: each becomes a
+    data-modifying CTE of one statement, which PostgreSQL runs to completion. A batch's
+    writes touch different tables, and every round trip costs the worker's event loop a
+    turn behind Faust's per-event work: fewer of them is what keeps a batch short."""
+    present = [w for w in writes if w is not None]
+    if not present:
+        return
+    params: dict[str, object] = {}
+    for w in present:
+        if params.keys() & w.params.keys():
+            raise ValueError(f"parameter names overlap: {sorted(params.keys() & w.params.keys())}")
+        params.update(w.params)
+    await session.execute(_together(tuple(w.sql for w in present)), params)
+
+
+@lru_cache(maxsize=32)
+def _together(statements: tuple[str, ...]) -> TextClause:
+    if len(statements) == 1:
+        return text(statements[0])
+    ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(statements))
+    return text(f"WITH {ctes} SELECT 1")

@@ -159,8 +159,9 @@ class Pipeline:
             fresh = await dedup.claim(session, stream, events, now, result)
             if stream is InputStream.COMMENTS and is_postgresql(session):  # set-based
                 comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
-                by_outcome = await apply_comment_batch(session, comments, now, result)
-                await dedup.record_outcomes(session, stream, by_outcome)
+                await apply_comment_batch(
+                    session, comments, now, result, lambda o: dedup.outcomes_write(stream, o)
+                )
                 return result
             tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
             outcomes: dict[str, list[str]] = {}

@@ -11,13 +11,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, text, update
+from sqlalchemy import case, delete, func, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.db import dialect_insert, is_postgresql
 from worker.events import CommentEvent, RequestEvent
 from worker.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
-from worker.pgarray import literal, unnest_rows
+from worker.pgarray import Write, literal, unnest_rows, write_together
 
 COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
 ACTIVITY_COLUMNS = {
@@ -109,6 +110,16 @@ class ActivityDelta:
     last_id: str | None = None
     last_type: str | None = None
 
+    def columns(self, now: datetime) -> dict[str, object]:
+        """The upsert's values for this user (all of ``ACTIVITY_COLUMNS`` but the id)."""
+        return {
+            "comment_count": self.count,
+            "last_comment_at": self.last_at,
+            "last_comment_id": self.last_id,
+            "last_comment_type": self.last_type,
+            "updated_at": now,
+        }
+
     def add(self, event: CommentEvent) -> None:
         self.count += COUNT_DELTA[event.type]
         if self.last_at is None or event.occurred_at > self.last_at:
@@ -128,24 +139,11 @@ async def record_activity(
     """
     if not deltas:
         return
-    rows = [
-        {
-            "user_id": user_id,
-            "comment_count": d.count,
-            "last_comment_at": d.last_at,
-            "last_comment_id": d.last_id,
-            "last_comment_type": d.last_type,
-            "updated_at": now,
-        }
-        for user_id, d in sorted(deltas.items())
-    ]
-    postgresql = is_postgresql(session)
-    stmt = _activity_upsert(dialect_insert(session), postgresql)
-    if postgresql:  # the rows as one array per column (see worker.pgarray)
-        arrays = {c: literal(kind, [r[c] for r in rows]) for c, kind in ACTIVITY_COLUMNS.items()}
-        await session.execute(stmt, arrays)
+    if is_postgresql(session):
+        await write_together(session, [_pg_upsert(deltas, now)])
     else:  # executemany: one cached statement, batched VALUES
-        await session.execute(stmt, rows)
+        rows = [{"user_id": u, **d.columns(now)} for u, d in sorted(deltas.items())]
+        await session.execute(_activity_upsert(dialect_insert(session), False), rows)
     if any(d.count < 0 for d in deltas.values()):
         # A first insert must not store a negative count (a deletion before its comment).
         await session.execute(
@@ -155,21 +153,51 @@ async def record_activity(
         )
 
 
+def activity_write(
+    deltas: dict[int, ActivityDelta], now: datetime
+) -> tuple[Write | None, dict[int, ActivityDelta]]:
+    """PostgreSQL: the upsert of ``deltas`` as a ``Write``, to run together with a batch's
+    other writes, and the deltas it leaves out for ``record_activity``: those that lower a
+    count (a first insert must then be clamped at 0, which takes a second statement)."""
+    rising = {u: d for u, d in deltas.items() if d.count >= 0}
+    falling = {u: d for u, d in deltas.items() if d.count < 0}
+    return (_pg_upsert(rising, now) if rising else None), falling
+
+
+def _pg_upsert(deltas: dict[int, ActivityDelta], now: datetime) -> Write:
+    users = sorted(deltas)
+    columns = [deltas[u].columns(now) for u in users]
+    params: dict[str, object] = {"a_user_id": literal("bigint", users)}
+    for name, kind in ACTIVITY_COLUMNS.items():
+        if name != "user_id":
+            params[f"a_{name}"] = literal(kind, [c[name] for c in columns])
+    return Write(_pg_upsert_sql(), params)
+
+
+@lru_cache(maxsize=1)
+def _pg_upsert_sql() -> str:
+    """The PostgreSQL upsert as text with named parameters (``a_`` + column)."""
+    stmt = _activity_upsert(postgresql.insert, True)
+    dialect: Any = postgresql.dialect
+    return str(stmt.compile(dialect=dialect(paramstyle="named")))
+
+
 @lru_cache(maxsize=2)
-def _activity_upsert(insert: Any, postgresql: bool) -> Any:
+def _activity_upsert(insert: Any, from_arrays: bool) -> Any:
     """The upsert statement, built once per dialect (building it costs more than a batch's
-    share of running it)."""
+    share of running it); on PostgreSQL its rows come from one array per column."""
     stmt = insert(SignalActivityRow.__table__)
-    if postgresql:
-        source = select(text("*")).select_from(text(unnest_rows(ACTIVITY_COLUMNS)))
+    if from_arrays:
+        source = select(text("*")).select_from(text(unnest_rows(ACTIVITY_COLUMNS, "a_")))
         stmt = stmt.from_select(list(ACTIVITY_COLUMNS), source)
     current = SignalActivityRow.last_comment_at
     newer = (current.is_(None)) | (stmt.excluded.last_comment_at > current)
     new_count = SignalActivityRow.comment_count + stmt.excluded.comment_count
+    zero: Any = literal_column("0")  # inline, so the statement has no parameters of its own
     return stmt.on_conflict_do_update(
         index_elements=["user_id"],
         set_={
-            "comment_count": case((new_count < 0, 0), else_=new_count),
+            "comment_count": case((new_count < zero, zero), else_=new_count),
             "last_comment_at": case((newer, stmt.excluded.last_comment_at), else_=current),
             "last_comment_id": case(
                 (newer, stmt.excluded.last_comment_id), else_=SignalActivityRow.last_comment_id

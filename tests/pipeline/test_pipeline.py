@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
 from tests.factories import comment_doc, later, queued_requests, result
+from tests.live import eventually
 from worker.batch import RawMessage
 from worker.events import InputStream
 from worker.models import HighlightRow, ParkedCommentRow, SignalActivityRow
@@ -337,7 +339,8 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
     pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """Set-based: the statement count of a batch does not grow with its events (a mix of
-    stale marks, coalesced marks, already-included comments and unknown users)."""
+    stale marks, coalesced marks, already-included comments and unknown users), and is
+    three: each round trip waits for the worker's event loop."""
     engine = sessions.kw["bind"]
     if engine.dialect.name != "postgresql":
         pytest.skip("the set-based comment path is PostgreSQL's")
@@ -362,9 +365,70 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
             counts.append(len(statements))
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
-    assert counts[0] == counts[1] <= 10
+    assert counts == [3, 3]  # claim; create and lock; every write as one statement
     async with sessions() as session:
         stale = await session.scalar(
             select(func.count()).select_from(HighlightRow).where(HighlightRow.is_stale)
         )
     assert stale == 400  # 300 existing marked, 100 unknown users created and asked for
+
+
+async def test_more_deletions_than_comments_never_count_below_zero(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A batch where one user's deletions outnumber comments (a first activity row must be
+    clamped at 0) beside a user whose count rises, and a later comment counting from 0."""
+    await store.upsert_auto(result(5), "snap-5")
+    await store.upsert_auto(result(6), "snap-6")
+    batch = [
+        comment("d1", 5, later(1), "deleted"),
+        comment("d2", 5, later(2), "deleted"),
+        comment("c1", 5, later(3)),
+        comment("c2", 6, later(1)),
+        comment("c3", 6, later(2)),
+    ]
+    await pipeline.process(C, batch)
+    await pipeline.process(C, [comment("c4", 5, later(4))])
+    async with sessions() as session:
+        counts = {
+            a.user_id: (a.comment_count, a.last_comment_id)
+            for a in (await session.scalars(select(SignalActivityRow))).all()
+        }
+    assert counts == {5: (1, "c-c4"), 6: (2, "c-c3")}
+
+
+async def test_a_row_another_transaction_creates_meanwhile_is_locked_too(
+    pipeline: Pipeline, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Creating and locking is one statement; a row a concurrent transaction inserts (not
+    yet committed when the statement starts) is in neither of its results and must be
+    locked on its own, not lost."""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the set-based comment path is PostgreSQL's")
+    async with engine.connect() as other:
+        await other.execute(
+            text(
+                "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
+                "VALUES (777, now(), now())"
+            )
+        )
+        batch = asyncio.create_task(pipeline.process(C, [comment("late", 777, later(1))]))
+
+        async def waits_for_our_row() -> bool:
+            async with engine.connect() as probe:
+                waiting = await probe.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND query LIKE 'WITH created AS%'"
+                    )
+                )
+            return bool(waiting)
+
+        await eventually(waits_for_our_row, timeout=10, what="the batch to wait for row 777")
+        await other.commit()
+    res = await asyncio.wait_for(batch, timeout=10)
+    assert res.dead_letters == []
+    assert res.outcomes == {("comments", "missing_requested"): 1}
+    row = await store.get(777)
+    assert row is not None and row.is_stale and row.regen_request_id is not None
