@@ -8,16 +8,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from worker.events import InputStream, RejectReason
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """One consumed message, as any transport hands it over."""
+class RawMessage(NamedTuple):
+    """One consumed message, as any transport hands it over (a tuple: every event makes
+    one, and a frozen dataclass costs several times more to build)."""
 
     value: bytes | None
     topic: str
