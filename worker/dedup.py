@@ -25,11 +25,15 @@ from worker.pgarray import Write, array, literal, unnest_rows, write_together
 T = TypeVar("T")
 DEAD_LETTERED = "dead_lettered"
 
+# Returns the ids it could not claim (usually none), not the hundreds it claimed.
 PG_CLAIM = text(
+    "WITH claimed AS ("
     "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
     "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) "
     f"FROM unnest({array('ids', 'text')}) AS e "
-    "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id"
+    "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id) "
+    f"SELECT e FROM unnest({array('ids', 'text')}) AS e "
+    "EXCEPT ALL SELECT event_id FROM claimed"
 )
 PG_OUTCOMES = (
     "UPDATE processed_events AS p SET outcome = v.outcome "
@@ -55,8 +59,9 @@ async def claim(
     if not first:
         return []
     if is_postgresql(session):
-        params = {"stream": stream.value, "now": now, "ids": literal("text", first)}
-        claimed = set((await session.scalars(PG_CLAIM, params)).all())
+        params = {"stream": stream.value, "now": now, "ids": literal("text", list(first))}
+        taken = set((await session.scalars(PG_CLAIM, params)).all())
+        claimed = first.keys() - taken
     else:
         stmt = (
             dialect_insert(session)(ProcessedEventRow)
