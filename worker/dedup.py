@@ -3,8 +3,9 @@
 A batch's ids are claimed first with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a
 second worker that holds the same events (a rebalance hands a partition over while the
 first is mid-batch) waits for the first one's commit and then skips them, so no effect is
-applied twice. On PostgreSQL the ids travel as one array parameter (``unnest``), which
-costs a fraction of a multi-row VALUES statement's per-row parameters.
+applied twice. On PostgreSQL the ids travel as one array literal (``worker.pgarray``),
+which costs a fraction of a multi-row VALUES statement's per-row parameters, and the
+statement answers with the ids it could not claim, usually none.
 """
 
 from __future__ import annotations

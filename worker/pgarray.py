@@ -6,6 +6,8 @@ per element in its encoder (it inspects every element for nesting; timestamps ar
 dearest), which for a batch of comments was a third of the worker's own CPU. A text
 literal such as ``{1,2,3}``, built here and parsed by PostgreSQL's array input in C,
 costs a fraction of that: the statement casts it, ``CAST(CAST(:p AS text) AS bigint[])``.
+
+``write_together`` sends a batch's writes to different tables as one statement.
 """
 
 from __future__ import annotations
