@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -142,3 +143,18 @@ async def test_interrupted_scan_resumes_from_its_checkpoint(
     assert not resumed_again
     restarted, _ = await FreshnessScan(sessions, RETRY, clock=clock).run(restart=True)
     assert restarted.actions == {}
+
+
+async def test_sweep_request_ids_are_distinct_32_hex_digits(
+    store: HighlightStore, clock: FakeClock, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Request ids from every path look alike, and no two requests share one (the set-based
+    sweep builds them from a random prefix per chunk and the user id)."""
+    for user in range(1, 8):
+        await store.upsert_auto(result(user, stale_after=later(60)), f"s{user}")
+    clock.advance(timedelta(minutes=61))
+    await Sweeper(sessions, retry_after=RETRY, chunk_size=3, clock=clock).run()
+    await store.regenerate(1, actor="ops")  # the ORM path's id, for comparison
+    ids = [r["event_id"] for r in await queued_requests(sessions)]
+    assert len(ids) == len(set(ids)) == 8
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)

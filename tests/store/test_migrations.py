@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -67,3 +68,27 @@ async def test_batched_outbox_migration_carries_unpublished_requests(
     assert [(e, k, p if isinstance(p, dict) else json.loads(p)) for e, k, p in rows] == [
         ("e1", "7", payload)
     ]
+
+
+async def test_outbox_messages_use_lz4_where_postgresql_has_it(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """0005: lz4 where the server was built with it (the machine's server), left alone
+    where not (the throwaway server's build); PostgreSQL's pglz after a downgrade."""
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("column compression is PostgreSQL's")
+    compression = text(
+        "SELECT attcompression::text FROM pg_attribute "
+        "WHERE attrelid = 'outbox'::regclass AND attname = 'messages'"
+    )
+    lz4 = text(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+    )
+    async with migrated_engine.connect() as conn:
+        available = await conn.scalar(lz4)
+        upgraded = await conn.scalar(compression)
+    await migrate.downgrade(migrated_engine, "0004")
+    async with migrated_engine.connect() as conn:
+        downgraded = await conn.scalar(compression)
+    await migrate.upgrade(migrated_engine)
+    assert (upgraded, downgraded) == (("l", "p") if available else ("", ""))
