@@ -28,13 +28,11 @@ DEAD_LETTERED = "dead_lettered"
 
 # Returns the ids it could not claim (usually none), not the hundreds it claimed.
 PG_CLAIM = text(
-    "WITH claimed AS ("
+    f"WITH ids AS (SELECT unnest({array('ids', 'text')}) AS e), claimed AS ("
     "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
-    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) "
-    f"FROM unnest({array('ids', 'text')}) AS e "
+    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) FROM ids "
     "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id) "
-    f"SELECT e FROM unnest({array('ids', 'text')}) AS e "
-    "EXCEPT ALL SELECT event_id FROM claimed"
+    "SELECT e FROM ids EXCEPT ALL SELECT event_id FROM claimed"
 )
 PG_OUTCOMES = (
     "UPDATE processed_events AS p SET outcome = v.outcome "
