@@ -106,7 +106,10 @@ class Metrics:
             "wb_results", "Generated results by outcome", ["outcome"], registry=r
         )
         self.db_retries = Counter(
-            "wb_db_retries", "Batches retried after a database failure", ["stream"], registry=r
+            "wb_db_retries",
+            "Batch attempts retried after a database failure, counted as they happen",
+            ["stream"],
+            registry=r,
         )
         self.sweep_actions = Counter(
             "wb_sweep_actions", "Rows changed by sweeps, by action", ["action"], registry=r
@@ -139,6 +142,17 @@ class Metrics:
         self.parked = Gauge(
             "wb_parked_comments", "Comments waiting for a request mapping", registry=r
         )
+        # Counters the alerts take increase()/rate() of exist at 0 from the start: a series
+        # born at its first increment (a dead-letter burst) shows Prometheus no increase.
+        for stream in InputStream:
+            self.db_retries.labels(stream.value)
+            for reason in RejectReason:
+                self.dead_letters.labels(stream.value, reason.value)
+
+    def count_retry(self, stream: InputStream) -> None:
+        """One retry of a batch of ``stream`` because the database failed (called by the
+        pipeline while it retries, so an outage shows while it lasts)."""
+        self.db_retries.labels(stream.value).inc()
 
     def record_batch(
         self, stream: str, result: BatchResult, elapsed_s: float, committed_at: datetime
@@ -151,8 +165,6 @@ class Metrics:
             self.dead_letters.labels(stream, letter.reason.value).inc()
         for reason, n in result.regen_requests.items():
             self.regen_requests.labels(reason).inc(n)
-        if result.retries:
-            self.db_retries.labels(stream).inc(result.retries)
         observe_many(self.handling.labels(stream), elapsed_s, sum(result.outcomes.values()))
         for occurred_at in result.stale_event_times:
             self.stale_lag.observe(max((committed_at - occurred_at).total_seconds(), 0.0))

@@ -73,6 +73,9 @@ class Pipeline:
     ttl: timedelta = timedelta(days=7)
     clock: Callable[[], datetime] = utcnow
     max_backoff_s: float = 5.0
+    # Called at each retry, while the database is still failing (metrics count retries as
+    # they happen: a batch stuck in an outage never returns its ``retries``).
+    on_retry: Callable[[InputStream], None] = lambda stream: None
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
@@ -102,6 +105,7 @@ class Pipeline:
                 if not await self._database_trouble(exc):
                     raise
                 retries += 1
+                self.on_retry(stream)
                 log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)

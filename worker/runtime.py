@@ -53,6 +53,7 @@ class Runtime:
             self.sessions,
             ttl=self.settings.highlight_ttl,
             max_backoff_s=self.settings.db_retry_max_backoff,
+            on_retry=self.metrics.count_retry,
         )
         self.sweeper = Sweeper(
             self.sessions,
