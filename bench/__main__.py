@@ -30,9 +30,9 @@ from sqlalchemy import text
 
 from tests import pg
 from tests.live import WorkerProcess
-from worker import migrate
-from worker.broker import EmbeddedBroker
-from worker.db import create_engine
+from worker.kafka.embedded import EmbeddedBroker
+from worker.storage import migrate
+from worker.storage.database import create_engine
 
 PARTITIONS = 4
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -13,10 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests import pg
-from worker import migrate
-from worker.db import create_engine, session_factory
-from worker.models import Base
-from worker.store import HighlightStore
+from worker.services.store import HighlightStore
+from worker.storage import migrate
+from worker.storage.database import create_engine, session_factory
+from worker.storage.models import Base
 
 pytest_plugins = ["tests.live_fixtures"]
 

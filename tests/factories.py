@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0
-from worker import outbox
-from worker.domain import GeneratedHighlight
-from worker.outbox import OutboxMessage
+from worker.domain.values import GeneratedHighlight
+from worker.services import outbox
+from worker.services.outbox import OutboxMessage
 
 
 def result(

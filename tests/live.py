@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from worker.broker import free_port
+from worker.kafka.embedded import free_port
 
 T = TypeVar("T")
 WB = str(Path(sys.executable).parent / "wb")

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests import pg
 from tests.live import WB, Kafka, WorkerProcess
-from worker.broker import EmbeddedBroker
-from worker.db import create_engine, session_factory
-from worker.store import HighlightStore
+from worker.kafka.embedded import EmbeddedBroker
+from worker.services.store import HighlightStore
+from worker.storage.database import create_engine, session_factory
 
 
 @pytest.fixture(scope="module")

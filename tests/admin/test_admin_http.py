@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import result
 from tests.live import WorkerProcess
-from worker.auth import TokenService
-from worker.store import HighlightStore
+from worker.services.auth import TokenService
+from worker.services.store import HighlightStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0
-from worker.auth import Role, Signer, TokenService, hash_token
-from worker.errors import InvalidInput
-from worker.models import AdminTokenRow
+from worker.domain.errors import InvalidInput
+from worker.services.auth import Role, Signer, TokenService, hash_token
+from worker.storage.models import AdminTokenRow
 
 
 async def test_token_is_shown_once_and_only_its_hash_is_stored(

@@ -16,7 +16,7 @@ import pytest
 from tests.cli.test_cli import wb
 from tests.factories import result
 from tests.live import WorkerProcess
-from worker.store import HighlightStore
+from worker.services.store import HighlightStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

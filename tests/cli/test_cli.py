@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests import pg
 from tests.factories import queued_messages
 from tests.live import WB, eventually
-from worker.db import create_engine, session_factory
-from worker.models import AuditRow, HighlightRow, ScanCheckpointRow, SignalActivityRow
+from worker.storage.database import create_engine, session_factory
+from worker.storage.models import AuditRow, HighlightRow, ScanCheckpointRow, SignalActivityRow
 
 
 def wb(
@@ -216,7 +216,7 @@ def test_freshness_scan_killed_midway_resumes_where_it_stopped(pg_admin_url: str
 async def test_quick_start_run_serves_healthz_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """`wb run` with nothing configured: SQLite under ./var, the bundled broker, /healthz."""
     from tests.live import http_get
-    from worker.broker import free_port
+    from worker.kafka.embedded import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WB_")}

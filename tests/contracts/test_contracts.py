@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
-from worker import contracts
-from worker.events import InputStream, RegenRequestEvent, Rejected, decode
+from worker.cli import schemas as contracts
+from worker.domain.messages import InputStream, RegenRequestEvent, Rejected, decode
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

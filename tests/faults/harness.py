@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import result
 from tests.live import Kafka, eventually
-from worker import outbox
-from worker.models import HighlightRow, ParkedCommentRow, ProcessedEventRow
-from worker.store import HighlightStore
+from worker.services import outbox
+from worker.services.store import HighlightStore
+from worker.storage.models import HighlightRow, ParkedCommentRow, ProcessedEventRow
 
 COMMENTS, REQUESTS, GENERATED = "signal.comments", "signal.requests", "profile.highlights.generated"
 REGEN = "profile.highlights.regen-requests"
@@ -216,7 +216,7 @@ async def check(
             ).all()
         )
         unpublished = await outbox.backlog(session)
-        from worker.models import SignalActivityRow
+        from worker.storage.models import SignalActivityRow
 
         activity = {
             a.user_id: a.comment_count

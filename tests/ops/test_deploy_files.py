@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from worker.metrics import Metrics
+from worker.runtime.metrics import Metrics
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

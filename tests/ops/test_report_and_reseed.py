@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.cli.test_cli import wb
 from tests.conftest import T0, FakeClock
 from tests.factories import result
-from worker import outbox
-from worker.models import AuditRow
-from worker.report import Level, Thresholds, gather, judge
-from worker.reseed import Reseeder, ReseedSelection
-from worker.store import HighlightStore
+from worker.services import outbox
+from worker.services.report import Level, Thresholds, gather, judge
+from worker.services.reseed import Reseeder, ReseedSelection
+from worker.services.store import HighlightStore
+from worker.storage.models import AuditRow
 
 
 async def test_report_figures_and_levels(

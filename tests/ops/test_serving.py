@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import T0
 from tests.factories import result
-from worker.serving import serve
-from worker.store import HighlightStore
+from worker.services.serving import serve
+from worker.services.store import HighlightStore
 
 LATER = T0 + timedelta(hours=1)
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.conftest import T0, FakeClock
 from tests.factories import comment_doc, later, queued_requests, result
 from tests.live import eventually
-from worker.batch import RawMessage
-from worker.events import InputStream
-from worker.models import HighlightRow, ParkedCommentRow, SignalActivityRow
-from worker.pipeline import Pipeline
-from worker.store import HighlightStore
+from worker.domain.batch import RawMessage
+from worker.domain.messages import InputStream
+from worker.services.pipeline import Pipeline
+from worker.services.store import HighlightStore
+from worker.storage.models import HighlightRow, ParkedCommentRow, SignalActivityRow
 
 C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
 _offsets = iter(range(10**9))
@@ -293,8 +293,8 @@ async def test_a_poisonous_event_is_isolated_and_the_rest_of_its_batch_applied(
     from sqlalchemy import text
 
     from tests.conftest import truncate_all
-    from worker import migrate
-    from worker.db import create_engine, session_factory
+    from worker.storage import migrate
+    from worker.storage.database import create_engine, session_factory
 
     engine = create_engine(pg_url)
     await migrate.upgrade(engine)

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.conftest import FakeClock
 from tests.factories import later, queued_requests, result
 from tests.pipeline.test_pipeline import C, comment
-from worker.models import ScanCheckpointRow
-from worker.pipeline import Pipeline
-from worker.store import HighlightStore
-from worker.sweep import FreshnessScan, ScanTotals, Sweeper
+from worker.services.pipeline import Pipeline
+from worker.services.store import HighlightStore
+from worker.services.sweep import FreshnessScan, ScanTotals, Sweeper
+from worker.storage.models import ScanCheckpointRow
 
 RETRY = timedelta(minutes=15)
 

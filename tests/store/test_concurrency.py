@@ -11,11 +11,11 @@ import pytest
 
 from tests.conftest import truncate_all
 from tests.factories import later, result
-from worker import migrate
-from worker.db import create_engine, session_factory
-from worker.domain import StaleReason, UpsertMeta
-from worker.errors import SnapshotConflict, SupersededResult
-from worker.store import HighlightStore
+from worker.domain.errors import SnapshotConflict, SupersededResult
+from worker.domain.values import StaleReason, UpsertMeta
+from worker.services.store import HighlightStore
+from worker.storage import migrate
+from worker.storage.database import create_engine, session_factory
 
 pytestmark = pytest.mark.postgres
 

@@ -12,9 +12,10 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import T0
-from worker import migrate, outbox
-from worker.db import session_factory
-from worker.models import Base
+from worker.services import outbox
+from worker.storage import migrate
+from worker.storage.database import session_factory
+from worker.storage.models import Base
 
 
 async def test_upgrade_downgrade_upgrade_round_trip(migrated_engine: AsyncEngine) -> None:

@@ -1,4 +1,4 @@
-"""Array literals (``worker.pgarray``): whatever the values, PostgreSQL reads back exactly
+"""Array literals (``worker.storage.pgarray``): whatever the values, PostgreSQL reads back exactly
 what was sent, and statements run together behave like statements run one by one."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from worker.db import create_engine, session_factory
-from worker.pgarray import Write, literal, write_together
+from worker.storage.database import create_engine, session_factory
+from worker.storage.pgarray import Write, literal, write_together
 
 pytestmark = pytest.mark.postgres
 

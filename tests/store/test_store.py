@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import T0, FakeClock
 from tests.factories import later, queued_messages, queued_requests, result
-from worker.domain import StaleOutcome, StaleReason, UpsertMeta, UpsertOutcome
-from worker.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
-from worker.models import AuditRow
-from worker.store import HighlightStore
+from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
+from worker.domain.values import StaleOutcome, StaleReason, UpsertMeta, UpsertOutcome
+from worker.services.store import HighlightStore
+from worker.storage.models import AuditRow
 
 
 async def test_get_unknown_user_is_none(store: HighlightStore) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from worker.batch import BatchChain
+from worker.domain.batch import BatchChain
 
 
 class Recorder:

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.factories import comment_doc, result
 from tests.live import Kafka, WorkerProcess, eventually, http_get
-from worker import outbox
-from worker.models import HighlightRow, ProcessedEventRow, SignalActivityRow
-from worker.store import HighlightStore
+from worker.services import outbox
+from worker.services.store import HighlightStore
+from worker.storage.models import HighlightRow, ProcessedEventRow, SignalActivityRow
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 
@@ -395,7 +395,7 @@ async def test_metric_labels_come_from_closed_sets(worker: WorkerProcess) -> Non
     """Runs last in this module, after every kind of event went through the worker."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from worker.metrics import LABEL_VALUES
+    from worker.runtime.metrics import LABEL_VALUES
 
     async def gauges_refreshed() -> str:
         text = str(http_get(f"{worker.url}/metrics")[1])

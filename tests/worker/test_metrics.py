@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.metrics import LATENCY_BUCKETS, observe_many
+from worker.runtime.metrics import LATENCY_BUCKETS, observe_many
 
 
 def samples(record: str, value: float, times: int) -> dict[str, float]:

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.live import Kafka
-from worker.broker import EmbeddedBroker
-from worker.publisher import PARTITIONER, Outgoing, produce
+from worker.kafka.embedded import EmbeddedBroker
+from worker.kafka.publisher import PARTITIONER, Outgoing, produce
 
 pytestmark = [pytest.mark.broker]
 PARTITIONS = 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.live import WB, WorkerProcess
-from worker.broker import EmbeddedBroker
+from worker.kafka.embedded import EmbeddedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
