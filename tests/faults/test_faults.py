@@ -21,9 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests import pg
-from tests.faults.harness import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
-from tests.live import Kafka, WorkerProcess, eventually, http_get
+from tests.helpers import postgres as pg
+from tests.helpers.faults import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
+from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.kafka.embedded import EmbeddedBroker
 from worker.services.store import HighlightStore
 from worker.storage import migrate

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import select, text
 
-from tests.conftest import T0, FakeClock
-from tests.factories import result
+from tests.helpers.clock import T0, FakeClock
+from tests.helpers.factories import result
 from worker.domain.errors import SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.values import UpsertMeta
 from worker.services import outbox

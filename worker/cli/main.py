@@ -21,6 +21,7 @@ import click
 from pydantic import ValidationError
 
 from worker.domain.errors import StoreError
+from worker.domain.ids import MAX_USER_ID
 from worker.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -148,7 +149,7 @@ def signal_profile() -> None:
     """Inspect and operate on one user's highlight, or scan all of them."""
 
 
-user_arg = click.argument("user_id", type=click.IntRange(min=1, max=2**63 - 1))
+user_arg = click.argument("user_id", type=click.IntRange(min=1, max=MAX_USER_ID))
 actor_opt = click.option(
     "--actor",
     default=lambda: getpass.getuser(),

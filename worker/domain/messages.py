@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from worker.domain.errors import InvalidInput
+from worker.domain.ids import MAX_BIGINT, MAX_USER_ID
 from worker.domain.values import (
     MAX_BIO_CHARS,
     MAX_ITEM_CHARS,
@@ -85,7 +86,7 @@ class _IdSchema:
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
         text = core_schema.str_schema(min_length=1, max_length=200, pattern=ID_PATTERN, strict=True)
         number = core_schema.no_info_after_validator_function(
-            str, core_schema.int_schema(ge=0, lt=2**63, strict=True)
+            str, core_schema.int_schema(ge=0, le=MAX_BIGINT, strict=True)
         )
         return core_schema.union_schema(
             [text, number],
@@ -121,7 +122,7 @@ Id = Annotated[
         {
             "oneOf": [
                 {"type": "string", "minLength": 1, "maxLength": 200, "pattern": ID_PATTERN},
-                {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT},
             ]
         }
     ),
@@ -131,7 +132,7 @@ Timestamp = Annotated[
     _TimestampSchema,
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
-UserId = Annotated[StrictInt, Field(gt=0, lt=2**63)]
+UserId = Annotated[StrictInt, Field(gt=0, le=MAX_USER_ID)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_CHARS)]
 
 
@@ -181,7 +182,7 @@ class GeneratedEvent(_Event):
     generated_at: Timestamp
     stale_after: Timestamp | None = None
     regen_request_id: Id | None = None
-    generation: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
+    generation: Annotated[StrictInt, Field(ge=0, le=MAX_BIGINT)] | None = None
     base_snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
     def timestamps(self) -> dict[str, datetime | None]:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.domain.errors import InvalidInput
+from worker.domain.ids import MAX_USER_ID
 
 MAX_BIO_CHARS = 20_000
 MAX_OVERRIDE_CHARS = 5_000
@@ -87,7 +88,7 @@ class GeneratedHighlight(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    user_id: int = Field(gt=0, lt=2**63)
+    user_id: int = Field(gt=0, le=MAX_USER_ID)
     bio_text: str = Field(min_length=1, max_length=MAX_BIO_CHARS)
     proof_points: list[str] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     quotes: list[str] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)

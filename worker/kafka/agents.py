@@ -28,7 +28,8 @@ from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
 from worker.services.outbox import REGEN_STREAM, OutboxMessage
 from worker.settings import Settings
-from worker.web.public import json_errors, register_views
+from worker.web.public import register_views
+from worker.web.responses import guard
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {
@@ -84,7 +85,13 @@ def faust_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         # Dead letters carry the original bytes: leave room for the largest input message.
         producer_max_request_size=2 * 1024 * 1024,
-        web_application_options={"middlewares": [json_errors], "client_max_size": 1024 * 1024},
+        web_application_options={"middlewares": [guard], "client_max_size": 1024 * 1024},
+        # Faust's own pages (router, tables, statistics, graph) are not ours to serve.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
         monitor=QuietMonitor(),
     )
 
@@ -198,63 +205,67 @@ class Worker(faust.Worker):
         super()._on_sigint()
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
-    """Build the worker: three input agents, the outbox relay, the sweep and the web views."""
-    app = faust_app(settings)
-    use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
-    rt = runtime or Runtime(settings)
+def _consumer(app: faust.App, rt: Runtime, kind: InputStream) -> Any:
+    """The agent body of one input stream: batches in, database commit, then acks."""
+    settings = rt.settings
+
+    async def handle(stream: Any, events: Sequence[Any]) -> None:
+        messages = [
+            RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset)
+            for e in events
+        ]
+        result = await rt.handle(kind, messages)
+        if result.dead_letters:
+            await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
+        for event in events:
+            await stream.ack(event)
+
+    async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
+        """Batches go to the database one after another (``BatchChain``): order per
+        partition holds and offsets are acked only after the commit, while Faust keeps
+        consuming and what arrives meanwhile is gathered into the next batch."""
+        chain: BatchChain[Any] = BatchChain(
+            lambda events: handle(stream, events), settings.batch_size
+        )
+        try:
+            async for events in stream.noack_take(
+                settings.batch_size, within=settings.batch_within
+            ):
+                chain.add(events)
+                await chain.room()
+            await chain.finish()
+        finally:
+            chain.cancel()  # still running: rolled back, its events were never acked
+
+    consume.__name__ = f"consume_{kind.value}"
+    return consume
+
+
+def _input_agents(app: faust.App, rt: Runtime) -> list[Any]:
+    """One agent per input topic; returns the topics' dead-letter topics."""
+    settings = rt.settings
     topics = {
         InputStream.COMMENTS: app.topic(settings.topic_comments, **RAW),
         InputStream.REQUESTS: app.topic(settings.topic_requests, **RAW),
         InputStream.GENERATED: app.topic(settings.topic_generated, **RAW),
     }
-    outputs = [app.topic(settings.topic_regen_requests, **RAW)]
-    outputs += [app.topic(f"{t.get_topic_name()}.dlq", **RAW) for t in topics.values()]
+    for kind, topic in topics.items():
+        app.agent(topic, name=f"wb.{kind.value}")(_consumer(app, rt, kind))
+    return [app.topic(f"{t.get_topic_name()}.dlq", **RAW) for t in topics.values()]
+
+
+def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
+    """The outbox relay: declares the output topics, then publishes queued requests,
+    woken by a commit that queued some or every ``WB_RELAY_INTERVAL``."""
+    settings = rt.settings
     stream_topics = {REGEN_STREAM: settings.topic_regen_requests}
 
-    def consumer(kind: InputStream) -> Any:
-        async def handle(stream: Any, events: Sequence[Any]) -> None:
-            messages = [
-                RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset)
-                for e in events
-            ]
-            result = await rt.handle(kind, messages)
-            if result.dead_letters:
-                await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
-            for event in events:
-                await stream.ack(event)
-
-        async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
-            """Batches go to the database one after another (``BatchChain``): order per
-            partition holds and offsets are acked only after the commit, while Faust keeps
-            consuming and what arrives meanwhile is gathered into the next batch."""
-            chain: BatchChain[Any] = BatchChain(
-                lambda events: handle(stream, events), settings.batch_size
-            )
-            try:
-                async for events in stream.noack_take(
-                    settings.batch_size, within=settings.batch_within
-                ):
-                    chain.add(events)
-                    await chain.room()
-                await chain.finish()
-            finally:
-                chain.cancel()  # still running: rolled back, its events were never acked
-
-        consume.__name__ = f"consume_{kind.value}"
-        return consume
-
-    for kind, topic in topics.items():
-        app.agent(topic, name=f"wb.{kind.value}")(consumer(kind))
-
     async def publish(messages: Sequence[OutboxMessage]) -> None:
-        await _send_until_delivered(
-            app,
-            [
-                Outgoing(stream_topics.get(m.stream, m.stream), m.key.encode(), m.value.encode())
-                for m in messages
-            ],
-        )
+        outgoing = [
+            Outgoing(stream_topics.get(m.stream, m.stream), m.key.encode(), m.value.encode())
+            for m in messages
+        ]
+        await _send_until_delivered(app, outgoing)
 
     @app.task
     async def relay() -> None:
@@ -268,6 +279,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             rt.relay_wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)
+
+
+def _timers(app: faust.App, rt: Runtime) -> None:
+    """The sweep (leader only), the database-backed gauges and readiness on assignment."""
+    settings = rt.settings
 
     @app.timer(settings.sweep_interval.total_seconds(), on_leader=True)
     async def sweep() -> None:
@@ -287,6 +303,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def on_assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
         rt.assigned = True
 
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
+    """Build the worker: three input agents, the outbox relay, the sweep and the web views."""
+    app = faust_app(settings)
+    use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
+    rt = runtime or Runtime(settings)
+    dead_letter_topics = _input_agents(app, rt)
+    _relay(app, rt, [app.topic(settings.topic_regen_requests, **RAW), *dead_letter_topics])
+    _timers(app, rt)
     register_views(app, rt)
-    app.wb_runtime = rt  # type: ignore[attr-defined]
     return app

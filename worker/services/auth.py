@@ -1,9 +1,10 @@
 """Operator authentication: API tokens, signed session cookies and CSRF tokens.
 
 Tokens are random (256 bits) and shown once; only their SHA-256 is stored, so a leaked
-database does not leak tokens. A session cookie names the token it was made from and is
-checked against the database on every request, so revoking a token ends its sessions at
-once. Cookies and CSRF tokens are HMAC-signed with ``WB_SECRET_KEY``.
+database does not leak tokens. A session lives in the database (``admin_sessions``) and its
+cookie is a signed random id checked on every request, so logging out or revoking a token
+ends its sessions at once, wherever a cookie was copied. Cookies and CSRF tokens are
+HMAC-signed with ``WB_SECRET_KEY``.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput
 from worker.domain.values import utcnow
 from worker.services.store import check_actor
-from worker.storage.models import AdminTokenRow
+from worker.storage.models import AdminSessionRow, AdminTokenRow
 
 TOKEN_PREFIX = "wbt_"
 SESSION_TTL = timedelta(hours=8)
@@ -84,12 +84,9 @@ class TokenService:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def authenticate(self, token: str) -> Principal | None:
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200 or not _ascii(token):
             return None
         return await self._principal(AdminTokenRow.token_hash == hash_token(token))
-
-    async def by_id(self, token_id: int) -> Principal | None:
-        return await self._principal(AdminTokenRow.id == token_id)
 
     async def _principal(self, condition: object) -> Principal | None:
         async with self.sessions() as session:
@@ -101,39 +98,96 @@ class TokenService:
         return Principal(row.id, row.actor, Role(row.role)) if row else None
 
 
+def _ascii(value: str) -> bool:
+    """Cookies, tokens and form fields reach us as text a client chose: anything outside
+    printable ASCII cannot be ours (and ``hmac.compare_digest`` refuses non-ASCII str)."""
+    return value.isascii() and value.isprintable()
+
+
 @dataclass(frozen=True)
 class Signer:
-    """HMAC signing of small JSON documents (session cookies) and CSRF tokens."""
+    """HMAC signing of session cookies and CSRF tokens with ``WB_SECRET_KEY``."""
 
     key: bytes
 
     def _mac(self, data: bytes) -> str:
         return base64.urlsafe_b64encode(hmac.new(self.key, data, hashlib.sha256).digest()).decode()
 
-    def session_cookie(self, token_id: int, now: datetime) -> str:
-        body = {
-            "tid": token_id,
-            "exp": int((now + SESSION_TTL).timestamp()),
-            "nonce": secrets.token_urlsafe(8),
-        }
-        data = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode())
-        return f"{data.decode()}.{self._mac(data)}"
+    def sign(self, value: str) -> str:
+        return f"{value}.{self._mac(value.encode())}"
 
-    def read_session(self, cookie: str, now: datetime) -> int | None:
-        """The token id of a valid, unexpired cookie, else None."""
-        data, _, mac = cookie.partition(".")
-        if not data or not hmac.compare_digest(mac, self._mac(data.encode())):
+    def unsign(self, signed: str) -> str | None:
+        """The value of an intact signature, else None (never raises on hostile text)."""
+        value, _, mac = signed.rpartition(".")
+        if (
+            not value
+            or not _ascii(signed)
+            or not hmac.compare_digest(mac, self._mac(value.encode()))
+        ):
             return None
-        try:
-            body = json.loads(base64.urlsafe_b64decode(data.encode()))
-            token_id, expires = int(body["tid"]), int(body["exp"])
-        except (ValueError, KeyError, TypeError):
-            return None
-        return token_id if expires > now.timestamp() else None
+        return value
 
     def csrf_token(self, cookie: str) -> str:
-        """Bound to the session cookie: a form from another session does not validate."""
-        return self._mac(b"csrf:" + cookie.encode())
+        """Bound to a cookie (the session, or the login form's): a form from another
+        session does not validate."""
+        return self._mac(b"csrf:" + cookie.encode("utf-8", "surrogatepass"))
 
     def check_csrf(self, cookie: str, presented: str) -> bool:
-        return bool(presented) and hmac.compare_digest(self.csrf_token(cookie), presented)
+        return (
+            bool(cookie)
+            and bool(presented)
+            and _ascii(cookie)
+            and _ascii(presented)
+            and hmac.compare_digest(self.csrf_token(cookie), presented)
+        )
+
+
+@dataclass
+class SessionService:
+    """Panel sessions stored server-side: the cookie is a signed random id, the table holds
+    its hash. A session ends at logout, at expiry, or when its token is revoked."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    signer: Signer
+
+    async def open(self, principal: Principal, now: datetime) -> str:
+        session_id = secrets.token_urlsafe(32)
+        async with self.sessions.begin() as session:
+            await session.execute(delete(AdminSessionRow).where(AdminSessionRow.expires_at <= now))
+            session.add(
+                AdminSessionRow(
+                    session_hash=hash_token(session_id),
+                    token_id=principal.token_id,
+                    created_at=now,
+                    expires_at=now + SESSION_TTL,
+                )
+            )
+        return self.signer.sign(session_id)
+
+    async def principal(self, cookie: str, now: datetime) -> Principal | None:
+        session_id = self.signer.unsign(cookie)
+        if session_id is None:
+            return None
+        query = (
+            select(AdminTokenRow)
+            .join(AdminSessionRow, AdminSessionRow.token_id == AdminTokenRow.id)
+            .where(
+                AdminSessionRow.session_hash == hash_token(session_id),
+                AdminSessionRow.expires_at > now,
+                AdminTokenRow.revoked_at.is_(None),
+            )
+        )
+        async with self.sessions() as session:
+            row = (await session.scalars(query)).one_or_none()
+        return Principal(row.id, row.actor, Role(row.role)) if row else None
+
+    async def close(self, cookie: str) -> None:
+        session_id = self.signer.unsign(cookie)
+        if session_id is None:
+            return
+        async with self.sessions.begin() as session:
+            await session.execute(
+                delete(AdminSessionRow).where(
+                    AdminSessionRow.session_hash == hash_token(session_id)
+                )
+            )

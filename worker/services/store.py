@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
+from worker.domain.ids import is_user_id
 from worker.domain.values import (
     MAX_OVERRIDE_CHARS,
     GeneratedHighlight,
@@ -48,7 +49,7 @@ AUDITED_FIELDS = (
 
 
 def check_user_id(user_id: int) -> None:
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id < 2**63:
+    if not is_user_id(user_id):
         raise InvalidInput(f"user_id must be a positive 64-bit integer, got {user_id!r}")
 
 

@@ -32,11 +32,12 @@ def page(title: str, body: str, principal: Principal | None = None, csrf: str = 
     )
 
 
-def login_page(error: str | None = None, next_url: str = "/admin/") -> str:
+def login_page(csrf: str, error: str | None = None, next_url: str = "/admin/") -> str:
     message = f'<p class="error">{esc(error)}</p>' if error else ""
     body = (
         f"<section>{message}<form method=post action=/admin/login>"
         f'<input type="hidden" name="next" value="{esc(next_url)}">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
         '<label>Token <input type="password" name="token" autocomplete="off" required></label> '
         '<button type="submit">Log in</button></form>'
         "<p>Tokens come from <code>wb admin create-token</code>.</p></section>"

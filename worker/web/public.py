@@ -1,9 +1,8 @@
-"""HTTP views served by the worker's own web server (Faust web, aiohttp)."""
+"""The worker's public endpoints: liveness, readiness, metrics and what a client shows."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiohttp import web
@@ -11,56 +10,57 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.runtime.process import Runtime
 from worker.services.documents import served_document
-from worker.web.admin import json_response, parse_user_id, refusals_as_json, register_admin
-
-log = logging.getLogger(__name__)
+from worker.web.admin import api, register_admin
+from worker.web.requests import parse_user_id
+from worker.web.responses import json_response
 
 # aiohttp takes the charset separately; the exposition format is UTF-8 anyway.
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
 
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Errors the router or aiohttp raise (404, 405, 413, ...) as JSON with a reason;
-    an unexpected exception as a JSON 500 (logged), never an HTML error page."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        error = (exc.reason or "error").lower().replace(" ", "_")
-        return web.json_response({"error": error, "reason": exc.reason}, status=exc.status)
-    except Exception:
-        log.exception("request failed: %s %s", request.method, request.path)
-        return web.json_response(
-            {"error": "internal", "reason": "internal error (logged)"}, status=500
-        )
+blueprint = faust.web.Blueprint("public")
 
 
-def register_views(app: faust.App, rt: Runtime) -> None:
-    register_admin(app, rt)
+class RuntimeView(faust.web.View):
+    @property
+    def rt(self) -> Runtime:
+        return cast(Runtime, self.app.wb_runtime)  # type: ignore[attr-defined]
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
+
+@blueprint.route("/healthz", name="healthz")
+class Health(RuntimeView):
+    async def get(self, request: web.Request) -> web.Response:
         """Liveness: answering at all means the event loop is alive."""
-        return web.json({"status": "ok"})
+        return json_response({"status": "ok"})
 
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
+
+@blueprint.route("/readyz", name="readyz")
+class Ready(RuntimeView):
+    async def get(self, request: web.Request) -> web.Response:
         """Readiness: the database answers and this worker has joined its consumer group."""
-        database = await rt.database_reachable()
-        checks = {"database": database and rt.db_ok, "partitions_assigned": rt.assigned}
+        database = await self.rt.database_reachable()
+        checks = {"database": database and self.rt.db_ok, "partitions_assigned": self.rt.assigned}
         ready = all(checks.values())
-        return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
 
-    @app.page("/profiles/{user_id}/highlight")
-    @refusals_as_json
-    async def highlight(view: Any, request: Any, user_id: str) -> Any:
+
+@blueprint.route("/profiles/{user_id}/highlight", name="highlight")
+class Served(RuntimeView):
+    @api
+    async def get(self, request: web.Request, user_id: str) -> Any:
         """What a UI should show for a user (README: serving rules)."""
+        rt = self.rt
         doc = await served_document(rt.store, parse_user_id(user_id), rt.settings.serve_stale_for)
         return json_response(doc)
 
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(rt.metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
+
+@blueprint.route("/metrics", name="metrics")
+class Metrics(RuntimeView):
+    async def get(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.rt.metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
+
+
+def register_views(app: faust.App, rt: Runtime) -> None:
+    """Attach the runtime the views read and register both blueprints."""
+    app.wb_runtime = rt  # type: ignore[attr-defined]
+    blueprint.register(app, url_prefix="/")
+    register_admin(app, rt)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import T0
+from tests.helpers.clock import T0
+from worker.domain.batch import RawMessage
+from worker.domain.messages import InputStream
 from worker.domain.values import GeneratedHighlight
 from worker.services import outbox
 from worker.services.outbox import OutboxMessage
@@ -62,3 +65,34 @@ async def queued_messages(sessions: async_sessionmaker[AsyncSession]) -> list[Ou
 async def queued_requests(sessions: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
     """The payloads of the outbox's messages, in order."""
     return [m.payload() for m in await queued_messages(sessions)]
+
+
+C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
+_offsets = iter(range(10**9))
+
+
+def raw(doc: dict[str, Any] | bytes) -> RawMessage:
+    value = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return RawMessage(value=value, topic="t", partition=0, offset=next(_offsets))
+
+
+def comment(
+    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
+) -> RawMessage:
+    return raw(comment_doc(eid, user, at, kind, req))
+
+
+def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
+    doc = {
+        "event_id": eid,
+        "user_id": user,
+        "bio_text": f"bio {snap}",
+        "proof_points": ["p"],
+        "quotes": ["q"],
+        "source_group": "g",
+        "snapshot_hash": snap,
+        "llm_model": "m",
+        "generated_at": at.isoformat(),
+        **extra,
+    }
+    return raw(doc)

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.factories import result
-from tests.live import Kafka, eventually
+from tests.helpers.factories import result
+from tests.helpers.live import Kafka, eventually
 from worker.services import outbox
 from worker.services.store import HighlightStore
 from worker.storage.models import HighlightRow, ParkedCommentRow, ProcessedEventRow

@@ -11,9 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import FakeClock
-from tests.factories import later, queued_requests, result
-from tests.pipeline.test_pipeline import C, comment
+from tests.helpers.clock import FakeClock
+from tests.helpers.factories import C, comment, later, queued_requests, result
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.services.sweep import FreshnessScan, ScanTotals, Sweeper

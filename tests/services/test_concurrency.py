@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import truncate_all
-from tests.factories import later, result
+from tests.helpers.database import truncate_all
+from tests.helpers.factories import later, result
 from worker.domain.errors import SnapshotConflict, SupersededResult
 from worker.domain.values import StaleReason, UpsertMeta
 from worker.services.store import HighlightStore

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.cli.test_cli import wb
-from tests.conftest import T0, FakeClock
-from tests.factories import result
+from tests.helpers.cli import wb
+from tests.helpers.clock import T0, FakeClock
+from tests.helpers.factories import result
 from worker.services import outbox
 from worker.services.report import Level, Thresholds, gather, judge
 from worker.services.reseed import Reseeder, ReseedSelection

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import T0, FakeClock
-from tests.factories import later, queued_messages, queued_requests, result
+from tests.helpers.clock import T0, FakeClock
+from tests.helpers.factories import later, queued_messages, queued_requests, result
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.values import StaleOutcome, StaleReason, UpsertMeta, UpsertOutcome
 from worker.services.store import HighlightStore

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.factories import comment_doc, result
-from tests.live import Kafka, WorkerProcess, eventually, http_get
+from tests.helpers.factories import comment_doc, result
+from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.services import outbox
 from worker.services.store import HighlightStore
 from worker.storage.models import HighlightRow, ProcessedEventRow, SignalActivityRow
@@ -309,7 +309,7 @@ async def test_dlq_replay_sends_dead_letters_back_once(
 ) -> None:
     import asyncio
 
-    from tests.cli.test_cli import wb
+    from tests.helpers.cli import wb
 
     fixed = json.dumps(comment("e1009-replayed", 1009, NOW - timedelta(minutes=1))).encode()
     headers = [
@@ -366,7 +366,7 @@ async def test_readme_walkthrough_with_wb_topic(worker: WorkerProcess, kafka: Ka
     """`wb topic produce` a comment typed as in the README, `wb topic tail` the request."""
     import asyncio
 
-    from tests.cli.test_cli import wb
+    from tests.helpers.cli import wb
 
     env = {"WB_KAFKA_BROKER": kafka.bootstrap}
     line = json.dumps(comment("readme-1", 4242, NOW - timedelta(minutes=1)))

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import T0
-from tests.factories import result
+from tests.helpers.clock import T0
+from tests.helpers.factories import result
 from worker.services.serving import serve
 from worker.services.store import HighlightStore
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import WB, WorkerProcess
+from tests.helpers.live import WB, WorkerProcess
 from worker.kafka.embedded import EmbeddedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import T0
+from tests.helpers.clock import T0
 from worker.services import outbox
 from worker.storage import migrate
 from worker.storage.database import session_factory

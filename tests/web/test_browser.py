@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import wb
-from tests.factories import result
-from tests.live import WorkerProcess
+from tests.helpers.cli import wb
+from tests.helpers.factories import result
+from tests.helpers.live import WorkerProcess
 from worker.services.store import HighlightStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]

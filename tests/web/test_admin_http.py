@@ -3,6 +3,7 @@ audit diffs, and hostile requests (always a 4xx with a JSON reason, never a 500)
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,10 +13,11 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.factories import result
-from tests.live import WorkerProcess
+from tests.helpers.factories import result
+from tests.helpers.live import WorkerProcess
 from worker.services.auth import TokenService
 from worker.services.store import HighlightStore
+from worker.web.responses import SECURITY_HEADERS
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -49,17 +51,21 @@ async def call(
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
     headers = kwargs.pop("headers", {})
     if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+        headers.setdefault("Authorization", f"Bearer {token}")
     async with http.request(method, url, headers=headers, allow_redirects=False, **kwargs) as r:
         body: Any = await r.json() if r.content_type == "application/json" else await r.text()
         return r.status, body, r
 
 
-async def login(http: aiohttp.ClientSession, worker: WorkerProcess, token: str) -> None:
-    status, _, resp = await call(
-        http, "POST", f"{worker.url}/admin/login", data={"token": token, "next": "/admin/"}
-    )
-    assert status == 303, status
+async def login(
+    http: aiohttp.ClientSession, worker: WorkerProcess, token: str, expect: int = 303
+) -> None:
+    csrf = await csrf_of(http, f"{worker.url}/admin/login")
+    form = {"token": token, "next": "/admin/", "csrf": csrf}
+    status, _, resp = await call(http, "POST", f"{worker.url}/admin/login", data=form)
+    assert status == expect, status
+    if expect != 303:
+        return
     cookie = resp.cookies["wb_admin_session"]
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
 
@@ -112,10 +118,7 @@ async def test_panel_permission_matrix(
     await live_store.upsert_auto(result(user, generated_at=NOW - timedelta(hours=1)), "s")
     glaze = f"{worker.url}/admin/profiles/{user}/glaze"
     if who == "revoked":
-        status, _, _ = await call(
-            http, "POST", f"{worker.url}/admin/login", data={"token": tokens["revoked"]}
-        )
-        assert status == 401
+        await login(http, worker, tokens["revoked"], expect=401)
     elif who != "none":
         await login(http, worker, tokens[who])
     status, page, resp = await call(http, "GET", glaze)
@@ -278,6 +281,20 @@ HOSTILE = [
     ("DELETE", "/admin/api/profiles/1", None, 405),
     ("GET", "/profiles/1e9/highlight", None, 400),
     ("GET", "/nowhere", None, 404),
+    ("POST", "/admin/api/profiles/1/mark-stale", {"json": {"reason": "a\x00b"}}, 400),
+    ("POST", "/admin/api/profiles/1/override", {"json": {"text": "ok", "note": "\x00"}}, 400),
+    (
+        "POST",
+        "/admin/api/profiles/1/override",
+        {"data": b'{"text": "\\ud800"}', "headers": {"Content-Type": "application/json"}},
+        400,
+    ),
+    ("GET", "/admin/api/profiles/1", {"headers": {"Authorization": "Bearer wbt_\u00e9"}}, 401),
+    # Faust's own pages are not served on the worker's port.
+    ("GET", "/", None, 404),
+    ("GET", "/router/", None, 404),
+    ("GET", "/table/", None, 404),
+    ("GET", "/graph/", None, 404),
 ]
 
 
@@ -302,3 +319,105 @@ async def test_hostile_requests_get_a_4xx_json_reason(
     assert resp.content_type == "application/json"
     assert body["error"]
     assert body["reason"]
+
+
+async def raw_request(worker: WorkerProcess, request: bytes) -> tuple[int, bytes]:
+    """Send bytes a client library would refuse to build (invalid UTF-8 in headers)."""
+    host, port = worker.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    finally:
+        writer.close()
+    return int(head.split(b" ", 2)[1]), head
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"Authorization: Bearer wbt_\xc3\xa9\xff\xfe", 401),
+        (b"Authorization: Bearer \xff", 401),
+        (b"Cookie: wb_admin_session=\xff\xfe.\xc3\xa9", 401),
+    ],
+)
+async def test_invalid_utf8_or_non_ascii_credentials_are_a_4xx_not_a_500(
+    worker: WorkerProcess, header: bytes, expected: int
+) -> None:
+    request = b"GET /admin/api/profiles/1 HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n"
+    status, head = await raw_request(worker, request)
+    assert status == expected, head
+    assert b"X-Content-Type-Options: nosniff" in head
+
+
+async def test_hostile_cookie_and_form_text_on_the_panel_are_refused_not_500(
+    worker: WorkerProcess, tokens: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    bad_cookie = b"GET /admin/ HTTP/1.1\r\nHost: x\r\nCookie: wb_admin_session=\xff.\x80\r\n\r\n"
+    assert (await raw_request(worker, bad_cookie))[0] == 303  # no session: to the login page
+    await login(http, worker, tokens["admin"])
+    url = f"{worker.url}/admin/profiles/1/mark-stale"
+    csrf = await csrf_of(http, f"{worker.url}/admin/")
+    for form in (
+        {"csrf": "\u00e9\u00e9"},
+        {"csrf": csrf, "reason": "a\x00b"},
+        "csrf=%FF%FE&reason=x",
+        f"csrf={csrf}&reason=%ED%A0%80",
+    ):
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, body, _ = await call(http, "POST", url, data=form, headers=headers)
+        assert 400 <= status < 500, (form, status, body)
+    status, _, _ = await call(http, "POST", f"{worker.url}/admin/logout", json={"csrf": csrf})
+    assert status == 415  # logout with a body that is not a form
+
+
+async def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_dies(
+    worker: WorkerProcess, tokens: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    await login(http, worker, tokens["viewer"])
+    copied = {c.key: c.value for c in http.cookie_jar}["wb_admin_session"]
+    csrf = await csrf_of(http, f"{worker.url}/admin/")
+    status, _, _ = await call(http, "POST", f"{worker.url}/admin/logout", data={"csrf": csrf})
+    assert status == 303
+    async with aiohttp.ClientSession() as thief:
+        status, _, resp = await call(
+            thief, "GET", f"{worker.url}/admin/", headers={"Cookie": f"wb_admin_session={copied}"}
+        )
+    assert status == 303
+    assert resp.headers["Location"].startswith("/admin/login")
+
+
+async def test_login_without_the_form_token_of_this_browser_is_refused(
+    worker: WorkerProcess, tokens: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    url = f"{worker.url}/admin/login"
+    for form in ({"token": tokens["admin"]}, {"token": tokens["admin"], "csrf": "forged"}):
+        status, page, resp = await call(http, "POST", url, data=form)
+        assert status == 403, page
+        assert "wb_admin_session" not in resp.cookies
+    async with aiohttp.ClientSession() as other:  # a token from another browser's form
+        csrf = await csrf_of(other, url)
+    status, _, _ = await call(http, "POST", url, data={"token": tokens["admin"], "csrf": csrf})
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/nowhere"),
+        ("DELETE", "/healthz"),
+        ("GET", "/admin/login"),
+        ("GET", "/profiles/1/highlight"),
+        ("GET", "/"),
+    ],
+)
+async def test_every_response_of_the_port_carries_the_security_headers(
+    worker: WorkerProcess, http: aiohttp.ClientSession, method: str, path: str
+) -> None:
+    _, _, resp = await call(http, method, f"{worker.url}{path}")
+    for name, value in SECURITY_HEADERS.items():
+        assert resp.headers.get(name) == value, (path, name)

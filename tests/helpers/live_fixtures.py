@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests import pg
-from tests.live import WB, Kafka, WorkerProcess
+from tests.helpers import postgres as pg
+from tests.helpers.live import WB, Kafka, WorkerProcess
 from worker.kafka.embedded import EmbeddedBroker
 from worker.services.store import HighlightStore
 from worker.storage.database import create_engine, session_factory

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.live import Kafka
+from tests.helpers.live import Kafka
 from worker.kafka.embedded import EmbeddedBroker
 from worker.kafka.publisher import PARTITIONER, Outgoing, produce
 

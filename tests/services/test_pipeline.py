@@ -4,51 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import T0, FakeClock
-from tests.factories import comment_doc, later, queued_requests, result
-from tests.live import eventually
-from worker.domain.batch import RawMessage
+from tests.helpers.clock import T0, FakeClock
+from tests.helpers.factories import (
+    C,
+    G,
+    R,
+    comment,
+    generated,
+    later,
+    queued_requests,
+    raw,
+    result,
+)
+from tests.helpers.live import eventually
 from worker.domain.messages import InputStream
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.storage.models import HighlightRow, ParkedCommentRow, SignalActivityRow
-
-C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
-_offsets = iter(range(10**9))
-
-
-def raw(doc: dict[str, Any] | bytes) -> RawMessage:
-    value = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return RawMessage(value=value, topic="t", partition=0, offset=next(_offsets))
-
-
-def comment(
-    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
-) -> RawMessage:
-    return raw(comment_doc(eid, user, at, kind, req))
-
-
-def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
-    doc = {
-        "event_id": eid,
-        "user_id": user,
-        "bio_text": f"bio {snap}",
-        "proof_points": ["p"],
-        "quotes": ["q"],
-        "source_group": "g",
-        "snapshot_hash": snap,
-        "llm_model": "m",
-        "generated_at": at.isoformat(),
-        **extra,
-    }
-    return raw(doc)
 
 
 @pytest.fixture
@@ -292,7 +271,7 @@ async def test_a_poisonous_event_is_isolated_and_the_rest_of_its_batch_applied(
     events are applied one by one."""
     from sqlalchemy import text
 
-    from tests.conftest import truncate_all
+    from tests.helpers.database import truncate_all
     from worker.storage import migrate
     from worker.storage.database import create_engine, session_factory
 
