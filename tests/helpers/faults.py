@@ -20,7 +20,12 @@ from tests.helpers.factories import result
 from tests.helpers.live import Kafka, eventually
 from worker.services import outbox
 from worker.services.store import HighlightStore
-from worker.storage.models import HighlightRow, ParkedCommentRow, ProcessedEventRow
+from worker.storage.models import (
+    HighlightRow,
+    ParkedCommentRow,
+    ProcessedEventRow,
+    SignalActivityRow,
+)
 
 COMMENTS, REQUESTS, GENERATED = "signal.comments", "signal.requests", "profile.highlights.generated"
 REGEN = "profile.highlights.regen-requests"
@@ -203,30 +208,25 @@ async def converged(
         raise AssertionError(f"{exc}: {state.get('last')}") from None
 
 
-async def check(
-    sessions: async_sessionmaker[AsyncSession], kafka: Kafka, workload: Workload
-) -> dict[str, int]:
-    """Assert the oracle; return figures for the report."""
-    content, must_be_stale, counts = workload.expected()
+async def _stored(
+    sessions: async_sessionmaker[AsyncSession],
+) -> tuple[Any, set[Any], int, dict[int, int]]:
     async with sessions() as session:
         rows = {r.user_id: r for r in (await session.scalars(select(HighlightRow))).all()}
-        processed = set(
-            (
-                await session.execute(select(ProcessedEventRow.stream, ProcessedEventRow.event_id))
-            ).all()
-        )
+        claimed = select(ProcessedEventRow.stream, ProcessedEventRow.event_id)
+        processed = set((await session.execute(claimed)).all())
         unpublished = await outbox.backlog(session)
-        from worker.storage.models import SignalActivityRow
-
         activity = {
             a.user_id: a.comment_count
             for a in (await session.scalars(select(SignalActivityRow))).all()
         }
-    for stream, ids in workload.good_ids().items():
-        missing = {i for i in ids if (stream, i) not in processed}
-        assert not missing, f"{len(missing)} {stream} events neither applied nor dead-lettered"
-    dead = await kafka.read_all(f"{COMMENTS}.dlq")
-    assert {bytes(d.value) for d in dead} >= set(BAD), "a bad message did not reach the DLQ"
+    return rows, processed, unpublished, activity
+
+
+def _check_rows(
+    workload: Workload, rows: dict[int, HighlightRow], activity: dict[int, int]
+) -> None:
+    content, must_be_stale, counts = workload.expected()
     for user, (at, snap) in content.items():
         row = rows.get(user)
         got = (row.generated_at, row.snapshot_hash) if row is not None else None
@@ -235,14 +235,17 @@ async def check(
         assert rows[user].is_stale, f"user {user} has a newer comment but is not stale"
     for user, count in counts.items():
         assert activity.get(user) == count, f"user {user}: {activity.get(user)} != {count}"
-    on_topic = await kafka.read_json(REGEN)
+
+
+def _check_requests(on_topic: list[dict[str, Any]], rows: dict[int, HighlightRow]) -> int:
+    """Every message id means one message, one request per generation, and every stale
+    row's pending request is on the topic; returns the number of distinct requests."""
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for request in on_topic:
         by_id[request["event_id"]].append(request)
+    generations: dict[int, list[int]] = defaultdict(list)
     for event_id, copies in by_id.items():
         assert all(c == copies[0] for c in copies), f"different messages share {event_id}"
-    generations: dict[int, list[int]] = defaultdict(list)
-    for copies in by_id.values():
         generations[copies[0]["user_id"]].append(copies[0]["generation"])
     for user, gens in generations.items():
         assert len(gens) == len(set(gens)), f"user {user} was asked twice for one generation"
@@ -252,12 +255,28 @@ async def check(
             assert row.regen_request_id in by_id, (
                 f"user {row.user_id}'s request is not on the topic"
             )
+    return len(by_id)
+
+
+async def check(
+    sessions: async_sessionmaker[AsyncSession], kafka: Kafka, workload: Workload
+) -> dict[str, int]:
+    """Assert the oracle; return figures for the report."""
+    rows, processed, unpublished, activity = await _stored(sessions)
+    for stream, ids in workload.good_ids().items():
+        missing = {i for i in ids if (stream, i) not in processed}
+        assert not missing, f"{len(missing)} {stream} events neither applied nor dead-lettered"
+    dead = await kafka.read_all(f"{COMMENTS}.dlq")
+    assert {bytes(d.value) for d in dead} >= set(BAD), "a bad message did not reach the DLQ"
+    _check_rows(workload, rows, activity)
+    on_topic = await kafka.read_json(REGEN)
+    requests = _check_requests(on_topic, rows)
     assert unpublished == 0, f"{unpublished} requests still in the outbox after convergence"
     return {
         "events": len(workload.messages),
         "users": len(rows),
         "stale": sum(r.is_stale for r in rows.values()),
-        "requests": len(by_id),
+        "requests": requests,
         "topic_copies": len(on_topic),
         "dead_letters": len(dead),
     }

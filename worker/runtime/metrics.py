@@ -15,10 +15,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
+from worker.domain.freshness import FreshnessState
 from worker.domain.messages import InputStream, RejectReason
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.services import outbox
 from worker.services import signal_records as signal
+from worker.storage.freshness import state_column
 from worker.storage.models import HighlightRow
 
 # Fine steps around the 250 ms objective for "event -> stale mark committed".
@@ -43,7 +45,7 @@ LATENCY_BUCKETS = (
     300,
 )
 TURNAROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
-STATES = ("fresh", "stale", "overridden", "missing")
+STATES = tuple(s.value for s in FreshnessState)
 EVENT_OUTCOMES = (
     "stale_marked",
     "coalesced",
@@ -163,19 +165,9 @@ class Metrics:
     async def refresh_gauges(self, session: AsyncSession, now: datetime) -> None:
         H = HighlightRow
         counts = dict.fromkeys(STATES, 0)
-        stmt = select(
-            H.manual_override, H.is_stale, H.generated_at.is_(None), func.count()
-        ).group_by(H.manual_override, H.is_stale, H.generated_at.is_(None))
-        for overridden, stale, missing, n in (await session.execute(stmt)).all():
-            key = (
-                "overridden"
-                if overridden
-                else "missing"
-                if missing
-                else "stale"
-                if stale
-                else "fresh"
-            )
+        state = state_column(now).label("state")
+        stmt = select(state, func.count()).group_by(state)
+        for key, n in (await session.execute(stmt)).all():
             counts[key] += n
         for key, n in counts.items():
             self.highlights.labels(key).set(n)

@@ -9,22 +9,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from worker.domain.freshness import FreshnessState, state_of
 from worker.domain.values import Highlight
 from worker.storage.models import SignalActivityRow
 
 
 def status_of(h: Highlight | None, now: datetime) -> str:
     if h is None:
-        return "missing"
-    if h.manual_override:
-        return "overridden"
-    if not h.has_content:
-        return "missing"
-    if h.stale_reason == "expired" or (
-        not h.is_stale and h.stale_after is not None and h.stale_after <= now
-    ):
-        return "expired"
-    return "stale" if h.is_stale else "fresh"
+        return FreshnessState.MISSING.value
+    return state_of(
+        manual_override=h.manual_override,
+        has_content=h.has_content,
+        is_stale=h.is_stale,
+        stale_reason=h.stale_reason,
+        stale_after=h.stale_after,
+        now=now,
+    ).value
 
 
 def snapshot_stats(activity: SignalActivityRow | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy import and_, false, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
+from worker.domain.freshness import expiry_due
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services.comments import COMMENT_REASONS
 from worker.services.outbox import REGEN_STREAM, request_regeneration, session_sink
@@ -30,6 +31,7 @@ from worker.services.store import (
     request_if_unanswered,
 )
 from worker.storage.database import is_postgresql
+from worker.storage.freshness import EXPIRY_DUE_SQL, expiry_due_clause
 from worker.storage.models import HighlightRow, ScanCheckpointRow, SignalActivityRow
 
 H = HighlightRow
@@ -75,10 +77,6 @@ class ScanTotals:
         self.requests.update(other.requests)
 
 
-def _expired(now: datetime) -> ColumnElement[bool]:
-    return and_(H.is_stale == false(), H.stale_after.is_not(None), H.stale_after <= now)
-
-
 def _stuck(now: datetime, retry_after: timedelta) -> ColumnElement[bool]:
     return and_(
         H.manual_override == false(),
@@ -105,7 +103,7 @@ async def _candidate_ids(
 ) -> list[int]:
     conditions = [_stuck(opts.now, opts.retry_after), _unrequested()]
     if opts.include_expired:
-        conditions.append(_expired(opts.now))
+        conditions.append(expiry_due_clause(opts.now))
     stmt = select(H.user_id)
     if opts.include_activity:
         stmt = stmt.outerjoin(A, A.user_id == H.user_id)
@@ -123,7 +121,7 @@ def _act(
 ) -> None:
     """Re-check one locked row (it may have changed since it was selected) and act on it."""
     now = opts.now
-    if not row.is_stale and row.stale_after is not None and row.stale_after <= now:
+    if expiry_due(row.is_stale, row.stale_after, now):
         _mark(session, row, StaleReason.EXPIRED, now, totals)
     elif (
         not row.is_stale
@@ -256,11 +254,14 @@ class Sweeper:
 # and queue a request for the unlocked rows without one, all in one outbox row. Request ids
 # are 32 hex digits like ``outbox.new_request_id``'s: 64 random bits per chunk, then the
 # user id (once per chunk), which costs a fifth of the sweep less than a random uuid per row.
-EXPIRE_CHUNK = text("""
+EXPIRE_CHUNK = text(
+    """
 WITH picked AS (
     SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL) AS ask
     FROM user_profile_highlights
-    WHERE user_id > :after AND NOT is_stale AND stale_after IS NOT NULL AND stale_after <= :now
+    WHERE user_id > :after AND """
+    + EXPIRY_DUE_SQL
+    + """
     ORDER BY user_id LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ), marked AS (
@@ -288,7 +289,8 @@ WITH picked AS (
 )
 SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
        (SELECT coalesce(sum(message_count), 0) FROM queued)
-""")
+"""
+)
 
 
 PHASES = ("highlights", "missing")
