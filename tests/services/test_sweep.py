@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
 from tests.helpers.factories import C, comment, later, queued_requests, result
+from worker.domain.messages import RegenRequestEvent, regen_request_payload
+from worker.domain.values import RegenReason
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.services.sweep import FreshnessScan, ScanTotals, Sweeper
@@ -39,15 +41,13 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
     expired = (await queued_requests(sessions))[1]  # same shape on every database path
     row = await store.get(1)
     assert row is not None
-    assert expired == {
-        "event_id": row.regen_request_id,
-        "user_id": 1,
-        "reason": "expired",
-        "generation": row.generation,
-        "snapshot_hash": "a",
-        "requested_at": clock.now.isoformat(),
-        "trigger": "sweep",
-    }
+    # The set-based sweep (PostgreSQL) builds this JSON in SQL: it must be what the one
+    # builder makes for the same row, and valid by the published model.
+    assert row.regen_request_id is not None
+    assert expired == regen_request_payload(
+        row.regen_request_id, 1, RegenReason.EXPIRED, row.generation, "a", clock.now, "sweep"
+    )
+    assert RegenRequestEvent.model_validate(expired).snapshot_hash == "a"
     assert row.regen_generation == row.generation == 1
     again = await sweeper.run()  # nothing left to do right away
     assert again.actions == {}

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.domain.messages import regen_request_payload
 from worker.domain.values import RegenReason
 from worker.storage.models import HighlightRow, OutboxRow, RowState
 from worker.storage.pgarray import Write
@@ -123,18 +124,10 @@ def new_request_id() -> str:
 def regen_payload(
     row: Requestable, request_id: str, reason: RegenReason, now: datetime, trigger: str | None
 ) -> dict[str, Any]:
-    """The JSON a regen request carries (schemas/regen-request.json)."""
-    payload: dict[str, Any] = {
-        "event_id": request_id,
-        "user_id": row.user_id,
-        "reason": reason.value,
-        "generation": row.generation,
-        "snapshot_hash": row.snapshot_hash,
-        "requested_at": now.isoformat(),
-    }
-    if trigger:
-        payload["trigger"] = trigger
-    return payload
+    """The request ``row`` stands for (its generation and snapshot, as of now)."""
+    return regen_request_payload(
+        request_id, row.user_id, reason, row.generation, row.snapshot_hash, now, trigger
+    )
 
 
 def request_regeneration(
