@@ -2,9 +2,9 @@
 
 Faust creates its group consumer with ``fetch_max_wait_ms=1500``. Apache Kafka answers a
 fetch as soon as data arrives, but a broker that holds a fetch until its max wait (the
-embedded Tansu does) adds up to that much latency to every event: measured 1.7 s p50 at
-2,000 events/s. ``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends
-a few more empty fetches, which costs nothing worth measuring.
+embedded Tansu does) adds up to that much latency to every event.
+``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends a few more empty
+fetches, which are cheap.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Producing many messages at once: one record batch per partition, built here.
 
 The relay publishes every regen request a comment burst causes. Sending them one by one
-(``producer.send``) cost about 13 microseconds of Python per message in aiokafka, plus
-Faust's wrapper around it: a sixth of the worker's CPU during a burst. aiokafka's batch
-interface (``create_batch`` / ``send_batch``) builds each partition's record batch
-directly, at about a third of that. Each message goes to the partition Kafka's default
+(``producer.send``, plus Faust's wrapper) costs Python work per message that a burst
+multiplies; aiokafka's batch interface (``create_batch`` / ``send_batch``) builds each
+partition's record batch directly, for a fraction of it (docs/performance.md). Each message goes to the partition Kafka's default
 partitioner picks for its key (murmur2, as the Java client and ``producer.send`` do), so a
 user's messages share one partition and keep their order.
 """

@@ -1,11 +1,10 @@
 """Many rows as one parameter per column: PostgreSQL arrays sent as text literals.
 
 The set-based statements (comment batches, event-id claims, Signal activity) pass a
-batch as one array per column. Handing asyncpg a Python list costs 0.7-2 microseconds
-per element in its encoder (it inspects every element for nesting; timestamps are the
-dearest), which for a batch of comments was a third of the worker's own CPU. A text
-literal such as ``{1,2,3}``, built here and parsed by PostgreSQL's array input in C,
-costs a fraction of that: the statement casts it, ``CAST(CAST(:p AS text) AS bigint[])``.
+batch as one array per column. asyncpg's list encoder inspects every element in Python
+(nesting, types), which is dear per element on the hot path; a text literal such as
+``{1,2,3}``, built here and parsed by PostgreSQL's array input in C, is much cheaper: the
+statement casts it, ``CAST(CAST(:p AS text) AS bigint[])``. (Figures: docs/performance.md.)
 
 ``write_together`` sends a batch's writes to different tables as one statement.
 """
