@@ -3,9 +3,10 @@
 The relay publishes every regen request a comment burst causes. Sending them one by one
 (``producer.send``, plus Faust's wrapper) costs Python work per message that a burst
 multiplies; aiokafka's batch interface (``create_batch`` / ``send_batch``) builds each
-partition's record batch directly, for a fraction of it (docs/performance.md). Each message goes to the partition Kafka's default
-partitioner picks for its key (murmur2, as the Java client and ``producer.send`` do), so a
-user's messages share one partition and keep their order.
+partition's record batch directly, for a fraction of it (docs/performance.md). Each
+message goes to the partition Kafka's default partitioner picks for its key (murmur2, as
+the Java client and ``producer.send`` do), so a user's messages share one partition and
+keep their order.
 """
 
 from __future__ import annotations
