@@ -134,9 +134,6 @@ class Settings(BaseSettings):
             return self.admin_secure_cookie
         return self.web_host not in ("127.0.0.1", "::1", "localhost")
 
-    def input_topics(self) -> tuple[str, str, str]:
-        return (self.topic_comments, self.topic_requests, self.topic_generated)
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
