@@ -278,7 +278,9 @@ def make_server_pem(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .sign(signer, hashes.SHA256())
@@ -683,9 +685,9 @@ class KafkaCluster:
         while True:
             for node in targets:
                 if not node.running:
+                    code = node.process.returncode if node.process else None
                     raise KafkaStartError(
-                        f"kafka node {node.node_id} exited (code {node.process and node.process.returncode}):\n"
-                        + node.log_tail()
+                        f"kafka node {node.node_id} exited (code {code}):\n" + node.log_tail()
                     )
             pending = [n for n in targets if not await _port_open(n.port)]
             if not pending:
@@ -701,7 +703,8 @@ class KafkaCluster:
             if time.monotonic() > deadline:
                 raise KafkaStartError(
                     f"kafka nodes {sorted(expected)} not ready after {timeout:.0f} s "
-                    f"({last_error}); last log lines:\n" + "\n".join(n.log_tail(10) for n in targets)
+                    f"({last_error}); last log lines:\n"
+                    + "\n".join(n.log_tail(10) for n in targets)
                 )
             await asyncio.sleep(0.2)
 
