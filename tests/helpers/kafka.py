@@ -49,6 +49,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,6 +303,14 @@ def make_server_pem(
 
 _LIVE: weakref.WeakSet[KafkaNode] = weakref.WeakSet()
 
+# Every broker JVM is started by this one long-lived thread, through `setpriv --pdeathsig
+# KILL`: Linux kills the JVM when the thread that started it ends, i.e. when this interpreter
+# ends, even by SIGKILL or os._exit (pytest-timeout's thread method), where atexit never runs.
+# (The parent-death signal follows the starting *thread*, hence one thread that lives as long
+# as the interpreter rather than whichever worker thread called start().)
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-spawner")
+_SETPRIV = shutil.which("setpriv")
+
 
 @atexit.register
 def _kill_leftovers() -> None:
@@ -364,14 +373,17 @@ class KafkaNode:
         with self.log_path.open("ab") as log:
             log.write(f"--- start {datetime.now(UTC).isoformat()}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(
+            if _SETPRIV is not None:
+                command = [_SETPRIV, "--pdeathsig", "KILL", *command]
+            self.process = _SPAWNER.submit(
+                subprocess.Popen,
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
                 start_new_session=True,  # a Ctrl-C in the terminal is the test runner's
-            )
+            ).result()
         _LIVE.add(self)
 
     def kill(self) -> None:
