@@ -17,16 +17,18 @@ install: $(STAMP)
 run: $(STAMP)  ## the worker on embedded defaults: SQLite file, bundled broker, web on :6066
 	$(BIN)/wb run
 
-test: $(STAMP)  ## everything: store on SQLite+PostgreSQL, pipeline, live worker tests, lint
+test: $(STAMP)  ## everything: installs and starts what it needs (scripts/provision), lint, types, all tests
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	url=$$(scripts/provision) && export WB_TEST_DATABASE_URL="$${WB_TEST_DATABASE_URL:-$$url}" && $(BIN)/pytest -q
 
 test-fast: $(STAMP)  ## no broker, no worker processes: seconds
 	$(BIN)/pytest -q -m "not slow and not broker"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, formatting and the import-linter layer contracts
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
@@ -37,7 +39,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 schemas: $(STAMP)  ## regenerate schemas/*.json from the event models
-	$(BIN)/python -m worker.contracts
+	$(BIN)/python -m worker.cli.schemas
 
 bench: $(STAMP)  ## throughput/latency benchmark (needs PostgreSQL: WB_BENCH_DATABASE_URL)
 	$(BIN)/python -m bench

@@ -27,12 +27,12 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
+from tests.live import WorkerProcess
 
 from tests import pg
-from tests.live import WorkerProcess
-from worker import migrate
-from worker.broker import EmbeddedBroker
-from worker.db import create_engine
+from worker.kafka.embedded import EmbeddedBroker
+from worker.storage import migrate
+from worker.storage.database import create_engine
 
 PARTITIONS = 4
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -9,9 +9,9 @@ import resource
 import time
 from datetime import timedelta
 
-from worker.db import create_engine, session_factory
+from worker.services.sweep import Sweeper
 from worker.settings import Settings
-from worker.sweep import Sweeper
+from worker.storage.database import create_engine, session_factory
 
 
 async def main() -> None:

@@ -8,9 +8,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from worker.db import create_engine
-from worker.models import Base
 from worker.settings import Settings
+from worker.storage.database import create_engine
+from worker.storage.models import Base
 
 target_metadata = Base.metadata
 

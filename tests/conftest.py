@@ -4,39 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests import pg
-from worker import migrate
-from worker.db import create_engine, session_factory
-from worker.models import Base
-from worker.store import HighlightStore
+from tests.helpers import postgres as pg
+from tests.helpers.clock import FakeClock
+from tests.helpers.database import truncate_all
+from worker.services.store import HighlightStore
+from worker.storage import migrate
+from worker.storage.database import create_engine, session_factory
 
-pytest_plugins = ["tests.live_fixtures"]
-
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class FakeClock:
-    """A controllable clock: tests move time instead of sleeping."""
-
-    now: datetime = T0
-    step: timedelta = field(default=timedelta(0))
-
-    def __call__(self) -> datetime:
-        current = self.now
-        self.now = self.now + self.step
-        return current
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
+pytest_plugins = ["tests.helpers.live_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +66,6 @@ async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await migrate.upgrade(engine)
     yield engine
     await engine.dispose()
-
-
-async def truncate_all(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            await conn.execute(text(f"DELETE FROM {table.name}"))
 
 
 @pytest.fixture

@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)
     log_level: str = "info"
     secret_key: str | None = None
-    admin_secure_cookie: bool = False
+    # None: Secure whenever the panel is reachable beyond loopback (then it must be HTTPS).
+    admin_secure_cookie: bool | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -126,8 +127,12 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    def input_topics(self) -> tuple[str, str, str]:
-        return (self.topic_comments, self.topic_requests, self.topic_generated)
+    @property
+    def secure_admin_cookie(self) -> bool:
+        """Mark the panel's cookies ``Secure``: by default unless bound to loopback only."""
+        if self.admin_secure_cookie is not None:
+            return self.admin_secure_cookie
+        return self.web_host not in ("127.0.0.1", "::1", "localhost")
 
 
 @lru_cache(maxsize=1)

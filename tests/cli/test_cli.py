@@ -14,25 +14,12 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests import pg
-from tests.factories import queued_messages
-from tests.live import WB, eventually
-from worker.db import create_engine, session_factory
-from worker.models import AuditRow, HighlightRow, ScanCheckpointRow, SignalActivityRow
-
-
-def wb(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [WB, *args],
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+from tests.helpers import postgres as pg
+from tests.helpers.cli import wb
+from tests.helpers.factories import queued_messages
+from tests.helpers.live import WB, eventually
+from worker.storage.database import create_engine, session_factory
+from worker.storage.models import AuditRow, HighlightRow, ScanCheckpointRow, SignalActivityRow
 
 
 @pytest.fixture
@@ -215,8 +202,8 @@ def test_freshness_scan_killed_midway_resumes_where_it_stopped(pg_admin_url: str
 @pytest.mark.slow
 async def test_quick_start_run_serves_healthz_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """`wb run` with nothing configured: SQLite under ./var, the bundled broker, /healthz."""
-    from tests.live import http_get
-    from worker.broker import free_port
+    from tests.helpers.live import http_get
+    from worker.kafka.embedded import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WB_")}

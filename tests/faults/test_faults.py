@@ -21,13 +21,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests import pg
-from tests.faults.harness import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
-from tests.live import Kafka, WorkerProcess, eventually, http_get
-from worker import migrate
-from worker.broker import EmbeddedBroker
-from worker.db import create_engine, session_factory
-from worker.store import HighlightStore
+from tests.helpers import postgres as pg
+from tests.helpers.faults import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
+from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
+from worker.kafka.embedded import EmbeddedBroker
+from worker.services.store import HighlightStore
+from worker.storage import migrate
+from worker.storage.database import create_engine, session_factory
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults]
 INPUTS = (COMMENTS, REQUESTS, GENERATED)
@@ -47,7 +47,7 @@ def report(name: str, figures: dict[str, Any]) -> None:
 async def processed_count(sessions: async_sessionmaker[AsyncSession]) -> int:
     from sqlalchemy import func, select
 
-    from worker.models import ProcessedEventRow
+    from worker.storage.models import ProcessedEventRow
 
     async with sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEventRow)) or 0)
@@ -258,7 +258,7 @@ def s3_endpoint(logs: Path) -> Iterator[str]:
     import sys
     import urllib.request
 
-    from worker.broker import free_port, wait_for_port
+    from worker.kafka.embedded import free_port, wait_for_port
 
     port = free_port()
     with (logs / "moto.log").open("wb") as log:

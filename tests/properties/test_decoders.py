@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.events import MODELS, InputStream, Rejected, RejectReason, decode
+from worker.domain.messages import MODELS, InputStream, Rejected, RejectReason, decode
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 streams = st.sampled_from(list(InputStream))

@@ -15,15 +15,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import select, text
 
-from tests.conftest import T0, FakeClock
-from tests.factories import result
-from worker import migrate, outbox
-from worker.db import create_engine, session_factory
-from worker.domain import UpsertMeta
-from worker.errors import SnapshotConflict, SupersededResult, UnknownUser
-from worker.models import Base, HighlightRow
-from worker.store import HighlightStore
-from worker.sweep import Sweeper
+from tests.helpers.clock import T0, FakeClock
+from tests.helpers.factories import result
+from worker.domain.errors import SnapshotConflict, SupersededResult, UnknownUser
+from worker.domain.values import UpsertMeta
+from worker.services import outbox
+from worker.services.store import HighlightStore
+from worker.services.sweep import Sweeper
+from worker.storage import migrate
+from worker.storage.database import create_engine, session_factory
+from worker.storage.models import Base, HighlightRow
 
 USERS = st.integers(1, 4)
 RETRY = timedelta(minutes=30)

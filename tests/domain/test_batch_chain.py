@@ -1,0 +1,114 @@
+"""BatchChain: batches one after another, gathering while the database is busy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from worker.domain.batch import BatchChain
+
+
+class Recorder:
+    """An ``apply`` that records its batches and can be held open by the test."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.active = 0
+        self.overlapped = False
+        self.changed = asyncio.Condition()
+
+    async def __call__(self, batch: list[int]) -> None:
+        self.active += 1
+        self.overlapped |= self.active > 1
+        try:
+            await self.gate.wait()
+            await asyncio.sleep(0)
+            self.batches.append(batch)
+        finally:
+            self.active -= 1
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def until(self, items: int) -> None:
+        """Until ``items`` items were applied (fails after 5 s if the chain stalls)."""
+
+        def applied() -> bool:
+            return sum(map(len, self.batches)) >= items
+
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(applied), timeout=5)
+
+
+async def test_what_arrives_while_a_batch_is_busy_goes_next_in_one_batch() -> None:
+    apply = Recorder()
+    chain = BatchChain(apply, size=100)
+    apply.gate.clear()
+    chain.add([1, 2])
+    chain.add([3])
+    chain.add([4, 5])
+    await asyncio.sleep(0.01)
+    assert apply.batches == []
+    apply.gate.set()
+    await apply.until(5)  # nothing more is added: the gathered items still go
+    assert apply.batches == [[1, 2], [3, 4, 5]]
+    assert not apply.overlapped
+
+
+async def test_batches_hold_at_most_size_items_in_order() -> None:
+    apply = Recorder()
+    chain = BatchChain(apply, size=3)
+    apply.gate.clear()
+    chain.add([0])
+    chain.add(list(range(1, 9)))
+    apply.gate.set()
+    await apply.until(9)
+    assert apply.batches == [[0], [1, 2, 3], [4, 5, 6], [7, 8]]
+    assert not apply.overlapped
+
+
+async def test_room_waits_while_a_full_batch_is_gathered() -> None:
+    apply = Recorder()
+    chain = BatchChain(apply, size=2)
+    apply.gate.clear()
+    chain.add([1])
+    chain.add([2, 3])
+    waiting = asyncio.ensure_future(chain.room())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    apply.gate.set()
+    await asyncio.wait_for(waiting, timeout=5)
+    await apply.until(3)
+    assert apply.batches == [[1], [2, 3]]
+
+
+async def test_a_failed_batch_stops_the_chain_and_its_error_reaches_the_caller() -> None:
+    applied: list[list[int]] = []
+
+    async def apply(batch: list[int]) -> None:
+        if batch == [1]:
+            raise RuntimeError("database gone")
+        applied.append(batch)
+
+    chain = BatchChain(apply, size=10)
+    chain.add([1])
+    assert chain.running is not None
+    await asyncio.wait([chain.running])
+    with pytest.raises(RuntimeError, match="database gone"):
+        chain.add([2])
+    assert applied == []
+
+
+async def test_finish_waits_for_the_running_batch_and_drops_the_gathered_rest() -> None:
+    apply = Recorder()
+    chain = BatchChain(apply, size=10)
+    apply.gate.clear()
+    chain.add([1])
+    chain.add([2])
+    finishing = asyncio.ensure_future(chain.finish())
+    apply.gate.set()
+    await asyncio.wait_for(finishing, timeout=5)
+    await asyncio.sleep(0.01)
+    assert apply.batches == [[1]]

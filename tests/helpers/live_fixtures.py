@@ -1,0 +1,90 @@
+"""Live fixtures (a pytest plugin, see tests/conftest.py): a broker process, a migrated
+PostgreSQL database and a `wb run` worker, one set per test module (a consumer group join
+costs seconds; the tests of a module use distinct users)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests.helpers import postgres as pg
+from tests.helpers.live import WB, Kafka, WorkerProcess
+from worker.kafka.embedded import EmbeddedBroker
+from worker.services.store import HighlightStore
+from worker.storage.database import create_engine, session_factory
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="module")
+def broker(logs: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=logs / "broker.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def live_db_url(pg_admin_url: str) -> Iterator[str]:
+    """A database of this module's own, migrated with the real `wb db upgrade`."""
+    url = asyncio.run(pg.create_database(pg_admin_url, prefix="wblive"))
+    subprocess.run(
+        [WB, "db", "upgrade"],
+        env={**os.environ, "WB_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+    )
+    yield url
+    asyncio.run(pg.drop_database(pg_admin_url, url))
+
+
+@pytest.fixture(scope="module")
+async def live_engine(live_db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(live_db_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def live_sessions(live_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(live_engine)
+
+
+@pytest.fixture(scope="module")
+def live_store(live_sessions: async_sessionmaker[AsyncSession]) -> HighlightStore:
+    return HighlightStore(live_sessions, ttl=timedelta(days=7))
+
+
+@pytest.fixture(scope="module")
+async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
+    client = Kafka(broker.address)
+    await client.start()
+    yield client
+    await client.stop()
+
+
+@pytest.fixture(scope="module")
+async def worker(
+    broker: EmbeddedBroker, live_db_url: str, logs: Path
+) -> AsyncIterator[WorkerProcess]:
+    """One running worker for the module, sweeping every second."""
+    proc = WorkerProcess(
+        broker.address,
+        live_db_url,
+        logs,
+        extra_env={"WB_SWEEP_INTERVAL": "1", "WB_GAUGE_INTERVAL": "1"},
+    )
+    proc.start()
+    try:
+        await proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()

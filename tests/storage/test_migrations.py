@@ -1,0 +1,95 @@
+"""Alembic owns the schema: it round-trips, and it matches the models exactly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.helpers.clock import T0
+from worker.services import outbox
+from worker.storage import migrate
+from worker.storage.database import session_factory
+from worker.storage.models import Base
+
+
+async def test_upgrade_downgrade_upgrade_round_trip(migrated_engine: AsyncEngine) -> None:
+    expected = set(Base.metadata.tables)
+    await migrate.downgrade(migrated_engine, "base")
+    async with migrated_engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert tables.isdisjoint(expected)
+    assert await migrate.current_revision(migrated_engine) is None
+    await migrate.upgrade(migrated_engine)
+    async with migrated_engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert expected <= tables
+    assert await migrate.current_revision(migrated_engine) == migrate.head_revision()
+
+
+async def test_models_match_migrated_schema(migrated_engine: AsyncEngine) -> None:
+    def diff(conn: Any) -> list[Any]:
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        return list(compare_metadata(context, Base.metadata))
+
+    async with migrated_engine.connect() as conn:
+        differences = await conn.run_sync(diff)
+    assert differences == []
+
+
+async def test_batched_outbox_migration_carries_unpublished_requests(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """0004 keeps what was still to publish (and drops what was published), both ways."""
+    payload = {"event_id": "e1", "user_id": 7, "reason": "expired", "note": "tab\tnewline\n"}
+    await migrate.downgrade(migrated_engine, "0003")
+    async with migrated_engine.begin() as conn:
+        await conn.execute(text("DELETE FROM outbox"))
+        for event_id, published in (("e0", T0), ("e1", None)):
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (event_id, topic, key, payload, created_at, published_at) "
+                    "VALUES (:e, 'regen-requests', '7', :p, :c, :pub)"
+                ),
+                {"e": event_id, "p": json.dumps(payload), "c": T0, "pub": published},
+            )
+    await migrate.upgrade(migrated_engine)
+    async with session_factory(migrated_engine)() as session:
+        [message] = await outbox.pending(session)
+    assert (message.stream, message.key, message.payload()) == ("regen-requests", "7", payload)
+    await migrate.downgrade(migrated_engine, "0003")
+    async with migrated_engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT event_id, key, payload FROM outbox"))).all()
+    await migrate.upgrade(migrated_engine)
+    assert [(e, k, p if isinstance(p, dict) else json.loads(p)) for e, k, p in rows] == [
+        ("e1", "7", payload)
+    ]
+
+
+async def test_outbox_messages_use_lz4_where_postgresql_has_it(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """0005: lz4 where the server was built with it (the machine's server), left alone
+    where not (the throwaway server's build); PostgreSQL's pglz after a downgrade."""
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("column compression is PostgreSQL's")
+    compression = text(
+        "SELECT attcompression::text FROM pg_attribute "
+        "WHERE attrelid = 'outbox'::regclass AND attname = 'messages'"
+    )
+    lz4 = text(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+    )
+    async with migrated_engine.connect() as conn:
+        available = await conn.scalar(lz4)
+        upgraded = await conn.scalar(compression)
+    await migrate.downgrade(migrated_engine, "0004")
+    async with migrated_engine.connect() as conn:
+        downgraded = await conn.scalar(compression)
+    await migrate.upgrade(migrated_engine)
+    assert (upgraded, downgraded) == (("l", "p") if available else ("", ""))

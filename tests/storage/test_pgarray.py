@@ -1,0 +1,81 @@
+"""Array literals (``worker.storage.pgarray``): whatever the values, PostgreSQL reads back exactly
+what was sent, and statements run together behave like statements run one by one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from worker.storage.database import create_engine, session_factory
+from worker.storage.pgarray import Write, literal, write_together
+
+pytestmark = pytest.mark.postgres
+
+texts = st.text(st.characters(exclude_characters="\x00"), max_size=12)  # NUL: refused earlier
+zones = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
+)
+KINDS: dict[str, Any] = {
+    "text": texts | st.sampled_from(["", "NULL", "null", '"', "\\", "a,b", "{x}", " s ", "é"]),
+    "bigint": st.integers(-(2**63), 2**63 - 1),
+    "integer": st.integers(-(2**31), 2**31 - 1),
+    "boolean": st.booleans(),
+    "timestamptz": st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2999, 1, 1), timezones=zones
+    ),
+}
+columns = st.sampled_from(sorted(KINDS)).flatmap(
+    lambda kind: st.tuples(st.just(kind), st.lists(KINDS[kind] | st.none(), max_size=8))
+)
+
+
+@pytest.fixture(scope="module")
+async def pg(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(pg_url)
+    yield engine
+    await engine.dispose()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns)
+async def test_any_values_read_back_unchanged(
+    pg: AsyncEngine, column: tuple[str, list[Any]]
+) -> None:
+    kind, values = column
+    async with pg.connect() as conn:
+        got = await conn.scalar(
+            text(f"SELECT CAST(CAST(:a AS text) AS {kind}[])"), {"a": literal(kind, values)}
+        )
+    assert list(got) == values
+
+
+async def test_naive_timestamps_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        literal("timestamptz", [datetime(2026, 1, 1)])
+
+
+async def test_writes_together_apply_all_or_refuse_overlapping_names(pg: AsyncEngine) -> None:
+    sessions = session_factory(pg)
+    async with pg.begin() as conn:
+        await conn.execute(text("CREATE TABLE IF NOT EXISTS together_a (v text)"))
+        await conn.execute(text("CREATE TABLE IF NOT EXISTS together_b (n bigint)"))
+    a = Write(
+        "INSERT INTO together_a SELECT unnest(CAST(CAST(:a_v AS text) AS text[]))",
+        {"a_v": literal("text", ["x", "y"])},
+    )
+    b = Write("INSERT INTO together_b VALUES (:b_n)", {"b_n": 7})
+    async with sessions.begin() as session:
+        await write_together(session, [a, None, b])
+    async with pg.connect() as conn:
+        assert sorted((await conn.scalars(text("SELECT v FROM together_a"))).all()) == ["x", "y"]
+        assert (await conn.scalars(text("SELECT n FROM together_b"))).all() == [7]
+    with pytest.raises(ValueError, match="overlap"):
+        async with sessions.begin() as session:
+            await write_together(session, [b, b])

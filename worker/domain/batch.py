@@ -1,0 +1,112 @@
+"""What a batch is made of and what it did: transport-neutral values shared by the
+pipeline, the comment rules, the metrics and the Faust adapters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, NamedTuple, TypeVar
+
+from worker.domain.messages import InputStream, RejectReason
+
+T = TypeVar("T")
+
+
+class RawMessage(NamedTuple):
+    """One consumed message, as any transport hands it over (a tuple: every event makes
+    one, and a frozen dataclass costs several times more to build)."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: RawMessage
+    reason: RejectReason
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: outcome counts per (stream, outcome), dead letters, timings."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    regen_requests: Counter[str] = field(default_factory=Counter)
+    stale_event_times: list[datetime] = field(default_factory=list)
+    turnaround_s: list[float] = field(default_factory=list)
+    retries: int = 0
+
+    def count(self, stream: InputStream, outcome: str) -> None:
+        self.outcomes[(stream.value, outcome)] += 1
+
+    def merge(self, other: BatchResult) -> None:
+        self.outcomes.update(other.outcomes)
+        self.dead_letters.extend(other.dead_letters)
+        self.regen_requests.update(other.regen_requests)
+        self.stale_event_times.extend(other.stale_event_times)
+        self.turnaround_s.extend(other.turnaround_s)
+        self.retries += other.retries
+
+
+@dataclass
+class BatchChain(Generic[T]):
+    """Applies batches one after another, gathering what arrives meanwhile into the next.
+
+    While one batch is in the database, events the broker delivers are gathered (up to
+    ``size`` per batch) and go as soon as it commits, even if nothing more arrives. Light
+    load gets small batches at once; a burst gets large ones, so the fixed cost of a batch
+    (its statements and commit) is paid less often. Batches never overlap, so order per
+    partition holds; a failed batch stops the chain and its error is raised to the caller.
+    """
+
+    apply: Callable[[list[T]], Awaitable[None]]
+    size: int
+    gathered: list[T] = field(default_factory=list)
+    running: asyncio.Future[None] | None = None
+
+    def add(self, items: Sequence[T]) -> None:
+        self.gathered.extend(items)
+        if self.running is None or self.running.done():
+            self._raise_failure()
+            self._start()
+
+    async def room(self) -> None:
+        """Backpressure: return once fewer than ``size`` items wait for the database."""
+        while len(self.gathered) >= self.size and self.running is not None:
+            await asyncio.wait([self.running])
+            self._raise_failure()
+            if self.running.done():
+                self._start()
+
+    async def finish(self) -> None:
+        """Wait for the batch in the database; what was only gathered is dropped (never
+        acknowledged, so the broker delivers it again)."""
+        self.gathered.clear()
+        if self.running is not None:
+            await self.running
+
+    def cancel(self) -> None:
+        if self.running is not None:
+            self.running.cancel()
+
+    def _start(self) -> None:
+        if not self.gathered:
+            return
+        batch, self.gathered = self.gathered[: self.size], self.gathered[self.size :]
+        self.running = asyncio.ensure_future(self.apply(batch))
+        self.running.add_done_callback(self._next)
+
+    def _next(self, done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._start()
+
+    def _raise_failure(self) -> None:
+        if self.running is not None and self.running.done():
+            self.running.result()

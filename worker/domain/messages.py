@@ -1,0 +1,338 @@
+"""Topic contracts: pydantic models of every message, and a decoder that never raises.
+
+Input topics carry plain JSON that people type with kcat, so the decoder is strict about
+what matters (ids, types, aware timestamps, sizes) and explains every refusal in one line;
+the refusal reason is a closed set (metrics labels) plus a free-text detail (DLQ header).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import core_schema
+
+from worker.domain.errors import InvalidInput
+from worker.domain.ids import MAX_BIGINT, MAX_USER_ID
+from worker.domain.values import (
+    MAX_BIO_CHARS,
+    MAX_ITEM_CHARS,
+    MAX_LIST_ITEMS,
+    RegenReason,
+    check_aware,
+    refuse_nul,
+)
+
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 8
+# Timestamps that legitimately lie ahead (the others are checked against clock skew).
+FUTURE_OK = frozenset({"stale_after"})
+
+
+class InputStream(StrEnum):
+    """Logical input streams; topic names are configurable, these names are not."""
+
+    COMMENTS = "comments"
+    REQUESTS = "requests"
+    GENERATED = "generated"
+
+
+class RejectReason(StrEnum):
+    """Why a message went to the dead-letter topic (a closed set: it labels metrics)."""
+
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    DUPLICATE_KEY = "duplicate_key"
+    TOO_DEEP = "too_deep"
+    NOT_OBJECT = "not_object"
+    INVALID = "invalid"
+    BAD_TIMESTAMP = "bad_timestamp"
+    REJECTED_BY_STORE = "rejected_by_store"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Rejected(Exception):
+    """A message that cannot be applied; ``reason`` labels it, ``detail`` explains it."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+ID_PATTERN = r"^[\x21-\x7e]+$"
+
+
+class _IdSchema:
+    """Ids may be typed as strings or as non-negative integers; both become strings.
+
+    Built as one core schema (a union of a constrained string and an integer turned into
+    a string) so that validation runs inside pydantic-core: ids are on every event, and
+    Python-level validators cost more than the rest of decoding together."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        text = core_schema.str_schema(min_length=1, max_length=200, pattern=ID_PATTERN, strict=True)
+        number = core_schema.no_info_after_validator_function(
+            str, core_schema.int_schema(ge=0, le=MAX_BIGINT, strict=True)
+        )
+        return core_schema.union_schema(
+            [text, number],
+            mode="left_to_right",
+            custom_error_type="id",
+            custom_error_message=(
+                "an id must be a string of 1-200 printable ASCII characters without spaces, "
+                "or an integer between 0 and 2^63-1"
+            ),
+        )
+
+
+class _TimestampSchema:
+    """Timestamps are RFC 3339 strings on the wire (no epoch numbers: they hide the zone);
+    a string first, then a datetime, both inside pydantic-core."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        text = core_schema.custom_error_schema(
+            core_schema.str_schema(strict=True),
+            custom_error_type="timestamp_type",
+            custom_error_message=(
+                "a timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z"
+            ),
+        )
+        return core_schema.chain_schema([text, handler(source)])
+
+
+Id = Annotated[
+    str,
+    _IdSchema,
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "minLength": 1, "maxLength": 200, "pattern": ID_PATTERN},
+                {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT},
+            ]
+        }
+    ),
+]
+Timestamp = Annotated[
+    datetime,
+    _TimestampSchema,
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+UserId = Annotated[StrictInt, Field(gt=0, le=MAX_USER_ID)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_CHARS)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Id
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {}
+
+
+class CommentEvent(_Event):
+    """``signal.comments``: a comment about ``user_id`` was created, edited or deleted."""
+
+    type: Literal["comment.created", "comment.edited", "comment.deleted"]
+    comment_id: Id
+    request_id: Id
+    user_id: UserId | None = None
+    occurred_at: Timestamp
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {"occurred_at": self.occurred_at}
+
+
+class RequestEvent(_Event):
+    """``signal.requests``: Signal request ``request_id`` is about ``user_id``."""
+
+    request_id: Id
+    user_id: UserId
+    occurred_at: Timestamp
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {"occurred_at": self.occurred_at}
+
+
+class GeneratedEvent(_Event):
+    """``profile.highlights.generated``: a generator's result for one user."""
+
+    user_id: UserId
+    bio_text: Annotated[str, Field(min_length=1, max_length=MAX_BIO_CHARS)]
+    proof_points: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+    quotes: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+    source_group: Annotated[str, Field(min_length=1, max_length=200)]
+    snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)]
+    llm_model: Annotated[str, Field(min_length=1, max_length=200)]
+    generated_at: Timestamp
+    stale_after: Timestamp | None = None
+    regen_request_id: Id | None = None
+    generation: Annotated[StrictInt, Field(ge=0, le=MAX_BIGINT)] | None = None
+    base_snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    def timestamps(self) -> dict[str, datetime | None]:
+        return {"generated_at": self.generated_at, "stale_after": self.stale_after}
+
+    @field_validator(
+        "bio_text",
+        "proof_points",
+        "quotes",
+        "source_group",
+        "snapshot_hash",
+        "llm_model",
+        "base_snapshot_hash",
+    )
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
+
+    @field_validator("stale_after")
+    @classmethod
+    def _after_generated(cls, value: datetime | None, info: Any) -> datetime | None:
+        generated = info.data.get("generated_at")
+        if value is not None and generated is not None and value <= generated:
+            raise ValueError("stale_after must be later than generated_at")
+        return value
+
+
+class RegenRequestEvent(BaseModel):
+    """``profile.highlights.regen-requests`` (out): please generate a highlight for a user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Id
+    user_id: UserId
+    reason: RegenReason
+    generation: Annotated[StrictInt, Field(ge=0)]
+    snapshot_hash: str | None
+    requested_at: Timestamp
+    trigger: str | None = None
+
+
+def regen_request_payload(
+    request_id: str,
+    user_id: int,
+    reason: RegenReason,
+    generation: int,
+    snapshot_hash: str | None,
+    now: datetime,
+    trigger: str | None,
+) -> dict[str, Any]:
+    """The JSON of a ``RegenRequestEvent``, built as a dict on the hot path (a model per
+    request costs more than the rest of its handling). Its one twin, the sweep's SQL
+    ``format()``, and this builder are both tested to validate against the model and to
+    agree on the same row."""
+    payload: dict[str, Any] = {
+        "event_id": request_id,
+        "user_id": user_id,
+        "reason": reason.value,
+        "generation": generation,
+        "snapshot_hash": snapshot_hash,
+        "requested_at": now.isoformat(),
+    }
+    if trigger:
+        payload["trigger"] = trigger
+    return payload
+
+
+InputEvent = CommentEvent | RequestEvent | GeneratedEvent
+
+MODELS: dict[InputStream, type[CommentEvent] | type[RequestEvent] | type[GeneratedEvent]] = {
+    InputStream.COMMENTS: CommentEvent,
+    InputStream.REQUESTS: RequestEvent,
+    InputStream.GENERATED: GeneratedEvent,
+}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):  # cheap check first: this runs for every object
+        keys = [k for k, _ in pairs]
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise Rejected(RejectReason.DUPLICATE_KEY, f"key {dup[:50]!r} appears twice")
+    return value
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, stopping early once past ``limit``."""
+    if limit < 0:
+        return 1
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+# One decoder for every message (``json.loads`` with a hook builds a new one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Bytes to a JSON object, or ``Rejected`` naming what is wrong with them."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise Rejected(RejectReason.TOO_LARGE, f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(RejectReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise Rejected(RejectReason.TOO_DEEP, "JSON nesting too deep") from None
+    except json.JSONDecodeError as exc:
+        raise Rejected(
+            RejectReason.NOT_JSON, f"{exc.msg} at line {exc.lineno} col {exc.colno}"
+        ) from None
+    if not isinstance(value, dict):
+        raise Rejected(
+            RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(value).__name__}"
+        )
+    # The bracket count bounds the depth: typical flat events skip the walk.
+    brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets > MAX_JSON_DEPTH and _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise Rejected(RejectReason.TOO_DEEP, f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    return value
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
+    """Decode one message of ``stream``; raises ``Rejected`` and nothing else."""
+    if raw is None:
+        raise Rejected(RejectReason.NOT_JSON, "empty message (tombstone)")
+    data = parse_json_object(raw)
+    try:
+        event = MODELS[stream].model_validate(data)
+    except ValidationError as exc:
+        raise Rejected(RejectReason.INVALID, _explain(exc)) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise Rejected(RejectReason.INVALID, str(exc)[:300]) from None
+    try:
+        for name, value in event.timestamps().items():
+            check_aware(name, value, None if name in FUTURE_OK else now)
+    except InvalidInput as exc:
+        raise Rejected(RejectReason.BAD_TIMESTAMP, str(exc)) from None
+    return event

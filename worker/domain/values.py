@@ -1,0 +1,165 @@
+"""Value objects shared by the service layer, the events and the views.
+
+Enums here are the closed sets that metrics labels and topic contracts draw from.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.domain.errors import InvalidInput
+from worker.domain.ids import MAX_USER_ID
+
+MAX_BIO_CHARS = 20_000
+MAX_OVERRIDE_CHARS = 5_000
+MAX_LIST_ITEMS = 100
+MAX_ITEM_CHARS = 5_000
+# Producers' clocks drift; a timestamp further ahead than this is a bug, not skew.
+MAX_FUTURE_SKEW = timedelta(days=1)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StaleReason(StrEnum):
+    NEW_COMMENT = "new_comment"
+    COMMENT_EDITED = "comment_edited"
+    COMMENT_DELETED = "comment_deleted"
+    EXPIRED = "expired"
+    MISSING = "missing"
+    MANUAL = "manual"
+
+
+class RegenReason(StrEnum):
+    NEW_COMMENT = "new_comment"
+    COMMENT_EDITED = "comment_edited"
+    COMMENT_DELETED = "comment_deleted"
+    EXPIRED = "expired"
+    MISSING = "missing"
+    MANUAL = "manual"
+    RETRY = "retry"
+
+
+class StaleOutcome(StrEnum):
+    """What a stale mark led to: a new request, a coalesced one, or none (override locked)."""
+
+    REQUESTED = "requested"
+    COALESCED = "coalesced"
+    OVERRIDE_LOCKED = "override_locked"
+
+
+class UpsertOutcome(StrEnum):
+    APPLIED = "applied"
+    APPLIED_STILL_STALE = "applied_still_stale"
+    DUPLICATE = "duplicate"
+    SUPERSEDED = "superseded"
+    CONFLICT = "conflict"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_aware(name: str, value: datetime | None, now: datetime | None = None) -> None:
+    """Refuse naive, pre-1970 and far-future timestamps with a message naming the field."""
+    if value is None:
+        return
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{name} must be timezone-aware (got naive {value.isoformat()})")
+    if value < EARLIEST:
+        raise InvalidInput(f"{name} {value.isoformat()} is before 1970")
+    if now is not None and value > now + MAX_FUTURE_SKEW:
+        raise InvalidInput(f"{name} {value.isoformat()} is more than a day in the future")
+
+
+def refuse_nul(value: Any) -> Any:
+    """PostgreSQL text and JSONB cannot hold NUL characters: refuse them at the door, so
+    both databases accept exactly the same input."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+class GeneratedHighlight(BaseModel):
+    """The content a generator produced for one user (what ``upsert_auto`` stores)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: int = Field(gt=0, le=MAX_USER_ID)
+    bio_text: str = Field(min_length=1, max_length=MAX_BIO_CHARS)
+    proof_points: list[str] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    quotes: list[str] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    source_group: str = Field(min_length=1, max_length=200)
+    llm_model: str = Field(min_length=1, max_length=200)
+    generated_at: datetime
+    stale_after: datetime | None = None
+
+    @field_validator("bio_text", "proof_points", "quotes", "source_group", "llm_model")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
+
+    @field_validator("proof_points", "quotes")
+    @classmethod
+    def _item_size(cls, items: list[str]) -> list[str]:
+        for item in items:
+            if len(item) > MAX_ITEM_CHARS:
+                raise ValueError(f"an item is longer than {MAX_ITEM_CHARS} characters")
+        return items
+
+
+class UpsertMeta(BaseModel):
+    """What the generator says about the result: which request and snapshot it answers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_snapshot_hash: str | None = None
+    generation: int | None = Field(default=None, ge=0)
+    regen_request_id: str | None = None
+
+
+class Highlight(BaseModel):
+    """Read model of one ``user_profile_highlights`` row."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    user_id: int
+    bio_text: str | None
+    proof_points: list[Any]
+    quotes: list[Any]
+    source_group: str | None
+    snapshot_hash: str | None
+    llm_model: str | None
+    generated_at: datetime | None
+    stale_after: datetime | None
+    manual_override: bool
+    override_text: str | None
+    override_actor: str | None
+    override_set_at: datetime | None
+    is_stale: bool
+    stale_reason: str | None
+    stale_since: datetime | None
+    generation: int
+    regen_request_id: str | None
+    regen_requested_at: datetime | None
+    regen_generation: int | None
+    regen_attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def has_content(self) -> bool:
+        """False for a placeholder row that only tracks a first ("missing") generation."""
+        return self.generated_at is not None
+
+    @classmethod
+    def from_row(cls, row: object) -> Highlight:
+        """From a stored row (``worker.storage.models.HighlightRow``), read by attribute so
+        that the domain does not depend on the ORM."""
+        data = {name: getattr(row, name) for name in cls.model_fields if hasattr(row, name)}
+        data["proof_points"] = list(getattr(row, "proof_points_json", None) or [])
+        data["quotes"] = list(getattr(row, "quotes_json", None) or [])
+        return cls.model_validate(data)

@@ -1,0 +1,316 @@
+"""The Faust app: thin adapters from Kafka topics to the ``Runtime``.
+
+Every input agent takes batches with ``noack_take`` and acks them only after the
+database transaction committed and any dead letters were delivered, so the offsets
+Faust commits never run ahead of the database (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import faust
+from faust.sensors import Monitor
+
+from worker.domain.batch import BatchChain, DeadLetter, RawMessage
+from worker.domain.messages import InputStream
+from worker.kafka.consumer import use_fetch_wait
+from worker.kafka.publisher import Outgoing, produce
+from worker.runtime.process import Runtime
+from worker.services.outbox import REGEN_STREAM, OutboxMessage
+from worker.settings import Settings
+from worker.web.public import register_views
+from worker.web.responses import guard
+
+log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+PRODUCER_RETRY_MAX_S = 5.0
+GC_YOUNG_THRESHOLD = 20_000  # Python's default is 700 allocations
+
+
+class QuietMonitor(Monitor):
+    """Faust's built-in monitor without its per-event bookkeeping: four calls per event that
+    feed Faust's own stats page, which this worker does not serve (``worker.runtime.metrics``
+    is what operators scrape). It keeps the one value Faust's stalled-stream check reads
+    (when a partition's stream last took an event); without it that check logs "Stream has
+    not started processing" for healthy partitions."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = time.monotonic()
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+
+def faust_app(settings: Settings) -> faust.App:
+    if settings.kafka_broker is None:
+        raise ValueError("no broker configured (WB_KAFKA_BROKER); `wb run` starts one")
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval,
+        broker_rebalance_timeout=settings.broker_session_timeout,
+        producer_acks=-1,
+        # Dead letters carry the original bytes: leave room for the largest input message.
+        producer_max_request_size=2 * 1024 * 1024,
+        web_application_options={"middlewares": [guard], "client_max_size": 1024 * 1024},
+        # Faust's own pages (router, tables, statistics, graph) are not ours to serve.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        monitor=QuietMonitor(),
+    )
+
+
+def _aiokafka_producer(app: faust.App) -> Any:
+    """The aiokafka producer inside Faust's (started with the app; raises until then)."""
+    return cast(Any, app.producer)._ensure_producer()
+
+
+async def _send_until_delivered(app: faust.App, messages: list[Outgoing]) -> None:
+    """Produce and wait for every ack; on broker trouble wait and send all again
+    (duplicates are allowed: consumers deduplicate by event id). Uses the app's own
+    aiokafka producer (its connection and settings), in record batches."""
+    delay = 0.2
+    while True:
+        try:
+            await produce(_aiokafka_producer(app), messages)
+            return
+        except Exception as exc:
+            log.warning(
+                "producing %d messages failed (%s); retrying in %.1fs", len(messages), exc, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
+
+
+async def _declare(app: faust.App, topics: Sequence[Any]) -> bool:
+    """Create the output topics, retrying while the broker is away; False if the app
+    began stopping first (a shutdown during start-up is not a crash)."""
+    delay = 0.2
+    while not app.should_stop:
+        try:
+            for topic in topics:
+                await topic.maybe_declare()
+            return True
+        except Exception as exc:
+            if app.should_stop:
+                break
+            log.warning("declaring output topics failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
+    return False
+
+
+def _dlq_send(letter: DeadLetter) -> Outgoing:
+    m = letter.message
+    headers = [
+        ("error", letter.reason.value.encode()),
+        ("reason", letter.detail.encode("utf-8", "replace")[:1000]),
+        ("source_topic", m.topic.encode()),
+        ("source_partition", str(m.partition).encode()),
+        ("source_offset", str(m.offset).encode()),
+    ]
+    return Outgoing(f"{m.topic}.dlq", None, m.value, headers)
+
+
+def arm_shutdown_deadline(seconds: float) -> None:
+    """Exit hard if shutdown takes longer than ``seconds``.
+
+    With the broker unreachable, aiokafka's consumer can retry forever while stopping, and a
+    deploy would hang until SIGKILL. Exiting is as safe as a crash: offsets only ever
+    follow database commits.
+    """
+
+    def expire() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"wb: shutdown did not finish in {seconds:.0f}s; exiting hard\n")
+        sys.stderr.flush()
+        os._exit(70)
+
+    threading.Thread(target=expire, name="shutdown-deadline", daemon=True).start()
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off the long-lived start-up objects.
+
+    After start-up the heap holds hundreds of thousands of long-lived objects (Faust,
+    SQLAlchemy, pydantic); every full collection walked all of them, and a batch allocates
+    enough to trigger collections often: a measurable share of the worker's CPU per event.
+    Freezing moves them out of the collector's view; a larger first generation makes young
+    collections rarer. Cycles among new objects are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a deadline on shutdown once a signal asks for it and the
+    garbage collector settled once start-up is over."""
+
+    def __init__(self, app: faust.App, shutdown_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.shutdown_timeout = shutdown_timeout
+        self.deadline_armed = False
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        settle_garbage_collector()
+
+    def _arm(self) -> None:
+        if not self.deadline_armed:
+            self.deadline_armed = True
+            arm_shutdown_deadline(self.shutdown_timeout)
+
+    def _on_sigterm(self) -> None:
+        self._arm()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm()
+        super()._on_sigint()
+
+
+def _consumer(app: faust.App, rt: Runtime, kind: InputStream) -> Any:
+    """The agent body of one input stream: batches in, database commit, then acks."""
+    settings = rt.settings
+
+    async def handle(stream: Any, events: Sequence[Any]) -> None:
+        messages = [
+            RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset)
+            for e in events
+        ]
+        result = await rt.handle(kind, messages)
+        if result.dead_letters:
+            await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
+        for event in events:
+            await stream.ack(event)
+
+    async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
+        """Batches go to the database one after another (``BatchChain``): order per
+        partition holds and offsets are acked only after the commit, while Faust keeps
+        consuming and what arrives meanwhile is gathered into the next batch."""
+        chain: BatchChain[Any] = BatchChain(
+            lambda events: handle(stream, events), settings.batch_size
+        )
+        try:
+            async for events in stream.noack_take(
+                settings.batch_size, within=settings.batch_within
+            ):
+                chain.add(events)
+                await chain.room()
+            await chain.finish()
+        finally:
+            chain.cancel()  # still running: rolled back, its events were never acked
+
+    consume.__name__ = f"consume_{kind.value}"
+    return consume
+
+
+def _input_agents(app: faust.App, rt: Runtime) -> list[Any]:
+    """One agent per input topic; returns the topics' dead-letter topics."""
+    settings = rt.settings
+    topics = {
+        InputStream.COMMENTS: app.topic(settings.topic_comments, **RAW),
+        InputStream.REQUESTS: app.topic(settings.topic_requests, **RAW),
+        InputStream.GENERATED: app.topic(settings.topic_generated, **RAW),
+    }
+    for kind, topic in topics.items():
+        app.agent(topic, name=f"wb.{kind.value}")(_consumer(app, rt, kind))
+    return [app.topic(f"{t.get_topic_name()}.dlq", **RAW) for t in topics.values()]
+
+
+def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
+    """The outbox relay: declares the output topics, then publishes queued requests,
+    woken by a commit that queued some or every ``WB_RELAY_INTERVAL``."""
+    settings = rt.settings
+    stream_topics = {REGEN_STREAM: settings.topic_regen_requests}
+
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
+        outgoing = [
+            Outgoing(stream_topics.get(m.stream, m.stream), m.key.encode(), m.value.encode())
+            for m in messages
+        ]
+        await _send_until_delivered(app, outgoing)
+
+    @app.task
+    async def relay() -> None:
+        if not await _declare(app, outputs):
+            return  # stopping before the topics were declared
+        interval = settings.relay_interval.total_seconds()
+        while not app.should_stop:
+            sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))
+            if sent:
+                continue
+            rt.relay_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)
+
+
+def _timers(app: faust.App, rt: Runtime) -> None:
+    """The sweep (leader only), the database-backed gauges and readiness on assignment."""
+    settings = rt.settings
+
+    @app.timer(settings.sweep_interval.total_seconds(), on_leader=True)
+    async def sweep() -> None:
+        # Start and end are logged so that "one sweeper at a time" can be checked from logs.
+        log.info("sweep started")
+        totals = await rt.sweep()
+        log.info("sweep finished: %s", totals.as_dict())
+
+    @app.timer(settings.gauge_interval.total_seconds())
+    async def gauges() -> None:
+        try:
+            await rt.refresh_gauges()
+        except Exception as exc:
+            log.warning("gauge refresh failed: %s", exc)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
+        rt.assigned = True
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
+    """Build the worker: three input agents, the outbox relay, the sweep and the web views."""
+    app = faust_app(settings)
+    use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
+    rt = runtime or Runtime(settings)
+    dead_letter_topics = _input_agents(app, rt)
+    _relay(app, rt, [app.topic(settings.topic_regen_requests, **RAW), *dead_letter_topics])
+    _timers(app, rt)
+    register_views(app, rt)
+    return app

@@ -1,0 +1,194 @@
+"""Prometheus metrics. Labels come from closed sets only (streams, outcomes, reasons):
+never a user id, comment id or free text, so cardinality stays bounded.
+
+Gauges that need the database are refreshed by a timer (``refresh_gauges``), never on
+scrape, so a scrape can't load the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.domain.batch import BatchResult
+from worker.domain.freshness import FreshnessState
+from worker.domain.messages import InputStream, RejectReason
+from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
+from worker.services import outbox
+from worker.services import signal_records as signal
+from worker.storage.freshness import state_column
+from worker.storage.models import HighlightRow
+
+# Fine steps around the 250 ms objective for "event -> stale mark committed".
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
+TURNAROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+STATES = tuple(s.value for s in FreshnessState)
+EVENT_OUTCOMES = (
+    "stale_marked",
+    "coalesced",
+    "override_locked",
+    "already_included",
+    "missing_requested",
+    "parked",
+    "unparked",
+    "mapped",
+    "duplicate",
+    "dead_lettered",
+    *(o.value for o in UpsertOutcome),
+)
+SWEEP_ACTIONS = (*(r.value for r in StaleReason), "retried", "requested")
+# Every label value the worker can emit, per label name: a test holds the exposition to it.
+LABEL_VALUES: dict[str, frozenset[str]] = {
+    "stream": frozenset(s.value for s in InputStream),
+    "outcome": frozenset(EVENT_OUTCOMES),
+    "reason": frozenset({*(r.value for r in RejectReason), *(r.value for r in RegenReason)}),
+    "state": frozenset(STATES),
+    "action": frozenset(SWEEP_ACTIONS),
+}
+
+
+def observe_many(histogram: Histogram, value: float, times: int) -> None:
+    """Record ``times`` observations of one value at once: what ``observe`` in a loop
+    records (a batch's handling time counts once per event, and the loop cost about a
+    microsecond per event). prometheus_client has no weighted observe, so this updates
+    its per-bucket counters; a test holds it to the loop's exposition."""
+    if times <= 0:
+        return
+    h: Any = histogram
+    h._sum.inc(value * times)
+    for bucket, bound in zip(h._buckets, h._upper_bounds, strict=True):
+        if value <= bound:
+            bucket.inc(times)
+            return
+
+
+class Metrics:
+    """All metrics of one worker, in a registry of its own (tests build several)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events = Counter(
+            "wb_events", "Input events by stream and outcome", ["stream", "outcome"], registry=r
+        )
+        self.dead_letters = Counter(
+            "wb_dead_letters",
+            "Events sent to a dead-letter topic",
+            ["stream", "reason"],
+            registry=r,
+        )
+        self.regen_requests = Counter(
+            "wb_regen_requests", "Regen requests queued, by reason", ["reason"], registry=r
+        )
+        self.regen_published = Counter(
+            "wb_regen_published", "Outbox messages published", registry=r
+        )
+        self.results = Counter(
+            "wb_results", "Generated results by outcome", ["outcome"], registry=r
+        )
+        self.db_retries = Counter(
+            "wb_db_retries",
+            "Batch attempts retried after a database failure, counted as they happen",
+            ["stream"],
+            registry=r,
+        )
+        self.sweep_actions = Counter(
+            "wb_sweep_actions", "Rows changed by sweeps, by action", ["action"], registry=r
+        )
+        self.handling = Histogram(
+            "wb_event_handling_seconds",
+            "Time from a batch's start to its database commit, per event",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stale_lag = Histogram(
+            "wb_stale_mark_lag_seconds",
+            "Event time of a comment to its stale mark being committed",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turnaround = Histogram(
+            "wb_regen_turnaround_seconds",
+            "Regen request to result applied (a user's wait)",
+            buckets=TURNAROUND_BUCKETS,
+            registry=r,
+        )
+        self.highlights = Gauge("wb_highlights", "Highlights by state", ["state"], registry=r)
+        self.pending = Gauge("wb_regen_pending", "Pending regenerations (queue depth)", registry=r)
+        self.backlog = Gauge("wb_outbox_backlog", "Outbox rows not yet published", registry=r)
+        self.oldest_stale = Gauge(
+            "wb_oldest_stale_age_seconds", "Age of the oldest stale highlight", registry=r
+        )
+        self.parked = Gauge(
+            "wb_parked_comments", "Comments waiting for a request mapping", registry=r
+        )
+        # Counters the alerts take increase()/rate() of exist at 0 from the start: a series
+        # born at its first increment (a dead-letter burst) shows Prometheus no increase.
+        for stream in InputStream:
+            self.db_retries.labels(stream.value)
+            for reason in RejectReason:
+                self.dead_letters.labels(stream.value, reason.value)
+
+    def count_retry(self, stream: InputStream) -> None:
+        """One retry of a batch of ``stream`` because the database failed (called by the
+        pipeline while it retries, so an outage shows while it lasts)."""
+        self.db_retries.labels(stream.value).inc()
+
+    def record_batch(
+        self, stream: str, result: BatchResult, elapsed_s: float, committed_at: datetime
+    ) -> None:
+        for (event_stream, outcome), n in result.outcomes.items():
+            self.events.labels(event_stream, outcome).inc(n)
+            if event_stream == "generated" and outcome != "dead_lettered":
+                self.results.labels(outcome).inc(n)
+        for letter in result.dead_letters:
+            self.dead_letters.labels(stream, letter.reason.value).inc()
+        for reason, n in result.regen_requests.items():
+            self.regen_requests.labels(reason).inc(n)
+        observe_many(self.handling.labels(stream), elapsed_s, sum(result.outcomes.values()))
+        for occurred_at in result.stale_event_times:
+            self.stale_lag.observe(max((committed_at - occurred_at).total_seconds(), 0.0))
+        for seconds in result.turnaround_s:
+            self.turnaround.observe(seconds)
+
+    async def refresh_gauges(self, session: AsyncSession, now: datetime) -> None:
+        H = HighlightRow
+        counts = dict.fromkeys(STATES, 0)
+        state = state_column(now).label("state")
+        stmt = select(state, func.count()).group_by(state)
+        for key, n in (await session.execute(stmt)).all():
+            counts[key] += n
+        for key, n in counts.items():
+            self.highlights.labels(key).set(n)
+        pending = select(func.count()).select_from(H).where(H.regen_request_id.is_not(None))
+        self.pending.set(int(await session.scalar(pending) or 0))
+        oldest = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
+        self.oldest_stale.set((now - oldest).total_seconds() if oldest else 0)
+        self.backlog.set(await outbox.backlog(session))
+        self.parked.set(await signal.parked_count(session))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,129 @@
+"""What one worker process holds: database, store, pipeline, sweeper, metrics, readiness.
+
+Transport-agnostic: the Faust agents (``worker.kafka.agents``) feed it batches and give it a
+``Publish`` function; tests and benchmarks can drive it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from worker.domain.batch import BatchResult, RawMessage
+from worker.domain.messages import InputStream
+from worker.domain.values import utcnow
+from worker.runtime.metrics import Metrics
+from worker.services import outbox
+from worker.services.outbox import OutboxMessage
+from worker.services.pipeline import Pipeline
+from worker.services.store import HighlightStore
+from worker.services.sweep import ScanTotals, Sweeper
+from worker.settings import Settings
+from worker.storage.database import create_engine, database_answers, is_transient, session_factory
+from worker.storage.models import ProcessedEventRow
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
+T = TypeVar("T")
+RELAY_BATCH = 500
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine = field(init=False)
+    sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    metrics: Metrics = field(default_factory=Metrics)
+    db_ok: bool = True
+    assigned: bool = False
+
+    def __post_init__(self) -> None:
+        self.engine = create_engine(self.settings.database_url)
+        self.sessions = session_factory(self.engine)
+        self.store = HighlightStore(self.sessions, ttl=self.settings.highlight_ttl)
+        self.pipeline = Pipeline(
+            self.sessions,
+            ttl=self.settings.highlight_ttl,
+            max_backoff_s=self.settings.db_retry_max_backoff,
+            on_retry=self.metrics.count_retry,
+        )
+        self.sweeper = Sweeper(
+            self.sessions,
+            retry_after=self.settings.regen_retry_after,
+            chunk_size=self.settings.sweep_chunk,
+        )
+        self.relay_wakeup = asyncio.Event()
+
+    async def handle(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
+        """Apply a batch (retrying while the database is away) and record what it did."""
+        started = time.monotonic()
+        try:
+            result = await self.pipeline.process(stream, messages)
+        except Exception:
+            self.db_ok = False
+            raise
+        self.db_ok = True
+        self.metrics.record_batch(stream.value, result, time.monotonic() - started, utcnow())
+        if result.regen_requests:
+            self.relay_wakeup.set()
+        return result
+
+    async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` until it succeeds, backing off while the database is unreachable."""
+        delay = 0.1
+        while True:
+            try:
+                value = await action()
+                self.db_ok = True
+                return value
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.db_ok = False
+                log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.db_retry_max_backoff)
+
+    async def relay_once(self, publish: Publish) -> int:
+        """Publish one chunk of the outbox; its rows' deletion commits only after the broker
+        acked (a failed publish rolls it back: at least once)."""
+        async with self.sessions.begin() as session:
+            messages = await outbox.take(session, RELAY_BATCH)
+            if messages:
+                await publish(messages)
+        self.metrics.regen_published.inc(len(messages))
+        return len(messages)
+
+    async def sweep(self) -> ScanTotals:
+        totals = await self.retry_transient("sweep", self.sweeper.run)
+        for action, n in totals.actions.items():
+            self.metrics.sweep_actions.labels(action).inc(n)
+        for reason, n in totals.requests.items():
+            self.metrics.regen_requests.labels(reason).inc(n)
+        if totals.requests:
+            self.relay_wakeup.set()
+        await self.retry_transient("prune", self.prune_processed)
+        return totals
+
+    async def prune_processed(self) -> None:
+        """Forget event ids older than the dedup retention (redelivery is long over by then)."""
+        cutoff = utcnow() - self.settings.dedup_retention
+        async with self.sessions.begin() as session:
+            await session.execute(
+                delete(ProcessedEventRow).where(ProcessedEventRow.processed_at < cutoff)
+            )
+
+    async def refresh_gauges(self) -> None:
+        async with self.sessions() as session:
+            await self.metrics.refresh_gauges(session, utcnow())
+
+    async def database_reachable(self) -> bool:
+        return await database_answers(self.sessions)

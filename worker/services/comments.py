@@ -1,0 +1,171 @@
+"""Comment events: the staleness rule, and its set-based form for PostgreSQL batches.
+
+``apply_comment`` is the one rule (a comment newer than the highlight, or any deletion,
+makes it stale; no highlight yet asks for a first one) and works on an ORM row as well as
+on the plain ``RowState`` values below. ``apply_comment_batch`` applies a batch of
+comments on PostgreSQL in two statements after the claim, whatever its size: create the
+missing rows and lock them all, then (rules applied in Python on the plain values) write
+the changed rows, the outbox row, Signal activity and the outcomes together. The ORM's
+unit of work cost more than the database did, and every round trip waits its turn on the
+worker's event loop: comments are the hot stream, bursts of tens of thousands a minute.
+SQLite and the other streams keep the ORM path; both call the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.domain.batch import BatchResult
+from worker.domain.messages import CommentEvent, InputStream
+from worker.domain.values import StaleOutcome, StaleReason
+from worker.services import signal_records as signal
+from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
+from worker.services.store import mark_stale_row
+from worker.storage.models import RowState
+from worker.storage.pgarray import Write, array, columns_of, literal, unnest_rows, write_together
+
+COMMENT_REASONS = {
+    "comment.created": StaleReason.NEW_COMMENT,
+    "comment.edited": StaleReason.COMMENT_EDITED,
+    "comment.deleted": StaleReason.COMMENT_DELETED,
+}
+STALE_OUTCOMES = {
+    StaleOutcome.REQUESTED: "stale_marked",
+    StaleOutcome.COALESCED: "coalesced",
+    StaleOutcome.OVERRIDE_LOCKED: "override_locked",
+}
+ALREADY_INCLUDED = "already_included"
+
+
+def apply_comment(
+    sink: OutboxSink, row: Requestable, event: CommentEvent, now: datetime, result: BatchResult
+) -> str:
+    """Apply one comment to its user's locked row; returns the outcome's name."""
+    if row.generated_at is None:
+        reason = StaleReason.MISSING
+    elif event.type == "comment.deleted" or event.occurred_at > row.generated_at:
+        reason = COMMENT_REASONS[event.type]
+    else:
+        return ALREADY_INCLUDED
+    outcome = mark_stale_row(sink, row, reason, now, f"comment:{event.event_id}")
+    result.stale_event_times.append(event.occurred_at)
+    if outcome is StaleOutcome.REQUESTED:
+        result.regen_requests[reason.value] += 1
+        if reason is StaleReason.MISSING:
+            return "missing_requested"
+    return STALE_OUTCOMES[outcome]
+
+
+async def resolve_or_park(session: AsyncSession, event: CommentEvent, now: datetime) -> int | None:
+    """The comment's user from the request map, or park the comment (None)."""
+    resolved = await signal.resolve_users(session, {event.request_id})
+    if event.request_id not in resolved:
+        await signal.lock_request(session, event.request_id)
+        resolved = await signal.resolve_users(session, {event.request_id})
+    if event.request_id in resolved:
+        return resolved[event.request_id]
+    signal.park(session, event, now)
+    await session.flush()  # the parked row must exist before the lock is released
+    return None
+
+
+# The columns a stale mark may change, with their PostgreSQL types (for unnest arrays).
+WRITTEN = {
+    "is_stale": "boolean",
+    "stale_since": "timestamptz",
+    "stale_reason": "text",
+    "generation": "bigint",
+    "regen_request_id": "text",
+    "regen_requested_at": "timestamptz",
+    "regen_generation": "bigint",
+    "regen_attempts": "integer",
+    "updated_at": "timestamptz",
+}
+
+
+STATE = ", ".join(f.name for f in fields(RowState))
+LOCK = (
+    f"SELECT {STATE} FROM user_profile_highlights "
+    f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
+)
+CREATE_AND_LOCK = text(
+    "WITH created AS ("
+    "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
+    "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
+    f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
+    f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
+    f"locked AS ({LOCK}) "
+    "SELECT * FROM created UNION ALL SELECT * FROM locked"
+)
+WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN}
+WRITE = (
+    "UPDATE user_profile_highlights AS h SET "
+    + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
+    + f" FROM {unnest_rows(WRITE_COLUMNS, 'h_')} WHERE h.user_id = v.user_id"
+)
+
+
+async def lock_states(
+    session: AsyncSession, user_ids: set[int], now: datetime
+) -> dict[int, RowState]:
+    """Create the rows comments need and lock them all, in user-id order (a fixed order
+    keeps concurrent batches from deadlocking), in one statement: the rows it creates come
+    back from the insert, the others from the lock. A row another transaction created
+    meanwhile is in neither (the statement's snapshot predates it): locked on its own."""
+    found = await session.execute(
+        CREATE_AND_LOCK, {"ids": literal("bigint", sorted(user_ids)), "now": now}
+    )
+    states = {state.user_id: state for state in (RowState(*r) for r in found)}
+    if late := user_ids - states.keys():
+        rows = await session.execute(text(LOCK), {"ids": literal("bigint", sorted(late))})
+        states.update((state.user_id, state) for state in (RowState(*r) for r in rows))
+    return states
+
+
+async def apply_comment_batch(
+    session: AsyncSession,
+    events: list[CommentEvent],
+    now: datetime,
+    result: BatchResult,
+    record: Callable[[dict[str, list[str]]], Write | None],
+) -> dict[str, list[str]]:
+    """Apply already-claimed comments in order; returns event ids by outcome.
+
+    The batch's writes (changed rows, its outbox row, Signal activity, and what ``record``
+    makes of the outcomes) go to the database as one statement."""
+    outcomes: dict[str, list[str]] = {}
+    resolved = await signal.resolve_users(
+        session, {e.request_id for e in events if e.user_id is None}
+    )
+    targets: list[tuple[CommentEvent, int]] = []
+    for event in events:
+        user_id = event.user_id or resolved.get(event.request_id)
+        if user_id is None and (user_id := await resolve_or_park(session, event, now)) is None:
+            outcomes.setdefault("parked", []).append(event.event_id)
+            continue
+        targets.append((event, user_id))
+    rows = await lock_states(session, {user_id for _, user_id in targets}, now)
+    queued: list[OutboxEntry] = []
+    activity: dict[int, signal.ActivityDelta] = {}
+    touched: dict[int, RowState] = {}
+    for event, user_id in targets:
+        activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        outcome = apply_comment(queued.append, rows[user_id], event, now, result)
+        if outcome != ALREADY_INCLUDED:
+            touched[user_id] = rows[user_id]
+        outcomes.setdefault(outcome, []).append(event.event_id)
+    for outcome, ids in outcomes.items():
+        result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
+    activity_upsert, falling = signal.activity_write(activity, now)
+    changed = list(touched.values())
+    rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
+    await write_together(
+        session, [rows_write, insert_write(queued), activity_upsert, record(outcomes)]
+    )
+    await signal.record_activity(session, falling, now)  # rare: more deletions than comments
+    return outcomes

@@ -1,0 +1,285 @@
+"""Applying input events to the store: the pipeline's rules, free of Kafka.
+
+A batch of raw messages from one input topic is decoded (bad ones become dead letters),
+deduplicated against ``processed_events``, and applied in one transaction. The agents
+commit Kafka offsets only after ``process`` returns, so the database always leads the
+offsets (at-least-once), and the dedup table makes redelivery a no-op (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
+from worker.domain.messages import (
+    CommentEvent,
+    GeneratedEvent,
+    InputEvent,
+    InputStream,
+    Rejected,
+    RejectReason,
+    RequestEvent,
+    decode,
+)
+from worker.domain.values import (
+    GeneratedHighlight,
+    UpsertMeta,
+    UpsertOutcome,
+    utcnow,
+)
+from worker.services import signal_records as signal
+from worker.services.comments import apply_comment, apply_comment_batch, resolve_or_park
+from worker.services.outbox import session_sink
+from worker.services.store import (
+    create_placeholders,
+    lock_or_create_row,
+    lock_rows,
+    request_if_unanswered,
+    upsert_auto_row,
+)
+from worker.storage import dedup
+from worker.storage.database import database_answers, is_postgresql, is_transient
+from worker.storage.models import HighlightRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Tx:
+    """One transaction's working set: the session, its clock reading and the locked rows."""
+
+    session: AsyncSession
+    now: datetime
+    rows: dict[int, HighlightRow]
+    result: BatchResult
+    activity: dict[int, signal.ActivityDelta] = field(default_factory=dict)
+
+    async def row(self, user_id: int) -> HighlightRow:
+        row = self.rows.get(user_id)
+        if row is None:
+            row = self.rows[user_id] = await lock_or_create_row(self.session, user_id, self.now)
+        return row
+
+
+@dataclass
+class Pipeline:
+    sessions: async_sessionmaker[AsyncSession]
+    ttl: timedelta = timedelta(days=7)
+    clock: Callable[[], datetime] = utcnow
+    max_backoff_s: float = 5.0
+    # Called at each retry, while the database is still failing (metrics count retries as
+    # they happen: a batch stuck in an outage never returns its ``retries``).
+    on_retry: Callable[[InputStream], None] = lambda stream: None
+
+    async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
+        """Decode and apply one batch; transient database failures are retried until done."""
+        result = BatchResult()
+        events: list[tuple[RawMessage, InputEvent]] = []
+        now = self.clock()
+        for message in messages:
+            try:
+                events.append((message, decode(stream, message.value, now)))
+            except Rejected as exc:
+                result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
+                result.count(stream, "dead_lettered")
+        if events:
+            result.merge(await self._retrying(stream, events))
+        return result
+
+    async def _retrying(
+        self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
+    ) -> BatchResult:
+        delay, retries = 0.1, 0
+        while True:
+            try:
+                result = await self._apply_isolating(stream, events)
+                result.retries = retries
+                return result
+            except Exception as exc:
+                if not await self._database_trouble(exc):
+                    raise
+                retries += 1
+                self.on_retry(stream)
+                log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    async def _apply_isolating(
+        self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
+    ) -> BatchResult:
+        """The batch in one transaction; if it fails for a reason that is not the database,
+        event by event, so one poisonous event is dead-lettered instead of stalling the
+        partition."""
+        try:
+            return await self._apply(stream, events)
+        except Exception as exc:
+            if await self._database_trouble(exc):
+                raise
+            if len(events) == 1:
+                return self._internal_error(stream, events[0][0], exc)
+            log.exception("batch of %d failed; applying one by one", len(events))
+        result = BatchResult()
+        for item in events:
+            try:
+                result.merge(await self._apply(stream, [item]))
+            except Exception as exc:
+                if await self._database_trouble(exc):
+                    raise
+                result.merge(self._internal_error(stream, item[0], exc))
+        return result
+
+    async def _database_trouble(self, exc: Exception) -> bool:
+        """A transient error, or any error while the database does not answer: an outage
+        must never send good events to the dead-letter topic, however it surfaces."""
+        return is_transient(exc) or not await database_answers(self.sessions)
+
+    @staticmethod
+    def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:
+        log.exception(
+            "event at %s[%d]@%d failed",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc_info=exc,
+        )
+        result = BatchResult()
+        detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+        result.dead_letters.append(DeadLetter(message, RejectReason.INTERNAL_ERROR, detail))
+        result.count(stream, "dead_lettered")
+        return result
+
+    async def _apply(
+        self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
+    ) -> BatchResult:
+        result = BatchResult()
+        async with self.sessions.begin() as session:
+            now = self.clock()
+            fresh = await dedup.claim(session, stream, events, now, result)
+            if stream is InputStream.COMMENTS and is_postgresql(session):  # set-based
+                comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
+                await apply_comment_batch(
+                    session, comments, now, result, lambda o: dedup.outcomes_write(stream, o)
+                )
+                return result
+            tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
+            outcomes: dict[str, list[str]] = {}
+            for message, event in fresh:
+                try:
+                    outcome = await self._apply_one(tx, event)
+                except Rejected as exc:  # refused before any write
+                    result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
+                    result.count(stream, "dead_lettered")
+                    outcome = "dead_lettered"
+                else:
+                    result.count(stream, outcome)
+                outcomes.setdefault(outcome, []).append(event.event_id)
+            await signal.record_activity(session, tx.activity, now)
+            await dedup.record_outcomes(session, stream, outcomes)
+        return result
+
+    async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
+        if isinstance(event, CommentEvent):
+            return await self._comment(tx, event)
+        if isinstance(event, RequestEvent):
+            return await self._request(tx, event)
+        return await self._generated(tx, event)
+
+    async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int | None = None) -> str:
+        user_id = user_id or event.user_id
+        if user_id is None:
+            user_id = await resolve_or_park(tx.session, event, tx.now)
+            if user_id is None:
+                return "parked"
+        tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        row = await tx.row(user_id)
+        return apply_comment(session_sink(tx.session), row, event, tx.now, tx.result)
+
+    async def _request(self, tx: _Tx, event: RequestEvent) -> str:
+        await signal.lock_request(tx.session, event.request_id)
+        await signal.save_mapping(tx.session, event, tx.now)
+        user_id = (await signal.resolve_users(tx.session, {event.request_id}))[event.request_id]
+        for parked in await signal.unpark(tx.session, event.request_id):
+            outcome = await self._comment(tx, parked, user_id)
+            tx.result.count(InputStream.COMMENTS, outcome)
+            tx.result.count(InputStream.COMMENTS, "unparked")
+        return "mapped"
+
+    async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
+        payload, meta = _result_of(event)
+        pending_since = (
+            tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None
+        )
+        try:
+            row, outcome = await upsert_auto_row(
+                tx.session, payload, event.snapshot_hash, meta, tx.now, self.ttl
+            )
+        except SupersededResult as exc:
+            log.info("result %s: %s", event.event_id, exc)
+            return UpsertOutcome.SUPERSEDED.value
+        except SnapshotConflict as exc:
+            log.info("result %s: %s", event.event_id, exc)
+            return UpsertOutcome.CONFLICT.value
+        except InvalidInput as exc:
+            raise Rejected(RejectReason.REJECTED_BY_STORE, str(exc)) from None
+        tx.rows[row.user_id] = row
+        if outcome is UpsertOutcome.APPLIED and pending_since is not None:
+            tx.result.turnaround_s.append((tx.now - pending_since).total_seconds())
+        if outcome is UpsertOutcome.APPLIED_STILL_STALE and _answers_pending(row, event):
+            # The pending request was answered, but by content older than the latest mark.
+            row.regen_request_id = None
+            trigger = f"result:{event.event_id}"
+            if request_if_unanswered(session_sink(tx.session), row, tx.now, trigger):
+                tx.result.regen_requests[row.stale_reason or "manual"] += 1
+        return outcome.value
+
+
+def _result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
+    payload = GeneratedHighlight(
+        user_id=event.user_id,
+        bio_text=event.bio_text,
+        proof_points=list(event.proof_points),
+        quotes=list(event.quotes),
+        source_group=event.source_group,
+        llm_model=event.llm_model,
+        generated_at=event.generated_at,
+        stale_after=event.stale_after,
+    )
+    meta = UpsertMeta(
+        base_snapshot_hash=event.base_snapshot_hash,
+        generation=event.generation,
+        regen_request_id=event.regen_request_id,
+    )
+    return payload, meta
+
+
+def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
+    if row.regen_request_id is None:
+        return False
+    if event.regen_request_id is not None and event.regen_request_id == row.regen_request_id:
+        return True
+    return (
+        event.generation is not None
+        and row.regen_generation is not None
+        and event.generation >= row.regen_generation
+    )
+
+
+async def _lock_batch_rows(
+    session: AsyncSession, events: list[tuple[RawMessage, InputEvent]], now: datetime
+) -> dict[int, HighlightRow]:
+    """Lock every row the batch will touch in one ordered query (a fixed order keeps
+    concurrent batches from deadlocking), creating in one statement the rows that comments
+    need (a comment about an unknown user asks for a first generation)."""
+    commented = {e.user_id for _, e in events if isinstance(e, CommentEvent) and e.user_id}
+    unresolved = {e.request_id for _, e in events if isinstance(e, CommentEvent) and not e.user_id}
+    commented.update((await signal.resolve_users(session, unresolved)).values())
+    others = {e.user_id for _, e in events if isinstance(e, GeneratedEvent)}
+    await create_placeholders(session, commented, now)
+    return await lock_rows(session, commented | others)

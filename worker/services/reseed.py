@@ -1,0 +1,105 @@
+"""``wb signal-profile reseed``: mark many highlights stale on purpose, at a bounded rate.
+
+Used after a prompt or model change. Rows are taken in user-id order in chunks and each
+chunk is committed before the next, paced so that at most ``rate`` regeneration requests
+per second reach the generators; an interrupted reseed can simply be run again with
+``--after`` the last user id it printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from worker.domain.values import StaleOutcome, StaleReason, utcnow
+from worker.services.outbox import session_sink
+from worker.services.store import audited, check_actor, lock_rows, mark_stale_row
+from worker.storage.models import HighlightRow as H
+
+
+@dataclass
+class ReseedSelection:
+    user_ids: Sequence[int] | None = None
+    llm_model: str | None = None
+    source_group: str | None = None
+
+    def condition(self) -> ColumnElement[bool]:
+        clauses: list[ColumnElement[bool]] = [H.generated_at.is_not(None)]
+        if self.user_ids is not None:
+            clauses.append(H.user_id.in_(list(self.user_ids)))
+        if self.llm_model is not None:
+            clauses.append(H.llm_model == self.llm_model)
+        if self.source_group is not None:
+            clauses.append(H.source_group == self.source_group)
+        return and_(*clauses)
+
+
+@dataclass
+class ReseedResult:
+    marked: int = 0
+    requested: int = 0
+    last_user_id: int | None = None
+    chunks: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Reseeder:
+    sessions: async_sessionmaker[AsyncSession]
+    actor: str
+    rate: float
+    dry_run: bool = False
+    monotonic: Callable[[], float] = time.monotonic
+    on_chunk: Callable[[ReseedResult], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.actor = check_actor(self.actor)
+        if not self.rate > 0:
+            raise ValueError("rate must be positive")
+
+    async def run(self, selection: ReseedSelection, after: int = 0) -> ReseedResult:
+        result = ReseedResult()
+        chunk = max(1, min(500, int(self.rate)))
+        started = self.monotonic()
+        while True:
+            async with self.sessions.begin() as session:
+                ids = list(
+                    (
+                        await session.scalars(
+                            select(H.user_id)
+                            .where(H.user_id > after, selection.condition())
+                            .order_by(H.user_id)
+                            .limit(chunk)
+                        )
+                    ).all()
+                )
+                if not ids:
+                    return result
+                await self._mark(session, ids, result)
+                if self.dry_run:
+                    await session.rollback()
+            after = result.last_user_id = ids[-1]
+            result.chunks.append(self.monotonic() - started)
+            if self.on_chunk is not None:
+                self.on_chunk(result)
+            # Pace: the next chunk may start only when the rate allows what was sent so far.
+            ahead = result.marked / self.rate - (self.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    async def _mark(self, session: AsyncSession, ids: list[int], result: ReseedResult) -> None:
+        now = utcnow()
+        rows = await lock_rows(session, ids)
+        for user_id in ids:
+            with audited(
+                session, rows[user_id], actor=self.actor, action="reseed", reason=None, now=now
+            ):
+                outcome = mark_stale_row(
+                    session_sink(session), rows[user_id], StaleReason.MANUAL, now, "reseed"
+                )
+            result.marked += 1
+            result.requested += outcome is StaleOutcome.REQUESTED

@@ -1,0 +1,109 @@
+"""Idempotency: claiming event ids in ``processed_events`` and recording their outcome.
+
+A batch's ids are claimed first with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a
+second worker that holds the same events (a rebalance hands a partition over while the
+first is mid-batch) waits for the first one's commit and then skips them, so no effect is
+applied twice. On PostgreSQL the ids travel as one array literal (``worker.storage.pgarray``),
+which costs a fraction of a multi-row VALUES statement's per-row parameters, and the
+statement answers with the ids it could not claim, usually none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import delete, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.domain.batch import BatchResult
+from worker.domain.messages import InputEvent, InputStream
+from worker.storage.database import dialect_insert, is_postgresql
+from worker.storage.models import ProcessedEventRow
+from worker.storage.pgarray import Write, array, literal, unnest_rows, write_together
+
+T = TypeVar("T")
+DEAD_LETTERED = "dead_lettered"
+
+# Returns the ids it could not claim (usually none), not the hundreds it claimed.
+PG_CLAIM = text(
+    f"WITH ids AS (SELECT unnest({array('ids', 'text')}) AS e), claimed AS ("
+    "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
+    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) FROM ids "
+    "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id) "
+    "SELECT e FROM ids EXCEPT ALL SELECT event_id FROM claimed"
+)
+PG_OUTCOMES = (
+    "UPDATE processed_events AS p SET outcome = v.outcome "
+    f"FROM {unnest_rows({'event_id': 'text', 'outcome': 'text'}, 'p_')} "
+    "WHERE p.stream = CAST(:p_stream AS text) AND p.event_id = v.event_id"
+)
+
+
+async def claim(
+    session: AsyncSession,
+    stream: InputStream,
+    events: Sequence[tuple[T, InputEvent]],
+    now: datetime,
+    result: BatchResult,
+) -> list[tuple[T, InputEvent]]:
+    """Claim the batch's event ids; return the events this transaction must apply."""
+    first: dict[str, tuple[T, InputEvent]] = {}
+    for item in events:
+        if item[1].event_id in first:
+            result.count(stream, "duplicate")
+        else:
+            first[item[1].event_id] = item
+    if not first:
+        return []
+    if is_postgresql(session):
+        params = {"stream": stream.value, "now": now, "ids": literal("text", list(first))}
+        taken = set((await session.scalars(PG_CLAIM, params)).all())
+        claimed = first.keys() - taken
+    else:
+        stmt = (
+            dialect_insert(session)(ProcessedEventRow)
+            .on_conflict_do_nothing(index_elements=["stream", "event_id"])
+            .returning(ProcessedEventRow.event_id)
+        )
+        rows = [
+            {"stream": stream.value, "event_id": i, "outcome": "claimed", "processed_at": now}
+            for i in first
+        ]
+        claimed = set((await session.scalars(stmt, rows)).all())
+    if skipped := len(first.keys() - claimed):
+        result.outcomes[(stream.value, "duplicate")] += skipped
+    return [item for event_id, item in first.items() if event_id in claimed]
+
+
+async def record_outcomes(
+    session: AsyncSession, stream: InputStream, outcomes: dict[str, list[str]]
+) -> None:
+    """Store each claimed event's outcome; a dead-lettered event is unclaimed, so that a
+    replay from the dead-letter topic is applied rather than skipped."""
+    table = ProcessedEventRow
+    in_stream = table.stream == stream.value
+    if dead := outcomes.get(DEAD_LETTERED):
+        await session.execute(delete(table).where(in_stream & table.event_id.in_(dead)))
+    applied = {o: ids for o, ids in outcomes.items() if o != DEAD_LETTERED}
+    if is_postgresql(session):
+        await write_together(session, [outcomes_write(stream, applied)])
+        return
+    for outcome, ids in applied.items():
+        where = in_stream & table.event_id.in_(ids)
+        await session.execute(update(table).where(where).values(outcome=outcome))
+
+
+def outcomes_write(stream: InputStream, outcomes: dict[str, list[str]]) -> Write | None:
+    """PostgreSQL: recording applied events' outcomes as a ``Write`` (one statement, or a
+    part of the batch's one statement: ``pgarray.write_together``)."""
+    pairs = [(i, o) for o, ids in outcomes.items() for i in ids]
+    if not pairs:
+        return None
+    params: dict[str, object] = {
+        "p_stream": stream.value,
+        "p_event_id": literal("text", [i for i, _ in pairs]),
+        "p_outcome": literal("text", [o for _, o in pairs]),
+    }
+    return Write(PG_OUTCOMES, params)

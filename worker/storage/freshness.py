@@ -1,0 +1,33 @@
+"""The freshness rules of ``worker.domain.freshness`` as SQL, for set-based statements.
+
+Twins of ``expiry_due`` and ``state_of``; a test runs both over the same rows on SQLite
+and PostgreSQL. ``EXPIRY_DUE_SQL`` is the same condition as text, for the sweep's
+hand-written PostgreSQL statement (bound parameter ``:now``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, case, false, literal, or_, true
+from sqlalchemy.sql import ColumnElement
+
+from worker.domain.freshness import FreshnessState
+from worker.storage.models import HighlightRow as H
+
+EXPIRY_DUE_SQL = "NOT is_stale AND stale_after IS NOT NULL AND stale_after <= :now"
+
+
+def expiry_due_clause(now: datetime) -> ColumnElement[bool]:
+    return and_(H.is_stale == false(), H.stale_after.is_not(None), H.stale_after <= now)
+
+
+def state_column(now: datetime) -> ColumnElement[str]:
+    expired = or_(and_(H.is_stale == true(), H.stale_reason == "expired"), expiry_due_clause(now))
+    return case(
+        (H.manual_override == true(), literal(FreshnessState.OVERRIDDEN.value)),
+        (H.generated_at.is_(None), literal(FreshnessState.MISSING.value)),
+        (expired, literal(FreshnessState.EXPIRED.value)),
+        (H.is_stale == true(), literal(FreshnessState.STALE.value)),
+        else_=literal(FreshnessState.FRESH.value),
+    )

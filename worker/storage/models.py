@@ -1,0 +1,243 @@
+"""SQLAlchemy 2 typed models: the schema Alembic migrates and the service layer uses.
+
+Timestamps are always timezone-aware UTC in Python. SQLite has no timezone type, so
+``UTCDateTime`` stores naive UTC there and re-attaches UTC on the way out; PostgreSQL
+gets ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Integer primary keys that autoincrement on both databases (SQLite only does it for INTEGER).
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every dialect; naive input is a bug."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a timezone-aware column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class HighlightRow(Base):
+    """One row per user: the auto-generated highlight, its provenance, freshness and override."""
+
+    __tablename__ = "user_profile_highlights"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    bio_text: Mapped[str | None] = mapped_column(Text)
+    proof_points_json: Mapped[list[Any] | None] = mapped_column(JsonDoc)
+    quotes_json: Mapped[list[Any] | None] = mapped_column(JsonDoc)
+    source_group: Mapped[str | None] = mapped_column(String(200))
+    snapshot_hash: Mapped[str | None] = mapped_column(String(128))
+    llm_model: Mapped[str | None] = mapped_column(String(200))
+    generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stale_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    manual_override: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    override_text: Mapped[str | None] = mapped_column(Text)
+    override_actor: Mapped[str | None] = mapped_column(String(200))
+    override_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    is_stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    stale_reason: Mapped[str | None] = mapped_column(String(32))
+    stale_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    regen_request_id: Mapped[str | None] = mapped_column(String(64))
+    regen_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    regen_generation: Mapped[int | None] = mapped_column(BigInteger)
+    regen_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_user_profile_highlights_stale_after", "stale_after"),
+        Index("ix_user_profile_highlights_regen_requested_at", "regen_requested_at"),
+        Index("ix_user_profile_highlights_is_stale_stale_since", "is_stale", "stale_since"),
+    )
+
+
+@dataclass(slots=True)
+class RowState:
+    """The freshness columns of a ``HighlightRow`` as plain values, without ORM tracking:
+    what the set-based comment path (``worker.services.comments``) loads, changes and writes back.
+    The staleness rules accept either (``worker.services.outbox.Requestable``)."""
+
+    user_id: int
+    snapshot_hash: str | None
+    generated_at: datetime | None
+    manual_override: bool
+    is_stale: bool
+    stale_since: datetime | None
+    stale_reason: str | None
+    generation: int
+    regen_request_id: str | None
+    regen_requested_at: datetime | None
+    regen_generation: int | None
+    regen_attempts: int
+    updated_at: datetime
+
+
+class OutboxRow(Base):
+    """Messages written in the same transaction as the state change they announce.
+
+    One row holds every message one transaction queued for a topic, one per line as
+    ``key<TAB>json`` (``worker.services.outbox`` writes and reads them): a comment batch or a sweep
+    chunk costs one row, not one per request. The relay deletes a row once the broker has
+    acked its messages, so the table holds only what is still to publish and never grows.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    messages: Mapped[str] = mapped_column(Text)
+    message_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProcessedEventRow(Base):
+    """Event ids already applied, per input stream: makes every handler safe to run twice."""
+
+    __tablename__ = "processed_events"
+
+    stream: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class SignalRequestRow(Base):
+    """The Signal request -> user mapping, learnt from ``signal.requests``."""
+
+    __tablename__ = "signal_requests"
+
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ParkedCommentRow(Base):
+    """Comments whose request is not mapped yet; applied when the mapping arrives."""
+
+    __tablename__ = "parked_comments"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(200), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    parked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SignalActivityRow(Base):
+    """What we recorded of a user's Signal activity: the fallback a UI shows, and scan input."""
+
+    __tablename__ = "signal_activity"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    comment_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_comment_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_comment_id: Mapped[str | None] = mapped_column(String(200))
+    last_comment_type: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScanCheckpointRow(Base):
+    """Progress of a resumable freshness scan: the last user id done and running totals."""
+
+    __tablename__ = "scan_checkpoints"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    stats: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """Append-only record of every change a person made: who, when, what, and the diff."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    diff: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_audit_log_user_id_id", "user_id", "id"),)
+
+
+class AdminTokenRow(Base):
+    """An operator's API token: only its SHA-256 is stored; revocation takes effect at once."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminSessionRow(Base):
+    """A logged-in panel session; the cookie holds its random id, this row its SHA-256.
+    Deleting the row (logout) ends the session wherever its cookie was copied."""
+
+    __tablename__ = "admin_sessions"
+
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(AutoId, ForeignKey("admin_tokens.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,0 +1,118 @@
+"""Many rows as one parameter per column: PostgreSQL arrays sent as text literals.
+
+The set-based statements (comment batches, event-id claims, Signal activity) pass a
+batch as one array per column. asyncpg's list encoder inspects every element in Python
+(nesting, types), which is dear per element on the hot path; a text literal such as
+``{1,2,3}``, built here and parsed by PostgreSQL's array input in C, is much cheaper: the
+statement casts it, ``CAST(CAST(:p AS text) AS bigint[])``. (Figures: docs/performance.md.)
+
+``write_together`` sends a batch's writes to different tables as one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def array(name: str, kind: str) -> str:
+    """SQL for the bind parameter ``name`` holding a literal of ``kind[]``."""
+    return f"CAST(CAST(:{name} AS text) AS {kind}[])"
+
+
+def unnest_rows(columns: Mapping[str, str], prefix: str = "") -> str:
+    """``unnest(<arrays>) AS v(a, ...)``: one row per index, a parameter per column (named
+    ``prefix`` + column), instead of a VALUES list with a parameter per cell (Python time
+    per cell, and PostgreSQL planning time per parameter)."""
+    arrays = ", ".join(array(prefix + name, kind) for name, kind in columns.items())
+    return f"unnest({arrays}) AS v({', '.join(columns)})"
+
+
+def _text(value: str) -> str:
+    """Always quoted, so that no text (empty, ``NULL``, braces, commas) is misread."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@lru_cache(maxsize=256)
+def _timestamp(value: datetime) -> str:
+    """ISO 8601 with its offset (a batch repeats its clock reading: cached)."""
+    if value.utcoffset() is None:
+        raise ValueError(f"naive timestamp {value.isoformat()} (timestamptz needs an offset)")
+    return value.isoformat()
+
+
+def _boolean(value: bool) -> str:
+    return "t" if value else "f"
+
+
+_ENCODERS: dict[str, Callable[[Any], str]] = {
+    "bigint": str,
+    "integer": str,
+    "boolean": _boolean,
+    "text": _text,
+    "timestamptz": _timestamp,
+}
+
+
+def literal(kind: str, values: Iterable[Any]) -> str:
+    """The array literal of ``values`` (None is SQL NULL) for a column of ``kind``."""
+    items = values if isinstance(values, list) else list(values)
+    if items and None not in items:  # the common shapes, joined in one go
+        if kind == "text":
+            together = "".join(items)
+            if '"' not in together and "\\" not in together:  # nothing to escape
+                return '{"' + '","'.join(items) + '"}'
+        elif kind in ("bigint", "integer"):
+            return "{" + ",".join(map(str, items)) + "}"
+    encode = _ENCODERS[kind]
+    return "{" + ",".join("NULL" if v is None else encode(v) for v in items) + "}"
+
+
+def columns_of(
+    columns: Mapping[str, str], items: Sequence[object], prefix: str = ""
+) -> dict[str, object]:
+    """Bind parameters for ``unnest_rows(columns, prefix)``: each column's literal, taken
+    from the attributes of ``items``."""
+    return {
+        prefix + name: literal(kind, [getattr(item, name) for item in items])
+        for name, kind in columns.items()
+    }
+
+
+@dataclass(frozen=True)
+class Write:
+    """One data-modifying statement of a batch; its parameter names are its own (a prefix
+    per statement), so that several can run as one (``write_together``)."""
+
+    sql: str
+    params: dict[str, object]
+
+
+async def write_together(session: AsyncSession, writes: Iterable[Write | None]) -> None:
+    """Run ``writes`` (None: nothing to write) in one round trip: each becomes a
+    data-modifying CTE of one statement, which PostgreSQL runs to completion. A batch's
+    writes touch different tables, and every round trip costs the worker's event loop a
+    turn behind Faust's per-event work: fewer of them is what keeps a batch short."""
+    present = [w for w in writes if w is not None]
+    if not present:
+        return
+    params: dict[str, object] = {}
+    for w in present:
+        if params.keys() & w.params.keys():
+            raise ValueError(f"parameter names overlap: {sorted(params.keys() & w.params.keys())}")
+        params.update(w.params)
+    await session.execute(_together(tuple(w.sql for w in present)), params)
+
+
+@lru_cache(maxsize=32)
+def _together(statements: tuple[str, ...]) -> TextClause:
+    if len(statements) == 1:
+        return text(statements[0])
+    ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(statements))
+    return text(f"WITH {ctes} SELECT 1")
