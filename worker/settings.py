@@ -10,9 +10,9 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "wb-highlights.sqlite3"
@@ -67,6 +67,8 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class Settings(BaseSettings):
@@ -105,6 +107,39 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     # None: Secure whenever the panel is reachable beyond loopback (then it must be HTTPS).
     admin_secure_cookie: bool | None = None
+    # Secured clusters (managed Kafka): TLS and SASL for the worker and every CLI client.
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_connect_timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (self.kafka_sasl_mechanism is None or not self.kafka_sasl_username):
+            raise ValueError(
+                f"WB_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "WB_KAFKA_SASL_MECHANISM and WB_KAFKA_SASL_USERNAME"
+            )
+        if sasl and self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+            raise ValueError("SASL needs WB_KAFKA_SASL_PASSWORD or WB_KAFKA_SASL_PASSWORD_FILE")
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise ValueError("WB_KAFKA_SSL_CERT_FILE and WB_KAFKA_SSL_KEY_FILE go together")
+        return self
+
+    def kafka_sasl_secret(self) -> str | None:
+        """The SASL password, from the environment or its file (read when connecting, so
+        a rotated file is picked up by the next process)."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is not None:
+            return self.kafka_sasl_password_file.read_text().strip()
+        return None
 
     @field_validator("database_url")
     @classmethod

@@ -23,6 +23,7 @@ from faust.sensors import Monitor
 
 from worker.domain.batch import BatchChain, DeadLetter, RawMessage
 from worker.domain.messages import InputStream
+from worker.kafka.connection import KafkaConnection
 from worker.kafka.consumer import use_fetch_wait
 from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
@@ -70,6 +71,7 @@ def faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.kafka_broker,
+        broker_credentials=KafkaConnection.from_settings(settings).faust_credentials(),
         store="memory://",
         autodiscover=False,
         web_enabled=True,
