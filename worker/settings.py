@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     topic_generated: str = "profile.highlights.generated"
     topic_regen_requests: str = "profile.highlights.regen-requests"
     topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_within: float = Field(default=0.05, gt=0)
@@ -161,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def worker_topics(self) -> list[str]:
+        """Every topic the worker reads or writes: inputs, their dead letters, requests."""
+        inputs = [self.topic_comments, self.topic_requests, self.topic_generated]
+        return [*inputs, *(f"{t}.dlq" for t in inputs), self.topic_regen_requests]
 
     @property
     def secure_admin_cookie(self) -> bool:

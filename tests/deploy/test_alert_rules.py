@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from tests.helpers import postgres as pg
+from tests.helpers.brokers import TestBroker
 from tests.helpers.live import WB, Kafka, WorkerProcess, eventually, http_get
 from tests.helpers.prometheus import ALERTS, JOB, PrometheusServer, rules_with_short_for, tool
-from worker.kafka.embedded import EmbeddedBroker
 
 TESTS = ALERTS.with_name("alerts.test.yml")
 COMMENTS = "signal.comments"
@@ -95,7 +95,7 @@ async def firing(prom: PrometheusServer, name: str) -> dict[str, Any]:
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_live_prometheus_fires_dead_letter_and_database_alerts(
-    broker: EmbeddedBroker,
+    broker: TestBroker,
     kafka: Kafka,
     outage_db: str,
     private_pg: Any,

@@ -1,4 +1,5 @@
-"""Live fixtures (a pytest plugin, see tests/conftest.py): a broker process, a migrated
+"""Live fixtures (a pytest plugin, see tests/conftest.py): a broker process (Tansu and
+Apache Kafka in turn), a migrated
 PostgreSQL database and a `wb run` worker, one set per test module (a consumer group join
 costs seconds; the tests of a module use distinct users)."""
 
@@ -15,8 +16,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.helpers import postgres as pg
+from tests.helpers.brokers import TestBroker, broker_params, running_broker
 from tests.helpers.live import WB, Kafka, WorkerProcess
-from worker.kafka.embedded import EmbeddedBroker
 from worker.services.store import HighlightStore
 from worker.storage.database import create_engine, session_factory
 
@@ -26,15 +27,17 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
-@pytest.fixture(scope="module")
-def broker(logs: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_path=logs / "broker.log") as running:
+@pytest.fixture(scope="module", params=broker_params())
+def broker(request: pytest.FixtureRequest, logs: Path) -> Iterator[TestBroker]:
+    """The module's broker: every test using it runs on Tansu and on Apache Kafka."""
+    with running_broker(request.param, logs) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def live_db_url(pg_admin_url: str) -> Iterator[str]:
-    """A database of this module's own, migrated with the real `wb db upgrade`."""
+def live_db_url(pg_admin_url: str, broker: TestBroker) -> Iterator[str]:
+    """A database of this module's own, migrated with the real `wb db upgrade`; one per
+    broker, so that the run on each broker starts from an empty database."""
     url = asyncio.run(pg.create_database(pg_admin_url, prefix="wblive"))
     subprocess.run(
         [WB, "db", "upgrade"],
@@ -64,7 +67,7 @@ def live_store(live_sessions: async_sessionmaker[AsyncSession]) -> HighlightStor
 
 
 @pytest.fixture(scope="module")
-async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
+async def kafka(broker: TestBroker) -> AsyncIterator[Kafka]:
     client = Kafka(broker.address)
     await client.start()
     yield client
@@ -72,9 +75,7 @@ async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
 
 
 @pytest.fixture(scope="module")
-async def worker(
-    broker: EmbeddedBroker, live_db_url: str, logs: Path
-) -> AsyncIterator[WorkerProcess]:
+async def worker(broker: TestBroker, live_db_url: str, logs: Path) -> AsyncIterator[WorkerProcess]:
     """One running worker for the module, sweeping every second."""
     proc = WorkerProcess(
         broker.address,

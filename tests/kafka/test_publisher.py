@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.helpers.brokers import TestBroker
 from tests.helpers.live import Kafka
-from worker.kafka.embedded import EmbeddedBroker
 from worker.kafka.publisher import PARTITIONER, Outgoing, produce
 
 pytestmark = [pytest.mark.broker]
@@ -19,7 +19,7 @@ PARTITIONS = 3
 
 
 @pytest.fixture
-async def producer(broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
+async def producer(broker: TestBroker) -> AsyncIterator[AIOKafkaProducer]:
     # A small batch size, so that one partition's messages fill several batches.
     client = AIOKafkaProducer(bootstrap_servers=broker.address, acks=-1, max_batch_size=2048)
     await client.start()
@@ -27,7 +27,7 @@ async def producer(broker: EmbeddedBroker) -> AsyncIterator[AIOKafkaProducer]:
     await client.stop()
 
 
-async def new_topic(broker: EmbeddedBroker) -> str:
+async def new_topic(broker: TestBroker) -> str:
     name = f"publisher-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.address)
     await admin.start()
@@ -39,7 +39,7 @@ async def new_topic(broker: EmbeddedBroker) -> str:
 
 
 async def test_keyed_messages_land_in_order_on_their_default_partition(
-    broker: EmbeddedBroker, kafka: Kafka, producer: AIOKafkaProducer
+    broker: TestBroker, kafka: Kafka, producer: AIOKafkaProducer
 ) -> None:
     topic = await new_topic(broker)
     sent = [Outgoing(topic, f"user-{i % 17}".encode(), f"{i:05d}".encode()) for i in range(600)]
@@ -55,7 +55,7 @@ async def test_keyed_messages_land_in_order_on_their_default_partition(
 
 
 async def test_headers_unkeyed_and_oversized_messages(
-    broker: EmbeddedBroker, kafka: Kafka, producer: AIOKafkaProducer
+    broker: TestBroker, kafka: Kafka, producer: AIOKafkaProducer
 ) -> None:
     """Dead letters: no key, headers, and a value larger than a whole batch."""
     topic = await new_topic(broker)

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.brokers import BROKER_KINDS, TestBroker, running_broker
 from tests.helpers.live import WB, WorkerProcess
-from worker.kafka.embedded import EmbeddedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-async def test_sigterm_with_the_broker_gone_exits_within_the_deadline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", BROKER_KINDS)
+async def test_sigterm_with_the_broker_gone_exits_within_the_deadline(
+    tmp_path: Path, kind: str
+) -> None:
     url = f"sqlite:///{tmp_path}/w.db"
     subprocess.run(
         [WB, "db", "upgrade"],
@@ -26,7 +29,11 @@ async def test_sigterm_with_the_broker_gone_exits_within_the_deadline(tmp_path: 
         check=True,
         capture_output=True,
     )
-    broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    with running_broker(kind, tmp_path) as broker:
+        await _stop_with_the_broker_gone(broker, url, tmp_path)
+
+
+async def _stop_with_the_broker_gone(broker: TestBroker, url: str, tmp_path: Path) -> None:
     worker = WorkerProcess(
         broker.address, url, tmp_path, extra_env={"WB_SHUTDOWN_TIMEOUT": "3"}
     ).start()
@@ -41,7 +48,6 @@ async def test_sigterm_with_the_broker_gone_exits_within_the_deadline(tmp_path: 
         elapsed = time.monotonic() - started
     finally:
         worker.kill()
-        broker.stop()
     assert code in (0, 70)  # a clean stop is fine too; what matters is that it stops
     assert elapsed < 30
     log = next(tmp_path.glob("worker-*.log")).read_text(errors="replace")

@@ -49,7 +49,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, token: str | None = None, **kwargs: Any
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
-    headers = kwargs.pop("headers", {})
+    headers = dict(kwargs.pop("headers", {}))  # never the caller's dict: it is reused
     if token is not None:
         headers.setdefault("Authorization", f"Bearer {token}")
     async with http.request(method, url, headers=headers, allow_redirects=False, **kwargs) as r:

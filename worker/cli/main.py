@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -23,6 +23,9 @@ from pydantic import ValidationError
 from worker.domain.errors import StoreError
 from worker.domain.ids import MAX_USER_ID
 from worker.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from worker.kafka.connection import KafkaConnection
 
 T = TypeVar("T")
 _SCHEMA_MISSING = re.compile(r"no such table|relation .* does not exist|UndefinedTable")
@@ -80,6 +83,7 @@ def run() -> None:
                 update={"kafka_broker": normalize_broker(broker.address)}
             )
         _run(_prepare_database(settings))
+        _run(_prepare_topics(settings))
         _start_worker(settings)
     finally:
         if broker is not None:
@@ -104,6 +108,21 @@ async def _prepare_database(settings: Settings) -> None:
             )
     finally:
         await engine.dispose()
+
+
+async def _prepare_topics(settings: Settings) -> None:
+    """Fail fast, in one line, when the brokers refuse us (wrong password, untrusted
+    certificate, nobody listening), and create the worker's topics that are missing."""
+    from worker.kafka.connection import KafkaConnection, prepare_topics
+
+    created = await prepare_topics(
+        KafkaConnection.from_settings(settings),
+        settings.worker_topics(),
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+    if created:
+        log.info("created topics: %s", ", ".join(created))
 
 
 def _start_worker(settings: Settings) -> None:
@@ -400,11 +419,11 @@ def dlq_replay(topic: str, only_error: str | None, limit: int | None, dry_run: b
     from worker.kafka.dead_letters import replay
 
     settings = get_settings()
-    bootstrap = _bootstrap(settings)
+    connection = _connection(settings)
     dlq_topic = topic if topic.endswith(".dlq") else f"{topic}.dlq"
     result = _run(
         replay(
-            bootstrap,
+            connection,
             dlq_topic,
             f"{settings.app_id}-dlq-replay",
             only_error=only_error,
@@ -479,10 +498,12 @@ def revoke_token(token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
-def _bootstrap(settings: Settings) -> str:
+def _connection(settings: Settings) -> KafkaConnection:
+    from worker.kafka.connection import KafkaConnection
+
     if settings.kafka_broker is None:
         raise click.UsageError("set WB_KAFKA_BROKER (wb run prints the embedded broker's address)")
-    return ",".join(b.removeprefix("kafka://") for b in settings.kafka_broker.split(";"))
+    return KafkaConnection.from_settings(settings)
 
 
 @cli.group()
@@ -497,7 +518,7 @@ def topic_produce(name: str, key: str | None) -> None:
     """Send each line of stdin to topic NAME as one message."""
     from worker.kafka.topic_tool import produce
 
-    sent = _run(produce(_bootstrap(get_settings()), name, sys.stdin, key))
+    sent = _run(produce(_connection(get_settings()), name, sys.stdin, key))
     click.echo(f"{sent} messages sent to {name}", err=True)
 
 
@@ -511,7 +532,7 @@ def topic_tail(name: str, from_beginning: bool, exit_at_end: bool) -> None:
 
     _run(
         tail(
-            _bootstrap(get_settings()),
+            _connection(get_settings()),
             name,
             click.echo,
             from_beginning=from_beginning,

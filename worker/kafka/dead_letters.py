@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from worker.kafka.connection import KafkaConnection, connected
+
 REPLAY_HEADER = "wb_replayed_from"
 
 
@@ -30,7 +32,7 @@ def _headers(record: object) -> dict[str, bytes]:
 
 
 async def replay(
-    bootstrap: str,
+    conn: KafkaConnection,
     dlq_topic: str,
     group: str,
     *,
@@ -41,38 +43,46 @@ async def replay(
     """Re-produce each dead letter's original bytes to its ``source_topic``."""
     result = ReplayResult()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **conn.client_options(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await consumer.start()
-    await producer.start()
-    try:
-        await consumer.topics()  # loads metadata for every topic
-        partitions = consumer.partitions_for_topic(dlq_topic) or set()
-        tps = [TopicPartition(dlq_topic, p) for p in sorted(partitions)]
-        if not tps:
-            return result
-        consumer.assign(tps)
-        committed = {tp: await consumer.committed(tp) for tp in tps}
-        for tp, offset in committed.items():
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                if await _chunk(
-                    consumer, producer, tp, ends[tp], only_error, limit, dry_run, result
-                ):
-                    return result
-        return result
-    finally:
-        await producer.stop()
-        await consumer.stop()
+    producer = AIOKafkaProducer(**conn.client_options(), acks="all")
+    async with connected(conn, consumer), connected(conn, producer):
+        await _replay_from_committed(
+            consumer, producer, dlq_topic, only_error, limit, dry_run, result
+        )
+    return result
+
+
+async def _replay_from_committed(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    dlq_topic: str,
+    only_error: str | None,
+    limit: int | None,
+    dry_run: bool,
+    result: ReplayResult,
+) -> None:
+    """From the replay group's committed offsets (or the beginning) to the current end."""
+    await consumer.topics()  # loads metadata for every topic
+    partitions = consumer.partitions_for_topic(dlq_topic) or set()
+    tps = [TopicPartition(dlq_topic, p) for p in sorted(partitions)]
+    if not tps:
+        return
+    consumer.assign(tps)
+    committed = {tp: await consumer.committed(tp) for tp in tps}
+    for tp, offset in committed.items():
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        while await consumer.position(tp) < ends[tp]:
+            if await _chunk(consumer, producer, tp, ends[tp], only_error, limit, dry_run, result):
+                return
 
 
 async def _chunk(

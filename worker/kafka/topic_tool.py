@@ -13,13 +13,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from worker.kafka.connection import KafkaConnection, connected
 
-async def produce(bootstrap: str, topic: str, lines: Iterable[str], key: str | None) -> int:
+
+async def produce(conn: KafkaConnection, topic: str, lines: Iterable[str], key: str | None) -> int:
     """Send each non-empty line as one message (acks=all); returns how many were sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     sent = 0
-    try:
+    async with connected(conn, AIOKafkaProducer(**conn.client_options(), acks="all")) as producer:
         for line in lines:
             line = line.rstrip("\n")
             if line.strip():
@@ -27,8 +27,6 @@ async def produce(bootstrap: str, topic: str, lines: Iterable[str], key: str | N
                     topic, line.encode(), key=key.encode() if key else None
                 )
                 sent += 1
-    finally:
-        await producer.stop()
     return sent
 
 
@@ -42,7 +40,7 @@ def render(record: Any) -> str:
 
 
 async def tail(
-    bootstrap: str,
+    conn: KafkaConnection,
     topic: str,
     emit: Callable[[str], None],
     *,
@@ -50,10 +48,9 @@ async def tail(
     exit_at_end: bool,
 ) -> int:
     """Print messages of every partition; with ``exit_at_end`` stop at the current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = AIOKafkaConsumer(**conn.client_options(), enable_auto_commit=False)
     count = 0
-    try:
+    async with connected(conn, consumer):
         await consumer.topics()
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not tps:
@@ -68,5 +65,3 @@ async def tail(
                 for record in records:
                     emit(render(record))
                     count += 1
-    finally:
-        await consumer.stop()
