@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
@@ -163,3 +164,11 @@ async def prepare_topics(
                 timeout,
             )
     return missing
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, asked of the brokers now. ``consumer.topics()`` leaves
+    the client's own metadata alone, so ``partitions_for_topic`` knows only subscribed
+    topics on Apache Kafka (the embedded broker happened to answer anyway)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or [])]

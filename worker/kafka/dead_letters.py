@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from worker.kafka.connection import KafkaConnection, connected
+from worker.kafka.connection import KafkaConnection, connected, partitions_of
 
 REPLAY_HEADER = "wb_replayed_from"
 
@@ -66,9 +66,7 @@ async def _replay_from_committed(
     result: ReplayResult,
 ) -> None:
     """From the replay group's committed offsets (or the beginning) to the current end."""
-    await consumer.topics()  # loads metadata for every topic
-    partitions = consumer.partitions_for_topic(dlq_topic) or set()
-    tps = [TopicPartition(dlq_topic, p) for p in sorted(partitions)]
+    tps = await partitions_of(consumer, dlq_topic)
     if not tps:
         return
     consumer.assign(tps)

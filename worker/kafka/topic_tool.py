@@ -11,9 +11,9 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from worker.kafka.connection import KafkaConnection, connected
+from worker.kafka.connection import KafkaConnection, connected, partitions_of
 
 
 async def produce(conn: KafkaConnection, topic: str, lines: Iterable[str], key: str | None) -> int:
@@ -51,8 +51,7 @@ async def tail(
     consumer = AIOKafkaConsumer(**conn.client_options(), enable_auto_commit=False)
     count = 0
     async with connected(conn, consumer):
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        tps = await partitions_of(consumer, topic)
         if not tps:
             return 0
         consumer.assign(tps)
