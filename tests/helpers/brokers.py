@@ -47,7 +47,9 @@ def broker_params() -> list[object]:
     return [pytest.param(kind, id=kind) for kind in BROKER_KINDS]
 
 
-def _kafka_or_skip(**kwargs: object) -> KafkaCluster:
+def kafka_or_skip(**kwargs: object) -> KafkaCluster:
+    """A started Apache Kafka cluster; skipped (not failed) off CI when Kafka's classpath
+    or java is missing."""
     try:
         return KafkaCluster(**kwargs).start()  # type: ignore[arg-type]
     except KafkaUnavailable as exc:
@@ -63,7 +65,7 @@ def running_broker(kind: str, logs: Path, nodes: int = 1) -> Iterator[TestBroker
         with EmbeddedBroker(log_path=logs / f"tansu-{os.urandom(3).hex()}.log") as tansu:
             yield TestBroker("tansu", tansu.address)
         return
-    cluster = _kafka_or_skip(
+    cluster = kafka_or_skip(
         nodes=nodes, workdir=logs / f"kafka-{os.urandom(3).hex()}", verbose=False
     )
     try:

@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,10 +35,9 @@ def broker(request: pytest.FixtureRequest, logs: Path) -> Iterator[TestBroker]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def live_db_url(pg_admin_url: str, broker: TestBroker) -> Iterator[str]:
-    """A database of this module's own, migrated with the real `wb db upgrade`; one per
-    broker, so that the run on each broker starts from an empty database."""
+@contextmanager
+def migrated_database(pg_admin_url: str) -> Iterator[str]:
+    """A new database migrated with the real `wb db upgrade`, dropped afterwards."""
     url = asyncio.run(pg.create_database(pg_admin_url, prefix="wblive"))
     subprocess.run(
         [WB, "db", "upgrade"],
@@ -45,8 +45,18 @@ def live_db_url(pg_admin_url: str, broker: TestBroker) -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    yield url
-    asyncio.run(pg.drop_database(pg_admin_url, url))
+    try:
+        yield url
+    finally:
+        asyncio.run(pg.drop_database(pg_admin_url, url))
+
+
+@pytest.fixture(scope="module")
+def live_db_url(pg_admin_url: str, broker: TestBroker) -> Iterator[str]:
+    """A database of this module's own; one per broker, so that the run on each broker
+    starts from an empty database."""
+    with migrated_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
