@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import random
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers import postgres as pg
+from tests.helpers.brokers import TestBroker, broker_params, running_broker
 from tests.helpers.faults import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.kafka.embedded import EmbeddedBroker
@@ -53,15 +53,16 @@ async def processed_count(sessions: async_sessionmaker[AsyncSession]) -> int:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEventRow)) or 0)
 
 
-@pytest.fixture
-def broker(logs: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of the test's own: each workload starts from empty topics."""
-    with EmbeddedBroker(log_path=logs / f"broker-{uuid.uuid4().hex[:6]}.log") as running:
+@pytest.fixture(params=broker_params())
+def broker(request: pytest.FixtureRequest, logs: Path) -> Iterator[TestBroker]:
+    """A broker of the test's own (Tansu, then Apache Kafka): each workload starts from
+    empty topics."""
+    with running_broker(request.param, logs) as running:
         yield running
 
 
 @pytest.fixture
-async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
+async def kafka(broker: TestBroker) -> AsyncIterator[Kafka]:
     client = Kafka(broker.address)
     await client.start()
     yield client
@@ -74,7 +75,8 @@ def spawn(logs: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(broker_address: str, url: str, **kwargs: Any) -> WorkerProcess:
-        proc = WorkerProcess(broker_address, url, logs, extra_env=FAULT_ENV, **kwargs).start()
+        env = {**FAULT_ENV, **kwargs.pop("extra_env", {})}
+        proc = WorkerProcess(broker_address, url, logs, extra_env=env, **kwargs).start()
         started.append(proc)
         return proc
 
@@ -96,7 +98,7 @@ async def fresh_db(
 
 
 async def test_crash_sigkill_five_times(
-    broker: EmbeddedBroker, kafka: Kafka, fresh_db: tuple[str, Any], spawn: Callable[..., Any]
+    broker: TestBroker, kafka: Kafka, fresh_db: tuple[str, Any], spawn: Callable[..., Any]
 ) -> None:
     url, sessions = fresh_db
     workload = Workload(seed=11)
@@ -146,7 +148,7 @@ def private_pg() -> Iterator[Any]:
 
 
 async def test_database_outage_of_15_seconds(
-    broker: EmbeddedBroker, kafka: Kafka, private_pg: Any, spawn: Callable[..., Any]
+    broker: TestBroker, kafka: Kafka, private_pg: Any, spawn: Callable[..., Any]
 ) -> None:
     admin_url = private_pg.get_uri()
     url = await pg.create_database(admin_url, prefix="wboutage")
@@ -219,7 +221,7 @@ def sweep_intervals(log_path: Path) -> list[tuple[datetime, datetime]]:
 
 
 async def test_rebalance_two_workers_one_stops_and_returns(
-    broker: EmbeddedBroker,
+    broker: TestBroker,
     kafka: Kafka,
     fresh_db: tuple[str, Any],
     logs: Path,
@@ -316,3 +318,76 @@ async def test_broker_restart_worker_reconnects(
         worker.stop()
         await kafka.stop()
         broker.stop()
+
+
+@pytest.mark.timeout(600)
+async def test_apache_kafka_restart_with_its_data_on_disk(
+    fresh_db: tuple[str, Any], logs: Path, spawn: Callable[..., Any]
+) -> None:
+    """(b) on Apache Kafka: the single broker is killed and started again on its log dirs."""
+    url, sessions = fresh_db
+    cluster = kafka_or_skip(workdir=logs / "kafka-restart", verbose=False)
+    kafka = Kafka(cluster.bootstrap)
+    await kafka.start()
+    workload = Workload(seed=45)
+    await workload.seed_store(HighlightStore(sessions))
+    worker = spawn(cluster.bootstrap, url)
+    try:
+        await worker.wait_ready()
+        producing = asyncio.create_task(workload.produce(kafka, seconds=20))
+        await eventually(lambda: _grew(sessions, 1000), timeout=60, what="progress")
+        cluster.kill(cluster.nodes[0])
+        await asyncio.sleep(5)  # the fault lasts 5 s: a duration, not synchronisation
+        assert worker.process is not None and worker.process.poll() is None, "worker died"
+        started = asyncio.get_running_loop().time()
+        await asyncio.to_thread(cluster.restart, cluster.nodes[0])
+        restart_s = round(asyncio.get_running_loop().time() - started, 1)
+        await producing
+        await converged(sessions, workload)
+        figures = await check(sessions, kafka, workload)
+        assert worker.process.poll() is None, "the worker was restarted by hand?"
+        report("kafka-broker-restart", {**figures, "down_s": 5, "broker_restart_s": restart_s})
+    finally:
+        worker.stop()
+        await kafka.stop()
+        cluster.stop(graceful=False)
+
+
+@pytest.mark.timeout(900)
+async def test_three_brokers_lose_the_partition_leader_and_the_group_coordinator(
+    fresh_db: tuple[str, Any], logs: Path, spawn: Callable[..., Any]
+) -> None:
+    """(c) replication factor 3, min.insync.replicas 2: the leader of the input partitions
+    and the broker coordinating the worker's group are killed mid-run and brought back."""
+    url, sessions = fresh_db
+    cluster = kafka_or_skip(nodes=3, workdir=logs / "kafka-three", verbose=False)
+    kafka = Kafka(cluster.bootstrap)
+    await kafka.start()
+    workload = Workload(seed=46)
+    await workload.seed_store(HighlightStore(sessions))
+    worker = spawn(cluster.bootstrap, url, extra_env={"WB_TOPIC_REPLICATION_FACTOR": "3"})
+    killed: list[str] = []
+    try:
+        await worker.wait_ready(timeout=90)
+        producing = asyncio.create_task(workload.produce(kafka, seconds=30))
+        await eventually(lambda: _grew(sessions, 800), timeout=90, what="progress")
+        for role in ("leader", "coordinator"):
+            if role == "leader":
+                node = await cluster.leader(COMMENTS, 0)
+            else:
+                node = await cluster.coordinator(worker.app_id)
+            killed.append(f"{role}=node{node.node_id}")
+            cluster.kill(node)
+            await cluster.wait_for_leader(COMMENTS, 0, not_on=node, timeout=60)
+            before = await processed_count(sessions)
+            await eventually(lambda b=before: _grew(sessions, b), timeout=90, what="progress")
+            await asyncio.to_thread(cluster.restart, node)
+        await producing
+        await converged(sessions, workload, timeout=240)
+        figures = await check(sessions, kafka, workload)
+        assert worker.process.poll() is None, "the worker died"
+        report("kafka-three-brokers", {**figures, "killed": "+".join(killed)})
+    finally:
+        worker.stop()
+        await kafka.stop()
+        cluster.stop(graceful=False)
