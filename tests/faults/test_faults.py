@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers import postgres as pg
-from tests.helpers.brokers import TestBroker, broker_params, running_broker
+from tests.helpers.brokers import TestBroker, broker_params, kafka_or_skip, running_broker
 from tests.helpers.faults import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.kafka.embedded import EmbeddedBroker
