@@ -99,3 +99,12 @@ def test_dashboard_names_only_exported_metrics() -> None:
     for expr in exprs:
         names = referenced_metrics(expr)
         assert names and names <= exported, expr
+
+
+def test_compose_runs_the_apache_kafka_version_the_tests_run() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    image = compose["services"]["kafka"]["image"]
+    pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
+    tested = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert tested is not None
+    assert image == f"apache/kafka:{tested.group(1)}"
