@@ -52,6 +52,7 @@ class BatchResult:
         self.regen_requests.update(other.regen_requests)
         self.stale_event_times.extend(other.stale_event_times)
         self.turnaround_s.extend(other.turnaround_s)
+        self.retries += other.retries
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from worker import dedup, signal
 from worker.batch import BatchResult, DeadLetter, RawMessage
 from worker.comments import apply_comment, apply_comment_batch, resolve_or_park
-from worker.db import database_answers, is_postgresql, is_transient
+from worker.db import database_answers, is_postgresql, is_transient, needs_new_connection
 from worker.domain import (
     GeneratedHighlight,
     UpsertMeta,
@@ -73,6 +73,8 @@ class Pipeline:
     ttl: timedelta = timedelta(days=7)
     clock: Callable[[], datetime] = utcnow
     max_backoff_s: float = 5.0
+    # Streams whose batch is waiting for the database, with the error (readiness reads it).
+    outages: dict[InputStream, str] = field(default_factory=dict)
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
@@ -97,12 +99,17 @@ class Pipeline:
             try:
                 result = await self._apply_isolating(stream, events)
                 result.retries = retries
+                self.outages.pop(stream, None)
                 return result
             except Exception as exc:
                 if not await self._database_trouble(exc):
+                    self.outages.pop(stream, None)
                     raise
                 retries += 1
+                self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
+                if needs_new_connection(exc):  # pooled connections may point at a standby
+                    await self.sessions.kw["bind"].dispose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
 

@@ -18,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker import outbox
 from worker.batch import BatchResult, RawMessage
-from worker.db import create_engine, database_answers, is_transient, session_factory
+from worker.db import (
+    create_engine,
+    database_answers,
+    is_transient,
+    needs_new_connection,
+    session_factory,
+)
 from worker.domain import utcnow
 from worker.events import InputStream
 from worker.metrics import Metrics
@@ -88,6 +94,8 @@ class Runtime:
                     raise
                 self.db_ok = False
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+                if needs_new_connection(exc):  # pooled connections may point at a standby
+                    await self.engine.dispose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_backoff)
 
@@ -126,3 +134,9 @@ class Runtime:
 
     async def database_reachable(self) -> bool:
         return await database_answers(self.sessions)
+
+    async def database_ready(self) -> bool:
+        """Readiness: the database answers a trivial query and no work is waiting for it (a
+        database that answers ``SELECT 1`` but refuses writes, read-only after a failover or
+        out of disk, is not ready: batches retry and nothing is acknowledged)."""
+        return self.db_ok and not self.pipeline.outages and await self.database_reachable()

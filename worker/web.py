@@ -49,8 +49,7 @@ def register_views(app: faust.App, rt: Runtime) -> None:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         """Readiness: the database answers and this worker has joined its consumer group."""
-        database = await rt.database_reachable()
-        checks = {"database": database and rt.db_ok, "partitions_assigned": rt.assigned}
+        checks = {"database": await rt.database_ready(), "partitions_assigned": rt.assigned}
         ready = all(checks.values())
         return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
