@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +23,10 @@ from sqlalchemy import event, func, select
 from tests import pg
 from tests.factories import comment_doc, result
 from tests.live import eventually
+from tests.pipeline.conftest import Database
 from tests.pipeline.test_pipeline import raw
 from worker import migrate
 from worker.batch import BatchResult, RawMessage
-from worker.db import create_engine
 from worker.events import InputStream
 from worker.models import ProcessedEventRow
 from worker.runtime import Runtime
@@ -35,32 +34,6 @@ from worker.settings import Settings
 
 C = InputStream.COMMENTS
 USERS = (1, 2, 3)
-
-
-@dataclass
-class Database:
-    url: str
-    name: str
-    admin: asyncpg.Connection  # on the server's maintenance database, never read-only
-
-    async def alter(self, setting: str) -> None:
-        await self.admin.execute(f'ALTER DATABASE "{self.name}" {setting}')
-
-
-@pytest.fixture
-async def database(pg_admin_url: str) -> AsyncIterator[Database]:
-    url = await pg.create_database(pg_admin_url, prefix="wboutage")
-    engine = create_engine(url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
-    _, kwargs = pg.asyncpg_dsn(pg_admin_url)
-    admin = await asyncpg.connect(**kwargs)
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    try:
-        yield Database(url, name, admin)
-    finally:
-        await admin.close()
-        await pg.drop_database(pg_admin_url, url)
 
 
 @pytest.fixture
@@ -73,9 +46,9 @@ async def runtime(database: Database) -> AsyncIterator[Runtime]:
     await rt.engine.dispose()
 
 
-def batch() -> list[RawMessage]:
+def batch(users: tuple[int, ...] = USERS, prefix: str = "e") -> list[RawMessage]:
     now = datetime.now(UTC)
-    return [raw(comment_doc(f"e{u}", u, now - timedelta(minutes=1))) for u in USERS]
+    return [raw(comment_doc(f"{prefix}{u}", u, now - timedelta(minutes=1))) for u in users]
 
 
 async def processed(rt: Runtime) -> int:
