@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     sweep_interval: Duration = timedelta(seconds=60)
     sweep_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     relay_interval: Duration = timedelta(seconds=1)
+    relay_publish_timeout: Duration = timedelta(seconds=10)
     highlight_ttl: Duration = timedelta(days=7)
     dedup_retention: Duration = timedelta(days=14)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -96,3 +96,8 @@ def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> Raw
         **extra,
     }
     return raw(doc)
+
+
+def batch(users: tuple[int, ...] = (1, 2, 3), prefix: str = "e") -> list[RawMessage]:
+    now = datetime.now(UTC)
+    return [raw(comment_doc(f"{prefix}{u}", u, now - timedelta(minutes=1))) for u in users]

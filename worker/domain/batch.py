@@ -23,6 +23,7 @@ class RawMessage(NamedTuple):
     topic: str
     partition: int
     offset: int
+    key: bytes | None = None  # kept for the dead letter: a replay lands on the same partition
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ the refusal reason is a closed set (metrics labels) plus a free-text detail (DLQ
 
 from __future__ import annotations
 
+import gc
 import json
-from datetime import datetime
+import math
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -21,7 +23,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
 
 from worker.domain.errors import InvalidInput
 from worker.domain.ids import MAX_BIGINT, MAX_USER_ID
@@ -99,20 +101,48 @@ class _IdSchema:
         )
 
 
+# RFC 3339's date-time (pydantic alone also takes epoch seconds, dates and minutes without
+# seconds); the zone is optional here only so that a naive value is refused by
+# ``check_aware`` with a message that says so. Rust's regex engine: linear time.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+_UTC_OFFSET = timedelta(0)
+
+
+def _in_utc(value: datetime) -> datetime:
+    """Every accepted timestamp leaves the decoder in UTC: Python holds offsets up to
+    ±23:59, PostgreSQL only up to ±15:59 (it refuses the rest, inside a whole batch's array
+    literal). The same instant, so no rule sees a difference."""
+    offset = value.utcoffset()
+    if offset is None or offset == _UTC_OFFSET:
+        return value  # naive values are refused by ``check_aware``, which names them
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "timestamp_range", "a timestamp must lie between years 1 and 9999 in UTC"
+        ) from None
+
+
 class _TimestampSchema:
     """Timestamps are RFC 3339 strings on the wire (no epoch numbers: they hide the zone);
-    a string first, then a datetime, both inside pydantic-core."""
+    a string first, then a datetime, both inside pydantic-core, then the same instant in
+    UTC."""
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
         text = core_schema.custom_error_schema(
-            core_schema.str_schema(strict=True),
+            core_schema.str_schema(strict=True, pattern=RFC3339_PATTERN),
             custom_error_type="timestamp_type",
             custom_error_message=(
                 "a timestamp must be an RFC 3339 string such as 2026-01-01T00:00:00Z"
             ),
         )
-        return core_schema.chain_schema([text, handler(source)])
+        return core_schema.chain_schema(
+            [text, core_schema.no_info_after_validator_function(_in_utc, handler(source))]
+        )
 
 
 Id = Annotated[
@@ -205,7 +235,9 @@ class GeneratedEvent(_Event):
     @classmethod
     def _after_generated(cls, value: datetime | None, info: Any) -> datetime | None:
         generated = info.data.get("generated_at")
-        if value is not None and generated is not None and value <= generated:
+        if value is None or generated is None or None in (value.tzinfo, generated.tzinfo):
+            return value  # naive: refused by ``check_aware`` with a message that says so
+        if value <= generated:
             raise ValueError("stale_after must be later than generated_at")
         return value
 
@@ -262,25 +294,61 @@ MODELS: dict[InputStream, type[CommentEvent] | type[RequestEvent] | type[Generat
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) != len(pairs):  # cheap check first: this runs for every object
-        keys = [k for k, _ in pairs]
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise Rejected(RejectReason.DUPLICATE_KEY, f"key {dup[:50]!r} appears twice")
+        seen: set[str] = set()  # one pass: linear however wide the object
+        for key, _ in pairs:
+            if key in seen:
+                raise Rejected(RejectReason.DUPLICATE_KEY, f"key {key[:50]!r} appears twice")
+            seen.add(key)
     return value
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, stopping early once past ``limit``."""
-    if limit < 0:
-        return 1
-    if isinstance(value, dict):
-        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
-    return 0
+def _finite(text: str) -> float:
+    """JSON numbers past a double's range (``1e999``) would become infinities."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise Rejected(RejectReason.NOT_JSON, f"number {text[:40]} is out of range")
+    return value
+
+
+def _not_json_constant(name: str) -> Any:
+    raise Rejected(RejectReason.NOT_JSON, f"{name} is not a JSON value")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when containers nest more than ``limit`` levels: one level at a time, so the
+    cost is the number of containers' children within ``limit`` levels (no recursion)."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if type(container) is dict else container)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return False
+    return True
 
 
 # One decoder for every message (``json.loads`` with a hook builds a new one per call).
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_keys,
+    parse_float=_finite,
+    parse_constant=_not_json_constant,
+)
+
+
+def _parse(text: str) -> Any:
+    """JSON text to values, with the cyclic garbage collector paused: parsing makes only
+    new acyclic containers (nothing to collect), and a message of many small containers
+    otherwise triggers collections that cost ten times the parsing."""
+    if not gc.isenabled():
+        return _DECODER.decode(text)
+    gc.disable()
+    try:
+        return _DECODER.decode(text)
+    finally:
+        gc.enable()
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -292,22 +360,32 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise Rejected(RejectReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        value = _DECODER.decode(text)
+        value = _parse(text)
     except RecursionError:
         raise Rejected(RejectReason.TOO_DEEP, "JSON nesting too deep") from None
     except json.JSONDecodeError as exc:
         raise Rejected(
             RejectReason.NOT_JSON, f"{exc.msg} at line {exc.lineno} col {exc.colno}"
         ) from None
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
+        raise Rejected(RejectReason.NOT_JSON, _describe(exc)) from None
     if not isinstance(value, dict):
         raise Rejected(
             RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(value).__name__}"
         )
     # The bracket count bounds the depth: typical flat events skip the walk.
     brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets > MAX_JSON_DEPTH and _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if brackets > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
         raise Rejected(RejectReason.TOO_DEEP, f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return value
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(unprintable)"
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _explain(exc: ValidationError) -> str:
@@ -320,14 +398,31 @@ def _explain(exc: ValidationError) -> str:
 
 
 def decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
-    """Decode one message of ``stream``; raises ``Rejected`` and nothing else."""
+    """Decode one message of ``stream``; raises ``Rejected`` and nothing else.
+
+    Whatever a library raises on an input nobody thought of becomes a refusal too
+    (``internal_error``, naming the exception): one message must never stop a partition."""
+    try:
+        return _decode(stream, raw, now)
+    except Rejected:
+        raise
+    except RecursionError:
+        raise Rejected(RejectReason.TOO_DEEP, "nesting too deep to decode") from None
+    except Exception as exc:
+        raise Rejected(RejectReason.INTERNAL_ERROR, f"decoder failed: {_describe(exc)}") from None
+
+
+def _decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
     if raw is None:
         raise Rejected(RejectReason.NOT_JSON, "empty message (tombstone)")
     data = parse_json_object(raw)
     try:
         event = MODELS[stream].model_validate(data)
     except ValidationError as exc:
-        raise Rejected(RejectReason.INVALID, _explain(exc)) from None
+        errors = exc.errors()
+        timestamps_only = all(e["type"] == "timestamp_range" for e in errors)
+        reason = RejectReason.BAD_TIMESTAMP if timestamps_only else RejectReason.INVALID
+        raise Rejected(reason, _explain(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise Rejected(RejectReason.INVALID, str(exc)[:300]) from None
     try:

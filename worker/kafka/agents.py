@@ -147,7 +147,10 @@ def _dlq_send(letter: DeadLetter) -> Outgoing:
         ("source_partition", str(m.partition).encode()),
         ("source_offset", str(m.offset).encode()),
     ]
-    return Outgoing(f"{m.topic}.dlq", None, m.value, headers)
+    # The original key: the dead letter is partitioned like the message, and a replay
+    # (which reuses the dead letter's key) lands on the partition the message came from,
+    # in order with that key's other messages.
+    return Outgoing(f"{m.topic}.dlq", m.key, m.value, headers)
 
 
 def arm_shutdown_deadline(seconds: float) -> None:
@@ -213,7 +216,13 @@ def _consumer(app: faust.App, rt: Runtime, kind: InputStream) -> Any:
 
     async def handle(stream: Any, events: Sequence[Any]) -> None:
         messages = [
-            RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset)
+            RawMessage(
+                e.message.value,
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+            )
             for e in events
         ]
         result = await rt.handle(kind, messages)

@@ -26,7 +26,13 @@ from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.services.sweep import ScanTotals, Sweeper
 from worker.settings import Settings
-from worker.storage.database import create_engine, database_answers, is_transient, session_factory
+from worker.storage.database import (
+    create_engine,
+    database_answers,
+    is_transient,
+    needs_new_connection,
+    session_factory,
+)
 from worker.storage.models import ProcessedEventRow
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
 T = TypeVar("T")
 RELAY_BATCH = 500
+RELAY_MAX_BACKOFF_S = 5.0
 
 
 @dataclass
@@ -61,6 +68,7 @@ class Runtime:
             chunk_size=self.settings.sweep_chunk,
         )
         self.relay_wakeup = asyncio.Event()
+        self.relay_backoff = 0.0  # after a publish that timed out; doubles up to the max
 
     async def handle(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Apply a batch (retrying while the database is away) and record what it did."""
@@ -89,16 +97,42 @@ class Runtime:
                     raise
                 self.db_ok = False
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+                if needs_new_connection(exc):  # pooled connections may point at a standby
+                    await self.engine.dispose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_backoff)
 
     async def relay_once(self, publish: Publish) -> int:
         """Publish one chunk of the outbox; its rows' deletion commits only after the broker
-        acked (a failed publish rolls it back: at least once)."""
-        async with self.sessions.begin() as session:
-            messages = await outbox.take(session, RELAY_BATCH)
-            if messages:
-                await publish(messages)
+        acked (a failed publish rolls it back: at least once).
+
+        The publish is bounded (``WB_RELAY_PUBLISH_TIMEOUT``): with the broker away, the
+        transaction and the rows it locked are released after at most that long instead of
+        staying open for the whole outage, and the relay backs off outside any transaction.
+        A publish cut short may still reach the broker: a duplicate, which consumers drop by
+        ``event_id``."""
+        bound = self.settings.relay_publish_timeout.total_seconds()
+        try:
+            async with self.sessions.begin() as session:
+                messages = await outbox.take(session, RELAY_BATCH)
+                if messages:
+                    try:
+                        async with asyncio.timeout(bound):
+                            await publish(messages)
+                    except TimeoutError:
+                        raise _PublishTimedOut(len(messages)) from None
+        except _PublishTimedOut as exc:
+            self.relay_backoff = min(max(self.relay_backoff * 2, 0.2), RELAY_MAX_BACKOFF_S)
+            log.warning(
+                "relay: publishing %d messages took longer than %.1fs; rolled back, "
+                "retrying in %.1fs",
+                exc.count,
+                bound,
+                self.relay_backoff,
+            )
+            await asyncio.sleep(self.relay_backoff)
+            return 0
+        self.relay_backoff = 0.0
         self.metrics.regen_published.inc(len(messages))
         return len(messages)
 
@@ -127,3 +161,17 @@ class Runtime:
 
     async def database_reachable(self) -> bool:
         return await database_answers(self.sessions)
+
+    async def database_ready(self) -> bool:
+        """Readiness: the database answers a trivial query and no work is waiting for it (a
+        database that answers ``SELECT 1`` but refuses writes, read-only after a failover or
+        out of disk, is not ready: batches retry and nothing is acknowledged)."""
+        return self.db_ok and not self.pipeline.outages and await self.database_reachable()
+
+
+class _PublishTimedOut(Exception):
+    """The broker did not acknowledge in time (not a database outage: readiness stays)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} messages not acknowledged in time")
+        self.count = count

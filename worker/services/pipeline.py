@@ -45,7 +45,12 @@ from worker.services.store import (
     upsert_auto_row,
 )
 from worker.storage import dedup
-from worker.storage.database import database_answers, is_postgresql, is_transient
+from worker.storage.database import (
+    database_answers,
+    is_postgresql,
+    is_transient,
+    needs_new_connection,
+)
 from worker.storage.models import HighlightRow
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,8 @@ class Pipeline:
     # Called at each retry, while the database is still failing (metrics count retries as
     # they happen: a batch stuck in an outage never returns its ``retries``).
     on_retry: Callable[[InputStream], None] = lambda stream: None
+    # Streams whose batch is waiting for the database, with the error (readiness reads it).
+    outages: dict[InputStream, str] = field(default_factory=dict)
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
@@ -101,13 +108,18 @@ class Pipeline:
             try:
                 result = await self._apply_isolating(stream, events)
                 result.retries = retries
+                self.outages.pop(stream, None)
                 return result
             except Exception as exc:
                 if not await self._database_trouble(exc):
+                    self.outages.pop(stream, None)
                     raise
                 retries += 1
                 self.on_retry(stream)
+                self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
+                if needs_new_connection(exc):  # pooled connections may point at a standby
+                    await self.sessions.kw["bind"].dispose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
 

@@ -37,8 +37,8 @@ class Health(RuntimeView):
 class Ready(RuntimeView):
     async def get(self, request: web.Request) -> web.Response:
         """Readiness: the database answers and this worker has joined its consumer group."""
-        database = await self.rt.database_reachable()
-        checks = {"database": database and self.rt.db_ok, "partitions_assigned": self.rt.assigned}
+        database = await self.rt.database_ready()
+        checks = {"database": database, "partitions_assigned": self.rt.assigned}
         ready = all(checks.values())
         return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
 

@@ -1,0 +1,65 @@
+"""The fuzzer as a test: a bounded run over the committed seeds finds nothing, and the
+seeds are the hostile messages of ``tests/fuzz/hostile.py``."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fuzz import hostile
+
+HERE = Path(__file__).parent
+FUZZER = HERE / "fuzz_decoders.py"
+DICTIONARY = HERE / "decoders.dict"
+FUZZ_SECONDS = 20
+
+
+def test_the_seed_corpus_is_the_hostile_messages(tmp_path: Path) -> None:
+    """Regenerate with ``python -m tests.fuzz.hostile`` after changing the messages."""
+    hostile.write_corpus(tmp_path)
+    expected = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    committed = {p.name: p.read_bytes() for p in hostile.CORPUS.iterdir()}
+    assert committed == expected
+
+
+def test_every_seed_passes_the_fuzz_invariants() -> None:
+    """The fuzzer's own check over the seeds, without atheris's instrumentation."""
+    pytest.importorskip("atheris")
+    spec = importlib.util.spec_from_file_location("fuzz_decoders", FUZZER)
+    assert spec is not None and spec.loader is not None
+    fuzz_decoders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz_decoders)
+    for seed in sorted(hostile.CORPUS.iterdir()):
+        fuzz_decoders.check(seed.read_bytes())
+
+
+@pytest.mark.slow
+def test_fuzzing_the_decoders_for_a_while_finds_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("atheris", reason="pip install atheris (or '.[fuzz]')")
+    corpus = tmp_path / "corpus"
+    shutil.copytree(hostile.CORPUS, corpus)  # libFuzzer writes into its corpus directory
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(FUZZER),
+            f"-max_total_time={FUZZ_SECONDS}",
+            f"-dict={DICTIONARY}",
+            f"-artifact_prefix={tmp_path}/",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+            str(corpus),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_SECONDS + 120,
+        check=False,
+    )
+    crashes = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("crash-"))
+    assert proc.returncode == 0, f"{crashes}\n{proc.stderr[-4000:]}"
+    assert "Done" in proc.stderr  # the fuzzer ran to its time limit
