@@ -27,9 +27,9 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
+from tests.live import WorkerProcess
 
 from tests import pg
-from tests.live import WorkerProcess
 from worker.kafka.embedded import EmbeddedBroker
 from worker.storage import migrate
 from worker.storage.database import create_engine

@@ -104,6 +104,16 @@ class ProfileFilter:
         }
         return {k: v for k, v in out.items() if v is not None}
 
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The staleness order's runs this filter can match (a stale reason or the stale
+        state never match a row that is not stale; the fresh state never a stale one)."""
+        if self.stale_reason is not None or self.state is FreshnessState.STALE:
+            return ("s",)
+        if self.state is FreshnessState.FRESH:
+            return ("n",)
+        return ("s", "n")
+
     def condition(self, now: datetime) -> ColumnElement[bool]:
         clauses: list[ColumnElement[bool]] = [true()]
         if self.state is not None:
@@ -145,7 +155,7 @@ class Cursor:
         timed = run in ("c", "s")
         if (
             run not in runs
-            or not is_user_id(user_id)
+            or not (user_id == 0 or is_user_id(user_id))  # 0: from a run's start
             or timed != (at is not None)
             or (at is not None and at.tzinfo is None)
         ):
@@ -159,6 +169,12 @@ class ProfileQuery:
     sort: Sort = Sort.STALENESS
     cursor: Cursor | None = None
     limit: int = PAGE_SIZE
+
+    @classmethod
+    def parse(cls, params: dict[str, str]) -> ProfileQuery:
+        """From a query string: the filter, ``sort`` and the ``after`` cursor."""
+        sort = _choice(Sort, params.get("sort"), "sort") or Sort.STALENESS
+        return cls(ProfileFilter.parse(params), sort, Cursor.parse(params.get("after"), sort))
 
 
 @dataclass(frozen=True)
@@ -210,7 +226,9 @@ def list_statements(query: ProfileQuery, now: datetime) -> list[tuple[str, State
     them on PostgreSQL)."""
     if query.sort is Sort.CHANGE:
         return [("c", _change_statement(query, now))]
-    runs = ["n"] if query.cursor is not None and query.cursor.run == "n" else ["s", "n"]
+    order = ("s", "n")  # stale rows first, then the others
+    first = order.index(query.cursor.run) if query.cursor is not None else 0
+    runs = [r for r in order[first:] if r in query.filter.runs]
     return [(run, _staleness_statement(query, now, run)) for run in runs]
 
 
@@ -239,6 +257,8 @@ async def list_page(session: AsyncSession, query: ProfileQuery, now: datetime) -
     for run, stmt in list_statements(query, now):
         want = query.limit - len(rows)
         found = [_row(r) for r in (await session.execute(stmt.limit(want + 1))).all()]
+        if want == 0 and found:  # the page is full and the next run has rows: start it
+            return ProfilePage(rows, Cursor(run, 0).text())
         rows += found[:want]
         if len(found) > want:  # more in this run: the page ends inside it
             return ProfilePage(rows, _cursor_of(run, rows[-1]).text())
@@ -274,13 +294,14 @@ class ProfileService:
     sessions: async_sessionmaker[AsyncSession]
     bulk_rate: float = 50.0
     on_requests: Callable[[], None] | None = None  # wakes the outbox relay
+    clock: Callable[[], datetime] = utcnow
     jobs: list[BulkJob] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def page(self, query: ProfileQuery) -> ProfilePage:
         async with self.sessions() as session:
-            return await list_page(session, query, utcnow())
+            return await list_page(session, query, self.clock())
 
     def reseeder(self, actor: str, note: str | None = None) -> Reseeder:
         return Reseeder(
@@ -294,7 +315,7 @@ class ProfileService:
 
     async def count(self, selection: ProfileFilter) -> int:
         """How many profiles a bulk regenerate of ``selection`` would mark now."""
-        return await self.reseeder("count").count(BulkSelection(selection, utcnow()))
+        return await self.reseeder("count").count(BulkSelection(selection, self.clock()))
 
     async def start_bulk(
         self, selection: ProfileFilter, actor: str, expected: int, note: str | None = None
@@ -302,7 +323,7 @@ class ProfileService:
         """Start regenerating ``selection`` (paced, in the background) if it still holds
         the ``expected`` count the admin confirmed; else ``SelectionChanged``."""
         reseeder = self.reseeder(actor, note)
-        now = utcnow()
+        now = self.clock()
         chosen = BulkSelection(selection, now)
         total = await reseeder.count(chosen)
         if total != expected:
