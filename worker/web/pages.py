@@ -82,7 +82,7 @@ class Html(str):
 
 def _rows(pairs: list[tuple[str, Any]]) -> str:
     return (
-        "<table>"
+        "<table class=kv>"
         + "".join(
             f'<tr><th scope="row">{esc(k)}</th><td>{v if isinstance(v, Html) else esc(v)}</td></tr>'
             for k, v in pairs
