@@ -167,11 +167,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    def worker_topics(self) -> list[str]:
-        """Every topic the worker reads or writes: inputs, their dead letters, requests."""
-        inputs = [self.topic_comments, self.topic_requests, self.topic_generated]
-        return [*inputs, *(f"{t}.dlq" for t in inputs), self.topic_regen_requests]
-
     @property
     def secure_admin_cookie(self) -> bool:
         """Mark the panel's cookies ``Secure``: by default unless bound to loopback only."""

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.fuzz import hostile
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import generated, raw, result
+from worker.domain import messages as events
 from worker.domain.messages import MODELS, InputStream, Rejected, RejectReason, decode
-from worker.domain.values import messages as events
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 
