@@ -1,5 +1,5 @@
 """The fuzzer as a test: a bounded run over the committed seeds finds nothing, and the
-seeds are the hostile messages of ``tests/fuzz/hostile.py``."""
+seeds are the hostile messages of ``tests/helpers/hostile.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz import hostile
+from tests.helpers import hostile
 
 HERE = Path(__file__).parent
 FUZZER = HERE / "fuzz_decoders.py"
@@ -20,7 +20,7 @@ FUZZ_SECONDS = 20
 
 
 def test_the_seed_corpus_is_the_hostile_messages(tmp_path: Path) -> None:
-    """Regenerate with ``python -m tests.fuzz.hostile`` after changing the messages."""
+    """Regenerate with ``python -m tests.helpers.hostile`` after changing the messages."""
     hostile.write_corpus(tmp_path)
     expected = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     committed = {p.name: p.read_bytes() for p in hostile.CORPUS.iterdir()}
