@@ -91,7 +91,9 @@ class Runtime:
         return result
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until it succeeds, backing off while the database is unreachable."""
+        """Run ``action`` until it succeeds, backing off while the database is unreachable:
+        an error of an outage class, or any error while the database does not answer at all
+        (a server refusing new connections raises codes that are not outages elsewhere)."""
         delay = 0.1
         while True:
             try:
@@ -99,7 +101,7 @@ class Runtime:
                 self.db_ok = True
                 return value
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_transient(exc) and await self.database_reachable():
                     raise
                 self.db_ok = False
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
