@@ -368,6 +368,10 @@ async def test_hostile_cookie_and_form_text_on_the_panel_are_refused_not_500(
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         status, body, _ = await call(http, "POST", url, data=form, headers=headers)
         assert 400 <= status < 500, (form, status, body)
+    broken_part = b'--x\r\nContent-Disposition: form-data; name="a"\n\xff\r\n--x--\r\n'
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    status, _, _ = await call(http, "POST", url, data=broken_part, headers=headers)
+    assert status == 400  # a malformed multipart part (found by the HTTP fuzzer)
     status, _, _ = await call(http, "POST", f"{worker.url}/admin/logout", json={"csrf": csrf})
     assert status == 415  # logout with a body that is not a form
 
