@@ -154,27 +154,21 @@ def _controls(user_id: int, doc: dict[str, Any], principal: Principal, csrf: str
     return f"<section><h2>Actions</h2><div class=controls>{''.join(parts)}</div></section>"
 
 
-def glaze_page(
-    doc: dict[str, Any],
-    principal: Principal,
-    csrf: str,
-    error: str | None = None,
-    now: datetime | None = None,
-) -> str:
-    now = now or utcnow()
-    user_id = doc["user_id"]
-    served, h, activity = doc["served"], doc["highlight"], doc["signal_activity"]
-    message = f'<section class="error">{esc(error)}</section>' if error else ""
+_WHY = {
+    "fresh": "the highlight is fresh",
+    "overridden": "a manual override is locked",
+    "missing": "no highlight has been generated yet",
+    "stale": "stale ({reason}): showing Signal activity instead",
+    "expired": "past stale_after: showing Signal activity instead",
+}
+
+
+def _served_section(served: dict[str, Any], activity: dict[str, Any], now: datetime) -> str:
+    """What a client is shown right now, and why."""
     status = served["status"]
     shown = served.get("text") if served["display"] == "highlight" else None
-    why = {
-        "fresh": "the highlight is fresh",
-        "overridden": "a manual override is locked",
-        "missing": "no highlight has been generated yet",
-        "stale": f"stale ({served['stale_reason']}): showing Signal activity instead",
-        "expired": "past stale_after: showing Signal activity instead",
-    }[status]
-    served_html = (
+    why = _WHY[status].format(reason=served["stale_reason"])
+    return (
         f'<section><h2>Served now</h2><p><span class="badge {esc(status)}" id="status">'
         f"{esc(status)}</span> {esc(why)}</p>"
         + (
@@ -185,59 +179,67 @@ def glaze_page(
         )
         + "</section>"
     )
+
+
+def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
+    """The stored row: content, provenance, freshness and override."""
+    h, status = doc["highlight"], doc["served"]["status"]
     if h is None:
-        body = (
-            served_html + "<section><h2>No highlight yet</h2><p>This user has no highlight "
+        return (
+            "<section><h2>No highlight yet</h2><p>This user has no highlight "
             "row. Request a first generation:</p></section>"
         )
-    else:
-        body = served_html + (
-            f"<section><h2>Auto highlight</h2><p class=served>{esc(h['bio_text'] or '-')}</p>"
-            f"<h3>Proof points</h3>{_list(h['proof_points'])}<h3>Quotes</h3>{_list(h['quotes'])}"
-            "</section><section><h2>Provenance</h2>"
-            + _rows(
-                [
-                    ("source_group", h["source_group"]),
-                    ("snapshot_hash", h["snapshot_hash"]),
-                    ("llm_model", h["llm_model"]),
-                    ("generated_at", Html(when(h["generated_at"], now))),
-                    ("stale_after", Html(when(h["stale_after"], now))),
-                    ("generation", h["generation"]),
-                ]
-            )
-            + "</section><section><h2>Freshness</h2>"
-            + _rows(
-                [
-                    ("status", status),
-                    ("stale", h["is_stale"]),
-                    ("reason", h["stale_reason"]),
-                    ("stale for", Html(since(h["stale_since"], now))),
-                    ("pending regeneration", h["regen_request_id"] or "none"),
-                    ("pending for", duration(doc["pending_regeneration_age_s"])),
-                    ("attempts", h["regen_attempts"]),
-                ]
-            )
-            + "</section><section><h2>Override</h2>"
-            + _rows(
-                [
-                    ("locked", h["manual_override"]),
-                    ("text", h["override_text"]),
-                    ("by", h["override_actor"]),
-                    ("since", Html(when(h["override_set_at"], now))),
-                ]
-            )
-            + "</section>"
-        )
-    body += (
-        "<section><h2>Signal activity</h2>"
-        + _rows(
-            [
-                ("comments", activity["comment_count"]),
-                ("latest comment", Html(when(activity["latest_comment_at"], now))),
-            ]
-        )
-        + "</section>"
+    provenance = [
+        ("source_group", h["source_group"]),
+        ("snapshot_hash", h["snapshot_hash"]),
+        ("llm_model", h["llm_model"]),
+        ("generated_at", Html(when(h["generated_at"], now))),
+        ("stale_after", Html(when(h["stale_after"], now))),
+        ("generation", h["generation"]),
+    ]
+    freshness = [
+        ("status", status),
+        ("stale", h["is_stale"]),
+        ("reason", h["stale_reason"]),
+        ("stale for", Html(since(h["stale_since"], now))),
+        ("pending regeneration", h["regen_request_id"] or "none"),
+        ("pending for", duration(doc["pending_regeneration_age_s"])),
+        ("attempts", h["regen_attempts"]),
+    ]
+    override = [
+        ("locked", h["manual_override"]),
+        ("text", h["override_text"]),
+        ("by", h["override_actor"]),
+        ("since", Html(when(h["override_set_at"], now))),
+    ]
+    return (
+        f"<section><h2>Auto highlight</h2><p class=served>{esc(h['bio_text'] or '-')}</p>"
+        f"<h3>Proof points</h3>{_list(h['proof_points'])}<h3>Quotes</h3>{_list(h['quotes'])}"
+        f"</section><section><h2>Provenance</h2>{_rows(provenance)}</section>"
+        f"<section><h2>Freshness</h2>{_rows(freshness)}</section>"
+        f"<section><h2>Override</h2>{_rows(override)}</section>"
     )
-    body += _controls(user_id, doc, principal, csrf)
-    body += f"<section><h2>Audit log</h2>{_audit(doc['audit'], now)}</section>"
+
+
+def glaze_page(
+    doc: dict[str, Any],
+    principal: Principal,
+    csrf: str,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    now = now or utcnow()
+    user_id, activity = doc["user_id"], doc["signal_activity"]
+    message = f'<section class="error">{esc(error)}</section>' if error else ""
+    signal = [
+        ("comments", activity["comment_count"]),
+        ("latest comment", Html(when(activity["latest_comment_at"], now))),
+    ]
+    body = (
+        _served_section(doc["served"], activity, now)
+        + _highlight_sections(doc, now)
+        + f"<section><h2>Signal activity</h2>{_rows(signal)}</section>"
+        + _controls(user_id, doc, principal, csrf)
+        + f"<section><h2>Audit log</h2>{_audit(doc['audit'], now)}</section>"
+    )
     return page(f"Profile {user_id}", message + body, principal, csrf)
