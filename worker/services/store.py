@@ -156,7 +156,7 @@ def request_if_unanswered(
     return True
 
 
-def _validate_result(payload: GeneratedHighlight, snapshot_hash: str, now: datetime) -> None:
+def validate_result(payload: GeneratedHighlight, snapshot_hash: str, now: datetime) -> None:
     if not snapshot_hash or len(snapshot_hash) > 128:
         raise InvalidInput("snapshot_hash must be 1-128 characters")
     check_aware("generated_at", payload.generated_at, now)
@@ -178,7 +178,7 @@ def _write_content(
     row.stale_after = payload.stale_after or payload.generated_at + ttl
 
 
-def _clear_stale(row: HighlightRow) -> None:
+def _clear_stale(row: Requestable) -> None:
     row.is_stale = False
     row.stale_reason = None
     row.stale_since = None
@@ -186,6 +186,51 @@ def _clear_stale(row: HighlightRow) -> None:
     row.regen_requested_at = None
     row.regen_generation = None
     row.regen_attempts = 0
+
+
+def judge_result(
+    row: Requestable | None, payload: GeneratedHighlight, snapshot_hash: str, meta: UpsertMeta
+) -> UpsertOutcome | None:
+    """The store's refusals, on the locked row (ORM or plain values; None: there is no row):
+    raises ``SupersededResult`` / ``SnapshotConflict``, returns DUPLICATE for a result
+    already stored, None for one to apply (``settle_result``)."""
+    if row is None:
+        if meta.base_snapshot_hash is not None:  # there is no row, so not that snapshot
+            raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, None)
+        return None  # applied to a new, empty row (nothing to refuse on it)
+    stored_hash, stored_at = row.snapshot_hash, row.generated_at
+    if stored_hash == snapshot_hash and stored_at == payload.generated_at:
+        return UpsertOutcome.DUPLICATE
+    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
+        stored_at,
+        stored_hash or "",
+    ):
+        raise SupersededResult(
+            payload.user_id,
+            f"generated_at {payload.generated_at.isoformat()} is not newer than the stored "
+            f"{stored_at.isoformat()}",
+        )
+    if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
+        raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
+    return None
+
+
+def settle_result(
+    row: Requestable,
+    payload: GeneratedHighlight,
+    snapshot_hash: str,
+    meta: UpsertMeta,
+    now: datetime,
+) -> UpsertOutcome:
+    """A judged result's freshness columns (the content's other columns are the caller's):
+    the generation fence keeps a row stale that was marked after the result's base."""
+    row.snapshot_hash = snapshot_hash
+    row.generated_at = payload.generated_at
+    row.updated_at = now
+    if meta.generation is not None and meta.generation < row.generation:
+        return UpsertOutcome.APPLIED_STILL_STALE
+    _clear_stale(row)
+    return UpsertOutcome.APPLIED
 
 
 async def upsert_auto_row(
@@ -203,34 +248,17 @@ async def upsert_auto_row(
     and no base snapshot is named, and such a row can only be refused if a concurrent
     writer created it first (then our insert did nothing).
     """
-    _validate_result(payload, snapshot_hash, now)
+    validate_result(payload, snapshot_hash, now)
     row = await lock_row(session, payload.user_id)
     if row is None:
-        if meta.base_snapshot_hash is not None:  # there is no row, so not that snapshot
-            raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, None)
+        judge_result(None, payload, snapshot_hash, meta)
         # Another writer may create the row between our look and our insert: the checks
         # below run against whatever row we end up holding the lock on.
         row = await lock_or_create_row(session, payload.user_id, now)
-    stored_hash, stored_at = row.snapshot_hash, row.generated_at
-    if stored_hash == snapshot_hash and stored_at == payload.generated_at:
-        return row, UpsertOutcome.DUPLICATE
-    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
-        stored_at,
-        stored_hash or "",
-    ):
-        raise SupersededResult(
-            payload.user_id,
-            f"generated_at {payload.generated_at.isoformat()} is not newer than the stored "
-            f"{stored_at.isoformat()}",
-        )
-    if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
-        raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
+    if (judged := judge_result(row, payload, snapshot_hash, meta)) is not None:
+        return row, judged
     _write_content(row, payload, snapshot_hash, ttl)
-    row.updated_at = now
-    if meta.generation is not None and meta.generation < row.generation:
-        return row, UpsertOutcome.APPLIED_STILL_STALE
-    _clear_stale(row)
-    return row, UpsertOutcome.APPLIED
+    return row, settle_result(row, payload, snapshot_hash, meta, now)
 
 
 def _audit_value(value: Any) -> Any:
