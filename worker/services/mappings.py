@@ -66,7 +66,8 @@ async def apply_mapping_batch(
     comments = InputStream.COMMENTS.value
     for outcome, ids in outcomes.items():
         result.outcomes[(comments, outcome)] += len(ids)
-    result.outcomes[(comments, "unparked")] += len(targets)
+    if targets:
+        result.outcomes[(comments, "unparked")] += len(targets)
     result.outcomes[(InputStream.REQUESTS.value, "mapped")] += len(events)
     return outcomes
 
