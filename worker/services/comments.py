@@ -146,6 +146,19 @@ async def lock_states(
     return states
 
 
+async def resolve_batch(session: AsyncSession, request_ids: set[str]) -> dict[str, int]:
+    """The users of ``request_ids`` from the request map; the requests it does not know are
+    locked (``signal_records.LOCK_REQUESTS``, all at once, in one order) and looked up
+    again, so that the comments still unresolved can be parked under the lock (the
+    park/map race of ``resolve_or_park``, closed for a whole batch in at most three
+    statements whatever its size)."""
+    resolved = await signal.resolve_users(session, request_ids)
+    if unknown := request_ids - resolved.keys():
+        await session.execute(signal.LOCK_REQUESTS, {"ids": literal("text", sorted(unknown))})
+        resolved.update(await signal.resolve_users(session, unknown))
+    return resolved
+
+
 async def apply_comment_batch(
     session: AsyncSession,
     events: list[CommentEvent],
@@ -158,17 +171,18 @@ async def apply_comment_batch(
     The batch's writes (changed rows, its outbox row, Signal activity, and what ``record``
     makes of the outcomes) go to the database as one statement."""
     outcomes: dict[str, list[str]] = {}
-    resolved = await signal.resolve_users(
-        session, {e.request_id for e in events if e.user_id is None}
-    )
+    resolved = await resolve_batch(session, {e.request_id for e in events if e.user_id is None})
     targets: list[tuple[CommentEvent, int]] = []
+    parked: list[CommentEvent] = []
     for event in events:
         user_id = event.user_id or resolved.get(event.request_id)
-        if user_id is None and (user_id := await resolve_or_park(session, event, now)) is None:
+        if user_id is None:
+            parked.append(event)
             outcomes.setdefault("parked", []).append(event.event_id)
             continue
         targets.append((event, user_id))
-    applied = await apply_resolved(session, targets, now, result, outcomes, record)
+    park = signal.park_write(parked, now)
+    applied = await apply_resolved(session, targets, now, result, outcomes, record, park)
     for outcome, ids in applied.items():
         result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
     return applied
@@ -181,6 +195,7 @@ async def apply_resolved(
     result: BatchResult,
     outcomes: dict[str, list[str]],
     record: Callable[[dict[str, list[str]]], Write | None],
+    also: Write | None = None,
 ) -> dict[str, list[str]]:
     """Apply comments whose user is known, in order (rows created and locked in one
     statement), adding their outcomes to ``outcomes``; then write the changed rows, the
@@ -200,7 +215,7 @@ async def apply_resolved(
     changed = list(touched.values())
     rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
     await write_together(
-        session, [rows_write, insert_write(queued), activity_upsert, record(outcomes)]
+        session, [rows_write, insert_write(queued), activity_upsert, record(outcomes), also]
     )
     await signal.record_activity(session, falling, now)  # rare: more deletions than comments
     return outcomes

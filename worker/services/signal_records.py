@@ -259,3 +259,28 @@ def parked_event(payload: Any) -> CommentEvent:
     if isinstance(payload, str | bytes):
         return CommentEvent.model_validate_json(payload)
     return CommentEvent.model_validate(payload)
+
+
+PARK_COLUMNS = {"event_id": "text", "request_id": "text", "payload": "jsonb"}
+PARK = (
+    "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
+    "SELECT v.event_id, v.request_id, v.payload, CAST(:k_now AS timestamptz) "
+    f"FROM {unnest_rows(PARK_COLUMNS, 'k_')}"
+)
+
+
+def park_write(events: list[CommentEvent], now: datetime) -> Write | None:
+    """PostgreSQL: ``park`` for a batch's comments as one ``Write`` (under the locks of
+    ``LOCK_REQUESTS``, held until the commit)."""
+    if not events:
+        return None
+    payloads = [event.model_dump_json() for event in events]
+    return Write(
+        PARK,
+        {
+            "k_now": now,
+            "k_event_id": literal("text", [e.event_id for e in events]),
+            "k_request_id": literal("text", [e.request_id for e in events]),
+            "k_payload": literal("text", payloads),
+        },
+    )
