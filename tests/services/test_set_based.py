@@ -4,6 +4,7 @@ batch, and the same effects as the ORM path (which SQLite runs) on the same even
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections.abc import Iterator
 from datetime import timedelta
@@ -242,3 +243,91 @@ async def test_the_set_based_path_agrees_with_the_orm_path(
     assert await _run(sessions, seed, set_based=True) == orm
     async with sessions() as session:
         assert await session.scalar(text("SELECT 1")) == 1
+
+
+# -- the park/map race, closed for whole batches ------------------------------------------
+
+
+async def _waits_on_advisory_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as probe:
+        waiting = await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+        )
+    return bool(waiting)
+
+
+LOCK_Q = "SELECT pg_advisory_xact_lock(hashtextextended('q', 7))"
+
+
+async def test_a_comment_batch_waits_for_a_mapping_in_flight_and_then_resolves(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """A mapping transaction holds the request's lock and has saved the mapping, not yet
+    committed: a comment batch must not park the comment (nobody would release it)."""
+    import asyncio
+
+    from tests.helpers.live import eventually
+
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    await store.upsert_auto(store_result(4), "snap-4")
+    async with engine.connect() as other:
+        await other.execute(text(LOCK_Q))
+        await other.execute(
+            text(
+                "INSERT INTO signal_requests (request_id, user_id, occurred_at, created_at) "
+                "VALUES ('q', 4, now(), now())"
+            )
+        )
+        batch = asyncio.create_task(
+            pipeline.process(
+                C, [comment("c1", None, later(1), req="q"), comment("c2", 4, later(1))]
+            )
+        )
+        await eventually(lambda: _waits_on_advisory_lock(engine), timeout=10, what="lock wait")
+        await other.commit()
+    res = await asyncio.wait_for(batch, timeout=10)
+    assert res.outcomes == {("comments", "stale_marked"): 1, ("comments", "coalesced"): 1}
+
+
+async def test_a_mapping_batch_waits_for_a_comment_being_parked_and_releases_it(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """A comment transaction holds the request's lock and has parked its comment, not yet
+    committed: the mapping batch waits, then releases that comment exactly once."""
+    import asyncio
+
+    from tests.helpers.live import eventually
+
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    await store.upsert_auto(store_result(4), "snap-4")
+    doc = {
+        "event_id": "c1",
+        "type": "comment.created",
+        "comment_id": "c-c1",
+        "request_id": "q",
+        "occurred_at": later(1).isoformat(),
+    }
+    async with engine.connect() as other:
+        await other.execute(text(LOCK_Q))
+        await other.execute(
+            text(
+                "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
+                "VALUES ('c1', 'q', CAST(:doc AS jsonb), now())"
+            ),
+            {"doc": json.dumps(doc)},
+        )
+        batch = asyncio.create_task(pipeline.process(R, [mapping("m1", "q", 4)]))
+        await eventually(lambda: _waits_on_advisory_lock(engine), timeout=10, what="lock wait")
+        await other.commit()
+    res = await asyncio.wait_for(batch, timeout=10)
+    assert res.outcomes[("comments", "unparked")] == 1
+    assert res.outcomes[("comments", "stale_marked")] == 1
+    again = await pipeline.process(R, [mapping("m2", "q", 4, 1)])
+    assert ("comments", "unparked") not in again.outcomes
