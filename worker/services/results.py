@@ -158,8 +158,7 @@ class _Batch:
     queued: list[OutboxEntry]
     outcomes: dict[str, list[str]]
 
-    def apply(self, event: GeneratedEvent) -> str:
-        payload, meta = result_of(event)
+    def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
         state = self.states.get(event.user_id)
         try:
             judged = judge_result(state, payload, event.snapshot_hash, meta)
@@ -190,9 +189,9 @@ async def apply_result_batch(
     store refuses as invalid is dead-lettered (``record`` unclaims it)."""
     stream = InputStream.GENERATED
     batch = _Batch(now, ttl, result, {}, {}, [], {})
-    valid: list[GeneratedEvent] = []
+    valid: list[tuple[GeneratedEvent, GeneratedHighlight, UpsertMeta]] = []
     for message, event in events:
-        payload, _ = result_of(event)
+        payload, meta = result_of(event)  # once per event: a model with validation
         try:
             validate_result(payload, event.snapshot_hash, now)
         except InvalidInput as exc:
@@ -202,12 +201,12 @@ async def apply_result_batch(
             batch.outcomes.setdefault(dedup.DEAD_LETTERED, []).append(event.event_id)
             result.count(stream, dedup.DEAD_LETTERED)
             continue
-        valid.append(event)
+        valid.append((event, payload, meta))
     if valid:
-        creating = {e.user_id for e in valid if e.base_snapshot_hash is None}
-        batch.states = await lock_states(session, {e.user_id for e in valid}, now, creating)
-    for event in valid:
-        outcome = batch.apply(event)
+        creating = {e.user_id for e, _, _ in valid if e.base_snapshot_hash is None}
+        batch.states = await lock_states(session, {e.user_id for e, _, _ in valid}, now, creating)
+    for event, payload, meta in valid:
+        outcome = batch.apply(event, payload, meta)
         result.count(stream, outcome)
         batch.outcomes.setdefault(outcome, []).append(event.event_id)
     writes = [rows_write(batch.states, batch.contents), insert_write(batch.queued)]
