@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
+from bench.decode_cost import worst_case
 from tests.helpers import postgres as pg
 from tests.helpers.live import WorkerProcess
 from worker.kafka.embedded import EmbeddedBroker
@@ -429,6 +430,7 @@ PARTS = (
     "mappings",
     "mixed",
     "roundtrip",
+    "decode",
 )
 
 
@@ -470,6 +472,8 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, log
             )
         )
         rss.append(f"{sweep['peak_rss_mb']:.0f} MB sweep process")
+    if "decode" in parts:
+        rows.append(decode_row())
     rows += await stream_parts(b, args, parts, rss)
     await b.engine.dispose()
     if rss:
@@ -508,6 +512,19 @@ async def stream_parts(
         rows += got
         rss.append(f"{peak:.0f} MB worker (round trip)")
     return rows
+
+
+def decode_row() -> tuple[str, str, str, str, str]:
+    """Worst-case decode cost per KiB over the hostile messages (bench/decode_cost.py)."""
+    worst, count = worst_case()
+    return (
+        f"decode, worst of {count} hostile messages ({worst.name})",
+        f"{worst.decode_us_per_kib:.0f} us/KiB",
+        f"{worst.json_loads_us_per_kib:.0f} us/KiB (json.loads)",
+        "linear (<= 3x json.loads)",
+        f"{worst.decode_us_per_kib / worst.json_loads_us_per_kib:.1f}x "
+        f"{ok(worst.decode_us_per_kib <= 3 * worst.json_loads_us_per_kib)}",
+    )
 
 
 async def ingest(

@@ -23,6 +23,7 @@ from worker.services import outbox
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.storage.models import (
+    FreshTransitionRow,
     HighlightRow,
     ParkedCommentRow,
     ProcessedEventRow,
@@ -223,6 +224,9 @@ async def _state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
                 for p in await rows(ParkedCommentRow, ParkedCommentRow.event_id)
             ],
             "mappings": await rows(SignalRequestRow, SignalRequestRow.request_id),
+            "fresh": await rows(
+                FreshTransitionRow, FreshTransitionRow.user_id, FreshTransitionRow.id
+            ),
             "activity": await rows(SignalActivityRow, SignalActivityRow.user_id),
             "processed": await rows(
                 ProcessedEventRow, ProcessedEventRow.stream, ProcessedEventRow.event_id

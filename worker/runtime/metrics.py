@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
@@ -20,8 +19,7 @@ from worker.domain.messages import InputStream, RejectReason
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.services import outbox
 from worker.services import signal_records as signal
-from worker.storage.freshness import state_column
-from worker.storage.models import HighlightRow
+from worker.services.overview import Figures, current_figures
 
 # Fine steps around the 250 ms objective for "event -> stale mark committed".
 LATENCY_BUCKETS = (
@@ -174,21 +172,17 @@ class Metrics:
         for seconds in result.turnaround_s:
             self.turnaround.observe(seconds)
 
-    async def refresh_gauges(self, session: AsyncSession, now: datetime) -> None:
-        H = HighlightRow
-        counts = dict.fromkeys(STATES, 0)
-        state = state_column(now).label("state")
-        stmt = select(state, func.count()).group_by(state)
-        for key, n in (await session.execute(stmt)).all():
-            counts[key] += n
-        for key, n in counts.items():
+    async def refresh_gauges(self, session: AsyncSession, now: datetime) -> Figures:
+        """Set the database-backed gauges; returns the figures (the overview samples them)."""
+        figures = await current_figures(session, now)
+        for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)
-        pending = select(func.count()).select_from(H).where(H.regen_request_id.is_not(None))
-        self.pending.set(int(await session.scalar(pending) or 0))
-        oldest = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
+        self.pending.set(figures.pending)
+        oldest = figures.oldest_stale_at
         self.oldest_stale.set((now - oldest).total_seconds() if oldest else 0)
         self.backlog.set(await outbox.backlog(session))
         self.parked.set(await signal.parked_count(session))
+        return figures
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

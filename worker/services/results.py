@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,7 @@ from worker.domain.values import GeneratedHighlight, UpsertMeta, UpsertOutcome
 from worker.services.comments import WRITTEN, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.store import (
+    FreshTransition,
     judge_result,
     request_if_unanswered,
     settle_result,
@@ -146,6 +147,28 @@ def rows_write(states: dict[int, RowState], contents: dict[int, _Content]) -> Wr
     return Write(RESULT_WRITE, params)
 
 
+TRANSITION_COLUMNS = {
+    "user_id": "bigint",
+    "stale_s": "double precision",
+    "wait_s": "double precision",
+}
+TRANSITIONS = (
+    "INSERT INTO fresh_transitions (at, user_id, stale_s, wait_s) "
+    "SELECT CAST(:f_at AS timestamptz), v.user_id, v.stale_s, v.wait_s "
+    f"FROM {unnest_rows(TRANSITION_COLUMNS, 'f_')}"
+)
+
+
+def transitions_write(transitions: list[FreshTransition], now: datetime) -> Write | None:
+    """The batch's stale-to-fresh transitions (the overview's time-to-fresh), in order."""
+    if not transitions:
+        return None
+    params: dict[str, object] = {"f_at": now}
+    for name, kind in TRANSITION_COLUMNS.items():
+        params["f_" + name] = literal(kind, [getattr(t, name) for t in transitions])
+    return Write(TRANSITIONS, params)
+
+
 @dataclass
 class _Batch:
     """A result batch's working set on plain values."""
@@ -157,6 +180,7 @@ class _Batch:
     contents: dict[int, _Content]
     queued: list[OutboxEntry]
     outcomes: dict[str, list[str]]
+    transitions: list[FreshTransition] = field(default_factory=list)
 
     def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
         state = self.states.get(event.user_id)
@@ -171,7 +195,9 @@ class _Batch:
             return judged.value
         pending_since = state.regen_requested_at
         self.contents[event.user_id] = _content(payload, self.ttl)
-        outcome = settle_result(state, payload, event.snapshot_hash, meta, self.now)
+        outcome = settle_result(
+            state, payload, event.snapshot_hash, meta, self.now, self.transitions.append
+        )
         return apply_result(
             self.queued.append, state, event, outcome, pending_since, self.now, self.result
         )
@@ -209,6 +235,10 @@ async def apply_result_batch(
         outcome = batch.apply(event, payload, meta)
         result.count(stream, outcome)
         batch.outcomes.setdefault(outcome, []).append(event.event_id)
-    writes = [rows_write(batch.states, batch.contents), insert_write(batch.queued)]
+    writes = [
+        rows_write(batch.states, batch.contents),
+        insert_write(batch.queued),
+        transitions_write(batch.transitions, now),
+    ]
     await write_together(session, [*writes, *record(batch.outcomes)])
     return batch.outcomes

@@ -34,7 +34,7 @@ from worker.domain.values import (
 )
 from worker.services.outbox import OutboxSink, Requestable, request_regeneration, session_sink
 from worker.storage.database import dialect_insert
-from worker.storage.models import AuditRow, HighlightRow
+from worker.storage.models import AuditRow, FreshTransitionRow, HighlightRow
 
 Clock = Callable[[], datetime]
 
@@ -221,14 +221,18 @@ def settle_result(
     snapshot_hash: str,
     meta: UpsertMeta,
     now: datetime,
+    fresh: Callable[[FreshTransition], None],
 ) -> UpsertOutcome:
     """A judged result's freshness columns (the content's other columns are the caller's):
-    the generation fence keeps a row stale that was marked after the result's base."""
+    the generation fence keeps a row stale that was marked after the result's base; a
+    stale row made fresh is reported to ``fresh``."""
     row.snapshot_hash = snapshot_hash
     row.generated_at = payload.generated_at
     row.updated_at = now
     if meta.generation is not None and meta.generation < row.generation:
         return UpsertOutcome.APPLIED_STILL_STALE
+    if (transition := fresh_transition(row, now)) is not None:
+        fresh(transition)
     _clear_stale(row)
     return UpsertOutcome.APPLIED
 
@@ -258,7 +262,34 @@ async def upsert_auto_row(
     if (judged := judge_result(row, payload, snapshot_hash, meta)) is not None:
         return row, judged
     _write_content(row, payload, snapshot_hash, ttl)
-    return row, settle_result(row, payload, snapshot_hash, meta, now)
+    transitions: list[FreshTransition] = []
+    outcome = settle_result(row, payload, snapshot_hash, meta, now, transitions.append)
+    session.add_all(
+        FreshTransitionRow(at=now, user_id=t.user_id, stale_s=t.stale_s, wait_s=t.wait_s)
+        for t in transitions
+    )
+    return row, outcome
+
+
+@dataclass(frozen=True, slots=True)
+class FreshTransition:
+    """A result made a stale row fresh: how long it was stale, how long its request waited
+    (the overview's time-to-fresh; written in the result's transaction)."""
+
+    user_id: int
+    stale_s: float
+    wait_s: float | None
+
+
+def fresh_transition(row: Requestable, now: datetime) -> FreshTransition | None:
+    if not row.is_stale or row.stale_since is None:
+        return None
+    requested = row.regen_requested_at
+    return FreshTransition(
+        row.user_id,
+        max((now - row.stale_since).total_seconds(), 0.0),
+        max((now - requested).total_seconds(), 0.0) if requested else None,
+    )
 
 
 def _audit_value(value: Any) -> Any:
