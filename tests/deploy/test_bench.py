@@ -11,8 +11,11 @@ def test_bench_imports_and_shows_its_parts() -> None:
         [sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    for part in ("ingest", "latency", "sweep", "decode"):
+    for part in ("ingest", "latency", "sweep", "decode", "results", "mappings", "mixed"):
         assert part in done.stdout
+    import bench.streams  # the stream parts import only when run: import them here
+
+    assert bench.streams.mixed_messages(100, 10, {"c": "c", "r": "r", "g": "g"})[1] == 100
 
 
 def test_the_decode_line_measures_the_hostile_corpus_against_json_loads() -> None:
