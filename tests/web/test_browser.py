@@ -181,11 +181,21 @@ class Tour:
 
     def click(self, element: Any) -> None:
         """Click and wait for the next page (the old one's elements go stale)."""
-        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
+        def gone(_driver: Any) -> bool:
+            # A node of the old document is stale; Chromium sometimes says so with an
+            # inspector error ("does not belong to the document") instead of the stale
+            # element error that selenium's staleness_of catches.
+            try:
+                element.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
         element.click()
-        WebDriverWait(self.driver, 15).until(ec.staleness_of(element))
+        WebDriverWait(self.driver, 15).until(gone)
 
     def shot(self, name: str, width: int) -> None:
         # No sideways scrolling of the page itself (tables scroll in their own box).
