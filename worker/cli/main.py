@@ -45,9 +45,11 @@ def _print_json(data: Any) -> None:
 
 
 async def _with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from worker.services import scheduler
     from worker.services.store import HighlightStore
     from worker.storage.database import create_engine, session_factory
 
+    scheduler.configure(scheduler.policy_from(settings))  # requests queue as in the worker
     engine = create_engine(settings.database_url)
     try:
         return await action(HighlightStore(session_factory(engine), ttl=settings.highlight_ttl))
@@ -271,6 +273,9 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
             click.echo(f"\r{phase}: {seen['n']} rows scanned", nl=False, err=True)
 
     async def go() -> tuple[ScanTotals, bool]:
+        from worker.services import scheduler
+
+        scheduler.configure(scheduler.policy_from(settings))
         engine = create_engine(settings.database_url)
         try:
             scan = FreshnessScan(

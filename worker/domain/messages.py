@@ -254,6 +254,9 @@ class RegenRequestEvent(BaseModel):
     snapshot_hash: str | None
     requested_at: Timestamp
     trigger: str | None = None
+    # 0 most urgent: deleted comment (privacy), missing, new/edited comments, operator,
+    # expired, reseed (``worker.domain.scheduling.Priority``).
+    priority: Annotated[StrictInt, Field(ge=0, le=9)] = 3
 
 
 def regen_request_payload(
@@ -264,6 +267,7 @@ def regen_request_payload(
     snapshot_hash: str | None,
     now: datetime,
     trigger: str | None,
+    priority: int = 3,
 ) -> dict[str, Any]:
     """The JSON of a ``RegenRequestEvent``, built as a dict on the hot path (a model per
     request costs more than the rest of its handling). Its one twin, the sweep's SQL
@@ -279,6 +283,7 @@ def regen_request_payload(
     }
     if trigger:
         payload["trigger"] = trigger
+    payload["priority"] = priority
     return payload
 
 

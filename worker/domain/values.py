@@ -47,6 +47,7 @@ class StaleOutcome(StrEnum):
 
     REQUESTED = "requested"
     COALESCED = "coalesced"
+    SETTLED = "settled"  # absorbed by a request still queued (settling): pushed back
     OVERRIDE_LOCKED = "override_locked"
 
 

@@ -37,6 +37,7 @@ COMMENT_REASONS = {
 STALE_OUTCOMES = {
     StaleOutcome.REQUESTED: "stale_marked",
     StaleOutcome.COALESCED: "coalesced",
+    StaleOutcome.SETTLED: "settled",
     StaleOutcome.OVERRIDE_LOCKED: "override_locked",
 }
 ALREADY_INCLUDED = "already_included"
@@ -52,7 +53,7 @@ def apply_comment(
         reason = COMMENT_REASONS[event.type]
     else:
         return ALREADY_INCLUDED
-    outcome = mark_stale_row(sink, row, reason, now, f"comment:{event.event_id}")
+    outcome = mark_stale_row(sink, row, reason, now, f"comment:{event.event_id}", unseen=1)
     result.stale_event_times.append(event.occurred_at)
     if outcome is StaleOutcome.REQUESTED:
         result.regen_requests[reason.value] += 1
@@ -85,6 +86,13 @@ WRITTEN = {
     "regen_generation": "bigint",
     "regen_attempts": "integer",
     "updated_at": "timestamptz",
+    "regen_queued_at": "timestamptz",
+    "regen_first_change_at": "timestamptz",
+    "regen_last_change_at": "timestamptz",
+    "regen_priority": "integer",
+    "regen_queued_reason": "text",
+    "regen_queued_trigger": "text",
+    "regen_unseen": "integer",
 }
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.domain.scheduling import Priority
 from worker.domain.values import StaleOutcome, StaleReason, utcnow
+from worker.services import scheduler
 from worker.services.outbox import session_sink
 from worker.services.store import audited, check_actor, lock_rows, mark_stale_row
 from worker.storage.models import HighlightRow as H
@@ -43,6 +45,7 @@ class ReseedSelection:
 class ReseedResult:
     marked: int = 0
     requested: int = 0
+    queued: int = 0  # of which queued with the scheduler (published within its budget)
     last_user_id: int | None = None
     chunks: list[float] = field(default_factory=list)
 
@@ -99,7 +102,15 @@ class Reseeder:
                 session, rows[user_id], actor=self.actor, action="reseed", reason=None, now=now
             ):
                 outcome = mark_stale_row(
-                    session_sink(session), rows[user_id], StaleReason.MANUAL, now, "reseed"
+                    session_sink(session),
+                    rows[user_id],
+                    StaleReason.MANUAL,
+                    now,
+                    "reseed",
+                    Priority.RESEED,
                 )
             result.marked += 1
             result.requested += outcome is StaleOutcome.REQUESTED
+            result.queued += outcome is StaleOutcome.REQUESTED and scheduler.is_queued(
+                rows[user_id]
+            )
