@@ -92,6 +92,7 @@ def enqueue(
     trigger: str | None = None,
     priority: int | None = None,
     unseen: int = 0,
+    first_change: datetime | None = None,
 ) -> bool:
     """Queue ``row``'s regeneration (immediate policy: request it now). Returns False when
     the change was absorbed by a request already queued (settling), True otherwise."""
@@ -108,7 +109,8 @@ def enqueue(
     if _policy.immediate:
         request_regeneration(sink, row, reason, now, trigger, prio)
         return True
-    row.regen_queued_at = row.regen_first_change_at = row.regen_last_change_at = now
+    row.regen_queued_at = row.regen_last_change_at = now
+    row.regen_first_change_at = first_change or now  # expiry: when it expired (oldest first)
     row.regen_priority, row.regen_unseen = prio, unseen
     row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
     row.updated_at = now

@@ -118,6 +118,7 @@ def mark_stale_row(
     trigger: str | None = None,
     priority: int | None = None,
     unseen: int = 0,
+    first_change: datetime | None = None,
 ) -> StaleOutcome:
     """Mark a locked row stale and keep "at most one pending regeneration per user".
 
@@ -141,7 +142,9 @@ def mark_stale_row(
         return StaleOutcome.SETTLED
     if row.regen_request_id is not None:
         return StaleOutcome.COALESCED
-    scheduler.enqueue(sink, row, RegenReason(reason.value), now, trigger, priority, unseen)
+    scheduler.enqueue(
+        sink, row, RegenReason(reason.value), now, trigger, priority, unseen, first_change
+    )
     return StaleOutcome.REQUESTED
 
 

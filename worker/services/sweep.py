@@ -160,7 +160,8 @@ def _act(
 def _mark(
     session: AsyncSession, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
 ) -> None:
-    outcome = mark_stale_row(session_sink(session), row, reason, now, "sweep")
+    since = row.stale_after if reason is StaleReason.EXPIRED else None
+    outcome = mark_stale_row(session_sink(session), row, reason, now, "sweep", first_change=since)
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
         totals.requests[reason.value] += 1
