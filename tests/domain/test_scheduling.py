@@ -58,5 +58,5 @@ def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert half.take(4).available() == 0
     assert half.take(4).refilled(T + 2.5 * S, 120, 10).available() == 1
     assert bucket.refilled(T - S, 120, 10).tokens == 0  # a clock going back adds nothing
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="taking 5 tokens"):
         half.take(5)
