@@ -166,6 +166,20 @@ UserId = Annotated[StrictInt, Field(gt=0, le=MAX_USER_ID)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_CHARS)]
 
 
+class WireQuote(BaseModel):
+    """A quote attributed to a comment (``quotes`` items may also be plain strings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: Text
+    comment_id: Id
+
+    @field_validator("text")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -205,7 +219,7 @@ class GeneratedEvent(_Event):
     user_id: UserId
     bio_text: Annotated[str, Field(min_length=1, max_length=MAX_BIO_CHARS)]
     proof_points: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
-    quotes: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+    quotes: Annotated[list[Text | WireQuote], Field(max_length=MAX_LIST_ITEMS)]
     source_group: Annotated[str, Field(min_length=1, max_length=200)]
     snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)]
     llm_model: Annotated[str, Field(min_length=1, max_length=200)]

@@ -29,13 +29,19 @@ from worker.domain.messages import (
     decode,
 )
 from worker.domain.values import (
+    AttributedQuote,
     GeneratedHighlight,
     UpsertMeta,
     UpsertOutcome,
     utcnow,
 )
 from worker.services import signal_records as signal
-from worker.services.comments import apply_comment, apply_comment_batch, resolve_or_park
+from worker.services.comments import (
+    apply_comment,
+    apply_comment_batch,
+    record_deleted,
+    resolve_or_park,
+)
 from worker.services.outbox import session_sink
 from worker.services.store import (
     create_placeholders,
@@ -210,6 +216,8 @@ class Pipeline:
             if user_id is None:
                 return "parked"
         tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        if event.type == "comment.deleted":
+            await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)
         row = await tx.row(user_id)
         return apply_comment(session_sink(tx.session), row, event, tx.now, tx.result)
 
@@ -257,7 +265,10 @@ def _result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
         user_id=event.user_id,
         bio_text=event.bio_text,
         proof_points=list(event.proof_points),
-        quotes=list(event.quotes),
+        quotes=[
+            q if isinstance(q, str) else AttributedQuote(text=q.text, comment_id=q.comment_id)
+            for q in event.quotes
+        ],
         source_group=event.source_group,
         llm_model=event.llm_model,
         generated_at=event.generated_at,

@@ -31,6 +31,7 @@ from worker.domain.values import (
     UpsertMeta,
     UpsertOutcome,
     check_aware,
+    quote_json,
     utcnow,
 )
 from worker.services import scheduler
@@ -185,7 +186,7 @@ def _write_content(
 ) -> None:
     row.bio_text = payload.bio_text
     row.proof_points_json = list(payload.proof_points)
-    row.quotes_json = list(payload.quotes)
+    row.quotes_json = [quote_json(q) for q in payload.quotes]
     row.source_group = payload.source_group
     row.snapshot_hash = snapshot_hash
     row.llm_model = payload.llm_model

@@ -90,8 +90,17 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     )
 
 
+def _item(item: Any) -> str:
+    """A list item; an attributed quote shows its text and the comment it quotes."""
+    if isinstance(item, dict) and "text" in item:
+        return f"{esc(item['text'])} <small>(comment {esc(item.get('comment_id'))})</small>"
+    return str(esc(item))
+
+
 def _list(items: list[Any]) -> str:
-    return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>" if items else "<p>-</p>"
+    return (
+        "<ul>" + "".join(f"<li>{_item(i)}</li>" for i in items) + "</ul>" if items else "<p>-</p>"
+    )
 
 
 def _diff(diff: dict[str, Any]) -> str:
