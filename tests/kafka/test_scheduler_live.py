@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.brokers import TestBroker
 from tests.helpers.factories import comment_doc, result
-from tests.helpers.live import Kafka, WorkerProcess, eventually
+from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.services.store import HighlightStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
@@ -64,7 +64,12 @@ async def published(kafka: Kafka, users: range) -> list[tuple[float, dict[str, A
 
 @pytest.fixture
 async def settle_worker(spawn: Callable[..., WorkerProcess]) -> AsyncIterator[WorkerProcess]:
-    env = {"WB_REGEN_SETTLE": "2s", "WB_REGEN_MAX_WAIT": "30s", "WB_REGEN_RATE": "6000"}
+    env = {
+        "WB_REGEN_SETTLE": "2s",
+        "WB_REGEN_MAX_WAIT": "30s",
+        "WB_REGEN_RATE": "6000",
+        "WB_SERVE_STALE_FOR": "1h",
+    }
     proc = spawn(env, "wbsched-settle")
     await proc.wait_ready()
     yield proc
@@ -79,9 +84,9 @@ async def test_a_burst_of_comments_gives_one_request_after_it_settles(
     for i in range(30):  # 30 comments over 6 s
         if i:
             await asyncio.sleep(6 / 29)
+        last_sent = time.time()  # the comment's time: it cannot be applied before
         doc = comment_doc(f"burst-{i}", user, datetime.now(UTC), "created", "req-burst")
         await kafka.send(COMMENTS, doc, key=str(user))
-        last_sent = time.time()  # acknowledged by the broker: the worker may have it
 
     async def one() -> list[tuple[float, dict[str, Any]]]:
         return await published(kafka, range(user, user + 1))
@@ -143,3 +148,31 @@ async def test_budget_shared_by_two_workers_in_priority_order_one_killed_midway(
     first_comment = min(t for t, prio in firsts.values() if prio == 2)
     assert {prio for _, prio in firsts.values()} == {0, 2}
     assert last_privacy <= first_comment + 0.5  # deletions went first
+
+
+async def test_a_deleted_comments_quote_is_gone_from_the_served_answer_at_once(
+    settle_worker: WorkerProcess, kafka: Kafka, live_store: HighlightStore
+) -> None:
+    user = 7101
+    quotes = ["Always explains the why.", {"text": "Fixed my build.", "comment_id": "c-7101"}]
+    await live_store.upsert_auto(result(user, generated_at=HOUR_AGO, quotes=quotes), "q")
+    url = f"{settle_worker.url}/profiles/{user}/highlight"
+    status, doc = await asyncio.to_thread(http_get, url)
+    assert status == 200 and isinstance(doc, dict) and len(doc["quotes"]) == 2
+    deletion = {
+        **comment_doc("del-7101", user, datetime.now(UTC), "deleted", "r"),
+        "comment_id": "c-7101",
+    }
+    sent = time.monotonic()
+    await kafka.send(COMMENTS, deletion, key=str(user))
+
+    async def withheld() -> dict[str, Any] | None:
+        _, served = await asyncio.to_thread(http_get, url)
+        assert isinstance(served, dict)
+        return served if served.get("quotes") == ["Always explains the why."] else None
+
+    served = await eventually(withheld, timeout=10, what="the quote withheld")
+    took = time.monotonic() - sent
+    assert took < 2.0, f"withheld after {took:.2f}s"
+    assert served["status"] == "stale" and served["display"] == "highlight"  # before any result
+    assert await published(kafka, range(user, user + 1)) == []  # still settling: no request yet
