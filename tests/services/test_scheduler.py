@@ -184,3 +184,32 @@ async def test_a_result_while_queued_keeps_one_request_and_the_fence(
     assert row is not None and row.regen_request_id == first["event_id"]  # coalesced
     clock.now += 10 * S
     assert (await step(sessions, clock, chosen)).count == 0  # still one pending request
+
+
+async def test_queue_state_and_report_show_place_due_time_and_oldest_wait(
+    sessions: async_sessionmaker[AsyncSession],
+    store: HighlightStore,
+    clock: FakeClock,
+    policy: Callable[..., RegenPolicy],
+) -> None:
+    from worker.services.report import gather
+
+    chosen = policy(settle=5 * S, max_wait=60 * S, rate_per_min=60, burst=1)
+    await seed(store, range(1, 4))
+    pipeline = Pipeline(sessions, clock=clock)
+    await pipeline.process(C, [comment("a", 1, later(1))])
+    clock.now += 2 * S
+    await pipeline.process(C, [comment("b", 2, later(1), "deleted")])
+    await store.mark_stale(3, "manual")
+    async with sessions() as session:
+        rows = {r.user_id: r for r in (await session.scalars(select(HighlightRow))).all()}
+        states = {
+            u: await scheduler.queue_state(session, r, clock.now, chosen) for u, r in rows.items()
+        }
+        figures = await gather(session, clock.now + 8 * S)
+    assert {u: s["place"] for u, s in states.items() if s} == {2: 1, 1: 2, 3: 3}
+    assert states[1] is not None and states[1]["due_at"] == (T0 + 5 * S).isoformat()
+    assert states[2] is not None and states[2]["priority_name"] == "privacy"
+    assert states[3] is not None and states[3]["due_at"] == (T0 + 2 * S).isoformat()
+    assert figures["regen_queue_depth"] == 3
+    assert figures["regen_queue_oldest_wait_s"] == 10.0
