@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format typecheck schemas bench clean
+.PHONY: install run test test-fast lint format typecheck schemas bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,fuzz]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,6 +43,10 @@ schemas: $(STAMP)  ## regenerate schemas/*.json from the event models
 
 bench: $(STAMP)  ## throughput/latency benchmark (needs PostgreSQL: WB_BENCH_DATABASE_URL)
 	$(BIN)/python -m bench
+
+fuzz: $(STAMP)  ## coverage-guided fuzzing of the decoders for 60 s (on a copy of the seed corpus)
+	rm -rf var/fuzz-corpus && mkdir -p var && cp -r tests/fuzz/corpus/decoders var/fuzz-corpus
+	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=60 var/fuzz-corpus
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -27,9 +27,10 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
-from tests.live import WorkerProcess
 
-from tests import pg
+from bench.decode_cost import worst_case
+from tests.helpers import postgres as pg
+from tests.helpers.live import WorkerProcess
 from worker.kafka.embedded import EmbeddedBroker
 from worker.storage import migrate
 from worker.storage.database import create_engine
@@ -419,7 +420,7 @@ def table(rows: list[tuple[str, str, str, str, str]]) -> str:
     return "\n".join([line(head), sep, *map(line, rows)])
 
 
-PARTS = ("ingest", "naive", "scale", "latency", "sweep")
+PARTS = ("ingest", "naive", "scale", "latency", "sweep", "decode")
 
 
 def ok(flag: bool) -> str:
@@ -460,11 +461,26 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, log
             )
         )
         rss.append(f"{sweep['peak_rss_mb']:.0f} MB sweep process")
+    if "decode" in parts:
+        rows.append(decode_row())
     await b.engine.dispose()
     if rss:
         peak = max(float(r.split()[0]) for r in rss)
         rows.append(("peak RSS", " / ".join(rss), "-", "<= 300 MB", ok(peak <= 300)))
     print(table(rows))
+
+
+def decode_row() -> tuple[str, str, str, str, str]:
+    """Worst-case decode cost per KiB over the hostile messages (bench/decode_cost.py)."""
+    worst, count = worst_case()
+    return (
+        f"decode, worst of {count} hostile messages ({worst.name})",
+        f"{worst.decode_us_per_kib:.0f} us/KiB",
+        f"{worst.json_loads_us_per_kib:.0f} us/KiB (json.loads)",
+        "linear (<= 3x json.loads)",
+        f"{worst.decode_us_per_kib / worst.json_loads_us_per_kib:.1f}x "
+        f"{ok(worst.decode_us_per_kib <= 3 * worst.json_loads_us_per_kib)}",
+    )
 
 
 async def ingest(

@@ -2,7 +2,7 @@
 
     python -m bench.decode_cost [--runs N]
 
-Each hostile message of ``tests/fuzz/hostile.py`` (huge numbers, duplicate keys last in
+Each hostile message of ``tests/helpers/hostile.py`` (huge numbers, duplicate keys last in
 256 KiB objects, deep and wide values, long strings, odd timestamps, invalid UTF-8, ...)
 is decoded ``runs`` times; its cost is the fastest run in CPU time of this thread (another
 process on a shared core does not count), per KiB, with messages under 1 KiB counted as
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tests.fuzz import hostile
+from tests.helpers import hostile
 from worker.domain.messages import InputStream, Rejected, decode
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     shutdown_timeout: Duration = timedelta(seconds=30)
     consumer_fetch_wait: Duration = timedelta(milliseconds=100)
     gauge_interval: Duration = timedelta(seconds=15)
+    history_interval: Duration = timedelta(minutes=1)
+    history_retention: Duration = timedelta(days=8)
+    bulk_rate: float = Field(default=50.0, gt=0, le=10_000)
     broker_session_timeout: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval: float = Field(default=1.0, gt=0)
     log_level: str = "info"
@@ -169,11 +172,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-    def worker_topics(self) -> list[str]:
-        """Every topic the worker reads or writes: inputs, their dead letters, requests."""
-        inputs = [self.topic_comments, self.topic_requests, self.topic_generated]
-        return [*inputs, *(f"{t}.dlq" for t in inputs), self.topic_regen_requests]
 
     @property
     def secure_admin_cookie(self) -> bool:

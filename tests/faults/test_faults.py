@@ -40,8 +40,16 @@ FAULT_ENV = {
 }
 
 
+REPORT_FILE = Path("var") / "fault-report.txt"
+
+
 def report(name: str, figures: dict[str, Any]) -> None:
-    print(f"\nFAULT-REPORT {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    """Print the figures (``-s``) and append them, dated, to var/fault-report.txt."""
+    line = f"FAULT-REPORT {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items())
+    print("\n" + line)
+    REPORT_FILE.parent.mkdir(exist_ok=True)
+    with REPORT_FILE.open("a") as out:
+        out.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
 
 
 async def processed_count(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -120,7 +128,9 @@ async def test_crash_sigkill_five_times(
     await converged(sessions, workload)
     figures = await check(sessions, kafka, workload)
     worker.stop()
-    report("crash", {**figures, "sigkills": len(kills), "processed_at_kills": kills})
+    report(
+        f"crash[{broker.kind}]", {**figures, "sigkills": len(kills), "processed_at_kills": kills}
+    )
 
 
 async def _grew(sessions: async_sessionmaker[AsyncSession], before: int) -> bool:
@@ -193,7 +203,7 @@ async def test_database_outage_of_15_seconds(
     worker.stop()
     await engine.dispose()
     report(
-        "database-outage",
+        f"database-outage[{broker.kind}]",
         {
             **figures,
             "outage_s": 15,
@@ -250,7 +260,9 @@ async def test_rebalance_two_workers_one_stops_and_returns(
     assert spans, "no sweep ran"
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end - timedelta(milliseconds=1), "two sweeps overlapped"
-    report("rebalance", {**figures, "workers": 2, "restarts": 1, "sweeps": len(spans)})
+    report(
+        f"rebalance[{broker.kind}]", {**figures, "workers": 2, "restarts": 1, "sweeps": len(spans)}
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ checks it is linear).
 
 libFuzzer adds the inputs it finds interesting to the first corpus directory: fuzz a copy
 (``cp -r tests/fuzz/corpus/decoders /tmp/c``) unless new seeds are wanted. The seeds are
-written by ``python -m tests.fuzz.hostile``; ``tests/fuzz/decoders.dict`` holds tokens
+written by ``python -m tests.helpers.hostile``; ``tests/fuzz/decoders.dict`` holds tokens
 worth trying (``-dict=tests/fuzz/decoders.dict``).
 """
 

@@ -14,7 +14,7 @@ from tests.helpers.live import Kafka, WorkerProcess, eventually
 from worker.domain.batch import DeadLetter, RawMessage
 from worker.domain.messages import RejectReason
 from worker.kafka import dead_letters as dlq
-from worker.kafka.agents import _dlq_send
+from worker.kafka.dead_letters import dead_letter_record
 from worker.kafka.publisher import PARTITIONER
 
 COMMENTS = "signal.comments"
@@ -22,14 +22,16 @@ COMMENTS = "signal.comments"
 
 def test_the_dead_letter_carries_the_original_key() -> None:
     message = RawMessage(b"{oops", COMMENTS, 3, 17, b"user-42")
-    out = _dlq_send(DeadLetter(message, RejectReason.NOT_JSON, "Expecting value"))
+    out = dead_letter_record(DeadLetter(message, RejectReason.NOT_JSON, "Expecting value"))
     assert (out.topic, out.key, out.value) == (f"{COMMENTS}.dlq", b"user-42", b"{oops")
     headers = dict(out.headers)
     assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"17")
 
 
 def test_a_message_without_a_key_stays_without_one() -> None:
-    out = _dlq_send(DeadLetter(RawMessage(b"x", COMMENTS, 0, 1), RejectReason.NOT_JSON, "d"))
+    out = dead_letter_record(
+        DeadLetter(RawMessage(b"x", COMMENTS, 0, 1), RejectReason.NOT_JSON, "d")
+    )
     assert out.key is None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz import hostile
+from tests.helpers import hostile
 from worker.domain.messages import (
     MAX_JSON_DEPTH,
     MODELS,

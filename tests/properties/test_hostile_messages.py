@@ -1,7 +1,7 @@
 """Hostile messages (issue 15): nothing a producer sends makes the decoder raise anything but
 ``Rejected``, take superlinear time, or hand the database a value it refuses.
 
-The messages are in ``tests/fuzz/hostile.py`` (shared with the fuzzer's seeds and
+The messages are in ``tests/helpers/hostile.py`` (shared with the fuzzer's seeds and
 ``bench/decode_cost.py``)."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.fuzz import hostile
+from tests.helpers import hostile
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import generated, raw, result
+from worker.domain import messages as events
 from worker.domain.messages import MODELS, InputStream, Rejected, RejectReason, decode
-from worker.domain.values import messages as events
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 

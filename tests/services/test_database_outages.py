@@ -187,3 +187,34 @@ async def test_a_read_only_sqlite_file_holds_the_batch(tmp_path: Any) -> None:
         await applied(rt, task)
     finally:
         await rt.engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_relay_waits_while_the_database_refuses_new_connections(
+    database: Database, runtime: Runtime
+) -> None:
+    """ALLOW_CONNECTIONS false answers new sessions with SQLSTATE 55000, not an outage
+    class: the relay still waits (the database does not answer at all) instead of crashing
+    the worker, and publishes once connections are allowed again."""
+    published: list[object] = []
+
+    async def publish(messages: object) -> None:
+        published.append(messages)
+
+    await runtime.store.regenerate(USERS[0], actor="ops")  # something to publish
+    await database.alter("WITH ALLOW_CONNECTIONS false")
+    try:
+        await runtime.engine.dispose()
+        task = asyncio.create_task(
+            runtime.retry_transient("relay", lambda: runtime.relay_once(publish))
+        )
+        await eventually(lambda: _not_ok(runtime), timeout=30, what="the relay waiting")
+        assert not task.done() and not published
+    finally:
+        await database.alter("WITH ALLOW_CONNECTIONS true")
+    assert await asyncio.wait_for(task, timeout=30) == 1
+    assert published
+
+
+async def _not_ok(runtime: Runtime) -> bool:
+    return not runtime.db_ok

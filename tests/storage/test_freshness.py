@@ -9,8 +9,13 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0
-from worker.domain.freshness import expiry_due, state_of
-from worker.storage.freshness import EXPIRY_DUE_SQL, expiry_due_clause, state_column
+from worker.domain.freshness import FreshnessState, expiry_due, state_of
+from worker.storage.freshness import (
+    EXPIRY_DUE_SQL,
+    expiry_due_clause,
+    state_column,
+    state_filter,
+)
 from worker.storage.models import HighlightRow, UTCDateTime
 
 TIMES = [None, T0 - timedelta(days=1), T0, T0 + timedelta(seconds=1)]
@@ -63,6 +68,12 @@ async def test_sql_twins_agree_with_the_rule_on_every_combination(
         H = HighlightRow
         states = dict((await session.execute(select(H.user_id, state_column(T0)))).all())
         due = set(await session.scalars(select(H.user_id).where(expiry_due_clause(T0))))
+        filtered = {
+            state.value: set(
+                await session.scalars(select(H.user_id).where(state_filter(state, T0)))
+            )
+            for state in FreshnessState
+        }
         due_text = set(
             await session.scalars(
                 text(
@@ -72,5 +83,9 @@ async def test_sql_twins_agree_with_the_rule_on_every_combination(
         )
     assert states == expected_state
     assert due == expected_due
+    assert filtered == {
+        state.value: {u for u, s in expected_state.items() if s == state.value}
+        for state in FreshnessState
+    }
     assert due_text == expected_due
     assert len(set(states.values())) == 5  # every state occurs: the comparison means something

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.factories import result
-from tests.helpers.live import WorkerProcess
+from tests.helpers.live import WorkerProcess, eventually
 from worker.services.auth import TokenService
 from worker.services.store import HighlightStore
 from worker.web.responses import SECURITY_HEADERS
@@ -368,6 +368,10 @@ async def test_hostile_cookie_and_form_text_on_the_panel_are_refused_not_500(
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         status, body, _ = await call(http, "POST", url, data=form, headers=headers)
         assert 400 <= status < 500, (form, status, body)
+    broken_part = b'--x\r\nContent-Disposition: form-data; name="a"\n\xff\r\n--x--\r\n'
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    status, _, _ = await call(http, "POST", url, data=broken_part, headers=headers)
+    assert status == 400  # a malformed multipart part (found by the HTTP fuzzer)
     status, _, _ = await call(http, "POST", f"{worker.url}/admin/logout", json={"csrf": csrf})
     assert status == 415  # logout with a body that is not a form
 
@@ -421,3 +425,190 @@ async def test_every_response_of_the_port_carries_the_security_headers(
     _, _, resp = await call(http, method, f"{worker.url}{path}")
     for name, value in SECURITY_HEADERS.items():
         assert resp.headers.get(name) == value, (path, name)
+
+
+# The overview, the profile list and bulk regenerate.
+
+PANEL_PAGES = ("/admin/", "/admin/profiles", "/admin/profiles?state=stale&sort=change")
+
+
+async def _seed_model(live_store: HighlightStore, model: str, users: range) -> None:
+    for user in users:
+        await live_store.upsert_auto(
+            result(user, generated_at=NOW - timedelta(hours=1), llm_model=model), f"s{user}"
+        )
+
+
+async def _bulk_marked(live_sessions: async_sessionmaker[AsyncSession], users: range) -> int:
+    from sqlalchemy import func, select
+
+    from worker.storage.models import AuditRow
+
+    async with live_sessions() as session:
+        stmt = select(func.count()).where(
+            AuditRow.action == "bulk_regenerate", AuditRow.user_id.in_(list(users))
+        )
+        return int(await session.scalar(stmt) or 0)
+
+
+@pytest.mark.parametrize("who", ["none", "revoked", "viewer", "admin"])
+async def test_overview_list_and_bulk_permission_matrix(
+    worker: WorkerProcess,
+    tokens: dict[str, str],
+    http: aiohttp.ClientSession,
+    live_store: HighlightStore,
+    live_sessions: async_sessionmaker[AsyncSession],
+    who: str,
+) -> None:
+    """No session: to the login page, everywhere. A viewer looks (overview, list) but may
+    not open the bulk confirmation nor post it. An admin does both, and the rows are marked."""
+    users = {"none": range(2201, 2204), "revoked": range(2211, 2214)}.get(who) or {
+        "viewer": range(2221, 2224),
+        "admin": range(2231, 2234),
+    }[who]
+    model = f"perm-{who}"
+    await _seed_model(live_store, model, users)
+    if who == "revoked":
+        await login(http, worker, tokens["revoked"], expect=401)
+    elif who != "none":
+        await login(http, worker, tokens[who])
+    bulk = f"{worker.url}/admin/profiles/bulk?model={model}"
+    if who in ("none", "revoked"):
+        for path in (*PANEL_PAGES, f"/admin/profiles/bulk?model={model}"):
+            status, _, resp = await call(http, "GET", f"{worker.url}{path}")
+            assert status == 303, path
+            assert resp.headers["Location"].startswith("/admin/login?next=")
+        form = {"csrf": "x", "model": model, "count": "3"}
+        status, _, resp = await call(http, "POST", f"{worker.url}/admin/profiles/bulk", data=form)
+        assert status == 303
+        assert resp.headers["Location"].startswith("/admin/login")
+        assert await _bulk_marked(live_sessions, users) == 0
+        return
+    for path in PANEL_PAGES:
+        status, page, resp = await call(http, "GET", f"{worker.url}{path}")
+        assert status == 200, path
+        assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert "<script" not in page and "style=" not in page
+    csrf = await csrf_of(http, f"{worker.url}/admin/profiles")
+    form = {"csrf": csrf, "model": model, "count": "3"}
+    status, page, _ = await call(http, "GET", bulk)
+    if who == "viewer":
+        assert status == 403
+        status, _, _ = await call(http, "POST", f"{worker.url}/admin/profiles/bulk", data=form)
+        assert status == 403
+        assert await _bulk_marked(live_sessions, users) == 0
+        return
+    assert status == 200
+    assert re.search(r'<strong id="bulk-count">3</strong>', page), page
+    status, _, resp = await call(http, "POST", f"{worker.url}/admin/profiles/bulk", data=form)
+    assert status == 303, resp
+    assert resp.headers["Location"] == "/admin/#bulk-jobs"
+
+    async def marked() -> bool:
+        return await _bulk_marked(live_sessions, users) == 3
+
+    await eventually(marked, what="bulk regenerate marked the selection")
+    row = await live_store.get(users[0])
+    assert row is not None and row.is_stale and row.stale_reason == "manual"
+    _, overview, _ = await call(http, "GET", f"{worker.url}/admin/")
+    assert 'id="bulk-jobs"' in overview and "admin-user" in overview
+
+
+async def test_bulk_form_needs_this_sessions_token_and_the_confirmed_count(
+    worker: WorkerProcess,
+    tokens: dict[str, str],
+    http: aiohttp.ClientSession,
+    live_store: HighlightStore,
+    live_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    users = range(2241, 2243)
+    await _seed_model(live_store, "csrf-model", users)
+    await login(http, worker, tokens["admin"])
+    url = f"{worker.url}/admin/profiles/bulk"
+    for csrf in (None, "", "forged"):
+        form = {"model": "csrf-model", "count": "2"}
+        if csrf is not None:
+            form["csrf"] = csrf
+        status, _, _ = await call(http, "POST", url, data=form)
+        assert status == 403, csrf
+    token = await csrf_of(http, f"{url}?model=csrf-model")
+    status, page, _ = await call(
+        http, "POST", url, data={"csrf": token, "model": "csrf-model", "count": "5"}
+    )
+    assert status == 409
+    assert '<strong id="bulk-count">2</strong>' in page
+    for bad in ({"count": "-1"}, {"count": "two"}, {"count": "2", "state": "x"}):
+        data = {"csrf": token, "model": "csrf-model", **bad}
+        status, _, _ = await call(http, "POST", url, data=data)
+        assert status == 400, bad
+    assert await _bulk_marked(live_sessions, users) == 0
+
+
+async def test_hostile_text_in_filters_and_rows_is_shown_as_text(
+    worker: WorkerProcess,
+    tokens: dict[str, str],
+    http: aiohttp.ClientSession,
+    live_store: HighlightStore,
+) -> None:
+    evil = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
+    await live_store.upsert_auto(
+        result(2251, generated_at=NOW - timedelta(hours=1), llm_model=evil, source_group=evil),
+        "s",
+    )
+    await live_store.mark_stale(2251, "new_comment")
+    await login(http, worker, tokens["admin"])
+    from urllib.parse import urlencode
+
+    query = urlencode({"model": evil, "source_group": evil})
+    for path in (
+        "/admin/",
+        "/admin/profiles",
+        f"/admin/profiles?{query}",
+        f"/admin/profiles/bulk?{query}",
+    ):
+        status, page, _ = await call(http, "GET", f"{worker.url}{path}")
+        assert status == 200, path
+        assert "<script>" not in page and "<img" not in page, path
+    _, page, _ = await call(http, "GET", f"{worker.url}/admin/profiles?{query}")
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert 'href="/admin/profiles/2251/glaze"' in page  # the filter found the row
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("state=sleepy", 400),
+        ("reason=%3Cscript%3E", 400),
+        ("sort=random", 400),
+        ("after=garbage", 400),
+        ("after=c~2026-01-01T00:00:00~1", 400),
+        ("model=" + "m" * 300, 400),
+        ("model=a%00b", 400),
+        ("source_group=%ED%A0%80", 200),  # decoded to U+FFFD by the URL parser: text
+        ("model=%FF%FE", 200),
+    ],
+)
+async def test_bad_list_queries_are_a_4xx_page_not_a_500(
+    worker: WorkerProcess,
+    tokens: dict[str, str],
+    http: aiohttp.ClientSession,
+    query: str,
+    expected: int,
+) -> None:
+    await login(http, worker, tokens["viewer"])
+    status, page, _ = await call(http, "GET", f"{worker.url}/admin/profiles?{query}")
+    assert status == expected, (query, page[:300])
+    assert "<script>" not in page
+    status, _, _ = await call(http, "GET", f"{worker.url}/admin/profiles/bulk?{query}")
+    assert status == 403  # a viewer never reaches the confirmation
+
+
+async def test_overview_api_takes_a_bearer_token(
+    worker: WorkerProcess, tokens: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    status, body, _ = await call(http, "GET", f"{worker.url}/admin/api/overview")
+    assert status == 401
+    status, body, _ = await call(http, "GET", f"{worker.url}/admin/api/overview", tokens["viewer"])
+    assert status == 200
+    assert set(body["counts"]) == {"fresh", "stale", "expired", "overridden", "missing"}
+    assert set(body["time_to_fresh"]) == {"last hour", "last day"}

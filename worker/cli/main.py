@@ -115,11 +115,12 @@ async def _prepare_database(settings: Settings) -> None:
 async def _prepare_topics(settings: Settings) -> None:
     """Fail fast, in one line, when the brokers refuse us (wrong password, untrusted
     certificate, nobody listening), and create the worker's topics that are missing."""
+    from worker.kafka.agents import worker_topics
     from worker.kafka.connection import KafkaConnection, prepare_topics
 
     created = await prepare_topics(
         KafkaConnection.from_settings(settings),
-        settings.worker_topics(),
+        worker_topics(settings),
         settings.topic_partitions,
         settings.topic_replication_factor,
     )
@@ -421,11 +422,11 @@ def dlq() -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; send nothing.")
 def dlq_replay(topic: str, only_error: str | None, limit: int | None, dry_run: bool) -> None:
     """Send the dead letters of TOPIC (an input topic or its .dlq) back to their source."""
-    from worker.kafka.dead_letters import replay
+    from worker.kafka.dead_letters import dead_letter_topic, replay
 
     settings = get_settings()
     connection = _connection(settings)
-    dlq_topic = topic if topic.endswith(".dlq") else f"{topic}.dlq"
+    dlq_topic = dead_letter_topic(topic)
     result = _run(
         replay(
             connection,

@@ -21,10 +21,11 @@ from typing import Any, cast
 import faust
 from faust.sensors import Monitor
 
-from worker.domain.batch import BatchChain, DeadLetter, RawMessage
+from worker.domain.batch import BatchChain, RawMessage
 from worker.domain.messages import InputStream
 from worker.kafka.connection import KafkaConnection
 from worker.kafka.consumer import use_fetch_wait
+from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
 from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
 from worker.services.outbox import REGEN_STREAM, OutboxMessage
@@ -138,21 +139,6 @@ async def _declare(app: faust.App, topics: Sequence[Any]) -> bool:
     return False
 
 
-def _dlq_send(letter: DeadLetter) -> Outgoing:
-    m = letter.message
-    headers = [
-        ("error", letter.reason.value.encode()),
-        ("reason", letter.detail.encode("utf-8", "replace")[:1000]),
-        ("source_topic", m.topic.encode()),
-        ("source_partition", str(m.partition).encode()),
-        ("source_offset", str(m.offset).encode()),
-    ]
-    # The original key: the dead letter is partitioned like the message, and a replay
-    # (which reuses the dead letter's key) lands on the partition the message came from,
-    # in order with that key's other messages.
-    return Outgoing(f"{m.topic}.dlq", m.key, m.value, headers)
-
-
 def arm_shutdown_deadline(seconds: float) -> None:
     """Exit hard if shutdown takes longer than ``seconds``.
 
@@ -227,7 +213,7 @@ def _consumer(app: faust.App, rt: Runtime, kind: InputStream) -> Any:
         ]
         result = await rt.handle(kind, messages)
         if result.dead_letters:
-            await _send_until_delivered(app, [_dlq_send(d) for d in result.dead_letters])
+            await _send_until_delivered(app, [dead_letter_record(d) for d in result.dead_letters])
         for event in events:
             await stream.ack(event)
 
@@ -262,7 +248,13 @@ def _input_agents(app: faust.App, rt: Runtime) -> list[Any]:
     }
     for kind, topic in topics.items():
         app.agent(topic, name=f"wb.{kind.value}")(_consumer(app, rt, kind))
-    return [app.topic(f"{t.get_topic_name()}.dlq", **RAW) for t in topics.values()]
+    return [app.topic(dead_letter_topic(t.get_topic_name()), **RAW) for t in topics.values()]
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """Every topic the worker reads or writes: inputs, their dead letters, requests."""
+    inputs = [settings.topic_comments, settings.topic_requests, settings.topic_generated]
+    return [*inputs, *(dead_letter_topic(t) for t in inputs), settings.topic_regen_requests]
 
 
 def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:

@@ -1,4 +1,10 @@
-"""``wb dlq replay``: send dead letters back to the topic they came from.
+"""Dead letters: the contract of ``<topic>.dlq`` (suffix, headers), writing one, and
+``wb dlq replay``, which sends them back to the topic they came from.
+
+A dead letter is the refused message's original bytes and key (so it, and a replay of it,
+land on the partition of the message's other events) with headers saying why and where
+from: ``error`` (a reason of the closed set), ``reason`` (detail), ``source_topic``,
+``source_partition``, ``source_offset``.
 
 Once the cause is fixed (a bug, a missing mapping, a producer that sent bad data and was
 corrected), an operator replays the dead-letter topic. Progress is a consumer group's
@@ -15,9 +21,33 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from worker.domain.batch import DeadLetter
 from worker.kafka.connection import KafkaConnection, connected, partitions_of
+from worker.kafka.publisher import Outgoing
 
+SUFFIX = ".dlq"
+ERROR, REASON = "error", "reason"
+SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = "source_topic", "source_partition", "source_offset"
 REPLAY_HEADER = "wb_replayed_from"
+MAX_REASON_BYTES = 1000
+
+
+def dead_letter_topic(topic: str) -> str:
+    """The dead-letter topic of ``topic`` (itself if it is one already)."""
+    return topic if topic.endswith(SUFFIX) else f"{topic}{SUFFIX}"
+
+
+def dead_letter_record(letter: DeadLetter) -> Outgoing:
+    """The record that carries ``letter`` to its topic's dead-letter topic."""
+    m = letter.message
+    headers = [
+        (ERROR, letter.reason.value.encode()),
+        (REASON, letter.detail.encode("utf-8", "replace")[:MAX_REASON_BYTES]),
+        (SOURCE_TOPIC, m.topic.encode()),
+        (SOURCE_PARTITION, str(m.partition).encode()),
+        (SOURCE_OFFSET, str(m.offset).encode()),
+    ]
+    return Outgoing(dead_letter_topic(m.topic), m.key, m.value, headers)
 
 
 @dataclass
@@ -116,8 +146,8 @@ async def _one(
     result: ReplayResult,
 ) -> None:
     headers = _headers(record)
-    error = headers.get("error", b"").decode(errors="replace")
-    source = headers.get("source_topic", b"").decode(errors="replace")
+    error = headers.get(ERROR, b"").decode(errors="replace")
+    source = headers.get(SOURCE_TOPIC, b"").decode(errors="replace")
     if not source or (only_error is not None and error != only_error):
         result.skipped += 1
         return
@@ -125,8 +155,8 @@ async def _one(
     result.replayed += 1
     if not dry_run:
         position = (
-            f"{source}:{headers.get('source_partition', b'?').decode()}:"
-            f"{headers.get('source_offset', b'?').decode()}"
+            f"{source}:{headers.get(SOURCE_PARTITION, b'?').decode()}:"
+            f"{headers.get(SOURCE_OFFSET, b'?').decode()}"
         )
         await producer.send(
             source,

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
@@ -21,8 +20,7 @@ from worker.domain.scheduling import Priority
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.services import outbox, scheduler
 from worker.services import signal_records as signal
-from worker.storage.freshness import state_column
-from worker.storage.models import HighlightRow
+from worker.services.overview import Figures, current_figures
 
 # Fine steps around the 250 ms objective for "event -> stale mark committed".
 LATENCY_BUCKETS = (
@@ -221,26 +219,22 @@ class Metrics:
 
     async def refresh_gauges(
         self, session: AsyncSession, now: datetime, policy: scheduler.RegenPolicy | None = None
-    ) -> None:
-        H = HighlightRow
+    ) -> Figures:
+        """Set the database-backed gauges; returns the figures (the overview samples them)."""
         depths = await scheduler.queue_depths(session)
         for p in Priority:
             self.regen_queued.labels(p.name.lower()).set(depths.get(int(p), 0))
         left = await scheduler.budget_left(session, now, policy or scheduler.current_policy())
         self.regen_budget.set(-1 if left is None else left)
-        counts = dict.fromkeys(STATES, 0)
-        state = state_column(now).label("state")
-        stmt = select(state, func.count()).group_by(state)
-        for key, n in (await session.execute(stmt)).all():
-            counts[key] += n
-        for key, n in counts.items():
+        figures = await current_figures(session, now)
+        for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)
-        pending = select(func.count()).select_from(H).where(H.regen_request_id.is_not(None))
-        self.pending.set(int(await session.scalar(pending) or 0))
-        oldest = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
+        self.pending.set(figures.pending)
+        oldest = figures.oldest_stale_at
         self.oldest_stale.set((now - oldest).total_seconds() if oldest else 0)
         self.backlog.set(await outbox.backlog(session))
         self.parked.set(await signal.parked_count(session))
+        return figures
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -20,7 +21,7 @@ from worker.domain.batch import BatchResult, RawMessage
 from worker.domain.messages import InputStream
 from worker.domain.values import utcnow
 from worker.runtime.metrics import Metrics
-from worker.services import outbox, scheduler
+from worker.services import outbox, overview, scheduler
 from worker.services.outbox import OutboxMessage
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
@@ -52,6 +53,9 @@ class Runtime:
     db_ok: bool = True
     assigned: bool = False
 
+    # Dead letters counted in this process and not yet written to ``dead_letter_counts``.
+    unsaved_dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)
+
     def __post_init__(self) -> None:
         self.engine = create_engine(self.settings.database_url)
         self.sessions = session_factory(self.engine)
@@ -82,12 +86,16 @@ class Runtime:
             raise
         self.db_ok = True
         self.metrics.record_batch(stream.value, result, time.monotonic() - started, utcnow())
+        for letter in result.dead_letters:
+            self.unsaved_dead_letters[(stream.value, letter.reason.value)] += 1
         if result.regen_requests:
             self.relay_wakeup.set()
         return result
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until it succeeds, backing off while the database is unreachable."""
+        """Run ``action`` until it succeeds, backing off while the database is unreachable:
+        an error of an outage class, or any error while the database does not answer at all
+        (a server refusing new connections raises codes that are not outages elsewhere)."""
         delay = 0.1
         while True:
             try:
@@ -95,7 +103,7 @@ class Runtime:
                 self.db_ok = True
                 return value
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_transient(exc) and await self.database_reachable():
                     raise
                 self.db_ok = False
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
@@ -160,6 +168,7 @@ class Runtime:
         if totals.requests:
             self.relay_wakeup.set()
         await self.retry_transient("prune", self.prune_processed)
+        await self.retry_transient("prune history", self.prune_history)
         return totals
 
     async def prune_processed(self) -> None:
@@ -170,9 +179,22 @@ class Runtime:
                 delete(ProcessedEventRow).where(ProcessedEventRow.processed_at < cutoff)
             )
 
+    async def prune_history(self) -> None:
+        """Forget the overview's history past ``WB_HISTORY_RETENTION``."""
+        async with self.sessions.begin() as session:
+            await overview.prune_history(session, utcnow() - self.settings.history_retention)
+
     async def refresh_gauges(self) -> None:
-        async with self.sessions() as session:
-            await self.metrics.refresh_gauges(session, utcnow(), self.regen_policy)
+        """The gauges, a history sample when one is due, and the dead letters counted since
+        the last refresh (kept for the next one if the write fails)."""
+        saving = Counter(self.unsaved_dead_letters)
+        async with self.sessions.begin() as session:
+            now = utcnow()
+            figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
+            await overview.record_sample(session, figures, now, self.settings.history_interval)
+            overview.record_dead_letters(session, saving, now)
+        self.unsaved_dead_letters.subtract(saving)
+        self.unsaved_dead_letters = +self.unsaved_dead_letters
 
     async def database_reachable(self) -> bool:
         return await database_answers(self.sessions)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from worker.domain.values import utcnow
 from worker.services.documents import profile_document
 from worker.services.store import HighlightStore, check_user_id
-from worker.storage.models import AuditRow, HighlightRow
+from worker.storage.models import AuditRow
 
 
 def audit_entry(row: AuditRow) -> dict[str, Any]:
@@ -56,43 +56,3 @@ class AdminService:
         doc["pending_regeneration_age_s"] = pending_age
         doc["audit"] = await self.audit(user_id, limit=20)
         return doc
-
-    async def index(self, limit: int = 25) -> dict[str, list[dict[str, Any]]]:
-        """The stalest and the most recently changed profiles."""
-        H = HighlightRow
-        columns = (
-            H.user_id,
-            H.is_stale,
-            H.stale_reason,
-            H.stale_since,
-            H.updated_at,
-            H.manual_override,
-            H.generated_at,
-        )
-        async with self.store.sessions() as session:
-            stalest = (
-                await session.execute(
-                    select(*columns)
-                    .where(H.is_stale)
-                    .order_by(H.stale_since, H.user_id)
-                    .limit(limit)
-                )
-            ).all()
-            recent = (
-                await session.execute(
-                    select(*columns).order_by(H.updated_at.desc(), H.user_id).limit(limit)
-                )
-            ).all()
-
-        def row(r: Any) -> dict[str, Any]:
-            return {
-                "user_id": r.user_id,
-                "is_stale": r.is_stale,
-                "stale_reason": r.stale_reason,
-                "stale_since": r.stale_since.isoformat() if r.stale_since else None,
-                "updated_at": r.updated_at.isoformat(),
-                "manual_override": r.manual_override,
-                "has_content": r.generated_at is not None,
-            }
-
-        return {"stalest": [row(r) for r in stalest], "recent": [row(r) for r in recent]}

@@ -1,6 +1,8 @@
 """``wb signal-profile reseed``: mark many highlights stale on purpose, at a bounded rate.
 
-Used after a prompt or model change. Rows are taken in user-id order in chunks and each
+Used after a prompt or model change, and by the panel's bulk regenerate (a selection of
+the profile list, ``worker.services.profiles``). Only rows with generated content are
+reseeded (``RESEEDABLE``). Rows are taken in user-id order in chunks and each
 chunk is committed before the next, paced so that at most ``rate`` regeneration requests
 per second reach the generators; an interrupted reseed can simply be run again with
 ``--after`` the last user id it printed.
@@ -12,8 +14,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy import ColumnElement, and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.scheduling import Priority
@@ -23,6 +26,15 @@ from worker.services.outbox import session_sink
 from worker.services.store import audited, check_actor, lock_rows, mark_stale_row
 from worker.storage.models import HighlightRow as H
 
+# What a reseed may mark: rows with generated content (a first generation is not a reseed).
+RESEEDABLE = H.generated_at.is_not(None)
+
+
+class Selection(Protocol):
+    """Which rows to reseed, as a condition on ``user_profile_highlights``."""
+
+    def condition(self) -> ColumnElement[bool]: ...
+
 
 @dataclass
 class ReseedSelection:
@@ -31,7 +43,7 @@ class ReseedSelection:
     source_group: str | None = None
 
     def condition(self) -> ColumnElement[bool]:
-        clauses: list[ColumnElement[bool]] = [H.generated_at.is_not(None)]
+        clauses: list[ColumnElement[bool]] = [true()]
         if self.user_ids is not None:
             clauses.append(H.user_id.in_(list(self.user_ids)))
         if self.llm_model is not None:
@@ -58,13 +70,21 @@ class Reseeder:
     dry_run: bool = False
     monotonic: Callable[[], float] = time.monotonic
     on_chunk: Callable[[ReseedResult], None] | None = None
+    action: str = "reseed"  # the audit action (and the requests' trigger)
+    note: str | None = None  # the audit reason
 
     def __post_init__(self) -> None:
         self.actor = check_actor(self.actor)
         if not self.rate > 0:
             raise ValueError("rate must be positive")
 
-    async def run(self, selection: ReseedSelection, after: int = 0) -> ReseedResult:
+    async def count(self, selection: Selection) -> int:
+        """How many rows ``run`` would mark now (what a confirmation shows)."""
+        async with self.sessions() as session:
+            stmt = select(func.count()).where(RESEEDABLE, selection.condition())
+            return int(await session.scalar(stmt) or 0)
+
+    async def run(self, selection: Selection, after: int = 0) -> ReseedResult:
         result = ReseedResult()
         chunk = max(1, min(500, int(self.rate)))
         started = self.monotonic()
@@ -74,7 +94,7 @@ class Reseeder:
                     (
                         await session.scalars(
                             select(H.user_id)
-                            .where(H.user_id > after, selection.condition())
+                            .where(H.user_id > after, RESEEDABLE, selection.condition())
                             .order_by(H.user_id)
                             .limit(chunk)
                         )
@@ -98,15 +118,16 @@ class Reseeder:
         now = utcnow()
         rows = await lock_rows(session, ids)
         for user_id in ids:
+            row = rows[user_id]
             with audited(
-                session, rows[user_id], actor=self.actor, action="reseed", reason=None, now=now
+                session, row, actor=self.actor, action=self.action, reason=self.note, now=now
             ):
                 outcome = mark_stale_row(
                     session_sink(session),
-                    rows[user_id],
+                    row,
                     StaleReason.MANUAL,
                     now,
-                    "reseed",
+                    self.action,
                     Priority.RESEED,
                 )
             result.marked += 1

@@ -37,7 +37,7 @@ from worker.domain.values import (
 from worker.services import scheduler
 from worker.services.outbox import OutboxSink, Requestable, session_sink
 from worker.storage.database import dialect_insert
-from worker.storage.models import AuditRow, HighlightRow
+from worker.storage.models import AuditRow, FreshTransitionRow, HighlightRow
 
 Clock = Callable[[], datetime]
 
@@ -246,8 +246,25 @@ async def upsert_auto_row(
     row.updated_at = now
     if meta.generation is not None and meta.generation < row.generation:
         return row, UpsertOutcome.APPLIED_STILL_STALE
+    _record_fresh(session, row, now)
     _clear_stale(row)
     return row, UpsertOutcome.APPLIED
+
+
+def _record_fresh(session: AsyncSession, row: HighlightRow, now: datetime) -> None:
+    """A stale row becomes fresh: record how long it was stale and how long its request
+    waited (the overview's time-to-fresh), in the same transaction."""
+    if not row.is_stale or row.stale_since is None:
+        return
+    requested = row.regen_requested_at
+    session.add(
+        FreshTransitionRow(
+            at=now,
+            user_id=row.user_id,
+            stale_s=max((now - row.stale_since).total_seconds(), 0.0),
+            wait_s=max((now - requested).total_seconds(), 0.0) if requested else None,
+        )
+    )
 
 
 def _audit_value(value: Any) -> Any:

@@ -1,8 +1,8 @@
 """The freshness rules of ``worker.domain.freshness`` as SQL, for set-based statements.
 
-Twins of ``expiry_due`` and ``state_of``; a test runs both over the same rows on SQLite
-and PostgreSQL. ``EXPIRY_DUE_SQL`` is the same condition as text, for the sweep's
-hand-written PostgreSQL statement (bound parameter ``:now``).
+Twins of ``expiry_due`` and ``state_of`` (and ``state_filter``: the rows in one state); a
+test runs both over the same rows on SQLite and PostgreSQL. ``EXPIRY_DUE_SQL`` is the
+same condition as text, for the sweep's hand-written PostgreSQL statement (``:now``).
 """
 
 from __future__ import annotations
@@ -31,3 +31,21 @@ def state_column(now: datetime) -> ColumnElement[str]:
         (H.is_stale == true(), literal(FreshnessState.STALE.value)),
         else_=literal(FreshnessState.FRESH.value),
     )
+
+
+def _implied(state: FreshnessState, now: datetime) -> ColumnElement[bool]:
+    """A condition every row in ``state`` meets, on indexed columns where there are any:
+    what lets a filter by state use an index (``state_column`` alone is a CASE)."""
+    if state is FreshnessState.OVERRIDDEN:
+        return H.manual_override == true()
+    if state is FreshnessState.MISSING:
+        return H.generated_at.is_(None)
+    if state is FreshnessState.EXPIRED:
+        return or_(H.is_stale == true(), and_(H.stale_after.is_not(None), H.stale_after <= now))
+    return H.is_stale == (true() if state is FreshnessState.STALE else false())
+
+
+def state_filter(state: FreshnessState, now: datetime) -> ColumnElement[bool]:
+    """Rows in ``state`` at ``now``: ``state_column`` decides (the one rule), the implied
+    condition only narrows what the database reads."""
+    return and_(_implied(state, now), state_column(now) == state.value)

@@ -24,8 +24,11 @@ async def _run(engine: AsyncEngine, action: str, revision: str) -> None:
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
 
-    async with engine.begin() as connection:
+    # Not in a transaction of ours: Alembic's own wraps the migrations (all or none), and a
+    # migration may step outside it (``autocommit_block``: CREATE INDEX CONCURRENTLY).
+    async with engine.connect() as connection:
         await connection.run_sync(do)
+        await connection.commit()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -115,7 +115,27 @@ class HighlightRow(Base):
         ),
         Index("ix_user_profile_highlights_stale_after", "stale_after"),
         Index("ix_user_profile_highlights_regen_requested_at", "regen_requested_at"),
-        Index("ix_user_profile_highlights_is_stale_stale_since", "is_stale", "stale_since"),
+        # Keyset orders of the panel's profile list (``worker.services.profiles``): by
+        # staleness (also the oldest-stale gauge) and by change, whole or per model / group.
+        Index(
+            "ix_user_profile_highlights_is_stale_stale_since_user_id",
+            "is_stale",
+            "stale_since",
+            "user_id",
+        ),
+        Index("ix_user_profile_highlights_updated_at_user_id", "updated_at", "user_id"),
+        Index(
+            "ix_user_profile_highlights_llm_model_updated_at_user_id",
+            "llm_model",
+            "updated_at",
+            "user_id",
+        ),
+        Index(
+            "ix_user_profile_highlights_source_group_updated_at_user_id",
+            "source_group",
+            "updated_at",
+            "user_id",
+        ),
     )
 
 
@@ -285,3 +305,51 @@ class AdminSessionRow(Base):
     token_id: Mapped[int] = mapped_column(AutoId, ForeignKey("admin_tokens.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class FreshnessSampleRow(Base):
+    """The store's freshness figures, sampled by the gauge timer at most every
+    ``WB_HISTORY_INTERVAL``: what the overview's 24-hour charts draw. Pruned by the sweep
+    after ``WB_HISTORY_RETENTION``."""
+
+    __tablename__ = "freshness_samples"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    sampled_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    total: Mapped[int] = mapped_column(BigInteger)
+    fresh: Mapped[int] = mapped_column(BigInteger)
+    stale: Mapped[int] = mapped_column(BigInteger)
+    expired: Mapped[int] = mapped_column(BigInteger)
+    overridden: Mapped[int] = mapped_column(BigInteger)
+    missing: Mapped[int] = mapped_column(BigInteger)
+    pending: Mapped[int] = mapped_column(BigInteger)
+    oldest_stale_s: Mapped[float | None] = mapped_column(Float)
+
+
+class FreshTransitionRow(Base):
+    """A result made a stale row fresh: how long it had been stale (``stale_s``, from
+    ``stale_since``) and how long its pending request waited (``wait_s``, from
+    ``regen_requested_at``). Written in the result's transaction; the overview's
+    time-to-fresh percentiles. Pruned by the sweep after ``WB_HISTORY_RETENTION``."""
+
+    __tablename__ = "fresh_transitions"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    stale_s: Mapped[float] = mapped_column(Float)
+    wait_s: Mapped[float | None] = mapped_column(Float)
+
+
+class DeadLetterCountRow(Base):
+    """Dead letters a worker sent since its previous gauge refresh, by stream and reason
+    (each worker writes its own counts: sums over workers are right). Pruned by the sweep
+    after ``WB_HISTORY_RETENTION``."""
+
+    __tablename__ = "dead_letter_counts"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    stream: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer)

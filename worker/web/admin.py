@@ -22,8 +22,18 @@ from worker.domain.values import utcnow
 from worker.runtime.process import Runtime
 from worker.services.admin import AdminService
 from worker.services.auth import SESSION_TTL, Principal, SessionService, Signer, TokenService
-from worker.web import pages
-from worker.web.requests import parse_user_id, read_form, read_json, safe_next, text_field
+from worker.services.overview import OverviewService
+from worker.services.profiles import ProfileFilter, ProfileQuery, ProfileService, SelectionChanged
+from worker.web import overview_pages, pages
+from worker.web.requests import (
+    count_field,
+    parse_user_id,
+    query_fields,
+    read_form,
+    read_json,
+    safe_next,
+    text_field,
+)
 from worker.web.responses import Refused, html_response, json_response, refusal, see_other
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,10 @@ class Panel:
         self.rt = rt
         self.tokens = TokenService(rt.sessions)
         self.service = AdminService(rt.store, rt.settings.serve_stale_for)
+        self.overview = OverviewService(rt.sessions)
+        self.profiles = ProfileService(
+            rt.sessions, rt.settings.bulk_rate, on_requests=rt.relay_wakeup.set
+        )
         key = rt.settings.secret_key or secrets.token_hex(32)
         if not rt.settings.secret_key:
             log.warning("WB_SECRET_KEY is not set: admin sessions end when this worker stops")
@@ -73,6 +87,13 @@ class Panel:
         if act and not principal.may_act:
             raise Refused(403, "forbidden", f"role {principal.role.value} may only look")
         return principal, cookie
+
+    async def checked_form(self, request: web.Request, cookie: str) -> dict[str, str]:
+        """The posted form, if it carries this session's CSRF token (else a 403)."""
+        form = await read_form(request)
+        if not self.signer.check_csrf(cookie, form.get("csrf", "")):
+            raise Refused(403, "csrf", "missing or stale form token: reload the page")
+        return form
 
     async def bearer_principal(self, request: web.Request) -> Principal:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -195,8 +216,14 @@ class Logout(PanelView):
         return response
 
 
+def invalid(exc: InvalidInput) -> Refused:
+    return Refused(400, "invalid", str(exc))
+
+
 @blueprint.route("/", name="index")
 class Index(PanelView):
+    """The overview: how fresh the store is, at a glance; and a user id to open."""
+
     async def get(self, request: web.Request) -> web.StreamResponse:
         principal, cookie = await self.panel.html_principal(request, act=False)
         csrf = self.panel.signer.csrf_token(cookie)
@@ -207,8 +234,80 @@ class Index(PanelView):
                 return see_other(f"/admin/profiles/{parse_user_id(wanted.strip())}/glaze")
             except Refused as exc:
                 error, status = exc.reason, 400
-        index = await self.panel.service.index()
-        return html_response(pages.index_page(index, principal, csrf, error), status)
+        ov = await self.panel.overview.overview(utcnow())
+        jobs = self.panel.profiles.jobs
+        return html_response(overview_pages.overview_page(ov, jobs, principal, csrf, error), status)
+
+
+@blueprint.route("/profiles", name="profiles")
+class Profiles(PanelView):
+    """The profile list: filters, two orders, keyset pages."""
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        principal, cookie = await self.panel.html_principal(request, act=False)
+        csrf = self.panel.signer.csrf_token(cookie)
+        try:
+            query = ProfileQuery.parse(query_fields(request))
+            result = await self.panel.profiles.page(query)
+        except Refused as exc:
+            return html_refusal(exc, principal, csrf)
+        except InvalidInput as exc:
+            return html_refusal(invalid(exc), principal, csrf)
+        body = overview_pages.profiles_page(query, result, principal, csrf, utcnow())
+        return html_response(body)
+
+
+@blueprint.route("/profiles/bulk", name="bulk")
+class Bulk(PanelView):
+    """Bulk regenerate: the confirmation (GET: how many profiles the selection holds),
+    then the start (POST with the count confirmed and the CSRF token). Admins only."""
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        try:
+            principal, cookie = await self.panel.html_principal(request, act=True)
+        except Refused as exc:
+            return html_refusal(exc)
+        csrf = self.panel.signer.csrf_token(cookie)
+        try:
+            selection = ProfileFilter.parse(query_fields(request))
+        except Refused as exc:
+            return html_refusal(exc, principal, csrf)
+        except InvalidInput as exc:
+            return html_refusal(invalid(exc), principal, csrf)
+        count = await self.panel.profiles.count(selection)
+        return html_response(self._page(selection, count, principal, csrf))
+
+    def _page(
+        self,
+        selection: ProfileFilter,
+        count: int,
+        principal: Principal,
+        csrf: str,
+        notice: str | None = None,
+    ) -> str:
+        rate = self.panel.profiles.bulk_rate
+        return overview_pages.bulk_page(selection, count, rate, principal, csrf, notice)
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            principal, cookie = await self.panel.html_principal(request, act=True)
+        except Refused as exc:
+            return html_refusal(exc)
+        csrf = self.panel.signer.csrf_token(cookie)
+        try:
+            form = await self.panel.checked_form(request, cookie)
+            selection = ProfileFilter.parse(form)
+            expected = count_field(form, "count")
+            note = text_field(form, "note")
+            await self.panel.profiles.start_bulk(selection, principal.actor, expected, note)
+        except Refused as exc:
+            return html_refusal(exc, principal, csrf)
+        except InvalidInput as exc:
+            return html_refusal(invalid(exc), principal, csrf)
+        except SelectionChanged as exc:
+            notice = f"The selection changed since you looked: it now holds {exc.count} profiles."
+            return html_response(self._page(selection, exc.count, principal, csrf, notice), 409)
+        return see_other("/admin/#bulk-jobs")
 
 
 @blueprint.route("/profiles/{user_id}/glaze", name="glaze")
@@ -245,6 +344,14 @@ class Act(PanelView):
             doc = await self.panel.service.profile(uid)
             return html_response(pages.glaze_page(doc, principal, csrf, str(exc)), 400)
         return see_other(f"/admin/profiles/{uid}/glaze")
+
+
+@blueprint.route("/api/overview", name="api_overview")
+class ApiOverview(PanelView):
+    @api
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        await self.panel.bearer_principal(request)
+        return json_response((await self.panel.overview.overview(utcnow())).as_dict())
 
 
 @blueprint.route("/api/profiles/{user_id}", name="api_profile")

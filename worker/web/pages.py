@@ -4,14 +4,39 @@ overrides are LLM or human text and are treated as hostile. No scripts, no inlin
 
 from __future__ import annotations
 
+from datetime import datetime
 from html import escape
 from typing import Any
 
+from worker.domain.values import utcnow
 from worker.services.auth import Principal
+from worker.web.humanize import ago, duration, parse_time, utc_text
 
 
 def esc(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
+
+
+def when(value: datetime | str | None, now: datetime) -> str:
+    """A time as a relative age, the exact UTC time in its ``title`` (HTML)."""
+    moment = parse_time(value)
+    if moment is None:
+        return "-"
+    return (
+        f'<time datetime="{esc(moment.isoformat())}" title="{esc(utc_text(moment))}">'
+        f"{esc(ago(moment, now))}</time>"
+    )
+
+
+def since(value: datetime | str | None, now: datetime) -> str:
+    """How long ago, as a duration ("3 h"), the exact UTC start in its ``title`` (HTML)."""
+    moment = parse_time(value)
+    if moment is None:
+        return "-"
+    return (
+        f'<time datetime="{esc(moment.isoformat())}" title="since {esc(utc_text(moment))}">'
+        f"{esc(duration((now - moment).total_seconds()))}</time>"
+    )
 
 
 def page(title: str, body: str, principal: Principal | None = None, csrf: str = "") -> str:
@@ -26,9 +51,11 @@ def page(title: str, body: str, principal: Principal | None = None, csrf: str = 
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{esc(title)} · wb-highlights</title>"
-        '<link rel="stylesheet" href="/admin/static/admin.css"></head><body>'
-        f'<header><strong>wb-highlights admin</strong><a href="/admin/">Profiles</a>{who}</header>'
-        f"<main><h1>{esc(title)}</h1>{body}</main></body></html>"
+        '<link rel="stylesheet" href="/admin/static/admin.css">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>'
+        '<header><strong>wb-highlights admin</strong><nav aria-label="Panel">'
+        '<a href="/admin/">Overview</a> <a href="/admin/profiles">Profiles</a></nav>'
+        f"{who}</header><main><h1>{esc(title)}</h1>{body}</main></body></html>"
     )
 
 
@@ -49,43 +76,17 @@ def message_page(title: str, text: str, principal: Principal | None = None, csrf
     return page(title, f"<section><p>{esc(text)}</p></section>", principal, csrf)
 
 
-def _profiles_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>None.</p>"
-    body = "".join(
-        f'<tr><td><a href="/admin/profiles/{r["user_id"]}/glaze">{r["user_id"]}</a></td>'
-        f"<td>{'stale: ' + esc(r['stale_reason']) if r['is_stale'] else 'fresh'}</td>"
-        f"<td>{esc(r['stale_since'] or '')}</td><td>{esc(r['updated_at'])}</td>"
-        f"<td>{'locked' if r['manual_override'] else ''}</td></tr>"
-        for r in rows
-    )
-    return (
-        "<table><tr><th>user</th><th>freshness</th><th>stale since</th><th>changed</th>"
-        f"<th>override</th></tr>{body}</table>"
-    )
-
-
-def index_page(
-    lists: dict[str, list[dict[str, Any]]],
-    principal: Principal,
-    csrf: str,
-    error: str | None = None,
-) -> str:
-    message = f'<p class="error">{esc(error)}</p>' if error else ""
-    body = (
-        f'<section>{message}<form method=get action="/admin/">'
-        '<label>User id <input name="user_id" inputmode="numeric" required></label> '
-        '<button type="submit">Open</button></form></section>'
-        f"<section><h2>Stalest</h2>{_profiles_table(lists['stalest'])}</section>"
-        f"<section><h2>Recently changed</h2>{_profiles_table(lists['recent'])}</section>"
-    )
-    return page("Profiles", body, principal, csrf)
+class Html(str):
+    """Markup already built from escaped values (``when``): ``_rows`` keeps it as is."""
 
 
 def _rows(pairs: list[tuple[str, Any]]) -> str:
     return (
-        "<table>"
-        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in pairs)
+        "<table class=kv>"
+        + "".join(
+            f'<tr><th scope="row">{esc(k)}</th><td>{v if isinstance(v, Html) else esc(v)}</td></tr>'
+            for k, v in pairs
+        )
         + "</table>"
     )
 
@@ -109,17 +110,18 @@ def _diff(diff: dict[str, Any]) -> str:
     )
 
 
-def _audit(entries: list[dict[str, Any]]) -> str:
+def _audit(entries: list[dict[str, Any]], now: datetime) -> str:
     if not entries:
         return "<p>No changes recorded.</p>"
     rows = "".join(
-        f"<tr><td>{esc(e['at'])}</td><td>{esc(e['actor'])}</td><td>{esc(e['action'])}</td>"
+        f"<tr><td>{when(e['at'], now)}</td><td>{esc(e['actor'])}</td><td>{esc(e['action'])}</td>"
         f"<td>{esc(e['reason'] or '')}</td><td>{_diff(e['diff'])}</td></tr>"
         for e in entries
     )
     return (
-        "<table class=audit><tr><th>when</th><th>who</th><th>action</th><th>reason</th>"
-        f"<th>changes</th></tr>{rows}</table>"
+        '<div class=scroll><table class=audit><tr><th scope="col">when</th>'
+        '<th scope="col">who</th><th scope="col">action</th><th scope="col">reason</th>'
+        f'<th scope="col">changes</th></tr>{rows}</table></div>'
     )
 
 
@@ -134,7 +136,7 @@ def _form(user_id: int, action: str, label: str, csrf: str, fields: str = "") ->
 def _controls(user_id: int, doc: dict[str, Any], principal: Principal, csrf: str) -> str:
     if not principal.may_act:
         return "<section><h2>Actions</h2><p>Your role (viewer) may look, not act.</p></section>"
-    note = '<input name="note" placeholder="why (optional)">'
+    note = '<label>Note <input name="note" placeholder="why (optional)"></label>'
     highlight = doc["highlight"]
     parts = [_form(user_id, "regenerate", "Regenerate", csrf, note)]
     if highlight is not None:
@@ -144,7 +146,7 @@ def _controls(user_id: int, doc: dict[str, Any], principal: Principal, csrf: str
                 "mark-stale",
                 "Mark stale",
                 csrf,
-                '<input name="reason" placeholder="reason" required>',
+                '<label>Reason <input name="reason" required></label>',
             )
         )
     parts.append(
@@ -153,7 +155,7 @@ def _controls(user_id: int, doc: dict[str, Any], principal: Principal, csrf: str
             "override",
             "Lock override",
             csrf,
-            '<textarea name="text" required placeholder="text to serve"></textarea>' + note,
+            '<label>Text to serve <textarea name="text" required></textarea></label>' + note,
         )
     )
     if highlight is not None and highlight["manual_override"]:
@@ -161,88 +163,92 @@ def _controls(user_id: int, doc: dict[str, Any], principal: Principal, csrf: str
     return f"<section><h2>Actions</h2><div class=controls>{''.join(parts)}</div></section>"
 
 
-def glaze_page(
-    doc: dict[str, Any], principal: Principal, csrf: str, error: str | None = None
-) -> str:
-    user_id = doc["user_id"]
-    served, h, activity = doc["served"], doc["highlight"], doc["signal_activity"]
-    message = f'<section class="error">{esc(error)}</section>' if error else ""
+_WHY = {
+    "fresh": "the highlight is fresh",
+    "overridden": "a manual override is locked",
+    "missing": "no highlight has been generated yet",
+    "stale": "stale ({reason}): showing Signal activity instead",
+    "expired": "past stale_after: showing Signal activity instead",
+}
+
+
+def _served_section(served: dict[str, Any], activity: dict[str, Any], now: datetime) -> str:
+    """What a client is shown right now, and why."""
     status = served["status"]
     shown = served.get("text") if served["display"] == "highlight" else None
-    why = {
-        "fresh": "the highlight is fresh",
-        "overridden": "a manual override is locked",
-        "missing": "no highlight has been generated yet",
-        "stale": f"stale ({served['stale_reason']}): showing Signal activity instead",
-        "expired": "past stale_after: showing Signal activity instead",
-    }[status]
-    served_html = (
+    why = _WHY[status].format(reason=served["stale_reason"])
+    return (
         f'<section><h2>Served now</h2><p><span class="badge {esc(status)}" id="status">'
         f"{esc(status)}</span> {esc(why)}</p>"
         + (
             f'<p class="served" id="served-text">{esc(shown)}</p>'
             if shown is not None
             else f"<p>Snapshot stats: {esc(activity['comment_count'])} comments, latest "
-            f"{esc(activity['latest_comment_at'] or '-')}</p>"
+            f"{when(activity['latest_comment_at'], now)}</p>"
         )
         + "</section>"
     )
+
+
+def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
+    """The stored row: content, provenance, freshness and override."""
+    h, status = doc["highlight"], doc["served"]["status"]
     if h is None:
-        body = (
-            served_html + "<section><h2>No highlight yet</h2><p>This user has no highlight "
+        return (
+            "<section><h2>No highlight yet</h2><p>This user has no highlight "
             "row. Request a first generation:</p></section>"
         )
-    else:
-        body = served_html + (
-            f"<section><h2>Auto highlight</h2><p class=served>{esc(h['bio_text'] or '-')}</p>"
-            f"<h3>Proof points</h3>{_list(h['proof_points'])}<h3>Quotes</h3>{_list(h['quotes'])}"
-            "</section><section><h2>Provenance</h2>"
-            + _rows(
-                [
-                    (k, h[k])
-                    for k in (
-                        "source_group",
-                        "snapshot_hash",
-                        "llm_model",
-                        "generated_at",
-                        "stale_after",
-                        "generation",
-                    )
-                ]
-            )
-            + "</section><section><h2>Freshness</h2>"
-            + _rows(
-                [
-                    ("status", status),
-                    ("stale", h["is_stale"]),
-                    ("reason", h["stale_reason"]),
-                    ("stale since", h["stale_since"]),
-                    ("pending regeneration", h["regen_request_id"] or "none"),
-                    ("pending for (s)", doc["pending_regeneration_age_s"]),
-                    ("attempts", h["regen_attempts"]),
-                ]
-            )
-            + "</section><section><h2>Override</h2>"
-            + _rows(
-                [
-                    ("locked", h["manual_override"]),
-                    ("text", h["override_text"]),
-                    ("by", h["override_actor"]),
-                    ("since", h["override_set_at"]),
-                ]
-            )
-            + "</section>"
-        )
-    body += (
-        "<section><h2>Signal activity</h2>"
-        + _rows(
-            [
-                ("comments", activity["comment_count"]),
-                ("latest comment", activity["latest_comment_at"]),
-            ]
-        )
-        + "</section>"
+    provenance = [
+        ("source_group", h["source_group"]),
+        ("snapshot_hash", h["snapshot_hash"]),
+        ("llm_model", h["llm_model"]),
+        ("generated_at", Html(when(h["generated_at"], now))),
+        ("stale_after", Html(when(h["stale_after"], now))),
+        ("generation", h["generation"]),
+    ]
+    freshness = [
+        ("status", status),
+        ("stale", h["is_stale"]),
+        ("reason", h["stale_reason"]),
+        ("stale for", Html(since(h["stale_since"], now))),
+        ("pending regeneration", h["regen_request_id"] or "none"),
+        ("pending for", duration(doc["pending_regeneration_age_s"])),
+        ("attempts", h["regen_attempts"]),
+    ]
+    override = [
+        ("locked", h["manual_override"]),
+        ("text", h["override_text"]),
+        ("by", h["override_actor"]),
+        ("since", Html(when(h["override_set_at"], now))),
+    ]
+    return (
+        f"<section><h2>Auto highlight</h2><p class=served>{esc(h['bio_text'] or '-')}</p>"
+        f"<h3>Proof points</h3>{_list(h['proof_points'])}<h3>Quotes</h3>{_list(h['quotes'])}"
+        f"</section><section><h2>Provenance</h2>{_rows(provenance)}</section>"
+        f"<section><h2>Freshness</h2>{_rows(freshness)}</section>"
+        f"<section><h2>Override</h2>{_rows(override)}</section>"
     )
-    body += _controls(user_id, doc, principal, csrf)
-    body += f"<section><h2>Audit log</h2>{_audit(doc['audit'])}</section>"
+
+
+def glaze_page(
+    doc: dict[str, Any],
+    principal: Principal,
+    csrf: str,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    now = now or utcnow()
+    user_id, activity = doc["user_id"], doc["signal_activity"]
+    message = f'<section class="error">{esc(error)}</section>' if error else ""
+    signal = [
+        ("comments", activity["comment_count"]),
+        ("latest comment", Html(when(activity["latest_comment_at"], now))),
+    ]
+    body = (
+        _served_section(doc["served"], activity, now)
+        + _highlight_sections(doc, now)
+        + f"<section><h2>Signal activity</h2>{_rows(signal)}</section>"
+        + _controls(user_id, doc, principal, csrf)
+        + f"<section><h2>Audit log</h2>{_audit(doc['audit'], now)}</section>"
+    )
     return page(f"Profile {user_id}", message + body, principal, csrf)

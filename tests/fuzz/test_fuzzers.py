@@ -1,5 +1,5 @@
-"""The fuzzer as a test: a bounded run over the committed seeds finds nothing, and the
-seeds are the hostile messages of ``tests/fuzz/hostile.py``."""
+"""The fuzzers as tests: a bounded run of each over its committed seeds finds nothing, and
+the decoders' seeds are the hostile messages of ``tests/helpers/hostile.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz import hostile
+from tests.helpers import hostile
 
 HERE = Path(__file__).parent
 FUZZER = HERE / "fuzz_decoders.py"
@@ -20,7 +20,7 @@ FUZZ_SECONDS = 20
 
 
 def test_the_seed_corpus_is_the_hostile_messages(tmp_path: Path) -> None:
-    """Regenerate with ``python -m tests.fuzz.hostile`` after changing the messages."""
+    """Regenerate with ``python -m tests.helpers.hostile`` after changing the messages."""
     hostile.write_corpus(tmp_path)
     expected = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     committed = {p.name: p.read_bytes() for p in hostile.CORPUS.iterdir()}
@@ -38,17 +38,27 @@ def test_every_seed_passes_the_fuzz_invariants() -> None:
         fuzz_decoders.check(seed.read_bytes())
 
 
+FUZZERS = {
+    "decoders": (HERE / "fuzz_decoders.py", hostile.CORPUS, [f"-dict={DICTIONARY}"]),
+    "http": (HERE / "fuzz_http.py", HERE / "corpus" / "http", []),
+}
+
+
 @pytest.mark.slow
-def test_fuzzing_the_decoders_for_a_while_finds_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", sorted(FUZZERS))
+def test_fuzzing_for_a_while_finds_nothing(tmp_path: Path, target: str) -> None:
+    """The decoders and the HTTP boundary (path, cookie, token, CSRF field, form and JSON
+    bodies), each for a bounded time from its committed corpus."""
     pytest.importorskip("atheris", reason="pip install atheris (or '.[fuzz]')")
+    fuzzer, seeds, extra = FUZZERS[target]
     corpus = tmp_path / "corpus"
-    shutil.copytree(hostile.CORPUS, corpus)  # libFuzzer writes into its corpus directory
+    shutil.copytree(seeds, corpus)  # libFuzzer writes into its corpus directory
     proc = subprocess.run(
         [
             sys.executable,
-            str(FUZZER),
+            str(fuzzer),
             f"-max_total_time={FUZZ_SECONDS}",
-            f"-dict={DICTIONARY}",
+            *extra,
             f"-artifact_prefix={tmp_path}/",
             "-rss_limit_mb=2048",
             "-print_final_stats=1",

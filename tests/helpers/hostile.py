@@ -2,7 +2,7 @@
 something unexpected, take superlinear time, or let through what the database refuses.
 
 Shared by the decoder tests, the fuzzer's seed corpus (``tests/fuzz/corpus/decoders``,
-written by ``python -m tests.fuzz.hostile``) and ``bench/decode_cost.py``.
+written by ``python -m tests.helpers.hostile``) and ``bench/decode_cost.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from worker.domain.messages import MAX_MESSAGE_BYTES, InputStream
 C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
 STREAM_BYTE = {C: b"\x00", R: b"\x01", G: b"\x02"}  # the fuzzer's first byte picks the stream
 BUDGET = MAX_MESSAGE_BYTES - 64  # room for the envelope around a filler
-CORPUS = Path(__file__).parent / "corpus" / "decoders"
+CORPUS = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "decoders"
 
 
 def comment(**fields: Any) -> dict[str, Any]:
