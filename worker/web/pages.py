@@ -190,6 +190,16 @@ def _served_section(served: dict[str, Any], activity: dict[str, Any], now: datet
     )
 
 
+def _queue(queue: dict[str, Any] | None) -> str:
+    """The user's request waiting in the scheduler's queue, in one line."""
+    if not queue:
+        return "none"
+    return (
+        f"{queue['priority_name']} (priority {queue['priority']}), place {queue['place']}, "
+        f"due {queue['due_at']}, {queue['unseen_comments']} unseen comments"
+    )
+
+
 def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
     """The stored row: content, provenance, freshness and override."""
     h, status = doc["highlight"], doc["served"]["status"]
@@ -214,6 +224,7 @@ def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
         ("pending regeneration", h["regen_request_id"] or "none"),
         ("pending for", duration(doc["pending_regeneration_age_s"])),
         ("attempts", h["regen_attempts"]),
+        ("queued request", _queue(doc.get("regen_queue"))),
     ]
     override = [
         ("locked", h["manual_override"]),
