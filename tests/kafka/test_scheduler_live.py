@@ -176,3 +176,27 @@ async def test_a_deleted_comments_quote_is_gone_from_the_served_answer_at_once(
     assert took < 2.0, f"withheld after {took:.2f}s"
     assert served["status"] == "stale" and served["display"] == "highlight"  # before any result
     assert await published(kafka, range(user, user + 1)) == []  # still settling: no request yet
+
+
+async def test_a_steady_trickle_cannot_postpone_past_max_wait(
+    spawn: Callable[..., WorkerProcess], kafka: Kafka, live_store: HighlightStore
+) -> None:
+    env = {"WB_REGEN_SETTLE": "2s", "WB_REGEN_MAX_WAIT": "4s", "WB_REGEN_RATE": "6000"}
+    proc = spawn(env, "wbsched-maxwait")
+    await proc.wait_ready()
+    user = 7201
+    await seed(live_store, range(user, user + 1))
+    first_sent = time.time()
+    for i in range(10):  # a comment every second: never 2 s of quiet
+        doc = comment_doc(f"trickle-{i}", user, datetime.now(UTC), "created", "req-trickle")
+        await kafka.send(COMMENTS, doc, key=str(user))
+        await asyncio.sleep(1)
+    last_sent = time.time()
+
+    async def one() -> list[tuple[float, dict[str, Any]]]:
+        return await published(kafka, range(user, user + 1))
+
+    (at, _), *rest = await eventually(one, timeout=30, what="the request")
+    assert first_sent + 4 - 0.05 <= at <= first_sent + 4 + 2.0, f"{at - first_sent:.2f}s"
+    assert at < last_sent - 3  # went out while the trickle went on
+    assert rest == []  # the later comments coalesced into the pending request

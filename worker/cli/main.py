@@ -364,7 +364,7 @@ def freshness_report(
     type=click.FloatRange(min=0.1),
     default=50.0,
     show_default=True,
-    help="At most this many stale marks (regen requests) per second.",
+    help="At most this many stale marks per second (requests then go out within WB_REGEN_RATE).",
 )
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Resume after this user id.")
 @click.option("--dry-run", is_flag=True)
@@ -406,7 +406,9 @@ def reseed(
     result = _run(_with_store(get_settings(), go))
     click.echo(
         f"reseed{' (dry run)' if dry_run else ''}: {result.marked} marked stale, "
-        f"{result.requested} regen requests, last user id {result.last_user_id}"
+        f"{result.requested} regen requests"
+        + (f" ({result.queued} queued within the budget)" if result.queued else "")
+        + f", last user id {result.last_user_id}"
     )
 
 
