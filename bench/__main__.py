@@ -420,7 +420,18 @@ def table(rows: list[tuple[str, str, str, str, str]]) -> str:
     return "\n".join([line(head), sep, *map(line, rows)])
 
 
-PARTS = ("ingest", "naive", "scale", "latency", "sweep", "decode")
+PARTS = (
+    "ingest",
+    "naive",
+    "scale",
+    "latency",
+    "sweep",
+    "results",
+    "mappings",
+    "mixed",
+    "roundtrip",
+    "decode",
+)
 
 
 def ok(flag: bool) -> str:
@@ -463,11 +474,44 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, log
         rss.append(f"{sweep['peak_rss_mb']:.0f} MB sweep process")
     if "decode" in parts:
         rows.append(decode_row())
+    rows += await stream_parts(b, args, parts, rss)
     await b.engine.dispose()
     if rss:
         peak = max(float(r.split()[0]) for r in rss)
         rows.append(("peak RSS", " / ".join(rss), "-", "<= 300 MB", ok(peak <= 300)))
     print(table(rows))
+
+
+async def stream_parts(
+    b: Bench, args: argparse.Namespace, parts: set[str], rss: list[str]
+) -> list[tuple[str, str, str, str, str]]:
+    """Issue 17's parts: results, mappings, mixed (with lock waits), the sweep round trip."""
+    from bench import streams
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "results" in parts:
+        log(f"results: {args.stream_events} results")
+        got, peak = await streams.results_part(b, args.stream_events)
+        rows += got
+        rss.append(f"{peak:.0f} MB worker (results)")
+    if "mappings" in parts:
+        log(f"mappings: {args.stream_events} mappings")
+        got, peak = await streams.mappings_part(b, args.stream_events)
+        rows += got
+        rss.append(f"{peak:.0f} MB worker (mappings)")
+    if "mixed" in parts:
+        log(f"mixed: {args.stream_events} events on three topics")
+        got, peak, locks = await streams.mixed_part(b, args.stream_events, args.users)
+        rows += got
+        rss.append(f"{peak:.0f} MB worker (mixed)")
+        log(f"mixed: pg_stat_activity samples: {dict(locks.most_common())}")
+        print("lock-wait samples during mixed:", json.dumps(dict(locks.most_common())))
+    if "roundtrip" in parts:
+        log(f"sweep round trip: {args.roundtrip} expiries")
+        got, peak = await streams.roundtrip_part(b, args.roundtrip)
+        rows += got
+        rss.append(f"{peak:.0f} MB worker (round trip)")
+    return rows
 
 
 def decode_row() -> tuple[str, str, str, str, str]:
@@ -572,10 +616,14 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="+", choices=PARTS, help="run these parts only (default: all)"
     )
+    parser.add_argument("--stream-events", type=int, help="events of results/mappings/mixed")
+    parser.add_argument("--roundtrip", type=int, help="expiries of the sweep round trip")
     args = parser.parse_args()
     args.events, args.users = (5000, 2500) if args.quick else (100_000, 50_000)
     args.rate, args.seconds = 2000, (5 if args.quick else 20)
     args.sweep_rows = 20_000 if args.quick else 1_000_000
+    args.stream_events = args.stream_events or (5000 if args.quick else 50_000)
+    args.roundtrip = args.roundtrip or (10_000 if args.quick else 300_000)
     with ExitStack() as stack:
         logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
         broker = stack.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))

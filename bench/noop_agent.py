@@ -25,7 +25,11 @@ app = faust.App(
     broker_heartbeat_interval=1,
 )
 topic = app.topic(
-    TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    *TOPIC.split(","),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
 )
 state = {"n": 0, "first": 0.0}
 

@@ -6,11 +6,8 @@ The messages are in ``tests/helpers/hostile.py`` (shared with the fuzzer's seeds
 
 from __future__ import annotations
 
-import gc
 import json
-import time
 import typing
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,64 +111,7 @@ def test_finite_numbers_in_unknown_fields_are_ignored() -> None:
         assert isinstance(outcome(C, message), events.CommentEvent), number
 
 
-# Decoding cost: time per byte must not grow with the size of the message.
-
-
-def _families() -> Iterator[tuple[str, Callable[[int], bytes]]]:
-    base = json.dumps(hostile.comment()).encode()[:-1]
-
-    def wide(extra: bytes) -> Callable[[int], bytes]:
-        def make(size: int) -> bytes:
-            n = hostile._keys_within(size)
-            return base + b',"x":' + hostile._wide(n, extra % (n - 1) if extra else b"") + b"}"
-
-        return make
-
-    def repeated(
-        item: bytes, sep: bytes = b",", open_: bytes = b"[", close: bytes = b"]"
-    ) -> Callable[[int], bytes]:
-        return lambda size: (
-            base + b',"x":' + open_ + hostile._repeat(item, sep, size) + close + b"}"
-        )
-
-    yield "duplicate-last", wide(b',"k%d":1')
-    yield "wide", wide(b"")
-    yield "empty-objects", repeated(b"{}")
-    yield "empty-arrays", repeated(b"[]")
-    yield "nested", repeated(b"[[[[[[0]]]]]]")
-    yield "pairs", repeated(b'{"x":1}')
-    yield "floats", repeated(b"0.5")
-    yield "ints-4300", repeated(b"7" * 4300)
-    yield "escapes", repeated(b"\\u00e9", b"", b'"', b'"')
-    yield "string", repeated(b"x", b"", b'"', b'"')
-    yield "whitespace", repeated(b" ", b"", b"0", b"")
-    yield "deep", lambda size: b"[" * (size // 2) + b"]" * (size // 2)
-
-
-def _best_times(messages: list[bytes], runs: int = 7) -> list[float]:
-    """The fastest of ``runs`` decodes of each message in CPU time of this thread (another
-    process on a shared core does not count), taken in turns."""
-    best = [float("inf")] * len(messages)
-    for _ in range(runs):
-        for i, message in enumerate(messages):
-            started = time.thread_time()
-            outcome(C, message)
-            best[i] = min(best[i], time.thread_time() - started)
-    return best
-
-
-@pytest.mark.parametrize(("name", "make"), list(_families()), ids=[n for n, _ in _families()])
-def test_decoding_time_is_linear_in_the_message_size(
-    name: str, make: Callable[[int], bytes]
-) -> None:
-    """Fifteen times the bytes may cost at most about fifteen times the time (three times
-    that is allowed, for a shared machine); a quadratic path costs 225 times."""
-    gc.collect()
-    small, large = make(16 * 1024), make(240 * 1024)
-    assert len(large) <= events.MAX_MESSAGE_BYTES
-    t_small, t_large = _best_times([small, large])
-    ratio = t_large / max(t_small, 20e-6)
-    assert ratio < 45, f"{name}: {t_small * 1e3:.2f} ms -> {t_large * 1e3:.2f} ms (x{ratio:.1f})"
+# Decoding cost is the benchmark's: `python -m bench --only decode` (bench/decode_cost.py).
 
 
 # Timestamps: normalised to UTC, so that every value the decoder accepts fits PostgreSQL.

@@ -154,21 +154,53 @@ async def record_deleted(
         )
 
 
+# A result creates a row only where it will write to it: the rows to create are a subset.
+CREATE_SOME_AND_LOCK = text(
+    "WITH created AS ("
+    "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
+    "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
+    f"FROM unnest({array('create', 'bigint')}) AS u ORDER BY u "
+    f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
+    f"locked AS ({LOCK}) "
+    "SELECT * FROM created UNION ALL SELECT * FROM locked"
+)
+
+
 async def lock_states(
-    session: AsyncSession, user_ids: set[int], now: datetime
+    session: AsyncSession, user_ids: set[int], now: datetime, create: set[int] | None = None
 ) -> dict[int, RowState]:
-    """Create the rows comments need and lock them all, in user-id order (a fixed order
-    keeps concurrent batches from deadlocking), in one statement: the rows it creates come
-    back from the insert, the others from the lock. A row another transaction created
-    meanwhile is in neither (the statement's snapshot predates it): locked on its own."""
-    found = await session.execute(
-        CREATE_AND_LOCK, {"ids": literal("bigint", sorted(user_ids)), "now": now}
-    )
+    """Create the missing rows of ``create`` (default: all of ``user_ids``) and lock all of
+    ``user_ids``, in user-id order (a fixed order keeps concurrent batches from
+    deadlocking), in one statement: the rows it creates come back from the insert, the
+    others from the lock. A row another transaction created meanwhile is in neither (the
+    statement's snapshot predates it): locked on its own. Users without a row (not in
+    ``create``) are left out."""
+    ids = literal("bigint", sorted(user_ids))
+    if create is None:
+        found = await session.execute(CREATE_AND_LOCK, {"ids": ids, "now": now})
+    else:
+        made = literal("bigint", sorted(create))
+        found = await session.execute(
+            CREATE_SOME_AND_LOCK, {"ids": ids, "create": made, "now": now}
+        )
     states = {state.user_id: state for state in (RowState(*r) for r in found)}
     if late := user_ids - states.keys():
         rows = await session.execute(text(LOCK), {"ids": literal("bigint", sorted(late))})
         states.update((state.user_id, state) for state in (RowState(*r) for r in rows))
     return states
+
+
+async def resolve_batch(session: AsyncSession, request_ids: set[str]) -> dict[str, int]:
+    """The users of ``request_ids`` from the request map; the requests it does not know are
+    locked (``signal_records.LOCK_REQUESTS``, all at once, in one order) and looked up
+    again, so that the comments still unresolved can be parked under the lock (the
+    park/map race of ``resolve_or_park``, closed for a whole batch in at most three
+    statements whatever its size)."""
+    resolved = await signal.resolve_users(session, request_ids)
+    if unknown := request_ids - resolved.keys():
+        await session.execute(signal.LOCK_REQUESTS, {"ids": literal("text", sorted(unknown))})
+        resolved.update(await signal.resolve_users(session, unknown))
+    return resolved
 
 
 async def apply_comment_batch(
@@ -183,17 +215,37 @@ async def apply_comment_batch(
     The batch's writes (changed rows, its outbox row, Signal activity, and what ``record``
     makes of the outcomes) go to the database as one statement."""
     outcomes: dict[str, list[str]] = {}
-    resolved = await signal.resolve_users(
-        session, {e.request_id for e in events if e.user_id is None}
-    )
+    resolved = await resolve_batch(session, {e.request_id for e in events if e.user_id is None})
     targets: list[tuple[CommentEvent, int]] = []
+    parked: list[CommentEvent] = []
     for event in events:
         user_id = event.user_id or resolved.get(event.request_id)
-        if user_id is None and (user_id := await resolve_or_park(session, event, now)) is None:
+        if user_id is None:
+            parked.append(event)
             outcomes.setdefault("parked", []).append(event.event_id)
             continue
         targets.append((event, user_id))
-    rows = await lock_states(session, {user_id for _, user_id in targets}, now)
+    park = signal.park_write(parked, now)
+    applied = await apply_resolved(session, targets, now, result, outcomes, record, park)
+    for outcome, ids in applied.items():
+        result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
+    return applied
+
+
+async def apply_resolved(
+    session: AsyncSession,
+    targets: list[tuple[CommentEvent, int]],
+    now: datetime,
+    result: BatchResult,
+    outcomes: dict[str, list[str]],
+    record: Callable[[dict[str, list[str]]], Write | None],
+    also: Write | None = None,
+) -> dict[str, list[str]]:
+    """Apply comments whose user is known, in order (rows created and locked in one
+    statement), adding their outcomes to ``outcomes``; then write the changed rows, the
+    outbox row, Signal activity and what ``record`` makes of ``outcomes`` as one statement.
+    Also the way parked comments go when their mapping arrives (``worker.services.mappings``)."""
+    rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
     queued: list[OutboxEntry] = []
     activity: dict[int, signal.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
@@ -206,8 +258,6 @@ async def apply_comment_batch(
         if outcome != ALREADY_INCLUDED:
             touched[user_id] = rows[user_id]
         outcomes.setdefault(outcome, []).append(event.event_id)
-    for outcome, ids in outcomes.items():
-        result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
     activity_upsert, falling = signal.activity_write(activity, now)
     changed = list(touched.values())
     rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
@@ -219,6 +269,7 @@ async def apply_comment_batch(
             activity_upsert,
             deleted_write(deleted, now),
             record(outcomes),
+            also,
         ],
     )
     await signal.record_activity(session, falling, now)  # rare: more deletions than comments

@@ -29,9 +29,6 @@ from worker.domain.messages import (
     decode,
 )
 from worker.domain.values import (
-    AttributedQuote,
-    GeneratedHighlight,
-    UpsertMeta,
     UpsertOutcome,
     utcnow,
 )
@@ -42,12 +39,13 @@ from worker.services.comments import (
     record_deleted,
     resolve_or_park,
 )
+from worker.services.mappings import apply_mapping_batch
 from worker.services.outbox import session_sink
+from worker.services.results import apply_result, apply_result_batch, result_of
 from worker.services.store import (
     create_placeholders,
     lock_or_create_row,
     lock_rows,
-    request_if_unanswered,
     upsert_auto_row,
 )
 from worker.storage import dedup
@@ -90,6 +88,9 @@ class Pipeline:
     on_retry: Callable[[InputStream], None] = lambda stream: None
     # Streams whose batch is waiting for the database, with the error (readiness reads it).
     outages: dict[InputStream, str] = field(default_factory=dict)
+    # PostgreSQL applies batches set-based; False keeps the ORM path there too (the
+    # differential tests compare the two on the same events).
+    set_based: bool = True
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
@@ -180,11 +181,8 @@ class Pipeline:
         async with self.sessions.begin() as session:
             now = self.clock()
             fresh = await dedup.claim(session, stream, events, now, result)
-            if stream is InputStream.COMMENTS and is_postgresql(session):  # set-based
-                comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
-                await apply_comment_batch(
-                    session, comments, now, result, lambda o: dedup.outcomes_write(stream, o)
-                )
+            if self.set_based and is_postgresql(session):
+                await self._apply_set_based(session, stream, fresh, now, result)
                 return result
             tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
             outcomes: dict[str, list[str]] = {}
@@ -201,6 +199,29 @@ class Pipeline:
             await signal.record_activity(session, tx.activity, now)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
+
+    async def _apply_set_based(
+        self,
+        session: AsyncSession,
+        stream: InputStream,
+        fresh: list[tuple[RawMessage, InputEvent]],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        """PostgreSQL: the batch in a fixed number of statements whatever its size."""
+        if stream is InputStream.COMMENTS:
+            comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
+            await apply_comment_batch(
+                session, comments, now, result, lambda o: dedup.outcomes_write(stream, o)
+            )
+        elif stream is InputStream.REQUESTS:
+            mappings = [e for _, e in fresh if isinstance(e, RequestEvent)]
+            await apply_mapping_batch(session, mappings, now, result)
+        else:
+            results = [(m, e) for m, e in fresh if isinstance(e, GeneratedEvent)]
+            await apply_result_batch(
+                session, results, now, self.ttl, result, lambda o: dedup.record_writes(stream, o)
+            )
 
     async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
         if isinstance(event, CommentEvent):
@@ -232,7 +253,7 @@ class Pipeline:
         return "mapped"
 
     async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
-        payload, meta = _result_of(event)
+        payload, meta = result_of(event)
         pending_since = (
             tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None
         )
@@ -249,49 +270,9 @@ class Pipeline:
         except InvalidInput as exc:
             raise Rejected(RejectReason.REJECTED_BY_STORE, str(exc)) from None
         tx.rows[row.user_id] = row
-        if outcome is UpsertOutcome.APPLIED and pending_since is not None:
-            tx.result.turnaround_s.append((tx.now - pending_since).total_seconds())
-        if outcome is UpsertOutcome.APPLIED_STILL_STALE and _answers_pending(row, event):
-            # The pending request was answered, but by content older than the latest mark.
-            row.regen_request_id = None
-            trigger = f"result:{event.event_id}"
-            if request_if_unanswered(session_sink(tx.session), row, tx.now, trigger):
-                tx.result.regen_requests[row.stale_reason or "manual"] += 1
-        return outcome.value
-
-
-def _result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
-    payload = GeneratedHighlight(
-        user_id=event.user_id,
-        bio_text=event.bio_text,
-        proof_points=list(event.proof_points),
-        quotes=[
-            q if isinstance(q, str) else AttributedQuote(text=q.text, comment_id=q.comment_id)
-            for q in event.quotes
-        ],
-        source_group=event.source_group,
-        llm_model=event.llm_model,
-        generated_at=event.generated_at,
-        stale_after=event.stale_after,
-    )
-    meta = UpsertMeta(
-        base_snapshot_hash=event.base_snapshot_hash,
-        generation=event.generation,
-        regen_request_id=event.regen_request_id,
-    )
-    return payload, meta
-
-
-def _answers_pending(row: HighlightRow, event: GeneratedEvent) -> bool:
-    if row.regen_request_id is None:
-        return False
-    if event.regen_request_id is not None and event.regen_request_id == row.regen_request_id:
-        return True
-    return (
-        event.generation is not None
-        and row.regen_generation is not None
-        and event.generation >= row.regen_generation
-    )
+        return apply_result(
+            session_sink(tx.session), row, event, outcome, pending_since, tx.now, tx.result
+        )
 
 
 async def _lock_batch_rows(

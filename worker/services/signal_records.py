@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.messages import CommentEvent, RequestEvent
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
-from worker.storage.pgarray import Write, literal, unnest_rows, write_together
+from worker.storage.pgarray import Write, array, literal, unnest_rows, write_together
 
 COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
 ACTIVITY_COLUMNS = {
@@ -213,3 +213,74 @@ def _activity_upsert(insert: Any, from_arrays: bool) -> Any:
 
 async def parked_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(ParkedCommentRow)) or 0)
+
+
+# PostgreSQL, set-based: a batch of mappings. The advisory locks of ``lock_request`` for
+# all of the batch's request ids, in one order (concurrent batches never deadlock on them).
+LOCK_REQUESTS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(r, 7))) "
+    f"FROM (SELECT DISTINCT r FROM unnest({array('ids', 'text')}) AS r ORDER BY r) AS s"
+)
+MAPPING_COLUMNS = {"request_id": "text", "user_id": "bigint", "occurred_at": "timestamptz"}
+_UPSERT_MAPPINGS = (
+    "INSERT INTO signal_requests (request_id, user_id, occurred_at, created_at) "
+    "SELECT v.request_id, v.user_id, v.occurred_at, CAST(:now AS timestamptz) "
+    f"FROM {unnest_rows(MAPPING_COLUMNS, 'm_')} "
+    "ON CONFLICT (request_id) DO UPDATE SET "
+    "user_id = CASE WHEN excluded.occurred_at > signal_requests.occurred_at "
+    "THEN excluded.user_id ELSE signal_requests.user_id END, "
+    "occurred_at = CASE WHEN excluded.occurred_at > signal_requests.occurred_at "
+    "THEN excluded.occurred_at ELSE signal_requests.occurred_at END "
+    "RETURNING request_id, user_id"
+)
+UPSERT_MAPPINGS = text(_UPSERT_MAPPINGS)
+# Save the mappings and take their parked comments out, answering with each comment and
+# the user its request now maps to (both halves read the snapshot taken after the locks).
+MAP_AND_UNPARK = text(
+    f"WITH m AS ({_UPSERT_MAPPINGS}), p AS ("
+    "DELETE FROM parked_comments WHERE request_id = "
+    f"ANY({array('m_request_id', 'text')}) "
+    "RETURNING event_id, request_id, payload, parked_at) "
+    "SELECT p.request_id, m.user_id, p.payload, p.parked_at, p.event_id "
+    "FROM p JOIN m USING (request_id)"
+)
+
+
+def mapping_params(events: list[RequestEvent], now: datetime) -> dict[str, object]:
+    return {
+        "now": now,
+        "m_request_id": literal("text", [e.request_id for e in events]),
+        "m_user_id": literal("bigint", [e.user_id for e in events]),
+        "m_occurred_at": literal("timestamptz", [e.occurred_at for e in events]),
+    }
+
+
+def parked_event(payload: Any) -> CommentEvent:
+    if isinstance(payload, str | bytes):
+        return CommentEvent.model_validate_json(payload)
+    return CommentEvent.model_validate(payload)
+
+
+PARK_COLUMNS = {"event_id": "text", "request_id": "text", "payload": "jsonb"}
+PARK = (
+    "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
+    "SELECT v.event_id, v.request_id, v.payload, CAST(:k_now AS timestamptz) "
+    f"FROM {unnest_rows(PARK_COLUMNS, 'k_')}"
+)
+
+
+def park_write(events: list[CommentEvent], now: datetime) -> Write | None:
+    """PostgreSQL: ``park`` for a batch's comments as one ``Write`` (under the locks of
+    ``LOCK_REQUESTS``, held until the commit)."""
+    if not events:
+        return None
+    payloads = [event.model_dump_json() for event in events]
+    return Write(
+        PARK,
+        {
+            "k_now": now,
+            "k_event_id": literal("text", [e.event_id for e in events]),
+            "k_request_id": literal("text", [e.request_id for e in events]),
+            "k_payload": literal("text", payloads),
+        },
+    )

@@ -172,7 +172,7 @@ def request_if_unanswered(
     return True
 
 
-def _validate_result(payload: GeneratedHighlight, snapshot_hash: str, now: datetime) -> None:
+def validate_result(payload: GeneratedHighlight, snapshot_hash: str, now: datetime) -> None:
     if not snapshot_hash or len(snapshot_hash) > 128:
         raise InvalidInput("snapshot_hash must be 1-128 characters")
     check_aware("generated_at", payload.generated_at, now)
@@ -194,7 +194,7 @@ def _write_content(
     row.stale_after = payload.stale_after or payload.generated_at + ttl
 
 
-def _clear_stale(row: HighlightRow) -> None:
+def _clear_stale(row: Requestable) -> None:
     row.is_stale = False
     row.stale_reason = None
     row.stale_since = None
@@ -203,6 +203,55 @@ def _clear_stale(row: HighlightRow) -> None:
     row.regen_generation = None
     row.regen_attempts = 0
     scheduler.dequeue(row)  # fresh: nothing left to ask for
+
+
+def judge_result(
+    row: Requestable | None, payload: GeneratedHighlight, snapshot_hash: str, meta: UpsertMeta
+) -> UpsertOutcome | None:
+    """The store's refusals, on the locked row (ORM or plain values; None: there is no row):
+    raises ``SupersededResult`` / ``SnapshotConflict``, returns DUPLICATE for a result
+    already stored, None for one to apply (``settle_result``)."""
+    if row is None:
+        if meta.base_snapshot_hash is not None:  # there is no row, so not that snapshot
+            raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, None)
+        return None  # applied to a new, empty row (nothing to refuse on it)
+    stored_hash, stored_at = row.snapshot_hash, row.generated_at
+    if stored_hash == snapshot_hash and stored_at == payload.generated_at:
+        return UpsertOutcome.DUPLICATE
+    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
+        stored_at,
+        stored_hash or "",
+    ):
+        raise SupersededResult(
+            payload.user_id,
+            f"generated_at {payload.generated_at.isoformat()} is not newer than the stored "
+            f"{stored_at.isoformat()}",
+        )
+    if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
+        raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
+    return None
+
+
+def settle_result(
+    row: Requestable,
+    payload: GeneratedHighlight,
+    snapshot_hash: str,
+    meta: UpsertMeta,
+    now: datetime,
+    fresh: Callable[[FreshTransition], None],
+) -> UpsertOutcome:
+    """A judged result's freshness columns (the content's other columns are the caller's):
+    the generation fence keeps a row stale that was marked after the result's base; a
+    stale row made fresh is reported to ``fresh``."""
+    row.snapshot_hash = snapshot_hash
+    row.generated_at = payload.generated_at
+    row.updated_at = now
+    if meta.generation is not None and meta.generation < row.generation:
+        return UpsertOutcome.APPLIED_STILL_STALE
+    if (transition := fresh_transition(row, now)) is not None:
+        fresh(transition)
+    _clear_stale(row)
+    return UpsertOutcome.APPLIED
 
 
 async def upsert_auto_row(
@@ -220,50 +269,43 @@ async def upsert_auto_row(
     and no base snapshot is named, and such a row can only be refused if a concurrent
     writer created it first (then our insert did nothing).
     """
-    _validate_result(payload, snapshot_hash, now)
+    validate_result(payload, snapshot_hash, now)
     row = await lock_row(session, payload.user_id)
     if row is None:
-        if meta.base_snapshot_hash is not None:  # there is no row, so not that snapshot
-            raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, None)
+        judge_result(None, payload, snapshot_hash, meta)
         # Another writer may create the row between our look and our insert: the checks
         # below run against whatever row we end up holding the lock on.
         row = await lock_or_create_row(session, payload.user_id, now)
-    stored_hash, stored_at = row.snapshot_hash, row.generated_at
-    if stored_hash == snapshot_hash and stored_at == payload.generated_at:
-        return row, UpsertOutcome.DUPLICATE
-    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
-        stored_at,
-        stored_hash or "",
-    ):
-        raise SupersededResult(
-            payload.user_id,
-            f"generated_at {payload.generated_at.isoformat()} is not newer than the stored "
-            f"{stored_at.isoformat()}",
-        )
-    if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
-        raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
+    if (judged := judge_result(row, payload, snapshot_hash, meta)) is not None:
+        return row, judged
     _write_content(row, payload, snapshot_hash, ttl)
-    row.updated_at = now
-    if meta.generation is not None and meta.generation < row.generation:
-        return row, UpsertOutcome.APPLIED_STILL_STALE
-    _record_fresh(session, row, now)
-    _clear_stale(row)
-    return row, UpsertOutcome.APPLIED
+    transitions: list[FreshTransition] = []
+    outcome = settle_result(row, payload, snapshot_hash, meta, now, transitions.append)
+    session.add_all(
+        FreshTransitionRow(at=now, user_id=t.user_id, stale_s=t.stale_s, wait_s=t.wait_s)
+        for t in transitions
+    )
+    return row, outcome
 
 
-def _record_fresh(session: AsyncSession, row: HighlightRow, now: datetime) -> None:
-    """A stale row becomes fresh: record how long it was stale and how long its request
-    waited (the overview's time-to-fresh), in the same transaction."""
+@dataclass(frozen=True, slots=True)
+class FreshTransition:
+    """A result made a stale row fresh: how long it was stale, how long its request waited
+    (the overview's time-to-fresh; written in the result's transaction)."""
+
+    user_id: int
+    stale_s: float
+    wait_s: float | None
+
+
+def fresh_transition(row: Requestable, now: datetime) -> FreshTransition | None:
     if not row.is_stale or row.stale_since is None:
-        return
+        return None
     requested = row.regen_requested_at
-    session.add(
-        FreshTransitionRow(
-            at=now,
-            user_id=row.user_id,
-            stale_s=max((now - row.stale_since).total_seconds(), 0.0),
-            wait_s=max((now - requested).total_seconds(), 0.0) if requested else None,
-        )
+    return FreshTransition(
+        row.user_id,
+        max((now - row.stale_since).total_seconds(), 0.0),
+        max((now - requested).total_seconds(), 0.0) if requested else None,
     )
 
 

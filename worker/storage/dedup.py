@@ -107,3 +107,23 @@ def outcomes_write(stream: InputStream, outcomes: dict[str, list[str]]) -> Write
         "p_outcome": literal("text", [o for _, o in pairs]),
     }
     return Write(PG_OUTCOMES, params)
+
+
+PG_UNCLAIM = (
+    "DELETE FROM processed_events WHERE stream = CAST(:u_stream AS text) "
+    f"AND event_id = ANY({array('u_ids', 'text')})"
+)
+
+
+def record_writes(stream: InputStream, outcomes: dict[str, list[str]]) -> list[Write | None]:
+    """PostgreSQL: ``record_outcomes`` as ``Write``s for a batch's one statement: the
+    dead-lettered events unclaimed (a replay from the dead-letter topic is applied), the
+    others' outcomes stored."""
+    applied = {o: ids for o, ids in outcomes.items() if o != DEAD_LETTERED}
+    dead = outcomes.get(DEAD_LETTERED)
+    unclaim = (
+        Write(PG_UNCLAIM, {"u_stream": stream.value, "u_ids": literal("text", dead)})
+        if dead
+        else None
+    )
+    return [unclaim, outcomes_write(stream, applied)]

@@ -55,6 +55,7 @@ _ENCODERS: dict[str, Callable[[Any], str]] = {
     "bigint": str,
     "integer": str,
     "boolean": _boolean,
+    "double precision": repr,
     "text": _text,
     "timestamptz": _timestamp,
 }

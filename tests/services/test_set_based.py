@@ -1,0 +1,337 @@
+"""Results and request mappings set-based on PostgreSQL: a fixed number of statements per
+batch, and the same effects as the ORM path (which SQLite runs) on the same events."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tests.helpers.clock import T0, FakeClock
+from tests.helpers.database import truncate_all
+from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
+from worker.domain.batch import RawMessage
+from worker.domain.messages import InputStream
+from worker.services import outbox
+from worker.services.pipeline import Pipeline
+from worker.services.store import HighlightStore
+from worker.storage.models import (
+    FreshTransitionRow,
+    HighlightRow,
+    ParkedCommentRow,
+    ProcessedEventRow,
+    SignalActivityRow,
+    SignalRequestRow,
+)
+
+
+def _postgres_only(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    engine: AsyncEngine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the set-based paths are PostgreSQL's")
+    return engine
+
+
+class _Statements:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine, self.seen = engine, list[str]()
+
+    def __enter__(self) -> _Statements:
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, *args: Any) -> None:
+        self.seen.append(args[2])
+
+
+def mapping(eid: str, req: str, user: int, minutes: int = 0) -> RawMessage:
+    doc = {"event_id": eid, "request_id": req, "user_id": user}
+    return raw({**doc, "occurred_at": later(minutes).isoformat()})
+
+
+async def test_a_result_batch_costs_the_same_statements_at_any_size(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """Half the results create rows, half answer pending requests (some answered by an
+    older generation: asked again), with superseded, conflicting and duplicate ones."""
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    for user in range(1, 1001):
+        await store.upsert_auto(store_result(user), f"snap-{user}")
+        await store.mark_stale(user, "new_comment")  # a pending request at generation 1
+    counts = []
+    for size, first in ((10, 0), (600, 10)):
+        batch = []
+        for i in range(first, first + size):
+            user, kind = 1 + i, i % 6
+            if kind in (0, 1, 2):  # a row to create
+                batch.append(generated(f"g{i}", 5000 + i, later(5), "new"))
+            elif kind == 3:  # answers the pending request
+                batch.append(generated(f"g{i}", user, later(5), "b", generation=1))
+            elif kind == 4:  # superseded (older than the stored one)
+                batch.append(generated(f"g{i}", user, later(-5), "old"))
+            else:  # a conflict, then a duplicate of the first event
+                batch.append(generated(f"g{i}", user, later(5), "x", base_snapshot_hash="no"))
+        batch.append(batch[0])
+        with _Statements(engine) as statements:
+            res = await pipeline.process(G, batch)
+        assert sum(res.outcomes.values()) == size + 1
+        counts.append(len(statements.seen))
+    assert counts == [3, 3]  # claim; create and lock; every write as one statement
+
+
+async def test_a_mapping_batch_costs_the_same_statements_at_any_size(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """Each mapping releases its parked comments (two per request, some for users with
+    no row yet); the statement count does not grow with the batch."""
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    for user in range(1, 301):
+        await store.upsert_auto(store_result(user), f"snap-{user}")
+    counts, released = [], []
+    for size, first in ((5, 0), (400, 5)):
+        parked = [
+            comment(f"c{i}-{k}", None, later(1 + k), req=f"req-{i}")
+            for i in range(first, first + size)
+            for k in range(2)
+        ]
+        res = await pipeline.process(C, parked)
+        assert res.outcomes == {("comments", "parked"): 2 * size}
+        batch = [mapping(f"m{i}", f"req-{i}", 1 + i % 350) for i in range(first, first + size)]
+        with _Statements(engine) as statements:
+            res = await pipeline.process(R, batch)
+        counts.append(len(statements.seen))
+        released.append(res.outcomes[("comments", "unparked")])
+    assert counts == [5, 5]  # claim; locks; map + unpark; create and lock; writes
+    assert released == [10, 800]
+    async with sessions() as session:
+        assert (await session.scalars(select(ParkedCommentRow))).all() == []
+
+
+def store_result(user: int) -> Any:
+    from tests.helpers.factories import result
+
+    return result(user)
+
+
+async def test_a_request_mapped_twice_in_one_batch_releases_to_its_first_mapping(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    await pipeline.process(C, [comment("c1", None, later(1), req="q")])
+    res = await pipeline.process(R, [mapping("m1", "q", 7, 1), mapping("m2", "q", 8, 2)])
+    assert res.outcomes[("comments", "missing_requested")] == 1
+    async with sessions() as session:
+        users = (await session.scalars(select(HighlightRow.user_id))).all()
+        mapped = await session.scalar(select(SignalRequestRow.user_id))
+    assert users == [7] and mapped == 8
+
+
+# -- differential: the set-based path against the ORM path on the same events ----------
+
+
+def _events(seed: int) -> Iterator[tuple[InputStream, list[RawMessage]]]:
+    """Batches of random events about few users and requests, so that rules collide:
+    stale marks, coalescing, parked comments, re-mapped requests, results that create rows,
+    answer (by request id or generation) or fall behind the fence, superseded, conflicting
+    and duplicate results, and redeliveries."""
+    rnd = random.Random(seed)
+    ids = itertools.count()
+    sent: list[tuple[InputStream, RawMessage]] = []
+    for _ in range(14):
+        stream = rnd.choice([C, C, R, G, G])
+        batch = [_one(rnd, stream, next(ids)) for _ in range(rnd.randint(1, 8))]
+        redelivered = [m for s, m in sent if s is stream]
+        if redelivered and rnd.random() < 0.3:
+            batch.append(rnd.choice(redelivered))
+        sent.extend((stream, m) for m in batch)
+        yield stream, batch
+
+
+def _one(rnd: random.Random, stream: InputStream, n: int) -> RawMessage:
+    user, at = rnd.randint(1, 5), rnd.randint(0, 40)
+    req = f"q{rnd.randint(1, 4)}"
+    if stream is C:
+        kind = rnd.choice(["created", "created", "edited", "deleted"])
+        return comment(f"c{n}", rnd.choice([user, None]), later(at), kind, req=req)
+    if stream is R:
+        return mapping(f"m{n}", req, user, at)
+    extra: dict[str, Any] = {}
+    if rnd.random() < 0.4:
+        extra["generation"] = rnd.randint(0, 4)
+    if rnd.random() < 0.3:
+        extra["base_snapshot_hash"] = f"s{rnd.randint(0, 3)}"
+    if rnd.random() < 0.3:
+        extra["regen_request_id"] = f"{rnd.randint(0, 12):032x}"
+    return generated(f"g{n}", user, later(at), f"s{rnd.randint(0, 3)}", **extra)
+
+
+async def _run(
+    sessions: async_sessionmaker[AsyncSession], seed: int, set_based: bool
+) -> dict[str, Any]:
+    engine: AsyncEngine = sessions.kw["bind"]
+    await truncate_all(engine)
+    counter = itertools.count()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(outbox, "new_request_id", lambda: f"{next(counter):032x}")
+    clock = FakeClock(now=T0 + timedelta(hours=1), step=timedelta(seconds=1))
+    pipeline = Pipeline(sessions, clock=clock, set_based=set_based)
+    batches = []
+    try:
+        for stream, batch in _events(seed):
+            res = await pipeline.process(stream, batch)
+            batches.append(
+                (
+                    dict(res.outcomes),
+                    dict(res.regen_requests),
+                    sorted(res.turnaround_s),
+                    [d.reason.value for d in res.dead_letters],
+                )
+            )
+    finally:
+        patch.undo()
+    return {"batches": batches, **(await _state(sessions))}
+
+
+async def _state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    async with sessions() as session:
+
+        async def rows(model: Any, *order: Any) -> list[dict[str, Any]]:
+            found = (await session.scalars(select(model).order_by(*order))).all()
+            return [
+                {c.key: getattr(r, c.key) for c in model.__table__.columns if c.key != "id"}
+                for r in found
+            ]
+
+        state = {
+            "highlights": await rows(HighlightRow, HighlightRow.user_id),
+            "parked": [
+                (p["event_id"], p["request_id"])
+                for p in await rows(ParkedCommentRow, ParkedCommentRow.event_id)
+            ],
+            "mappings": await rows(SignalRequestRow, SignalRequestRow.request_id),
+            "fresh": await rows(
+                FreshTransitionRow, FreshTransitionRow.user_id, FreshTransitionRow.id
+            ),
+            "activity": await rows(SignalActivityRow, SignalActivityRow.user_id),
+            "processed": await rows(
+                ProcessedEventRow, ProcessedEventRow.stream, ProcessedEventRow.event_id
+            ),
+        }
+    queued = [(m.key, m.payload()) for m in await queued_messages(sessions)]
+    return {**state, "outbox": queued}
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_the_set_based_path_agrees_with_the_orm_path(
+    sessions: async_sessionmaker[AsyncSession], seed: int
+) -> None:
+    """Same events, same clock, same request ids: the same outcomes and the same rows, map,
+    parked comments, activity, processed events and queued requests. On SQLite both runs
+    take the ORM path (the test then checks that it is deterministic)."""
+    orm = await _run(sessions, seed, set_based=False)
+    assert await _run(sessions, seed, set_based=True) == orm
+    async with sessions() as session:
+        assert await session.scalar(text("SELECT 1")) == 1
+
+
+# -- the park/map race, closed for whole batches ------------------------------------------
+
+
+async def _waits_on_advisory_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as probe:
+        waiting = await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+        )
+    return bool(waiting)
+
+
+LOCK_Q = "SELECT pg_advisory_xact_lock(hashtextextended('q', 7))"
+
+
+async def test_a_comment_batch_waits_for_a_mapping_in_flight_and_then_resolves(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """A mapping transaction holds the request's lock and has saved the mapping, not yet
+    committed: a comment batch must not park the comment (nobody would release it)."""
+    import asyncio
+
+    from tests.helpers.live import eventually
+
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    await store.upsert_auto(store_result(4), "snap-4")
+    async with engine.connect() as other:
+        await other.execute(text(LOCK_Q))
+        await other.execute(
+            text(
+                "INSERT INTO signal_requests (request_id, user_id, occurred_at, created_at) "
+                "VALUES ('q', 4, now(), now())"
+            )
+        )
+        batch = asyncio.create_task(
+            pipeline.process(
+                C, [comment("c1", None, later(1), req="q"), comment("c2", 4, later(1))]
+            )
+        )
+        await eventually(lambda: _waits_on_advisory_lock(engine), timeout=10, what="lock wait")
+        await other.commit()
+    res = await asyncio.wait_for(batch, timeout=10)
+    assert res.outcomes == {("comments", "stale_marked"): 1, ("comments", "coalesced"): 1}
+
+
+async def test_a_mapping_batch_waits_for_a_comment_being_parked_and_releases_it(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """A comment transaction holds the request's lock and has parked its comment, not yet
+    committed: the mapping batch waits, then releases that comment exactly once."""
+    import asyncio
+
+    from tests.helpers.live import eventually
+
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    await store.upsert_auto(store_result(4), "snap-4")
+    doc = {
+        "event_id": "c1",
+        "type": "comment.created",
+        "comment_id": "c-c1",
+        "request_id": "q",
+        "occurred_at": later(1).isoformat(),
+    }
+    async with engine.connect() as other:
+        await other.execute(text(LOCK_Q))
+        await other.execute(
+            text(
+                "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
+                "VALUES ('c1', 'q', CAST(:doc AS jsonb), now())"
+            ),
+            {"doc": json.dumps(doc)},
+        )
+        batch = asyncio.create_task(pipeline.process(R, [mapping("m1", "q", 4)]))
+        await eventually(lambda: _waits_on_advisory_lock(engine), timeout=10, what="lock wait")
+        await other.commit()
+    res = await asyncio.wait_for(batch, timeout=10)
+    assert res.outcomes[("comments", "unparked")] == 1
+    assert res.outcomes[("comments", "stale_marked")] == 1
+    again = await pipeline.process(R, [mapping("m2", "q", 4, 1)])
+    assert ("comments", "unparked") not in again.outcomes

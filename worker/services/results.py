@@ -1,0 +1,253 @@
+"""Generated results: what a result does to its row, and its set-based form for PostgreSQL.
+
+``apply_result`` is the one rule after the store's (``store.judge_result`` refuses a
+superseded result or a snapshot conflict, ``store.settle_result`` applies one behind the
+generation fence, an override untouched): a pending request the result answers is cleared,
+and asked again when the row stays stale. It works on an ORM row as well as on plain
+``RowState`` values. ``apply_result_batch`` applies a batch of results on PostgreSQL in two
+statements after the claim, whatever its size: create the rows results will write to and
+lock them all, then (rules applied in Python) write the rows, the outbox row and the
+outcomes (dead-lettered events unclaimed) together. SQLite keeps the ORM path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
+from worker.domain.messages import GeneratedEvent, InputStream, RejectReason
+from worker.domain.values import (
+    AttributedQuote,
+    GeneratedHighlight,
+    UpsertMeta,
+    UpsertOutcome,
+    quote_json,
+)
+from worker.services.comments import WRITTEN, lock_states
+from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
+from worker.services.store import (
+    FreshTransition,
+    judge_result,
+    request_if_unanswered,
+    settle_result,
+    validate_result,
+)
+from worker.storage import dedup
+from worker.storage.models import RowState
+from worker.storage.pgarray import Write, literal, unnest_rows, write_together
+
+log = logging.getLogger(__name__)
+
+
+def result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
+    payload = GeneratedHighlight(
+        user_id=event.user_id,
+        bio_text=event.bio_text,
+        proof_points=list(event.proof_points),
+        quotes=[
+            q if isinstance(q, str) else AttributedQuote(text=q.text, comment_id=q.comment_id)
+            for q in event.quotes
+        ],
+        source_group=event.source_group,
+        llm_model=event.llm_model,
+        generated_at=event.generated_at,
+        stale_after=event.stale_after,
+    )
+    meta = UpsertMeta(
+        base_snapshot_hash=event.base_snapshot_hash,
+        generation=event.generation,
+        regen_request_id=event.regen_request_id,
+    )
+    return payload, meta
+
+
+def answers_pending(row: Requestable, event: GeneratedEvent) -> bool:
+    if row.regen_request_id is None:
+        return False
+    if event.regen_request_id is not None and event.regen_request_id == row.regen_request_id:
+        return True
+    return (
+        event.generation is not None
+        and row.regen_generation is not None
+        and event.generation >= row.regen_generation
+    )
+
+
+def apply_result(
+    sink: OutboxSink,
+    row: Requestable,
+    event: GeneratedEvent,
+    outcome: UpsertOutcome,
+    pending_since: datetime | None,
+    now: datetime,
+    result: BatchResult,
+) -> str:
+    """What follows a stored result on its row; returns the outcome's name."""
+    if outcome is UpsertOutcome.APPLIED and pending_since is not None:
+        result.turnaround_s.append((now - pending_since).total_seconds())
+    if outcome is UpsertOutcome.APPLIED_STILL_STALE and answers_pending(row, event):
+        # The pending request was answered, but by content older than the latest mark.
+        row.regen_request_id = None
+        if request_if_unanswered(sink, row, now, f"result:{event.event_id}"):
+            result.regen_requests[row.stale_reason or "manual"] += 1
+    return outcome.value
+
+
+# The content columns a result writes besides the freshness ones (``WRITTEN``).
+CONTENT = {
+    "bio_text": "text",
+    "proof_points_json": "jsonb",
+    "quotes_json": "jsonb",
+    "source_group": "text",
+    "snapshot_hash": "text",
+    "llm_model": "text",
+    "generated_at": "timestamptz",
+    "stale_after": "timestamptz",
+}
+RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN}
+RESULT_WRITE = (
+    "UPDATE user_profile_highlights AS h SET "
+    + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN})
+    + f" FROM {unnest_rows(RESULT_COLUMNS, 'g_')} WHERE h.user_id = v.user_id"
+)
+
+
+_FROM_CONTENT = frozenset(CONTENT) - {"snapshot_hash", "generated_at"}  # the rest: RowState
+
+
+@dataclass(slots=True)
+class _Content:
+    bio_text: str
+    proof_points_json: str
+    quotes_json: str
+    source_group: str
+    llm_model: str
+    stale_after: datetime
+
+
+def _content(payload: GeneratedHighlight, ttl: timedelta) -> _Content:
+    return _Content(
+        payload.bio_text,
+        json.dumps(list(payload.proof_points)),
+        json.dumps([quote_json(q) for q in payload.quotes]),
+        payload.source_group,
+        payload.llm_model,
+        payload.stale_after or payload.generated_at + ttl,
+    )
+
+
+def rows_write(states: dict[int, RowState], contents: dict[int, _Content]) -> Write | None:
+    """The changed rows (content and freshness columns) as one UPDATE from arrays."""
+    users = sorted(contents)
+    if not users:
+        return None
+    params: dict[str, object] = {}
+    for name, kind in RESULT_COLUMNS.items():
+        source: Mapping[int, object] = contents if name in _FROM_CONTENT else states
+        values = [getattr(source[u], name) for u in users]
+        params["g_" + name] = literal("text" if kind == "jsonb" else kind, values)
+    return Write(RESULT_WRITE, params)
+
+
+TRANSITION_COLUMNS = {
+    "user_id": "bigint",
+    "stale_s": "double precision",
+    "wait_s": "double precision",
+}
+TRANSITIONS = (
+    "INSERT INTO fresh_transitions (at, user_id, stale_s, wait_s) "
+    "SELECT CAST(:f_at AS timestamptz), v.user_id, v.stale_s, v.wait_s "
+    f"FROM {unnest_rows(TRANSITION_COLUMNS, 'f_')}"
+)
+
+
+def transitions_write(transitions: list[FreshTransition], now: datetime) -> Write | None:
+    """The batch's stale-to-fresh transitions (the overview's time-to-fresh), in order."""
+    if not transitions:
+        return None
+    params: dict[str, object] = {"f_at": now}
+    for name, kind in TRANSITION_COLUMNS.items():
+        params["f_" + name] = literal(kind, [getattr(t, name) for t in transitions])
+    return Write(TRANSITIONS, params)
+
+
+@dataclass
+class _Batch:
+    """A result batch's working set on plain values."""
+
+    now: datetime
+    ttl: timedelta
+    result: BatchResult
+    states: dict[int, RowState]
+    contents: dict[int, _Content]
+    queued: list[OutboxEntry]
+    outcomes: dict[str, list[str]]
+    transitions: list[FreshTransition] = field(default_factory=list)
+
+    def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
+        state = self.states.get(event.user_id)
+        try:
+            judged = judge_result(state, payload, event.snapshot_hash, meta)
+        except (SupersededResult, SnapshotConflict) as exc:
+            log.info("result %s: %s", event.event_id, exc)
+            refused = isinstance(exc, SupersededResult)
+            return (UpsertOutcome.SUPERSEDED if refused else UpsertOutcome.CONFLICT).value
+        assert state is not None  # created by lock_states: the result names no base snapshot
+        if judged is not None:
+            return judged.value
+        pending_since = state.regen_requested_at
+        self.contents[event.user_id] = _content(payload, self.ttl)
+        outcome = settle_result(
+            state, payload, event.snapshot_hash, meta, self.now, self.transitions.append
+        )
+        return apply_result(
+            self.queued.append, state, event, outcome, pending_since, self.now, self.result
+        )
+
+
+async def apply_result_batch(
+    session: AsyncSession,
+    events: list[tuple[RawMessage, GeneratedEvent]],
+    now: datetime,
+    ttl: timedelta,
+    result: BatchResult,
+    record: Callable[[dict[str, list[str]]], list[Write | None]],
+) -> dict[str, list[str]]:
+    """Apply already-claimed results in order; returns event ids by outcome. A result the
+    store refuses as invalid is dead-lettered (``record`` unclaims it)."""
+    stream = InputStream.GENERATED
+    batch = _Batch(now, ttl, result, {}, {}, [], {})
+    valid: list[tuple[GeneratedEvent, GeneratedHighlight, UpsertMeta]] = []
+    for message, event in events:
+        payload, meta = result_of(event)  # once per event: a model with validation
+        try:
+            validate_result(payload, event.snapshot_hash, now)
+        except InvalidInput as exc:
+            result.dead_letters.append(
+                DeadLetter(message, RejectReason.REJECTED_BY_STORE, str(exc))
+            )
+            batch.outcomes.setdefault(dedup.DEAD_LETTERED, []).append(event.event_id)
+            result.count(stream, dedup.DEAD_LETTERED)
+            continue
+        valid.append((event, payload, meta))
+    if valid:
+        creating = {e.user_id for e, _, _ in valid if e.base_snapshot_hash is None}
+        batch.states = await lock_states(session, {e.user_id for e, _, _ in valid}, now, creating)
+    for event, payload, meta in valid:
+        outcome = batch.apply(event, payload, meta)
+        result.count(stream, outcome)
+        batch.outcomes.setdefault(outcome, []).append(event.event_id)
+    writes = [
+        rows_write(batch.states, batch.contents),
+        insert_write(batch.queued),
+        transitions_write(batch.transitions, now),
+    ]
+    await write_together(session, [*writes, *record(batch.outcomes)])
+    return batch.outcomes
