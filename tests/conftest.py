@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -88,3 +89,10 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> HighlightStore:
     return HighlightStore(sessions, ttl=timedelta(days=7), clock=clock)
+
+
+# The tests written before the scheduler test immediate requests: no settle time and no
+# budget, for in-process code and the worker processes the live tests start (they inherit
+# the environment). Scheduler tests set their own (tests/services/test_scheduler.py ...).
+os.environ.setdefault("WB_REGEN_SETTLE", "0")
+os.environ.setdefault("WB_REGEN_RATE", "0")

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_within: float = Field(default=0.05, gt=0)
     regen_retry_after: Duration = timedelta(minutes=15)
+    # The scheduler (README "Regeneration budget"): settle 0 and rate 0 = request at once.
+    regen_settle: Duration = timedelta(seconds=5)
+    regen_max_wait: Duration = timedelta(seconds=60)
+    regen_rate: float = Field(default=600.0, ge=0)  # requests a minute, all workers; 0 = no cap
+    regen_burst: int = Field(default=100, ge=0)  # 0 = one minute's worth
+    regen_tick: Duration = timedelta(milliseconds=250)
     sweep_interval: Duration = timedelta(seconds=60)
     sweep_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     relay_interval: Duration = timedelta(seconds=1)

@@ -45,7 +45,7 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
     # builder makes for the same row, and valid by the published model.
     assert row.regen_request_id is not None
     assert expired == regen_request_payload(
-        row.regen_request_id, 1, RegenReason.EXPIRED, row.generation, "a", clock.now, "sweep"
+        row.regen_request_id, 1, RegenReason.EXPIRED, row.generation, "a", clock.now, "sweep", 4
     )
     assert RegenRequestEvent.model_validate(expired).snapshot_hash == "a"
     assert row.regen_generation == row.generation == 1

@@ -45,9 +45,11 @@ def _print_json(data: Any) -> None:
 
 
 async def _with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from worker.services import scheduler
     from worker.services.store import HighlightStore
     from worker.storage.database import create_engine, session_factory
 
+    scheduler.configure(scheduler.policy_from(settings))  # requests queue as in the worker
     engine = create_engine(settings.database_url)
     try:
         return await action(HighlightStore(session_factory(engine), ttl=settings.highlight_ttl))
@@ -272,6 +274,9 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
             click.echo(f"\r{phase}: {seen['n']} rows scanned", nl=False, err=True)
 
     async def go() -> tuple[ScanTotals, bool]:
+        from worker.services import scheduler
+
+        scheduler.configure(scheduler.policy_from(settings))
         engine = create_engine(settings.database_url)
         try:
             scan = FreshnessScan(
@@ -359,7 +364,7 @@ def freshness_report(
     type=click.FloatRange(min=0.1),
     default=50.0,
     show_default=True,
-    help="At most this many stale marks (regen requests) per second.",
+    help="At most this many stale marks per second (requests then go out within WB_REGEN_RATE).",
 )
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Resume after this user id.")
 @click.option("--dry-run", is_flag=True)
@@ -401,7 +406,9 @@ def reseed(
     result = _run(_with_store(get_settings(), go))
     click.echo(
         f"reseed{' (dry run)' if dry_run else ''}: {result.marked} marked stale, "
-        f"{result.requested} regen requests, last user id {result.last_user_id}"
+        f"{result.requested} regen requests"
+        + (f" ({result.queued} queued within the budget)" if result.queued else "")
+        + f", last user id {result.last_user_id}"
     )
 
 

@@ -166,6 +166,20 @@ UserId = Annotated[StrictInt, Field(gt=0, le=MAX_USER_ID)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_CHARS)]
 
 
+class WireQuote(BaseModel):
+    """A quote attributed to a comment (``quotes`` items may also be plain strings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: Text
+    comment_id: Id
+
+    @field_validator("text")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -205,7 +219,7 @@ class GeneratedEvent(_Event):
     user_id: UserId
     bio_text: Annotated[str, Field(min_length=1, max_length=MAX_BIO_CHARS)]
     proof_points: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
-    quotes: Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+    quotes: Annotated[list[Text | WireQuote], Field(max_length=MAX_LIST_ITEMS)]
     source_group: Annotated[str, Field(min_length=1, max_length=200)]
     snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)]
     llm_model: Annotated[str, Field(min_length=1, max_length=200)]
@@ -254,6 +268,9 @@ class RegenRequestEvent(BaseModel):
     snapshot_hash: str | None
     requested_at: Timestamp
     trigger: str | None = None
+    # 0 most urgent: deleted comment (privacy), missing, new/edited comments, operator,
+    # expired, reseed (``worker.domain.scheduling.Priority``).
+    priority: Annotated[StrictInt, Field(ge=0, le=9)] = 3
 
 
 def regen_request_payload(
@@ -264,6 +281,7 @@ def regen_request_payload(
     snapshot_hash: str | None,
     now: datetime,
     trigger: str | None,
+    priority: int = 3,
 ) -> dict[str, Any]:
     """The JSON of a ``RegenRequestEvent``, built as a dict on the hot path (a model per
     request costs more than the rest of its handling). Its one twin, the sweep's SQL
@@ -279,6 +297,7 @@ def regen_request_payload(
     }
     if trigger:
         payload["trigger"] = trigger
+    payload["priority"] = priority
     return payload
 
 

@@ -47,6 +47,7 @@ class StaleOutcome(StrEnum):
 
     REQUESTED = "requested"
     COALESCED = "coalesced"
+    SETTLED = "settled"  # absorbed by a request still queued (settling): pushed back
     OVERRIDE_LOCKED = "override_locked"
 
 
@@ -83,6 +84,44 @@ def refuse_nul(value: Any) -> Any:
     return value
 
 
+class AttributedQuote(BaseModel):
+    """A quote the generator attributes to a comment: withheld once that comment is deleted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_ITEM_CHARS)
+    comment_id: str = Field(min_length=1, max_length=200)
+
+    @field_validator("text", "comment_id")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return refuse_nul(value)
+
+
+# An item of ``quotes``: a plain string (unattributed), or attributed to a comment.
+Quote = str | AttributedQuote
+
+
+def quote_json(quote: Quote) -> Any:
+    """How a quote is stored and served: the string, or ``{"text", "comment_id"}``."""
+    return quote if isinstance(quote, str) else quote.model_dump()
+
+
+def quote_comment_id(item: Any) -> str | None:
+    """The comment a stored quote is attributed to, if any."""
+    if isinstance(item, dict) and item.get("comment_id") is not None:
+        return str(item["comment_id"])
+    return None
+
+
+def withhold(quotes: list[Any], deleted: frozenset[str]) -> list[Any]:
+    """The stored quotes minus those attributed to a deleted comment (privacy: applies at
+    once, before any regeneration, and to a stale highlight still displayed)."""
+    if not deleted:
+        return list(quotes)
+    return [q for q in quotes if quote_comment_id(q) not in deleted]
+
+
 class GeneratedHighlight(BaseModel):
     """The content a generator produced for one user (what ``upsert_auto`` stores)."""
 
@@ -91,7 +130,7 @@ class GeneratedHighlight(BaseModel):
     user_id: int = Field(gt=0, le=MAX_USER_ID)
     bio_text: str = Field(min_length=1, max_length=MAX_BIO_CHARS)
     proof_points: list[str] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
-    quotes: list[str] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    quotes: list[Quote] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     source_group: str = Field(min_length=1, max_length=200)
     llm_model: str = Field(min_length=1, max_length=200)
     generated_at: datetime
@@ -104,9 +143,9 @@ class GeneratedHighlight(BaseModel):
 
     @field_validator("proof_points", "quotes")
     @classmethod
-    def _item_size(cls, items: list[str]) -> list[str]:
+    def _item_size(cls, items: list[Any]) -> list[Any]:
         for item in items:
-            if len(item) > MAX_ITEM_CHARS:
+            if isinstance(item, str) and len(item) > MAX_ITEM_CHARS:
                 raise ValueError(f"an item is longer than {MAX_ITEM_CHARS} characters")
         return items
 

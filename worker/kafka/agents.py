@@ -285,8 +285,21 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
 
 
 def _timers(app: faust.App, rt: Runtime) -> None:
-    """The sweep (leader only), the database-backed gauges and readiness on assignment."""
+    """The sweep (leader only), the scheduler (every worker), the database-backed gauges
+    and readiness on assignment."""
     settings = rt.settings
+
+    @app.task
+    async def regen_scheduler() -> None:
+        if rt.regen_policy.immediate:
+            return  # requests are made at once: nothing ever waits in the queue
+        tick = settings.regen_tick.total_seconds()
+        while not app.should_stop:
+            try:
+                await rt.retry_transient("scheduler", rt.schedule_once)
+            except Exception as exc:  # a bug must not stop the loop: log and go on
+                log.exception("scheduler step failed: %s", exc)
+            await asyncio.sleep(tick)
 
     @app.timer(settings.sweep_interval.total_seconds(), on_leader=True)
     async def sweep() -> None:

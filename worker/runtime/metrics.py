@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.batch import BatchResult
 from worker.domain.freshness import FreshnessState
 from worker.domain.messages import InputStream, RejectReason
+from worker.domain.scheduling import Priority
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
-from worker.services import outbox
+from worker.services import outbox, scheduler
 from worker.services import signal_records as signal
 from worker.services.overview import Figures, current_figures
 
@@ -47,6 +48,7 @@ STATES = tuple(s.value for s in FreshnessState)
 EVENT_OUTCOMES = (
     "stale_marked",
     "coalesced",
+    "settled",
     "override_locked",
     "already_included",
     "missing_requested",
@@ -65,7 +67,9 @@ LABEL_VALUES: dict[str, frozenset[str]] = {
     "reason": frozenset({*(r.value for r in RejectReason), *(r.value for r in RegenReason)}),
     "state": frozenset(STATES),
     "action": frozenset(SWEEP_ACTIONS),
+    "priority": frozenset(p.name.lower() for p in Priority),
 }
+QUEUED_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
 def observe_many(histogram: Histogram, value: float, times: int) -> None:
@@ -134,6 +138,37 @@ class Metrics:
             buckets=TURNAROUND_BUCKETS,
             registry=r,
         )
+        self.regen_queued = Gauge(
+            "wb_regen_queued",
+            "Regen requests queued with the scheduler (not yet published), by priority",
+            ["priority"],
+            registry=r,
+        )
+        self.regen_budget = Gauge(
+            "wb_regen_budget_tokens",
+            "Regen requests the shared budget allows right now (-1: no budget)",
+            registry=r,
+        )
+        self.regen_queued_time = Histogram(
+            "wb_regen_queued_seconds",
+            "Time a regen request spent queued with the scheduler before it was published",
+            buckets=QUEUED_BUCKETS,
+            registry=r,
+        )
+        self.regen_settled = Counter(
+            "wb_regen_settled",
+            "Changes absorbed by a request still settling in the queue",
+            registry=r,
+        )
+        self.regen_scheduled = Counter(
+            "wb_regen_scheduled",
+            "Queued regen requests released by the scheduler, by priority",
+            ["priority"],
+            registry=r,
+        )
+        for p in Priority:
+            self.regen_queued.labels(p.name.lower())
+            self.regen_scheduled.labels(p.name.lower())
         self.highlights = Gauge("wb_highlights", "Highlights by state", ["state"], registry=r)
         self.pending = Gauge("wb_regen_pending", "Pending regenerations (queue depth)", registry=r)
         self.backlog = Gauge("wb_outbox_backlog", "Outbox rows not yet published", registry=r)
@@ -162,6 +197,8 @@ class Metrics:
             self.events.labels(event_stream, outcome).inc(n)
             if event_stream == "generated" and outcome != "dead_lettered":
                 self.results.labels(outcome).inc(n)
+            if outcome == "settled":
+                self.regen_settled.inc(n)
         for letter in result.dead_letters:
             self.dead_letters.labels(stream, letter.reason.value).inc()
         for reason, n in result.regen_requests.items():
@@ -172,8 +209,23 @@ class Metrics:
         for seconds in result.turnaround_s:
             self.turnaround.observe(seconds)
 
-    async def refresh_gauges(self, session: AsyncSession, now: datetime) -> Figures:
+    def record_scheduled(self, done: scheduler.Published) -> None:
+        for seconds in done.waits_s:
+            self.regen_queued_time.observe(max(seconds, 0.0))
+        for priority in done.priorities:
+            self.regen_scheduled.labels(_priority_name(priority)).inc()
+        if done.budget_left is not None:
+            self.regen_budget.set(done.budget_left)
+
+    async def refresh_gauges(
+        self, session: AsyncSession, now: datetime, policy: scheduler.RegenPolicy | None = None
+    ) -> Figures:
         """Set the database-backed gauges; returns the figures (the overview samples them)."""
+        depths = await scheduler.queue_depths(session)
+        for p in Priority:
+            self.regen_queued.labels(p.name.lower()).set(depths.get(int(p), 0))
+        left = await scheduler.budget_left(session, now, policy or scheduler.current_policy())
+        self.regen_budget.set(-1 if left is None else left)
         figures = await current_figures(session, now)
         for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)
@@ -186,3 +238,10 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _priority_name(priority: int) -> str:
+    try:
+        return Priority(priority).name.lower()
+    except ValueError:
+        return "operator"

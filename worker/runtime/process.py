@@ -21,7 +21,7 @@ from worker.domain.batch import BatchResult, RawMessage
 from worker.domain.messages import InputStream
 from worker.domain.values import utcnow
 from worker.runtime.metrics import Metrics
-from worker.services import outbox, overview
+from worker.services import outbox, overview, scheduler
 from worker.services.outbox import OutboxMessage
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
@@ -71,6 +71,8 @@ class Runtime:
             retry_after=self.settings.regen_retry_after,
             chunk_size=self.settings.sweep_chunk,
         )
+        self.regen_policy = scheduler.policy_from(self.settings)
+        scheduler.configure(self.regen_policy)
         self.relay_wakeup = asyncio.Event()
         self.relay_backoff = 0.0  # after a publish that timed out; doubles up to the max
 
@@ -144,6 +146,19 @@ class Runtime:
         self.metrics.regen_published.inc(len(messages))
         return len(messages)
 
+    async def schedule_once(self) -> int:
+        """One scheduler step: publish (to the outbox) the due queued requests the shared
+        budget allows, highest priority first. Every worker runs it; the budget row's lock
+        serialises them."""
+        if self.regen_policy.immediate:
+            return 0
+        async with self.sessions.begin() as session:
+            done = await scheduler.publish_due(session, utcnow(), self.regen_policy)
+        self.metrics.record_scheduled(done)
+        if done.count:
+            self.relay_wakeup.set()
+        return done.count
+
     async def sweep(self) -> ScanTotals:
         totals = await self.retry_transient("sweep", self.sweeper.run)
         for action, n in totals.actions.items():
@@ -175,7 +190,7 @@ class Runtime:
         saving = Counter(self.unsaved_dead_letters)
         async with self.sessions.begin() as session:
             now = utcnow()
-            figures = await self.metrics.refresh_gauges(session, now)
+            figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
             await overview.record_sample(session, figures, now, self.settings.history_interval)
             overview.record_dead_letters(session, saving, now)
         self.unsaved_dead_letters.subtract(saving)

@@ -14,7 +14,7 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import text
@@ -26,7 +26,8 @@ from worker.domain.values import StaleOutcome, StaleReason
 from worker.services import signal_records as signal
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.store import mark_stale_row
-from worker.storage.models import RowState
+from worker.storage.database import dialect_insert
+from worker.storage.models import DeletedCommentRow, RowState
 from worker.storage.pgarray import Write, array, columns_of, literal, unnest_rows, write_together
 
 COMMENT_REASONS = {
@@ -37,6 +38,7 @@ COMMENT_REASONS = {
 STALE_OUTCOMES = {
     StaleOutcome.REQUESTED: "stale_marked",
     StaleOutcome.COALESCED: "coalesced",
+    StaleOutcome.SETTLED: "settled",
     StaleOutcome.OVERRIDE_LOCKED: "override_locked",
 }
 ALREADY_INCLUDED = "already_included"
@@ -52,7 +54,7 @@ def apply_comment(
         reason = COMMENT_REASONS[event.type]
     else:
         return ALREADY_INCLUDED
-    outcome = mark_stale_row(sink, row, reason, now, f"comment:{event.event_id}")
+    outcome = mark_stale_row(sink, row, reason, now, f"comment:{event.event_id}", unseen=1)
     result.stale_event_times.append(event.occurred_at)
     if outcome is StaleOutcome.REQUESTED:
         result.regen_requests[reason.value] += 1
@@ -85,6 +87,13 @@ WRITTEN = {
     "regen_generation": "bigint",
     "regen_attempts": "integer",
     "updated_at": "timestamptz",
+    "regen_queued_at": "timestamptz",
+    "regen_first_change_at": "timestamptz",
+    "regen_last_change_at": "timestamptz",
+    "regen_priority": "integer",
+    "regen_queued_reason": "text",
+    "regen_queued_trigger": "text",
+    "regen_unseen": "integer",
 }
 
 
@@ -108,6 +117,41 @@ WRITE = (
     + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
     + f" FROM {unnest_rows(WRITE_COLUMNS, 'h_')} WHERE h.user_id = v.user_id"
 )
+
+
+DELETED_COLUMNS = {"user_id": "bigint", "comment_id": "text"}
+DELETED = (
+    "INSERT INTO deleted_comments (user_id, comment_id, deleted_at) "
+    f"SELECT v.user_id, v.comment_id, CAST(:d_now AS timestamptz) FROM "
+    f"{unnest_rows(DELETED_COLUMNS, 'd_')} ON CONFLICT DO NOTHING"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deleted:
+    user_id: int
+    comment_id: str
+
+
+def deleted_write(deleted: set[tuple[int, str]], now: datetime) -> Write | None:
+    """PostgreSQL: record the batch's deleted comments (their quotes are withheld at once)."""
+    if not deleted:
+        return None
+    items = [_Deleted(u, c) for u, c in sorted(deleted)]
+    return Write(DELETED, {**columns_of(DELETED_COLUMNS, items, "d_"), "d_now": now})
+
+
+async def record_deleted(
+    session: AsyncSession, deleted: set[tuple[int, str]], now: datetime
+) -> None:
+    """The ORM paths' form of ``deleted_write``."""
+    if deleted:
+        await session.execute(
+            dialect_insert(session)(DeletedCommentRow).on_conflict_do_nothing(
+                index_elements=["user_id", "comment_id"]
+            ),
+            [{"user_id": u, "comment_id": c, "deleted_at": now} for u, c in sorted(deleted)],
+        )
 
 
 # A result creates a row only where it will write to it: the rows to create are a subset.
@@ -205,8 +249,11 @@ async def apply_resolved(
     queued: list[OutboxEntry] = []
     activity: dict[int, signal.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
+    deleted: set[tuple[int, str]] = set()
     for event, user_id in targets:
         activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        if event.type == "comment.deleted":
+            deleted.add((user_id, event.comment_id))
         outcome = apply_comment(queued.append, rows[user_id], event, now, result)
         if outcome != ALREADY_INCLUDED:
             touched[user_id] = rows[user_id]
@@ -215,7 +262,15 @@ async def apply_resolved(
     changed = list(touched.values())
     rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
     await write_together(
-        session, [rows_write, insert_write(queued), activity_upsert, record(outcomes), also]
+        session,
+        [
+            rows_write,
+            insert_write(queued),
+            activity_upsert,
+            deleted_write(deleted, now),
+            record(outcomes),
+            also,
+        ],
     )
     await signal.record_activity(session, falling, now)  # rare: more deletions than comments
     return outcomes

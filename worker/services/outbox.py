@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.messages import regen_request_payload
+from worker.domain.scheduling import priority_for
 from worker.domain.values import RegenReason
 from worker.storage.models import HighlightRow, OutboxRow, RowState
 from worker.storage.pgarray import Write
@@ -122,11 +123,16 @@ def new_request_id() -> str:
 
 
 def regen_payload(
-    row: Requestable, request_id: str, reason: RegenReason, now: datetime, trigger: str | None
+    row: Requestable,
+    request_id: str,
+    reason: RegenReason,
+    now: datetime,
+    trigger: str | None,
+    priority: int,
 ) -> dict[str, Any]:
     """The request ``row`` stands for (its generation and snapshot, as of now)."""
     return regen_request_payload(
-        request_id, row.user_id, reason, row.generation, row.snapshot_hash, now, trigger
+        request_id, row.user_id, reason, row.generation, row.snapshot_hash, now, trigger, priority
     )
 
 
@@ -136,11 +142,16 @@ def request_regeneration(
     reason: RegenReason,
     now: datetime,
     trigger: str | None = None,
+    priority: int | None = None,
 ) -> str:
-    """Make ``row``'s pending request a new one and queue it; returns the request id.
+    """Make ``row``'s pending request a new one and queue it in the outbox; returns the
+    request id. Stale marks do not call this directly: they go through the scheduler
+    (``worker.services.scheduler.enqueue``), which calls this when the request is due.
 
     The caller holds the row lock; the one-pending-per-user rule is the caller's to keep.
     """
+    if priority is None:
+        priority = priority_for(row.stale_reason, trigger)
     request_id = new_request_id()
     row.regen_attempts = row.regen_attempts + 1 if reason is RegenReason.RETRY else 1
     row.regen_request_id = request_id
@@ -151,7 +162,7 @@ def request_regeneration(
         OutboxEntry(
             topic=REGEN_STREAM,
             key=str(row.user_id),
-            payload=regen_payload(row, request_id, reason, now, trigger),
+            payload=regen_payload(row, request_id, reason, now, trigger, priority),
             created_at=now,
         )
     )

@@ -33,7 +33,12 @@ from worker.domain.values import (
     utcnow,
 )
 from worker.services import signal_records as signal
-from worker.services.comments import apply_comment, apply_comment_batch, resolve_or_park
+from worker.services.comments import (
+    apply_comment,
+    apply_comment_batch,
+    record_deleted,
+    resolve_or_park,
+)
 from worker.services.mappings import apply_mapping_batch
 from worker.services.outbox import session_sink
 from worker.services.results import apply_result, apply_result_batch, result_of
@@ -232,6 +237,8 @@ class Pipeline:
             if user_id is None:
                 return "parked"
         tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        if event.type == "comment.deleted":
+            await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)
         row = await tx.row(user_id)
         return apply_comment(session_sink(tx.session), row, event, tx.now, tx.result)
 

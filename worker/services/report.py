@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.services import outbox
+from worker.services import outbox, scheduler
 from worker.storage.models import HighlightRow as H
 
 
@@ -41,6 +41,8 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
         await session.scalar(select(func.count()).where(H.regen_request_id.is_not(None))) or 0
     )
     oldest = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
+    depths = await scheduler.queue_depths(session)
+    oldest_queued = await scheduler.oldest_queued(session)
     return {
         "total": total,
         "stale": stale,
@@ -48,6 +50,10 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "missing": missing,
         "pending_regenerations": pending,
         "outbox_backlog": await outbox.backlog(session),
+        "regen_queue_depth": sum(depths.values()),
+        "regen_queue_oldest_wait_s": round((now - oldest_queued).total_seconds(), 1)
+        if oldest_queued
+        else 0.0,
         "stale_share": round(stale / total, 4) if total else 0.0,
         "oldest_stale_age_s": round((now - oldest).total_seconds(), 1) if oldest else 0.0,
     }

@@ -19,7 +19,9 @@ from typing import Protocol
 from sqlalchemy import ColumnElement, and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.domain.scheduling import Priority
 from worker.domain.values import StaleOutcome, StaleReason, utcnow
+from worker.services import scheduler
 from worker.services.outbox import session_sink
 from worker.services.store import audited, check_actor, lock_rows, mark_stale_row
 from worker.storage.models import HighlightRow as H
@@ -55,6 +57,7 @@ class ReseedSelection:
 class ReseedResult:
     marked: int = 0
     requested: int = 0
+    queued: int = 0  # of which queued with the scheduler (published within its budget)
     last_user_id: int | None = None
     chunks: list[float] = field(default_factory=list)
 
@@ -120,7 +123,15 @@ class Reseeder:
                 session, row, actor=self.actor, action=self.action, reason=self.note, now=now
             ):
                 outcome = mark_stale_row(
-                    session_sink(session), row, StaleReason.MANUAL, now, self.action
+                    session_sink(session),
+                    row,
+                    StaleReason.MANUAL,
+                    now,
+                    self.action,
+                    Priority.RESEED,
                 )
             result.marked += 1
             result.requested += outcome is StaleOutcome.REQUESTED
+            result.queued += outcome is StaleOutcome.REQUESTED and scheduler.is_queued(
+                rows[user_id]
+            )

@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
 from worker.domain.messages import GeneratedEvent, InputStream, RejectReason
-from worker.domain.values import GeneratedHighlight, UpsertMeta, UpsertOutcome
+from worker.domain.values import (
+    AttributedQuote,
+    GeneratedHighlight,
+    UpsertMeta,
+    UpsertOutcome,
+    quote_json,
+)
 from worker.services.comments import WRITTEN, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.store import (
@@ -45,7 +51,10 @@ def result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
         user_id=event.user_id,
         bio_text=event.bio_text,
         proof_points=list(event.proof_points),
-        quotes=list(event.quotes),
+        quotes=[
+            q if isinstance(q, str) else AttributedQuote(text=q.text, comment_id=q.comment_id)
+            for q in event.quotes
+        ],
         source_group=event.source_group,
         llm_model=event.llm_model,
         generated_at=event.generated_at,
@@ -127,7 +136,7 @@ def _content(payload: GeneratedHighlight, ttl: timedelta) -> _Content:
     return _Content(
         payload.bio_text,
         json.dumps(list(payload.proof_points)),
-        json.dumps(list(payload.quotes)),
+        json.dumps([quote_json(q) for q in payload.quotes]),
         payload.source_group,
         payload.llm_model,
         payload.stale_after or payload.generated_at + ttl,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from worker.domain.freshness import FreshnessState, state_of
-from worker.domain.values import Highlight
+from worker.domain.values import Highlight, withhold
 from worker.storage.models import SignalActivityRow
 
 
@@ -42,8 +42,10 @@ def serve(
     activity: SignalActivityRow | None,
     now: datetime,
     serve_stale_for: timedelta = timedelta(0),
+    deleted_comments: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The client document: status, what to display, and the fallback stats when needed."""
+    """The client document: status, what to display, and the fallback stats when needed.
+    Quotes attributed to a comment in ``deleted_comments`` are withheld."""
     status = status_of(h, now)
     doc: dict[str, Any] = {"user_id": user_id, "status": status}
     stale_since = (h.stale_since or h.stale_after) if h is not None else None
@@ -59,7 +61,8 @@ def serve(
         if status == "overridden":
             doc.update(text=h.override_text, proof_points=[], quotes=[])
         else:
-            doc.update(text=h.bio_text, proof_points=h.proof_points, quotes=h.quotes)
+            quotes = withhold(h.quotes, deleted_comments)
+            doc.update(text=h.bio_text, proof_points=h.proof_points, quotes=quotes)
     reference = h.generated_at if h is not None else None
     doc["age_s"] = round((now - reference).total_seconds(), 3) if reference else None
     doc["stale_reason"] = h.stale_reason if h is not None else None

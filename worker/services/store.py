@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.ids import is_user_id
+from worker.domain.scheduling import Priority
 from worker.domain.values import (
     MAX_OVERRIDE_CHARS,
     GeneratedHighlight,
@@ -30,9 +31,11 @@ from worker.domain.values import (
     UpsertMeta,
     UpsertOutcome,
     check_aware,
+    quote_json,
     utcnow,
 )
-from worker.services.outbox import OutboxSink, Requestable, request_regeneration, session_sink
+from worker.services import scheduler
+from worker.services.outbox import OutboxSink, Requestable, session_sink
 from worker.storage.database import dialect_insert
 from worker.storage.models import AuditRow, FreshTransitionRow, HighlightRow
 
@@ -114,12 +117,18 @@ def mark_stale_row(
     reason: StaleReason,
     now: datetime,
     trigger: str | None = None,
+    priority: int | None = None,
+    unseen: int = 0,
+    first_change: datetime | None = None,
 ) -> StaleOutcome:
     """Mark a locked row stale and keep "at most one pending regeneration per user".
 
     Every mark bumps ``generation``, so a result computed before this mark is recognisably
-    older. A pending request absorbs further marks (coalescing); an override lock keeps
-    the row visibly stale but asks for nothing.
+    older. A request still queued absorbs further marks (settling: it is pushed back and
+    takes the most urgent priority), a pending one absorbs them too (coalescing); an
+    override lock keeps the row visibly stale but asks for nothing. Otherwise a request is
+    queued with the scheduler (``worker.services.scheduler``), or made at once when the
+    policy is immediate. ``unseen`` counts the comments the change brings.
     """
     row.generation += 1
     if not row.is_stale:
@@ -129,9 +138,14 @@ def mark_stale_row(
     row.updated_at = now
     if row.manual_override:
         return StaleOutcome.OVERRIDE_LOCKED
+    if scheduler.is_queued(row):
+        scheduler.enqueue(sink, row, RegenReason(reason.value), now, trigger, priority, unseen)
+        return StaleOutcome.SETTLED
     if row.regen_request_id is not None:
         return StaleOutcome.COALESCED
-    request_regeneration(sink, row, RegenReason(reason.value), now, trigger)
+    scheduler.enqueue(
+        sink, row, RegenReason(reason.value), now, trigger, priority, unseen, first_change
+    )
     return StaleOutcome.REQUESTED
 
 
@@ -152,7 +166,9 @@ def request_if_unanswered(
     """
     if not row.is_stale or row.manual_override or row.regen_request_id is not None:
         return False
-    request_regeneration(sink, row, _regen_reason_for(row), now, trigger)
+    if scheduler.is_queued(row):
+        return False
+    scheduler.enqueue(sink, row, _regen_reason_for(row), now, trigger)
     return True
 
 
@@ -170,7 +186,7 @@ def _write_content(
 ) -> None:
     row.bio_text = payload.bio_text
     row.proof_points_json = list(payload.proof_points)
-    row.quotes_json = list(payload.quotes)
+    row.quotes_json = [quote_json(q) for q in payload.quotes]
     row.source_group = payload.source_group
     row.snapshot_hash = snapshot_hash
     row.llm_model = payload.llm_model
@@ -186,6 +202,7 @@ def _clear_stale(row: Requestable) -> None:
     row.regen_requested_at = None
     row.regen_generation = None
     row.regen_attempts = 0
+    scheduler.dequeue(row)  # fresh: nothing left to ask for
 
 
 def judge_result(
@@ -449,8 +466,15 @@ class HighlightStore:
                 row.stale_reason = (
                     StaleReason.MANUAL if row.generated_at is not None else StaleReason.MISSING
                 ).value
-                request_regeneration(
-                    session_sink(session), row, RegenReason.MANUAL, now, _trigger(actor)
+                if not scheduler.is_queued(row):  # a new request replaces a pending one
+                    row.regen_request_id = None
+                scheduler.enqueue(
+                    session_sink(session),
+                    row,
+                    RegenReason.MANUAL,
+                    now,
+                    _trigger(actor),
+                    Priority.OPERATOR,
                 )
             return Highlight.from_row(row)
 

@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain.freshness import expiry_due
+from worker.domain.scheduling import Priority, priority_for
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
+from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
-from worker.services.outbox import REGEN_STREAM, request_regeneration, session_sink
+from worker.services.outbox import REGEN_STREAM, session_sink
 from worker.services.store import (
     lock_or_create_row,
     lock_rows,
@@ -139,9 +141,17 @@ def _act(
         and row.regen_requested_at is not None
         and row.regen_requested_at <= now - opts.retry_after
     ):
-        request_regeneration(session_sink(session), row, RegenReason.RETRY, now, "sweep")
-        totals.actions["retried"] += 1
-        totals.requests[RegenReason.RETRY.value] += 1
+        if not scheduler.is_queued(row):
+            scheduler.enqueue(
+                session_sink(session),
+                row,
+                RegenReason.RETRY,
+                now,
+                "sweep",
+                priority_for(row.stale_reason),
+            )
+            totals.actions["retried"] += 1
+            totals.requests[RegenReason.RETRY.value] += 1
     elif request_if_unanswered(session_sink(session), row, now, "sweep"):
         totals.actions["requested"] += 1
         totals.requests[row.stale_reason or "manual"] += 1
@@ -150,7 +160,8 @@ def _act(
 def _mark(
     session: AsyncSession, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
 ) -> None:
-    outcome = mark_stale_row(session_sink(session), row, reason, now, "sweep")
+    since = row.stale_after if reason is StaleReason.EXPIRED else None
+    outcome = mark_stale_row(session_sink(session), row, reason, now, "sweep", first_change=since)
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
         totals.requests[reason.value] += 1
@@ -225,20 +236,15 @@ class Sweeper:
         totals = ScanTotals()
         after = 0
         while True:
+            params: dict[str, object] = {"after": after, "now": now, "limit": self.chunk_size}
+            statement = EXPIRE_QUEUE_CHUNK
+            if scheduler.current_policy().immediate:
+                statement = EXPIRE_CHUNK
+                params.update(
+                    requested_at=now.isoformat(), stream=REGEN_STREAM, ids=secrets.token_hex(8)
+                )
             async with self.sessions.begin() as session:
-                last, marked, requested = (
-                    await session.execute(
-                        EXPIRE_CHUNK,
-                        {
-                            "after": after,
-                            "now": now,
-                            "limit": self.chunk_size,
-                            "requested_at": now.isoformat(),
-                            "stream": REGEN_STREAM,
-                            "ids": secrets.token_hex(8),
-                        },
-                    )
-                ).one()
+                last, marked, requested = (await session.execute(statement, params)).one()
             if not marked:
                 return totals
             totals.scanned += marked
@@ -257,7 +263,8 @@ class Sweeper:
 EXPIRE_CHUNK = text(
     """
 WITH picked AS (
-    SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL) AS ask
+    SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL
+                                  AND regen_queued_at IS NULL) AS ask
     FROM user_profile_highlights
     WHERE user_id > :after AND """
     + EXPIRY_DUE_SQL
@@ -280,7 +287,9 @@ WITH picked AS (
     INSERT INTO outbox (topic, messages, message_count, created_at)
     SELECT :stream, string_agg(format(
         E'%s\\t{"event_id":"%s","user_id":%s,"reason":"expired","generation":%s,'
-        '"snapshot_hash":%s,"requested_at":%s,"trigger":"sweep"}',
+        '"snapshot_hash":%s,"requested_at":%s,"trigger":"sweep","priority"\\:"""
+    + str(int(Priority.EXPIRED))
+    + """}',
         user_id, regen_request_id, user_id, generation,
         coalesce(to_json(snapshot_hash)::text, 'null'), to_json(CAST(:requested_at AS text))
     ), E'\\n'), count(*), :now
@@ -289,6 +298,42 @@ WITH picked AS (
 )
 SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
        (SELECT coalesce(sum(message_count), 0) FROM queued)
+"""
+)
+
+# The same with a scheduler (``worker.services.scheduler.enqueue``): the chunk's requests
+# are queued on their rows (priority ``expired``, oldest ``stale_after`` first) instead of
+# written to the outbox; the scheduler publishes them within the budget.
+EXPIRE_QUEUE_CHUNK = text(
+    """
+WITH picked AS (
+    SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL
+                                  AND regen_queued_at IS NULL) AS ask
+    FROM user_profile_highlights
+    WHERE user_id > :after AND """
+    + EXPIRY_DUE_SQL
+    + """
+    ORDER BY user_id LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE user_profile_highlights h SET
+        generation = h.generation + 1, is_stale = true, stale_since = :now,
+        stale_reason = 'expired', updated_at = :now,
+        regen_queued_at = CASE WHEN p.ask THEN :now ELSE h.regen_queued_at END,
+        regen_first_change_at = CASE WHEN p.ask THEN coalesce(h.stale_after, :now)
+            ELSE h.regen_first_change_at END,
+        regen_last_change_at = CASE WHEN p.ask THEN :now ELSE h.regen_last_change_at END,
+        regen_priority = CASE WHEN p.ask THEN """
+    + str(int(Priority.EXPIRED))
+    + """ ELSE h.regen_priority END,
+        regen_queued_reason = CASE WHEN p.ask THEN 'expired' ELSE h.regen_queued_reason END,
+        regen_queued_trigger = CASE WHEN p.ask THEN 'sweep' ELSE h.regen_queued_trigger END,
+        regen_unseen = CASE WHEN p.ask THEN 0 ELSE h.regen_unseen END
+    FROM picked p WHERE h.ctid = p.tid
+    RETURNING h.user_id, p.ask
+)
+SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
+       (SELECT count(*) FILTER (WHERE ask) FROM marked)
 """
 )
 

@@ -94,10 +94,25 @@ class HighlightRow(Base):
     regen_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     regen_generation: Mapped[int | None] = mapped_column(BigInteger)
     regen_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # A queued request (not yet published: worker.services.scheduler), NULL when none.
+    regen_queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    regen_first_change_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    regen_last_change_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    regen_priority: Mapped[int | None] = mapped_column(Integer)
+    regen_queued_reason: Mapped[str | None] = mapped_column(String(32))
+    regen_queued_trigger: Mapped[str | None] = mapped_column(String(200))
+    regen_unseen: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
+        Index(
+            "ix_user_profile_highlights_regen_queue",
+            "regen_priority",
+            "regen_first_change_at",
+            postgresql_where=text("regen_queued_at IS NOT NULL"),
+            sqlite_where=text("regen_queued_at IS NOT NULL"),
+        ),
         Index("ix_user_profile_highlights_stale_after", "stale_after"),
         Index("ix_user_profile_highlights_regen_requested_at", "regen_requested_at"),
         # Keyset orders of the panel's profile list (``worker.services.profiles``): by
@@ -143,6 +158,13 @@ class RowState:
     regen_generation: int | None
     regen_attempts: int
     updated_at: datetime
+    regen_queued_at: datetime | None = None
+    regen_first_change_at: datetime | None = None
+    regen_last_change_at: datetime | None = None
+    regen_priority: int | None = None
+    regen_queued_reason: str | None = None
+    regen_queued_trigger: str | None = None
+    regen_unseen: int = 0
 
 
 class OutboxRow(Base):
@@ -161,6 +183,27 @@ class OutboxRow(Base):
     messages: Mapped[str] = mapped_column(Text)
     message_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RegenBudgetRow(Base):
+    """The regeneration budget shared by every worker: one token bucket (``id`` = 1),
+    updated under its row lock in the transaction that publishes queued requests."""
+
+    __tablename__ = "regen_budget"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeletedCommentRow(Base):
+    """Comments deleted about a user: quotes attributed to them are never served."""
+
+    __tablename__ = "deleted_comments"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    comment_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ProcessedEventRow(Base):

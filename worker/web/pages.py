@@ -91,8 +91,17 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     )
 
 
+def _item(item: Any) -> str:
+    """A list item; an attributed quote shows its text and the comment it quotes."""
+    if isinstance(item, dict) and "text" in item:
+        return f"{esc(item['text'])} <small>(comment {esc(item.get('comment_id'))})</small>"
+    return str(esc(item))
+
+
 def _list(items: list[Any]) -> str:
-    return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>" if items else "<p>-</p>"
+    return (
+        "<ul>" + "".join(f"<li>{_item(i)}</li>" for i in items) + "</ul>" if items else "<p>-</p>"
+    )
 
 
 def _diff(diff: dict[str, Any]) -> str:
@@ -181,6 +190,16 @@ def _served_section(served: dict[str, Any], activity: dict[str, Any], now: datet
     )
 
 
+def _queue(queue: dict[str, Any] | None) -> str:
+    """The user's request waiting in the scheduler's queue, in one line."""
+    if not queue:
+        return "none"
+    return (
+        f"{queue['priority_name']} (priority {queue['priority']}), place {queue['place']}, "
+        f"due {queue['due_at']}, {queue['unseen_comments']} unseen comments"
+    )
+
+
 def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
     """The stored row: content, provenance, freshness and override."""
     h, status = doc["highlight"], doc["served"]["status"]
@@ -205,6 +224,7 @@ def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
         ("pending regeneration", h["regen_request_id"] or "none"),
         ("pending for", duration(doc["pending_regeneration_age_s"])),
         ("attempts", h["regen_attempts"]),
+        ("queued request", _queue(doc.get("regen_queue"))),
     ]
     override = [
         ("locked", h["manual_override"]),

@@ -1,0 +1,85 @@
+"""The regeneration scheduler's pure rules: priorities, settling, the token bucket.
+
+A stale mark no longer publishes a request at once: it *queues* one for its user (one per
+user, like the pending request it becomes). A queued request is due ``settle`` after the
+latest change it absorbed, but never later than ``max_wait`` after the first one
+(comment-driven priorities only; the others are due at once). Due requests leave the
+queue highest priority first, as far as a token bucket shared by every worker allows.
+The SQL the scheduler runs (``worker.services.scheduler``) is tested against these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import IntEnum
+
+
+class Priority(IntEnum):
+    """Lower is more urgent; published as the request's ``priority``."""
+
+    PRIVACY = 0  # a deleted comment: its quote may be displayed
+    MISSING = 1  # a profile with no highlight at all
+    COMMENT = 2  # new or edited comments (more unseen comments first)
+    OPERATOR = 3  # an operator's regenerate / mark-stale / clear-override
+    EXPIRED = 4  # past stale_after (oldest first)
+    RESEED = 5  # a bulk reseed
+
+
+# Priorities whose requests wait for the changes to settle: comments come in bursts.
+SETTLING = frozenset({Priority.PRIVACY, Priority.MISSING, Priority.COMMENT})
+
+_BY_REASON = {
+    "comment_deleted": Priority.PRIVACY,
+    "missing": Priority.MISSING,
+    "new_comment": Priority.COMMENT,
+    "comment_edited": Priority.COMMENT,
+    "manual": Priority.OPERATOR,
+    "expired": Priority.EXPIRED,
+}
+
+
+def priority_for(reason: str | None, trigger: str | None = None) -> Priority:
+    """The priority of a request for ``reason`` (a reseed is marked ``manual`` too)."""
+    if trigger == "reseed":
+        return Priority.RESEED
+    return _BY_REASON.get(reason or "", Priority.OPERATOR)
+
+
+def due_at(
+    priority: int,
+    first_change: datetime,
+    last_change: datetime,
+    settle: timedelta,
+    max_wait: timedelta,
+) -> datetime:
+    """When a queued request may go: ``settle`` after the latest change, capped at
+    ``max_wait`` after the first change not yet requested; at once if it does not settle."""
+    if priority not in SETTLING:
+        return first_change
+    return min(last_change + settle, first_change + max_wait)
+
+
+def queue_order(priority: int, unseen: int, first_change: datetime) -> tuple[int, int, datetime]:
+    """Sort key of due requests: priority, then more unseen comments, then oldest change."""
+    return (priority, -unseen, first_change)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: ``tokens`` as of ``at``; ``rate`` tokens a minute up to ``burst``."""
+
+    tokens: float
+    at: datetime
+
+    def refilled(self, now: datetime, rate_per_min: float, burst: int) -> Bucket:
+        elapsed = max(0.0, (now - self.at).total_seconds())
+        return Bucket(min(float(burst), self.tokens + elapsed * rate_per_min / 60.0), now)
+
+    def available(self) -> int:
+        return int(self.tokens + 1e-9)
+
+    def take(self, n: int) -> Bucket:
+        if n > self.available():
+            raise ValueError(f"taking {n} tokens from {self.tokens:.3f}")
+        return Bucket(self.tokens - n, self.at)

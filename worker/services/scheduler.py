@@ -1,0 +1,282 @@
+"""The regeneration scheduler: stale marks queue requests; due ones are published within
+a budget shared by every worker.
+
+A queued request lives on its user's row (``regen_queued_at`` and friends), so it is as
+durable as the stale mark that made it and "one request per user" holds by construction:
+further marks are absorbed (the settle timer is pushed back, the priority raised). The
+scheduler step (``publish_due``, run by every worker) locks the one-row token bucket
+``regen_budget``, refills it, picks that many due rows ``FOR UPDATE SKIP LOCKED`` in
+priority order and turns each into a pending request with ``request_regeneration`` (the
+outbox and the relay are unchanged), all in one transaction: a worker killed midway
+rolls back, and the rows are still queued.
+
+With no settle time and no budget (``RegenPolicy()``: the library's default, and
+``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``) requests are made at once, as before the
+scheduler. The policy is process-wide (``configure``): the worker and the CLI set it from
+their settings at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
+
+from worker.domain.scheduling import SETTLING, Bucket, Priority, due_at, priority_for
+from worker.domain.values import RegenReason
+from worker.services.outbox import (
+    OutboxEntry,
+    OutboxSink,
+    Requestable,
+    batch_rows,
+    request_regeneration,
+)
+from worker.storage.database import dialect_insert
+from worker.storage.models import HighlightRow, RegenBudgetRow
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+H = HighlightRow
+BUDGET_ROW = 1
+MAX_PER_STEP = 500  # requests one step publishes at most (one outbox row)
+
+
+@dataclass(frozen=True, slots=True)
+class RegenPolicy:
+    settle: timedelta = timedelta(0)
+    max_wait: timedelta = timedelta(0)
+    rate_per_min: float = 0.0  # 0: no budget
+    burst: int = 0
+
+    @property
+    def immediate(self) -> bool:
+        return self.settle <= timedelta(0) and self.rate_per_min <= 0
+
+    @property
+    def burst_size(self) -> int:
+        return max(1, self.burst or int(self.rate_per_min) or 1)
+
+
+_policy = RegenPolicy()
+
+
+def policy_from(settings: Settings) -> RegenPolicy:
+    return RegenPolicy(
+        settings.regen_settle, settings.regen_max_wait, settings.regen_rate, settings.regen_burst
+    )
+
+
+def configure(policy: RegenPolicy) -> None:
+    global _policy
+    _policy = policy
+
+
+def current_policy() -> RegenPolicy:
+    return _policy
+
+
+def is_queued(row: Requestable) -> bool:
+    return row.regen_queued_at is not None
+
+
+def enqueue(
+    sink: OutboxSink,
+    row: Requestable,
+    reason: RegenReason,
+    now: datetime,
+    trigger: str | None = None,
+    priority: int | None = None,
+    unseen: int = 0,
+    first_change: datetime | None = None,
+) -> bool:
+    """Queue ``row``'s regeneration (immediate policy: request it now). Returns False when
+    the change was absorbed by a request already queued (settling), True otherwise."""
+    prio = priority_for(reason.value, trigger) if priority is None else priority
+    if row.regen_queued_at is not None:
+        row.regen_last_change_at = now
+        row.regen_priority = min(
+            row.regen_priority if row.regen_priority is not None else prio, prio
+        )
+        row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
+        row.regen_unseen += unseen
+        row.updated_at = now
+        return False
+    if _policy.immediate:
+        request_regeneration(sink, row, reason, now, trigger, prio)
+        return True
+    row.regen_queued_at = row.regen_last_change_at = now
+    row.regen_first_change_at = first_change or now  # expiry: when it expired (oldest first)
+    row.regen_priority, row.regen_unseen = prio, unseen
+    row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
+    row.updated_at = now
+    return True
+
+
+def dequeue(row: Requestable) -> None:
+    row.regen_queued_at = row.regen_first_change_at = row.regen_last_change_at = None
+    row.regen_priority = row.regen_queued_reason = row.regen_queued_trigger = None
+    row.regen_unseen = 0
+
+
+def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
+    """SQL of ``worker.domain.scheduling.due_at(...) <= now`` for queued, unlocked rows."""
+    settling = [int(p) for p in SETTLING]
+    return and_(
+        H.regen_queued_at.is_not(None),
+        H.manual_override.is_(False),
+        or_(
+            and_(H.regen_priority.not_in(settling), H.regen_first_change_at <= now),
+            and_(
+                H.regen_priority.in_(settling),
+                or_(
+                    H.regen_last_change_at <= now - policy.settle,
+                    H.regen_first_change_at <= now - policy.max_wait,
+                ),
+            ),
+        ),
+    )
+
+
+QUEUE_ORDER = (H.regen_priority, H.regen_unseen.desc(), H.regen_first_change_at, H.user_id)
+
+
+@dataclass
+class Published:
+    count: int = 0
+    waits_s: list[float] = field(default_factory=list)
+    priorities: list[int] = field(default_factory=list)
+    budget_left: float | None = None
+
+
+async def lock_budget(session: AsyncSession, now: datetime, policy: RegenPolicy) -> RegenBudgetRow:
+    """The budget row, locked (created full on first use)."""
+    row = await session.get(
+        RegenBudgetRow, BUDGET_ROW, with_for_update=True, populate_existing=True
+    )
+    if row is None:
+        await session.execute(
+            dialect_insert(session)(RegenBudgetRow)
+            .values(id=BUDGET_ROW, tokens=float(policy.burst_size), refilled_at=now)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        row = await session.get(
+            RegenBudgetRow, BUDGET_ROW, with_for_update=True, populate_existing=True
+        )
+        assert row is not None
+    return row
+
+
+async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:
+    """One scheduler step in the caller's transaction: take as many due requests as the
+    budget allows, highest priority first, and queue them in the outbox."""
+    done = Published()
+    budget = await lock_budget(session, now, policy)
+    bucket = Bucket(budget.tokens, budget.refilled_at)
+    if policy.rate_per_min > 0:
+        bucket = bucket.refilled(now, policy.rate_per_min, policy.burst_size)
+        limit = min(MAX_PER_STEP, bucket.available())
+    else:
+        limit = MAX_PER_STEP
+    rows: list[HighlightRow] = []
+    if limit > 0:
+        stmt = (
+            select(H)
+            .where(due_clause(now, policy))
+            .order_by(*QUEUE_ORDER)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        rows = list((await session.scalars(stmt)).all())
+    entries: list[OutboxEntry] = []
+    for row in rows:
+        assert row.regen_queued_at is not None and row.regen_priority is not None
+        done.waits_s.append((now - row.regen_queued_at).total_seconds())
+        done.priorities.append(row.regen_priority)
+        reason = RegenReason(row.regen_queued_reason or RegenReason.MANUAL.value)
+        request_regeneration(
+            entries.append, row, reason, now, row.regen_queued_trigger, row.regen_priority
+        )
+        dequeue(row)
+    if entries:
+        session.add_all(batch_rows(entries))
+    done.count = len(rows)
+    if policy.rate_per_min > 0:
+        bucket = bucket.take(len(rows))
+    budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
+    done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
+    return done
+
+
+async def queue_depths(session: AsyncSession) -> dict[int, int]:
+    """Queued requests by priority (override-locked rows wait for the lock to go)."""
+    stmt = (
+        select(H.regen_priority, func.count())
+        .where(H.regen_queued_at.is_not(None))
+        .group_by(H.regen_priority)
+    )
+    return {int(p): int(n) for p, n in (await session.execute(stmt)).all() if p is not None}
+
+
+async def oldest_queued(session: AsyncSession) -> datetime | None:
+    stmt = select(func.min(H.regen_queued_at)).where(H.regen_queued_at.is_not(None))
+    value: datetime | None = await session.scalar(stmt)
+    return value
+
+
+async def budget_left(session: AsyncSession, now: datetime, policy: RegenPolicy) -> float | None:
+    """Tokens available now (read without a lock), None with no budget."""
+    if policy.rate_per_min <= 0:
+        return None
+    row = await session.get(RegenBudgetRow, BUDGET_ROW)
+    if row is None:
+        return float(policy.burst_size)
+    bucket = Bucket(row.tokens, row.refilled_at).refilled(
+        now, policy.rate_per_min, policy.burst_size
+    )
+    return bucket.tokens
+
+
+async def queue_state(
+    session: AsyncSession, row: HighlightRow, now: datetime, policy: RegenPolicy
+) -> dict[str, Any] | None:
+    """A user's place in the queue, for operators (None when nothing is queued)."""
+    if row.regen_queued_at is None or row.regen_priority is None:
+        return None
+    assert row.regen_first_change_at is not None and row.regen_last_change_at is not None
+    due = due_at(
+        row.regen_priority,
+        row.regen_first_change_at,
+        row.regen_last_change_at,
+        policy.settle,
+        policy.max_wait,
+    )
+    ahead = or_(
+        H.regen_priority < row.regen_priority,
+        and_(
+            H.regen_priority == row.regen_priority,
+            or_(
+                H.regen_unseen > row.regen_unseen,
+                and_(
+                    H.regen_unseen == row.regen_unseen,
+                    H.regen_first_change_at < row.regen_first_change_at,
+                ),
+            ),
+        ),
+    )
+    before = await session.scalar(select(func.count()).where(H.regen_queued_at.is_not(None), ahead))
+    return {
+        "queued_at": row.regen_queued_at.isoformat(),
+        "due_at": due.isoformat(),
+        "priority": row.regen_priority,
+        "priority_name": Priority(row.regen_priority).name.lower(),
+        "reason": row.regen_queued_reason,
+        "unseen_comments": row.regen_unseen,
+        "place": int(before or 0) + 1,
+        "overdue_s": max(0.0, (now - due).total_seconds()),
+    }
