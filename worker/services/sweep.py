@@ -254,13 +254,9 @@ class Sweeper:
             after = last
 
 
-# The same rules as mark_stale_row + request_regeneration (see store.py / outbox.py), as
-# one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
-# for the next sweep), mark (joined by ctid: the locked rows cannot move before commit),
-# and queue a request for the unlocked rows without one, all in one outbox row. Request ids
-# are 32 hex digits like ``outbox.new_request_id``'s: 64 random bits per chunk, then the
-# user id (once per chunk), which costs a fifth of the sweep less than a random uuid per row.
-EXPIRE_CHUNK = text(
+# Both expiry statements start by locking a chunk of due rows (SKIP LOCKED: rows busy in the
+# pipeline are left for the next sweep), noting which still need a request.
+_PICK_EXPIRED = (
     """
 WITH picked AS (
     SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL
@@ -270,7 +266,18 @@ WITH picked AS (
     + EXPIRY_DUE_SQL
     + """
     ORDER BY user_id LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE SKIP LOCKED"""
+)
+
+# The same rules as mark_stale_row + request_regeneration (see store.py / outbox.py), as
+# one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
+# for the next sweep), mark (joined by ctid: the locked rows cannot move before commit),
+# and queue a request for the unlocked rows without one, all in one outbox row. Request ids
+# are 32 hex digits like ``outbox.new_request_id``'s: 64 random bits per chunk, then the
+# user id (once per chunk), which costs a fifth of the sweep less than a random uuid per row.
+EXPIRE_CHUNK = text(
+    _PICK_EXPIRED
+    + """
 ), marked AS (
     UPDATE user_profile_highlights h SET
         generation = h.generation + 1, is_stale = true, stale_since = :now,
@@ -305,16 +312,8 @@ SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
 # are queued on their rows (priority ``expired``, oldest ``stale_after`` first) instead of
 # written to the outbox; the scheduler publishes them within the budget.
 EXPIRE_QUEUE_CHUNK = text(
-    """
-WITH picked AS (
-    SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL
-                                  AND regen_queued_at IS NULL) AS ask
-    FROM user_profile_highlights
-    WHERE user_id > :after AND """
-    + EXPIRY_DUE_SQL
+    _PICK_EXPIRED
     + """
-    ORDER BY user_id LIMIT :limit
-    FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE user_profile_highlights h SET
         generation = h.generation + 1, is_stale = true, stale_since = :now,
