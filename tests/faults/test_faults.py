@@ -22,7 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers import postgres as pg
 from tests.helpers.brokers import TestBroker, broker_params, kafka_or_skip, running_broker
-from tests.helpers.faults import COMMENTS, GENERATED, REQUESTS, Workload, check, converged
+from tests.helpers.faults import (
+    COMMENTS,
+    GENERATED,
+    REQUESTS,
+    SCHEDULER_ENV,
+    Workload,
+    check,
+    converged,
+)
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.kafka.embedded import EmbeddedBroker
 from worker.services.store import HighlightStore
@@ -37,6 +45,7 @@ FAULT_ENV = {
     "WB_DB_RETRY_MAX_BACKOFF": "1",
     "WB_BATCH_SIZE": "200",
     "WB_GAUGE_INTERVAL": "5",
+    **SCHEDULER_ENV,
 }
 
 

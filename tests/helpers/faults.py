@@ -1,12 +1,16 @@
 """Fault-injection harness: a seeded workload, its independent oracle, and convergence.
 
 The oracle is computed from the produced events alone, never from the worker's code, and
-checks only order-independent consequences of the rules (see ``check``).
+checks only order-independent consequences of the rules (see ``check``). The workers run
+the regeneration scheduler as production does (``SCHEDULER_ENV``: settling, a budget shared
+by the group): convergence includes an empty queue, and the oracle checks that no queued
+request was lost and that the topic never received requests faster than the budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,6 +34,23 @@ from worker.storage.models import (
 COMMENTS, REQUESTS, GENERATED = "signal.comments", "signal.requests", "profile.highlights.generated"
 REGEN = "profile.highlights.regen-requests"
 STREAM_OF = {COMMENTS: "comments", REQUESTS: "requests", GENERATED: "generated"}
+# Settle 1 s (a user's burst of comments coalesces), at most 3 s; 100 requests a second
+# across the group with bursts of 100: the workload's few thousand requests drain in
+# under a minute, slowly enough that the budget shapes what reaches the topic.
+RATE_PER_S, BURST = 100, 100
+SCHEDULER_ENV = {
+    "WB_REGEN_SETTLE": "1s",
+    "WB_REGEN_MAX_WAIT": "3s",
+    "WB_REGEN_RATE": str(RATE_PER_S * 60),
+    "WB_REGEN_BURST": str(BURST),
+    "WB_REGEN_TICK": "100ms",
+}
+# Broker timestamps are the relay's publish times, not the scheduler's step times: the
+# bucket earns from a step's commit, its requests reach the broker a relay cycle later
+# (0.03-0.7 s measured here under load), so a window may hold up to rate x that lag more
+# than ``burst + rate x length``. Without ``Bucket.held`` a broker outage would put up to
+# rate x its length beyond it (the outbox filling at the full rate, a full bucket on top).
+BUDGET_SLACK = RATE_PER_S // 2
 BAD = [
     b"{oops",
     b"\xff\xfe",
@@ -189,7 +210,8 @@ class Workload:
 async def converged(
     sessions: async_sessionmaker[AsyncSession], workload: Workload, timeout: float = 240.0
 ) -> None:
-    """Wait until every good event is processed, nothing is parked, the outbox is drained."""
+    """Wait until every good event is processed, nothing is parked, no request is queued,
+    the outbox is drained."""
     wanted = workload.good_ids()
     total = sum(len(v) for v in wanted.values())
 
@@ -198,14 +220,23 @@ async def converged(
             processed = await session.scalar(select(func.count()).select_from(ProcessedEventRow))
             parked = await session.scalar(select(func.count()).select_from(ParkedCommentRow))
             unpublished = await outbox.backlog(session)
-        state["last"] = f"processed {processed}/{total}, parked {parked}, unpublished {unpublished}"
-        return processed == total and parked == 0 and unpublished == 0
+            queued = await _queued(session)
+        state["last"] = (
+            f"processed {processed}/{total}, parked {parked}, queued {queued}, "
+            f"unpublished {unpublished}"
+        )
+        return processed == total and parked == 0 and queued == 0 and unpublished == 0
 
     state: dict[str, str] = {}
     try:
         await eventually(done, timeout=timeout, what="convergence")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {state.get('last')}") from None
+
+
+async def _queued(session: AsyncSession) -> int:
+    stmt = select(func.count()).where(HighlightRow.regen_queued_at.is_not(None))
+    return int(await session.scalar(stmt) or 0)
 
 
 async def _stored(
@@ -239,7 +270,8 @@ def _check_rows(
 
 def _check_requests(on_topic: list[dict[str, Any]], rows: dict[int, HighlightRow]) -> int:
     """Every message id means one message, one request per generation, and every stale
-    row's pending request is on the topic; returns the number of distinct requests."""
+    row's pending request is on the topic (a queued request was published, not lost);
+    returns the number of distinct requests."""
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for request in on_topic:
         by_id[request["event_id"]].append(request)
@@ -250,12 +282,33 @@ def _check_requests(on_topic: list[dict[str, Any]], rows: dict[int, HighlightRow
     for user, gens in generations.items():
         assert len(gens) == len(set(gens)), f"user {user} was asked twice for one generation"
     for row in rows.values():
+        assert row.regen_queued_at is None, f"user {row.user_id} still queued at convergence"
         if row.is_stale and not row.manual_override:
             assert row.regen_request_id is not None, f"stale user {row.user_id} has no request"
             assert row.regen_request_id in by_id, (
                 f"user {row.user_id}'s request is not on the topic"
             )
     return len(by_id)
+
+
+def budget_excess(first_seen: list[float], rate_per_s: float, burst: int) -> float:
+    """How far the busiest window of the topic exceeds the budget: the largest
+    ``count(window) - rate * length(window) - burst`` over all windows of the sorted broker
+    timestamps ``first_seen`` (each request's first copy), in linear time (a window
+    [i, j] holds ``j - i + 1`` requests)."""
+    worst, lowest = float("-inf"), float("inf")
+    for j, at in enumerate(first_seen):
+        lowest = min(lowest, j - rate_per_s * at)
+        worst = max(worst, (j - rate_per_s * at) - lowest + 1 - burst)
+    return worst
+
+
+def _first_seen(records: list[Any]) -> list[float]:
+    first: dict[str, float] = {}
+    for record in records:
+        event_id = json.loads(record.value)["event_id"]
+        first.setdefault(event_id, record.timestamp / 1000)
+    return sorted(first.values())
 
 
 async def check(
@@ -269,8 +322,11 @@ async def check(
     dead = await kafka.read_all(f"{COMMENTS}.dlq")
     assert {bytes(d.value) for d in dead} >= set(BAD), "a bad message did not reach the DLQ"
     _check_rows(workload, rows, activity)
-    on_topic = await kafka.read_json(REGEN)
+    records = await kafka.read_all(REGEN)
+    on_topic = [json.loads(r.value) for r in records]
     requests = _check_requests(on_topic, rows)
+    excess = budget_excess(_first_seen(records), RATE_PER_S, BURST)
+    assert excess <= BUDGET_SLACK, f"{excess:.0f} requests beyond the budget in one window"
     assert unpublished == 0, f"{unpublished} requests still in the outbox after convergence"
     return {
         "events": len(workload.messages),
@@ -279,4 +335,5 @@ async def check(
         "requests": requests,
         "topic_copies": len(on_topic),
         "dead_letters": len(dead),
+        "beyond_budget": round(max(excess, 0.0)),
     }

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import C, comment, later, queued_requests, result
 from worker.domain.scheduling import Priority
-from worker.services import scheduler
+from worker.services import outbox, scheduler
 from worker.services.pipeline import Pipeline
 from worker.services.scheduler import RegenPolicy
 from worker.services.store import HighlightStore
@@ -40,6 +40,12 @@ async def step(
 ) -> scheduler.Published:
     async with sessions.begin() as session:
         return await scheduler.publish_due(session, clock.now, chosen)
+
+
+async def relay(sessions: async_sessionmaker[AsyncSession]) -> list[dict[str, Any]]:
+    """What a relay would publish now (the outbox drained, as after the broker's ack)."""
+    async with sessions.begin() as session:
+        return [m.payload() for m in await outbox.take(session, 10_000)]
 
 
 async def seed(store: HighlightStore, users: range) -> None:
@@ -111,12 +117,13 @@ async def test_budget_releases_in_priority_order_and_never_drops(
     for user in range(7, 11):
         await store.mark_stale(user, "manual")
     released: list[int] = []
+    requests: list[dict[str, Any]] = []
     for second in range(30):
         clock.now = T0 + second * S
         done = await step(sessions, clock, chosen)
         assert done.count <= (3 if second == 0 else 1)
         released += done.priorities
-    requests = await queued_requests(sessions)
+        requests += await relay(sessions)
     assert len(requests) == 10 == len({r["user_id"] for r in requests})
     order = [r["user_id"] for r in requests]
     assert order[:2] in ([2, 5], [5, 2])  # deletions first
@@ -124,6 +131,32 @@ async def test_budget_releases_in_priority_order_and_never_drops(
     assert set(order[3:5]) == {1, 4}
     assert released == sorted(released)
     assert [r["priority"] for r in requests] == released
+
+
+async def test_a_step_waits_while_requests_are_unpublished_and_earns_nothing_meanwhile(
+    sessions: async_sessionmaker[AsyncSession],
+    store: HighlightStore,
+    clock: FakeClock,
+    policy: Callable[..., RegenPolicy],
+) -> None:
+    """The budget is kept on the topic: a backlog the relay publishes late (broker away,
+    worker killed before its relay ran) is not followed by a full refill on top of it."""
+    chosen = policy(rate_per_min=60, burst=3)
+    await seed(store, range(1, 11))
+    for user in range(1, 11):
+        await store.mark_stale(user, "manual")
+    assert (await step(sessions, clock, chosen)).count == 3  # the burst, into the outbox
+    clock.now = T0 + 10 * S  # ten seconds without a relay: nothing more, nothing earned
+    held = await step(sessions, clock, chosen)
+    assert held.count == 0 and held.budget_left == 0
+    assert len(await relay(sessions)) == 3  # published at last, ten seconds late
+    clock.now = T0 + 11 * S
+    assert (await step(sessions, clock, chosen)).count == 1  # one second's worth, not 3
+    clock.now = T0 + 12 * S
+    assert (await step(sessions, clock, chosen)).count == 0  # its request is unpublished
+    await relay(sessions)
+    clock.now = T0 + 13 * S
+    assert (await step(sessions, clock, chosen)).count == 1  # the refill from 12 s on
 
 
 async def test_expiry_is_queued_oldest_first_on_every_path(

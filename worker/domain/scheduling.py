@@ -76,6 +76,12 @@ class Bucket:
         elapsed = max(0.0, (now - self.at).total_seconds())
         return Bucket(min(float(burst), self.tokens + elapsed * rate_per_min / 60.0), now)
 
+    def held(self, now: datetime) -> Bucket:
+        """The bucket while what it last gave out has not reached the broker: time without
+        publishing earns no tokens, so a backlog released late (a broker outage, a worker
+        killed before its relay ran) is not followed by a full refill on top of it."""
+        return Bucket(self.tokens, max(self.at, now))
+
     def available(self) -> int:
         return int(self.tokens + 1e-9)
 

@@ -8,7 +8,10 @@ scheduler step (``publish_due``, run by every worker) locks the one-row token bu
 ``regen_budget``, refills it, picks that many due rows ``FOR UPDATE SKIP LOCKED`` in
 priority order and turns each into a pending request with ``request_regeneration`` (the
 outbox and the relay are unchanged), all in one transaction: a worker killed midway
-rolls back, and the rows are still queued.
+rolls back, and the rows are still queued. The budget holds on the topic, not only in the
+outbox: while an earlier step's requests are unpublished (the relay is behind, the broker
+away, a worker was killed before its relay ran) a step publishes nothing and the bucket
+does not refill (``Bucket.held``), so a late backlog is never followed by a full burst.
 
 With no settle time and no budget (``RegenPolicy()``: the library's default, and
 ``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``) requests are made at once, as before the
@@ -34,6 +37,7 @@ from worker.services.outbox import (
     Requestable,
     batch_rows,
     request_regeneration,
+    requests_unpublished,
 )
 from worker.storage.database import dialect_insert
 from worker.storage.models import HighlightRow, RegenBudgetRow
@@ -177,6 +181,12 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     done = Published()
     budget = await lock_budget(session, now, policy)
     bucket = Bucket(budget.tokens, budget.refilled_at)
+    if policy.rate_per_min > 0 and await requests_unpublished(session):
+        # The budget is kept on the topic, not in the outbox: nothing more until the last
+        # step's requests are published, and no refill for the time they waited.
+        budget.refilled_at = bucket.held(now).at
+        done.budget_left = bucket.tokens
+        return done
     if policy.rate_per_min > 0:
         bucket = bucket.refilled(now, policy.rate_per_min, policy.burst_size)
         limit = min(MAX_PER_STEP, bucket.available())
