@@ -60,3 +60,12 @@ def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert bucket.refilled(T - S, 120, 10).tokens == 0  # a clock going back adds nothing
     with pytest.raises(ValueError, match="taking 5 tokens"):
         half.take(5)
+
+
+def test_a_bucket_paused_or_held_earns_nothing_until_then() -> None:
+    paused = Bucket(0.0, T + 60 * S)  # an operator paused the budget for a minute
+    assert paused.refilled(T + 30 * S, 120, 10) == paused  # the pause is not cut short
+    assert paused.refilled(T + 61 * S, 120, 10).available() == 2
+    held = Bucket(3.0, T).held(T + 10 * S)  # ten seconds with requests unpublished
+    assert held == Bucket(3.0, T + 10 * S)
+    assert held.refilled(T + 11 * S, 120, 10).available() == 5

@@ -73,8 +73,11 @@ class Bucket:
     at: datetime
 
     def refilled(self, now: datetime, rate_per_min: float, burst: int) -> Bucket:
+        """Tokens earned since ``at``; an ``at`` in the future (an operator pausing the
+        budget until then) earns nothing and stays."""
         elapsed = max(0.0, (now - self.at).total_seconds())
-        return Bucket(min(float(burst), self.tokens + elapsed * rate_per_min / 60.0), now)
+        tokens = min(float(burst), self.tokens + elapsed * rate_per_min / 60.0)
+        return Bucket(tokens, max(self.at, now))
 
     def held(self, now: datetime) -> Bucket:
         """The bucket while what it last gave out has not reached the broker: time without
