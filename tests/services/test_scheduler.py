@@ -1,5 +1,6 @@
 """The scheduler on SQLite and PostgreSQL (the comment batch is set-based there): settle,
-max wait, the shared budget, priority order, and the sweep's SQL twin."""
+max wait, the shared budget, priority order, and the sweep's SQL twin; and the policy as a
+value of the service objects (two in one process may differ)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import C, comment, later, queued_requests, result
-from worker.domain.scheduling import Priority, RegenPolicy
+from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
+from worker.runtime.process import Runtime
 from worker.services import scheduler
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.services.sweep import Sweeper
+from worker.settings import Settings
 from worker.storage.models import HighlightRow
 
 S = timedelta(seconds=1)
@@ -218,3 +221,40 @@ async def test_queue_state_and_report_show_place_due_time_and_oldest_wait(
     assert states[3] is not None and states[3]["due_at"] == (T0 + 2 * S).isoformat()
     assert figures["regen_queue_depth"] == 3
     assert figures["regen_queue_oldest_wait_s"] == 10.0
+
+
+async def test_two_policies_side_by_side_in_one_process(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    scheduled: Callable[..., Scheduled],
+) -> None:
+    """The policy belongs to the objects, not to the process: a settling store and pipeline
+    queue while immediate ones beside them request at once, on the same database."""
+    from worker.services.documents import profile_document
+
+    settling, immediate = scheduled(settle=5 * S, max_wait=60 * S), scheduled()
+    await seed(settling.store, range(1, 5))
+    await settling.pipeline.process(C, [comment("a", 1, later(1))])
+    await immediate.pipeline.process(C, [comment("b", 2, later(1))])
+    await settling.store.mark_stale(3, "manual")
+    await immediate.store.mark_stale(4, "manual")
+    assert sorted(r["user_id"] for r in await queued_requests(sessions)) == [2, 4]
+    async with sessions() as session:
+        rows = (await session.scalars(select(HighlightRow).order_by(HighlightRow.user_id))).all()
+        assert [r.user_id for r in rows if r.regen_queued_at is not None] == [1, 3]
+    shown = await profile_document(settling.store, 1)  # due as the store's policy says
+    assert shown["regen_queue"]["due_at"] == (T0 + 5 * S).isoformat()
+
+
+async def test_a_runtime_hands_its_policy_to_every_object(database_url: str) -> None:
+    settling = Runtime(Settings(database_url=database_url, regen_settle=5 * S, regen_rate=60))
+    immediate = Runtime(Settings(database_url=database_url, regen_settle=0 * S, regen_rate=0))
+    try:
+        assert not settling.regen_policy.immediate and immediate.regen_policy.immediate
+        for rt in (settling, immediate):
+            objects = (rt.store, rt.pipeline, rt.sweeper)
+            assert {o.policy for o in objects} == {rt.regen_policy}
+        assert HighlightStore(settling.sessions).policy == IMMEDIATE  # nothing to inherit
+    finally:
+        await settling.engine.dispose()
+        await immediate.engine.dispose()
