@@ -45,14 +45,18 @@ def _print_json(data: Any) -> None:
 
 
 async def _with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    from worker.services import scheduler
+    from worker.services.scheduler import policy_from
     from worker.services.store import HighlightStore
     from worker.storage.database import create_engine, session_factory
 
-    scheduler.configure(scheduler.policy_from(settings))  # requests queue as in the worker
     engine = create_engine(settings.database_url)
     try:
-        return await action(HighlightStore(session_factory(engine), ttl=settings.highlight_ttl))
+        store = HighlightStore(
+            session_factory(engine),
+            ttl=settings.highlight_ttl,
+            policy=policy_from(settings),  # requests queue as in the worker
+        )
+        return await action(store)
     finally:
         await engine.dispose()
 
@@ -274,9 +278,8 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
             click.echo(f"\r{phase}: {seen['n']} rows scanned", nl=False, err=True)
 
     async def go() -> tuple[ScanTotals, bool]:
-        from worker.services import scheduler
+        from worker.services.scheduler import policy_from
 
-        scheduler.configure(scheduler.policy_from(settings))
         engine = create_engine(settings.database_url)
         try:
             scan = FreshnessScan(
@@ -285,6 +288,7 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
                 batch_size=batch_size,
                 dry_run=dry_run,
                 on_chunk=on_chunk,
+                policy=policy_from(settings),
             )
             return await scan.run(restart=restart)
         finally:
@@ -399,9 +403,10 @@ def reseed(
             )
 
     async def go(store: Any) -> ReseedResult:
-        return await Reseeder(store.sessions, actor, rate, dry_run, on_chunk=progress).run(
-            selection, after
+        reseeder = Reseeder(
+            store.sessions, actor, rate, dry_run, on_chunk=progress, policy=store.policy
         )
+        return await reseeder.run(selection, after)
 
     result = _run(_with_store(get_settings(), go))
     click.echo(

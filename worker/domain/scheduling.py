@@ -6,6 +6,10 @@ latest change it absorbed, but never later than ``max_wait`` after the first one
 (comment-driven priorities only; the others are due at once). Due requests leave the
 queue highest priority first, as far as a token bucket shared by every worker allows.
 The SQL the scheduler runs (``worker.services.scheduler``) is tested against these.
+
+``RegenPolicy`` holds the numbers (settle, max wait, budget). It is a plain value handed
+to the service objects that mark rows stale (and carried by their outbox sinks), never
+process-wide state: two runtimes in one process may run different policies.
 """
 
 from __future__ import annotations
@@ -63,6 +67,31 @@ def due_at(
 def queue_order(priority: int, unseen: int, first_change: datetime) -> tuple[int, int, datetime]:
     """Sort key of due requests: priority, then more unseen comments, then oldest change."""
     return (priority, -unseen, first_change)
+
+
+@dataclass(frozen=True, slots=True)
+class RegenPolicy:
+    """When queued requests are due and how many may go a minute (``WB_REGEN_*``)."""
+
+    settle: timedelta = timedelta(0)
+    max_wait: timedelta = timedelta(0)
+    rate_per_min: float = 0.0  # 0: no budget
+    burst: int = 0
+
+    @property
+    def immediate(self) -> bool:
+        """No settle time and no budget: a stale mark makes its request at once (the
+        behaviour before the scheduler; no scheduler step is needed)."""
+        return self.settle <= timedelta(0) and self.rate_per_min <= 0
+
+    @property
+    def burst_size(self) -> int:
+        return max(1, self.burst or int(self.rate_per_min) or 1)
+
+
+# The default of every service object: requests at once, as code that predates the
+# scheduler (and the tests of it) expects.
+IMMEDIATE = RegenPolicy()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.batch import BatchResult
 from worker.domain.freshness import FreshnessState
 from worker.domain.messages import InputStream, RejectReason
-from worker.domain.scheduling import Priority
+from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.services import outbox, scheduler
 from worker.services import signal_records as signal
@@ -218,13 +218,13 @@ class Metrics:
             self.regen_budget.set(done.budget_left)
 
     async def refresh_gauges(
-        self, session: AsyncSession, now: datetime, policy: scheduler.RegenPolicy | None = None
+        self, session: AsyncSession, now: datetime, policy: RegenPolicy
     ) -> Figures:
         """Set the database-backed gauges; returns the figures (the overview samples them)."""
         depths = await scheduler.queue_depths(session)
         for p in Priority:
             self.regen_queued.labels(p.name.lower()).set(depths.get(int(p), 0))
-        left = await scheduler.budget_left(session, now, policy or scheduler.current_policy())
+        left = await scheduler.budget_left(session, now, policy)
         self.regen_budget.set(-1 if left is None else left)
         figures = await current_figures(session, now)
         for key, n in figures.counts.items():

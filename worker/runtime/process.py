@@ -59,20 +59,25 @@ class Runtime:
     def __post_init__(self) -> None:
         self.engine = create_engine(self.settings.database_url)
         self.sessions = session_factory(self.engine)
-        self.store = HighlightStore(self.sessions, ttl=self.settings.highlight_ttl)
+        # One policy for everything this worker marks stale (the web views reach it through
+        # the store and ``regen_policy``); another Runtime in the process may hold another.
+        self.regen_policy = scheduler.policy_from(self.settings)
+        self.store = HighlightStore(
+            self.sessions, ttl=self.settings.highlight_ttl, policy=self.regen_policy
+        )
         self.pipeline = Pipeline(
             self.sessions,
             ttl=self.settings.highlight_ttl,
             max_backoff_s=self.settings.db_retry_max_backoff,
             on_retry=self.metrics.count_retry,
+            policy=self.regen_policy,
         )
         self.sweeper = Sweeper(
             self.sessions,
             retry_after=self.settings.regen_retry_after,
             chunk_size=self.settings.sweep_chunk,
+            policy=self.regen_policy,
         )
-        self.regen_policy = scheduler.policy_from(self.settings)
-        scheduler.configure(self.regen_policy)
         self.relay_wakeup = asyncio.Event()
         self.relay_backoff = 0.0  # after a publish that timed out; doubles up to the max
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
 from worker.domain.messages import CommentEvent, InputStream
+from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.services import signal_records as signal
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
@@ -209,8 +210,10 @@ async def apply_comment_batch(
     now: datetime,
     result: BatchResult,
     record: Callable[[dict[str, list[str]]], Write | None],
+    policy: RegenPolicy,
 ) -> dict[str, list[str]]:
-    """Apply already-claimed comments in order; returns event ids by outcome.
+    """Apply already-claimed comments in order under ``policy``; returns event ids by
+    outcome.
 
     The batch's writes (changed rows, its outbox row, Signal activity, and what ``record``
     makes of the outcomes) go to the database as one statement."""
@@ -226,7 +229,7 @@ async def apply_comment_batch(
             continue
         targets.append((event, user_id))
     park = signal.park_write(parked, now)
-    applied = await apply_resolved(session, targets, now, result, outcomes, record, park)
+    applied = await apply_resolved(session, targets, now, result, outcomes, record, policy, park)
     for outcome, ids in applied.items():
         result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
     return applied
@@ -239,6 +242,7 @@ async def apply_resolved(
     result: BatchResult,
     outcomes: dict[str, list[str]],
     record: Callable[[dict[str, list[str]]], Write | None],
+    policy: RegenPolicy,
     also: Write | None = None,
 ) -> dict[str, list[str]]:
     """Apply comments whose user is known, in order (rows created and locked in one
@@ -247,6 +251,7 @@ async def apply_resolved(
     Also the way parked comments go when their mapping arrives (``worker.services.mappings``)."""
     rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
     queued: list[OutboxEntry] = []
+    sink = OutboxSink(queued.append, policy)  # the batch's one outbox row
     activity: dict[int, signal.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
     deleted: set[tuple[int, str]] = set()
@@ -254,7 +259,7 @@ async def apply_resolved(
         activity.setdefault(user_id, signal.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             deleted.add((user_id, event.comment_id))
-        outcome = apply_comment(queued.append, rows[user_id], event, now, result)
+        outcome = apply_comment(sink, rows[user_id], event, now, result)
         if outcome != ALREADY_INCLUDED:
             touched[user_id] = rows[user_id]
         outcomes.setdefault(outcome, []).append(event.event_id)

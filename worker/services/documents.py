@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.values import Highlight, quote_comment_id, utcnow, withhold
-from worker.services.scheduler import current_policy, queue_state
+from worker.services.scheduler import queue_state
 from worker.services.serving import serve, snapshot_stats
 from worker.services.store import HighlightStore
 from worker.storage.models import DeletedCommentRow, HighlightRow, SignalActivityRow
@@ -51,7 +51,8 @@ async def served_document(
 async def profile_document(
     store: HighlightStore, user_id: int, serve_stale_for: timedelta = timedelta(0)
 ) -> dict[str, Any]:
-    """Everything an operator wants about one user: stored row, served answer, activity."""
+    """Everything an operator wants about one user: stored row, served answer, activity,
+    and its place in the regeneration queue under the store's policy."""
     highlight, activity, deleted = await load(store, user_id)
     stored = highlight.model_dump(mode="json") if highlight else None
     if stored is not None and deleted:  # the panel shows these: withheld there too
@@ -61,7 +62,7 @@ async def profile_document(
     now = utcnow()
     async with store.sessions() as session:
         row = await session.get(HighlightRow, user_id)
-        queue = await queue_state(session, row, now, current_policy()) if row else None
+        queue = await queue_state(session, row, now, store.policy) if row else None
     return {
         "user_id": user_id,
         "highlight": stored,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
 from worker.domain.messages import CommentEvent, InputStream, RequestEvent
+from worker.domain.scheduling import RegenPolicy
 from worker.services import signal_records as signal
 from worker.services.comments import apply_resolved
 from worker.storage import dedup
@@ -30,10 +31,15 @@ from worker.storage.pgarray import literal
 
 
 async def apply_mapping_batch(
-    session: AsyncSession, events: list[RequestEvent], now: datetime, result: BatchResult
+    session: AsyncSession,
+    events: list[RequestEvent],
+    now: datetime,
+    result: BatchResult,
+    policy: RegenPolicy,
 ) -> dict[str, list[str]]:
     """Apply already-claimed mappings in order; returns comment outcomes of the released
-    comments (the mappings' own outcome is ``mapped``)."""
+    comments (the mappings' own outcome is ``mapped``; their stale marks follow
+    ``policy``)."""
     if not events:
         return {}
     first: dict[str, RequestEvent] = {}
@@ -62,6 +68,7 @@ async def apply_mapping_batch(
         result,
         {},
         lambda _: dedup.outcomes_write(InputStream.REQUESTS, mapped),
+        policy,
     )
     comments = InputStream.COMMENTS.value
     for outcome, ids in outcomes.items():

@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.messages import regen_request_payload
-from worker.domain.scheduling import priority_for
+from worker.domain.scheduling import IMMEDIATE, RegenPolicy, priority_for
 from worker.domain.values import RegenReason
 from worker.storage.models import HighlightRow, OutboxRow, RowState
 from worker.storage.pgarray import Write
@@ -55,17 +55,24 @@ class OutboxEntry:
     created_at: datetime
 
 
-OutboxSink = Callable[[OutboxEntry], None]
+@dataclass(frozen=True, slots=True)
+class OutboxSink:
+    """Where a transaction's requests go (``add``), and the scheduler policy they are made
+    under: the staleness rules receive both together, so a rule deep in a batch knows
+    whether to request at once or to queue without reading process-wide state."""
+
+    add: Callable[[OutboxEntry], None]
+    policy: RegenPolicy = IMMEDIATE
 
 
-def session_sink(session: AsyncSession) -> OutboxSink:
+def session_sink(session: AsyncSession, policy: RegenPolicy) -> OutboxSink:
     """Queue each entry as its own row in ``session`` (flushed with the rest of its changes):
     the ORM paths make a request or a few per transaction."""
 
     def add(entry: OutboxEntry) -> None:
         session.add_all(batch_rows([entry]))
 
-    return add
+    return OutboxSink(add, policy)
 
 
 def batch_rows(entries: Iterable[OutboxEntry]) -> list[OutboxRow]:
@@ -158,7 +165,7 @@ def request_regeneration(
     row.regen_requested_at = now
     row.regen_generation = row.generation
     row.updated_at = now
-    sink(
+    sink.add(
         OutboxEntry(
             topic=REGEN_STREAM,
             key=str(row.user_id),

@@ -28,6 +28,7 @@ from worker.domain.messages import (
     RequestEvent,
     decode,
 )
+from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import (
     UpsertOutcome,
     utcnow,
@@ -40,7 +41,7 @@ from worker.services.comments import (
     resolve_or_park,
 )
 from worker.services.mappings import apply_mapping_batch
-from worker.services.outbox import session_sink
+from worker.services.outbox import OutboxSink, session_sink
 from worker.services.results import apply_result, apply_result_batch, result_of
 from worker.services.store import (
     create_placeholders,
@@ -62,12 +63,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Tx:
-    """One transaction's working set: the session, its clock reading and the locked rows."""
+    """One transaction's working set: the session, its clock reading, the locked rows and
+    where their requests go."""
 
     session: AsyncSession
     now: datetime
     rows: dict[int, HighlightRow]
     result: BatchResult
+    sink: OutboxSink
     activity: dict[int, signal.ActivityDelta] = field(default_factory=dict)
 
     async def row(self, user_id: int) -> HighlightRow:
@@ -91,6 +94,8 @@ class Pipeline:
     # PostgreSQL applies batches set-based; False keeps the ORM path there too (the
     # differential tests compare the two on the same events).
     set_based: bool = True
+    # When the stale marks of a batch ask for their regeneration (at once, or queued).
+    policy: RegenPolicy = IMMEDIATE
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
@@ -184,7 +189,8 @@ class Pipeline:
             if self.set_based and is_postgresql(session):
                 await self._apply_set_based(session, stream, fresh, now, result)
                 return result
-            tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
+            rows = await _lock_batch_rows(session, fresh, now)
+            tx = _Tx(session, now, rows, result, session_sink(session, self.policy))
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
                 try:
@@ -212,15 +218,26 @@ class Pipeline:
         if stream is InputStream.COMMENTS:
             comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
             await apply_comment_batch(
-                session, comments, now, result, lambda o: dedup.outcomes_write(stream, o)
+                session,
+                comments,
+                now,
+                result,
+                lambda o: dedup.outcomes_write(stream, o),
+                self.policy,
             )
         elif stream is InputStream.REQUESTS:
             mappings = [e for _, e in fresh if isinstance(e, RequestEvent)]
-            await apply_mapping_batch(session, mappings, now, result)
+            await apply_mapping_batch(session, mappings, now, result, self.policy)
         else:
             results = [(m, e) for m, e in fresh if isinstance(e, GeneratedEvent)]
             await apply_result_batch(
-                session, results, now, self.ttl, result, lambda o: dedup.record_writes(stream, o)
+                session,
+                results,
+                now,
+                self.ttl,
+                result,
+                lambda o: dedup.record_writes(stream, o),
+                self.policy,
             )
 
     async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
@@ -240,7 +257,7 @@ class Pipeline:
         if event.type == "comment.deleted":
             await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)
         row = await tx.row(user_id)
-        return apply_comment(session_sink(tx.session), row, event, tx.now, tx.result)
+        return apply_comment(tx.sink, row, event, tx.now, tx.result)
 
     async def _request(self, tx: _Tx, event: RequestEvent) -> str:
         await signal.lock_request(tx.session, event.request_id)
@@ -270,9 +287,7 @@ class Pipeline:
         except InvalidInput as exc:
             raise Rejected(RejectReason.REJECTED_BY_STORE, str(exc)) from None
         tx.rows[row.user_id] = row
-        return apply_result(
-            session_sink(tx.session), row, event, outcome, pending_since, tx.now, tx.result
-        )
+        return apply_result(tx.sink, row, event, outcome, pending_since, tx.now, tx.result)
 
 
 async def _lock_batch_rows(

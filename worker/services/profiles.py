@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from worker.domain.errors import InvalidInput
 from worker.domain.freshness import FreshnessState
 from worker.domain.ids import is_user_id
+from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import StaleReason, utcnow
 from worker.services.reseed import Reseeder, ReseedResult
 from worker.storage.freshness import state_column
@@ -295,6 +296,7 @@ class ProfileService:
     bulk_rate: float = 50.0
     on_requests: Callable[[], None] | None = None  # wakes the outbox relay
     clock: Callable[[], datetime] = utcnow
+    policy: RegenPolicy = IMMEDIATE  # the bulk regenerates' (the worker's own)
     jobs: list[BulkJob] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -311,6 +313,7 @@ class ProfileService:
             action="bulk_regenerate",
             note=note,
             on_chunk=lambda _result: self.on_requests() if self.on_requests else None,
+            policy=self.policy,
         )
 
     async def count(self, selection: ProfileFilter) -> int:

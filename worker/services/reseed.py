@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import ColumnElement, and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from worker.domain.scheduling import Priority
+from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.outbox import session_sink
@@ -72,6 +72,7 @@ class Reseeder:
     on_chunk: Callable[[ReseedResult], None] | None = None
     action: str = "reseed"  # the audit action (and the requests' trigger)
     note: str | None = None  # the audit reason
+    policy: RegenPolicy = IMMEDIATE  # queued (within the budget) or requested at once
 
     def __post_init__(self) -> None:
         self.actor = check_actor(self.actor)
@@ -117,18 +118,14 @@ class Reseeder:
     async def _mark(self, session: AsyncSession, ids: list[int], result: ReseedResult) -> None:
         now = utcnow()
         rows = await lock_rows(session, ids)
+        sink = session_sink(session, self.policy)
         for user_id in ids:
             row = rows[user_id]
             with audited(
                 session, row, actor=self.actor, action=self.action, reason=self.note, now=now
             ):
                 outcome = mark_stale_row(
-                    session_sink(session),
-                    row,
-                    StaleReason.MANUAL,
-                    now,
-                    self.action,
-                    Priority.RESEED,
+                    sink, row, StaleReason.MANUAL, now, self.action, Priority.RESEED
                 )
             result.marked += 1
             result.requested += outcome is StaleOutcome.REQUESTED

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
 from worker.domain.messages import GeneratedEvent, InputStream, RejectReason
+from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import (
     AttributedQuote,
     GeneratedHighlight,
@@ -180,16 +181,22 @@ def transitions_write(transitions: list[FreshTransition], now: datetime) -> Writ
 
 @dataclass
 class _Batch:
-    """A result batch's working set on plain values."""
+    """A result batch's working set on plain values; its requests go to ``queued`` (one
+    outbox row) under ``policy``."""
 
     now: datetime
     ttl: timedelta
     result: BatchResult
-    states: dict[int, RowState]
-    contents: dict[int, _Content]
-    queued: list[OutboxEntry]
-    outcomes: dict[str, list[str]]
+    policy: RegenPolicy
+    states: dict[int, RowState] = field(default_factory=dict)
+    contents: dict[int, _Content] = field(default_factory=dict)
+    queued: list[OutboxEntry] = field(default_factory=list)
+    outcomes: dict[str, list[str]] = field(default_factory=dict)
     transitions: list[FreshTransition] = field(default_factory=list)
+    sink: OutboxSink = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sink = OutboxSink(self.queued.append, self.policy)
 
     def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
         state = self.states.get(event.user_id)
@@ -207,9 +214,7 @@ class _Batch:
         outcome = settle_result(
             state, payload, event.snapshot_hash, meta, self.now, self.transitions.append
         )
-        return apply_result(
-            self.queued.append, state, event, outcome, pending_since, self.now, self.result
-        )
+        return apply_result(self.sink, state, event, outcome, pending_since, self.now, self.result)
 
 
 async def apply_result_batch(
@@ -219,11 +224,13 @@ async def apply_result_batch(
     ttl: timedelta,
     result: BatchResult,
     record: Callable[[dict[str, list[str]]], list[Write | None]],
+    policy: RegenPolicy,
 ) -> dict[str, list[str]]:
     """Apply already-claimed results in order; returns event ids by outcome. A result the
-    store refuses as invalid is dead-lettered (``record`` unclaims it)."""
+    store refuses as invalid is dead-lettered (``record`` unclaims it); a request asked
+    again follows ``policy``."""
     stream = InputStream.GENERATED
-    batch = _Batch(now, ttl, result, {}, {}, [], {})
+    batch = _Batch(now, ttl, result, policy)
     valid: list[tuple[GeneratedEvent, GeneratedHighlight, UpsertMeta]] = []
     for message, event in events:
         payload, meta = result_of(event)  # once per event: a model with validation

@@ -13,23 +13,31 @@ outbox: while an earlier step's requests are unpublished (the relay is behind, t
 away, a worker was killed before its relay ran) a step publishes nothing and the bucket
 does not refill (``Bucket.held``), so a late backlog is never followed by a full burst.
 
-With no settle time and no budget (``RegenPolicy()``: the library's default, and
-``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``) requests are made at once, as before the
-scheduler. The policy is process-wide (``configure``): the worker and the CLI set it from
-their settings at start.
+With no settle time and no budget (``worker.domain.scheduling.IMMEDIATE``: the service
+objects' default, and ``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``) requests are made at once, as
+before the scheduler. There is no process-wide policy: the worker's ``Runtime`` and the
+CLI build one from their settings (``policy_from``) and hand it to the service objects
+they make; a stale mark reads it from the outbox sink it writes to (``OutboxSink.policy``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from worker.domain.scheduling import SETTLING, Bucket, Priority, due_at, priority_for
+from worker.domain.scheduling import (
+    SETTLING,
+    Bucket,
+    Priority,
+    RegenPolicy,
+    due_at,
+    priority_for,
+)
 from worker.domain.values import RegenReason
 from worker.services.outbox import (
     OutboxEntry,
@@ -50,38 +58,11 @@ BUDGET_ROW = 1
 MAX_PER_STEP = 500  # requests one step publishes at most (one outbox row)
 
 
-@dataclass(frozen=True, slots=True)
-class RegenPolicy:
-    settle: timedelta = timedelta(0)
-    max_wait: timedelta = timedelta(0)
-    rate_per_min: float = 0.0  # 0: no budget
-    burst: int = 0
-
-    @property
-    def immediate(self) -> bool:
-        return self.settle <= timedelta(0) and self.rate_per_min <= 0
-
-    @property
-    def burst_size(self) -> int:
-        return max(1, self.burst or int(self.rate_per_min) or 1)
-
-
-_policy = RegenPolicy()
-
-
 def policy_from(settings: Settings) -> RegenPolicy:
+    """The policy ``WB_REGEN_SETTLE`` / ``_MAX_WAIT`` / ``_RATE`` / ``_BURST`` describe."""
     return RegenPolicy(
         settings.regen_settle, settings.regen_max_wait, settings.regen_rate, settings.regen_burst
     )
-
-
-def configure(policy: RegenPolicy) -> None:
-    global _policy
-    _policy = policy
-
-
-def current_policy() -> RegenPolicy:
-    return _policy
 
 
 def is_queued(row: Requestable) -> bool:
@@ -98,8 +79,9 @@ def enqueue(
     unseen: int = 0,
     first_change: datetime | None = None,
 ) -> bool:
-    """Queue ``row``'s regeneration (immediate policy: request it now). Returns False when
-    the change was absorbed by a request already queued (settling), True otherwise."""
+    """Queue ``row``'s regeneration (``sink.policy`` immediate: request it now). Returns
+    False when the change was absorbed by a request already queued (settling), True
+    otherwise."""
     prio = priority_for(reason.value, trigger) if priority is None else priority
     if row.regen_queued_at is not None:
         row.regen_last_change_at = now
@@ -110,7 +92,7 @@ def enqueue(
         row.regen_unseen += unseen
         row.updated_at = now
         return False
-    if _policy.immediate:
+    if sink.policy.immediate:
         request_regeneration(sink, row, reason, now, trigger, prio)
         return True
     row.regen_queued_at = row.regen_last_change_at = now
@@ -204,14 +186,13 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
         )
         rows = list((await session.scalars(stmt)).all())
     entries: list[OutboxEntry] = []
+    sink = OutboxSink(entries.append, policy)  # one outbox row for the whole step
     for row in rows:
         assert row.regen_queued_at is not None and row.regen_priority is not None
         done.waits_s.append((now - row.regen_queued_at).total_seconds())
         done.priorities.append(row.regen_priority)
         reason = RegenReason(row.regen_queued_reason or RegenReason.MANUAL.value)
-        request_regeneration(
-            entries.append, row, reason, now, row.regen_queued_trigger, row.regen_priority
-        )
+        request_regeneration(sink, row, reason, now, row.regen_queued_trigger, row.regen_priority)
         dequeue(row)
     if entries:
         session.add_all(batch_rows(entries))

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.ids import is_user_id
-from worker.domain.scheduling import Priority
+from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.domain.values import (
     MAX_OVERRIDE_CHARS,
     GeneratedHighlight,
@@ -128,7 +128,7 @@ def mark_stale_row(
     takes the most urgent priority), a pending one absorbs them too (coalescing); an
     override lock keeps the row visibly stale but asks for nothing. Otherwise a request is
     queued with the scheduler (``worker.services.scheduler``), or made at once when the
-    policy is immediate. ``unseen`` counts the comments the change brings.
+    sink's policy is immediate. ``unseen`` counts the comments the change brings.
     """
     row.generation += 1
     if not row.is_stale:
@@ -387,11 +387,13 @@ def check_override_text(text: str) -> str:
 
 @dataclass
 class HighlightStore:
-    """Transaction-per-operation facade over the rules above."""
+    """Transaction-per-operation facade over the rules above; the marks and requests it
+    makes follow ``policy`` (the worker's and the CLI's come from their settings)."""
 
     sessions: async_sessionmaker[AsyncSession]
     ttl: timedelta = timedelta(days=7)
     clock: Clock = utcnow
+    policy: RegenPolicy = IMMEDIATE
 
     async def get(self, user_id: int) -> Highlight | None:
         check_user_id(user_id)
@@ -433,8 +435,9 @@ class HighlightStore:
             row = await lock_row(session, user_id)
             if row is None:
                 raise UnknownUser(user_id)
+            sink = session_sink(session, self.policy)
             if actor is None:
-                outcome = mark_stale_row(session_sink(session), row, stale_reason, now, None)
+                outcome = mark_stale_row(sink, row, stale_reason, now, None)
             else:
                 with audited(
                     session,
@@ -444,9 +447,7 @@ class HighlightStore:
                     reason=note,
                     now=now,
                 ):
-                    outcome = mark_stale_row(
-                        session_sink(session), row, stale_reason, now, _trigger(actor)
-                    )
+                    outcome = mark_stale_row(sink, row, stale_reason, now, _trigger(actor))
             return Highlight.from_row(row), outcome
 
     async def regenerate(self, user_id: int, actor: str, note: str | None = None) -> Highlight:
@@ -469,7 +470,7 @@ class HighlightStore:
                 if not scheduler.is_queued(row):  # a new request replaces a pending one
                     row.regen_request_id = None
                 scheduler.enqueue(
-                    session_sink(session),
+                    session_sink(session, self.policy),
                     row,
                     RegenReason.MANUAL,
                     now,
@@ -511,7 +512,7 @@ class HighlightStore:
             with audited(session, row, actor=actor, action="clear_override", reason=note, now=now):
                 row.manual_override, row.override_text = False, None
                 row.override_actor, row.override_set_at, row.updated_at = actor, now, now
-                request_if_unanswered(session_sink(session), row, now, _trigger(actor))
+                request_if_unanswered(session_sink(session, self.policy), row, now, _trigger(actor))
             return Highlight.from_row(row)
 
 

@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain.freshness import expiry_due
-from worker.domain.scheduling import Priority, priority_for
+from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy, priority_for
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
-from worker.services.outbox import REGEN_STREAM, session_sink
+from worker.services.outbox import REGEN_STREAM, OutboxSink, session_sink
 from worker.services.store import (
     lock_or_create_row,
     lock_rows,
@@ -44,6 +44,7 @@ A = SignalActivityRow
 class ScanOptions:
     now: datetime
     retry_after: timedelta
+    policy: RegenPolicy  # the scan's marks and retries: requested at once, or queued
     include_activity: bool = False
     # False once the expired rows were marked set-based (PostgreSQL's sweep): the remaining
     # conditions are all indexed, so the chunk scan no longer walks the whole table.
@@ -115,7 +116,7 @@ async def _candidate_ids(
 
 
 def _act(
-    session: AsyncSession,
+    sink: OutboxSink,
     row: HighlightRow,
     activity: A | None,
     opts: ScanOptions,
@@ -124,7 +125,7 @@ def _act(
     """Re-check one locked row (it may have changed since it was selected) and act on it."""
     now = opts.now
     if expiry_due(row.is_stale, row.stale_after, now):
-        _mark(session, row, StaleReason.EXPIRED, now, totals)
+        _mark(sink, row, StaleReason.EXPIRED, now, totals)
     elif (
         not row.is_stale
         and activity is not None
@@ -132,9 +133,7 @@ def _act(
         and (row.generated_at is None or activity.last_comment_at > row.generated_at)
     ):
         reason = COMMENT_REASONS.get(activity.last_comment_type or "", StaleReason.NEW_COMMENT)
-        _mark(
-            session, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals
-        )
+        _mark(sink, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals)
     elif (
         not row.manual_override
         and row.regen_request_id is not None
@@ -143,25 +142,20 @@ def _act(
     ):
         if not scheduler.is_queued(row):
             scheduler.enqueue(
-                session_sink(session),
-                row,
-                RegenReason.RETRY,
-                now,
-                "sweep",
-                priority_for(row.stale_reason),
+                sink, row, RegenReason.RETRY, now, "sweep", priority_for(row.stale_reason)
             )
             totals.actions["retried"] += 1
             totals.requests[RegenReason.RETRY.value] += 1
-    elif request_if_unanswered(session_sink(session), row, now, "sweep"):
+    elif request_if_unanswered(sink, row, now, "sweep"):
         totals.actions["requested"] += 1
         totals.requests[row.stale_reason or "manual"] += 1
 
 
 def _mark(
-    session: AsyncSession, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
+    sink: OutboxSink, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
 ) -> None:
     since = row.stale_after if reason is StaleReason.EXPIRED else None
-    outcome = mark_stale_row(session_sink(session), row, reason, now, "sweep", first_change=since)
+    outcome = mark_stale_row(sink, row, reason, now, "sweep", first_change=since)
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
         totals.requests[reason.value] += 1
@@ -180,8 +174,9 @@ async def scan_chunk(
     if opts.include_activity:
         found = await session.scalars(select(A).where(A.user_id.in_(ids)))
         activities = {a.user_id: a for a in found}
+    sink = session_sink(session, opts.policy)
     for user_id in ids:
-        _act(session, rows[user_id], activities.get(user_id), opts, totals)
+        _act(sink, rows[user_id], activities.get(user_id), opts, totals)
     totals.scanned = len(ids)
     return ids[-1], totals
 
@@ -201,10 +196,11 @@ async def missing_chunk(
     ids = list((await session.scalars(stmt)).all())
     if not ids:
         return None, totals
+    sink = session_sink(session, opts.policy)
     for user_id in ids:
         row = await lock_or_create_row(session, user_id, opts.now)
         if row.generated_at is None and not row.is_stale:
-            _mark(session, row, StaleReason.MISSING, opts.now, totals)
+            _mark(sink, row, StaleReason.MISSING, opts.now, totals)
     totals.scanned = len(ids)
     return ids[-1], totals
 
@@ -217,10 +213,11 @@ class Sweeper:
     retry_after: timedelta
     chunk_size: int = 1000
     clock: Callable[[], datetime] = utcnow
+    policy: RegenPolicy = IMMEDIATE
 
     async def run(self) -> ScanTotals:
         totals = ScanTotals()
-        opts = ScanOptions(now=self.clock(), retry_after=self.retry_after)
+        opts = ScanOptions(now=self.clock(), retry_after=self.retry_after, policy=self.policy)
         if is_postgresql(self.sessions):
             totals.add(await self._expire_set_based(opts.now))
             opts.include_expired = False
@@ -238,7 +235,7 @@ class Sweeper:
         while True:
             params: dict[str, object] = {"after": after, "now": now, "limit": self.chunk_size}
             statement = EXPIRE_QUEUE_CHUNK
-            if scheduler.current_policy().immediate:
+            if self.policy.immediate:
                 statement = EXPIRE_CHUNK
                 params.update(
                     requested_at=now.isoformat(), stream=REGEN_STREAM, ids=secrets.token_hex(8)
@@ -355,6 +352,7 @@ class FreshnessScan:
     name: str = "freshness-scan"
     clock: Callable[[], datetime] = utcnow
     on_chunk: Callable[[ScanTotals, str], None] | None = None
+    policy: RegenPolicy = IMMEDIATE
 
     async def run(self, restart: bool = False) -> tuple[ScanTotals, bool]:
         """Run to the end; returns the totals (including a resumed run's earlier part) and
@@ -366,7 +364,7 @@ class FreshnessScan:
         after: int | None = (checkpoint.last_user_id or 0) if checkpoint else 0
         if phase not in PHASES:  # "done" but not finished: only the closing write was lost
             phase, after = PHASES[-1], None
-        opts = ScanOptions(now=self.clock(), retry_after=self.retry_after, include_activity=True)
+        opts = ScanOptions(self.clock(), self.retry_after, self.policy, include_activity=True)
         started = checkpoint.started_at if checkpoint else opts.now
         for current in PHASES[PHASES.index(phase) :]:
             chunk_fn = scan_chunk if current == "highlights" else missing_chunk

@@ -55,7 +55,10 @@ class Panel:
         self.service = AdminService(rt.store, rt.settings.serve_stale_for)
         self.overview = OverviewService(rt.sessions)
         self.profiles = ProfileService(
-            rt.sessions, rt.settings.bulk_rate, on_requests=rt.relay_wakeup.set
+            rt.sessions,
+            rt.settings.bulk_rate,
+            on_requests=rt.relay_wakeup.set,
+            policy=rt.regen_policy,
         )
         key = rt.settings.secret_key or secrets.token_hex(32)
         if not rt.settings.secret_key:
