@@ -91,7 +91,13 @@ class Metrics:
     """All metrics of one worker, in a registry of its own (tests build several)."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._stream_metrics(self.registry)
+        self._scheduler_metrics(self.registry)
+        self._state_gauges(self.registry)
+
+    def _stream_metrics(self, r: CollectorRegistry) -> None:
+        """What the input streams did: outcomes, dead letters, retries, timings."""
         self.events = Counter(
             "wb_events", "Input events by stream and outcome", ["stream", "outcome"], registry=r
         )
@@ -138,9 +144,24 @@ class Metrics:
             buckets=TURNAROUND_BUCKETS,
             registry=r,
         )
+        # Counters the alerts take increase()/rate() of exist at 0 from the start: a series
+        # born at its first increment (a dead-letter burst) shows Prometheus no increase.
+        for stream in InputStream:
+            self.db_retries.labels(stream.value)
+            for reason in RejectReason:
+                self.dead_letters.labels(stream.value, reason.value)
+
+    def _scheduler_metrics(self, r: CollectorRegistry) -> None:
+        """The regeneration scheduler: its queue, the shared budget, what it released."""
         self.regen_queued = Gauge(
             "wb_regen_queued",
             "Regen requests queued with the scheduler (not yet published), by priority",
+            ["priority"],
+            registry=r,
+        )
+        self.regen_queued_age = Gauge(
+            "wb_regen_queued_age_seconds",
+            "Age of the oldest request waiting for the scheduler, by priority (0: none)",
             ["priority"],
             registry=r,
         )
@@ -168,7 +189,11 @@ class Metrics:
         )
         for p in Priority:
             self.regen_queued.labels(p.name.lower())
+            self.regen_queued_age.labels(p.name.lower())
             self.regen_scheduled.labels(p.name.lower())
+
+    def _state_gauges(self, r: CollectorRegistry) -> None:
+        """Database-backed gauges, set by ``refresh_gauges`` on the gauge timer."""
         self.highlights = Gauge("wb_highlights", "Highlights by state", ["state"], registry=r)
         self.pending = Gauge("wb_regen_pending", "Pending regenerations (queue depth)", registry=r)
         self.backlog = Gauge("wb_outbox_backlog", "Outbox rows not yet published", registry=r)
@@ -178,12 +203,6 @@ class Metrics:
         self.parked = Gauge(
             "wb_parked_comments", "Comments waiting for a request mapping", registry=r
         )
-        # Counters the alerts take increase()/rate() of exist at 0 from the start: a series
-        # born at its first increment (a dead-letter burst) shows Prometheus no increase.
-        for stream in InputStream:
-            self.db_retries.labels(stream.value)
-            for reason in RejectReason:
-                self.dead_letters.labels(stream.value, reason.value)
 
     def count_retry(self, stream: InputStream) -> None:
         """One retry of a batch of ``stream`` because the database failed (called by the
@@ -222,8 +241,12 @@ class Metrics:
     ) -> Figures:
         """Set the database-backed gauges; returns the figures (the overview samples them)."""
         depths = await scheduler.queue_depths(session)
+        waiting = await scheduler.oldest_waiting(session)
         for p in Priority:
             self.regen_queued.labels(p.name.lower()).set(depths.get(int(p), 0))
+            since = waiting.get(int(p))
+            age = (now - since).total_seconds() if since else 0.0
+            self.regen_queued_age.labels(p.name.lower()).set(max(age, 0.0))
         left = await scheduler.budget_left(session, now, policy)
         self.regen_budget.set(-1 if left is None else left)
         figures = await current_figures(session, now)

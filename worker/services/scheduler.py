@@ -214,6 +214,18 @@ async def queue_depths(session: AsyncSession) -> dict[int, int]:
     return {int(p): int(n) for p, n in (await session.execute(stmt)).all() if p is not None}
 
 
+async def oldest_waiting(session: AsyncSession) -> dict[int, datetime]:
+    """By priority, when the oldest request waiting for the scheduler was queued (rows
+    under an override lock wait for the lock, not for the scheduler: left out)."""
+    stmt = (
+        select(H.regen_priority, func.min(H.regen_queued_at))
+        .where(H.regen_queued_at.is_not(None), H.manual_override.is_(False))
+        .group_by(H.regen_priority)
+    )
+    rows = (await session.execute(stmt)).all()
+    return {int(p): at for p, at in rows if p is not None and at is not None}
+
+
 async def oldest_queued(session: AsyncSession) -> datetime | None:
     stmt = select(func.min(H.regen_queued_at)).where(H.regen_queued_at.is_not(None))
     value: datetime | None = await session.scalar(stmt)
