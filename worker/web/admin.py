@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -158,6 +160,40 @@ def api(handler: Any) -> Any:
     return wrapped
 
 
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """Who is looking at a panel page, and the CSRF token its forms carry."""
+
+    principal: Principal
+    cookie: str
+    csrf: str
+
+
+def html_page(*, act: bool) -> Callable[[Any], Any]:
+    """Panel pages: the session's principal resolved first (no session: to the login; a
+    viewer on a page that acts: a 403 page), handed to the method as a ``Visit``; a
+    ``Refused`` or ``InvalidInput`` the method lets through becomes a 4xx page that still
+    shows the visitor's navigation. One place for what every page did by hand."""
+
+    def decorate(handler: Any) -> Any:
+        async def wrapped(view: PanelView, request: web.Request, **kwargs: Any) -> Any:
+            try:
+                principal, cookie = await view.panel.html_principal(request, act=act)
+            except Refused as exc:
+                return html_refusal(exc)
+            visit = Visit(principal, cookie, view.panel.signer.csrf_token(cookie))
+            try:
+                return await handler(view, request, visit, **kwargs)
+            except Refused as exc:
+                return html_refusal(exc, principal, visit.csrf)
+            except InvalidInput as exc:
+                return html_refusal(invalid(exc), principal, visit.csrf)
+
+        return wrapped
+
+    return decorate
+
+
 @blueprint.route("/static/admin.css", name="css")
 class Stylesheet(PanelView):
     async def get(self, request: web.Request) -> web.Response:
@@ -227,9 +263,8 @@ def invalid(exc: InvalidInput) -> Refused:
 class Index(PanelView):
     """The overview: how fresh the store is, at a glance; and a user id to open."""
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
-        principal, cookie = await self.panel.html_principal(request, act=False)
-        csrf = self.panel.signer.csrf_token(cookie)
+    @html_page(act=False)
+    async def get(self, request: web.Request, visit: Visit) -> web.StreamResponse:
         wanted = request.query.get("user_id")
         error, status = None, 200
         if wanted is not None:
@@ -239,24 +274,19 @@ class Index(PanelView):
                 error, status = exc.reason, 400
         ov = await self.panel.overview.overview(utcnow())
         jobs = self.panel.profiles.jobs
-        return html_response(overview_pages.overview_page(ov, jobs, principal, csrf, error), status)
+        page = overview_pages.overview_page(ov, jobs, visit.principal, visit.csrf, error)
+        return html_response(page, status)
 
 
 @blueprint.route("/profiles", name="profiles")
 class Profiles(PanelView):
     """The profile list: filters, two orders, keyset pages."""
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
-        principal, cookie = await self.panel.html_principal(request, act=False)
-        csrf = self.panel.signer.csrf_token(cookie)
-        try:
-            query = ProfileQuery.parse(query_fields(request))
-            result = await self.panel.profiles.page(query)
-        except Refused as exc:
-            return html_refusal(exc, principal, csrf)
-        except InvalidInput as exc:
-            return html_refusal(invalid(exc), principal, csrf)
-        body = overview_pages.profiles_page(query, result, principal, csrf, utcnow())
+    @html_page(act=False)
+    async def get(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        query = ProfileQuery.parse(query_fields(request))
+        result = await self.panel.profiles.page(query)
+        body = overview_pages.profiles_page(query, result, visit.principal, visit.csrf, utcnow())
         return html_response(body)
 
 
@@ -265,87 +295,56 @@ class Bulk(PanelView):
     """Bulk regenerate: the confirmation (GET: how many profiles the selection holds),
     then the start (POST with the count confirmed and the CSRF token). Admins only."""
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
-        try:
-            principal, cookie = await self.panel.html_principal(request, act=True)
-        except Refused as exc:
-            return html_refusal(exc)
-        csrf = self.panel.signer.csrf_token(cookie)
-        try:
-            selection = ProfileFilter.parse(query_fields(request))
-        except Refused as exc:
-            return html_refusal(exc, principal, csrf)
-        except InvalidInput as exc:
-            return html_refusal(invalid(exc), principal, csrf)
+    @html_page(act=True)
+    async def get(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        selection = ProfileFilter.parse(query_fields(request))
         count = await self.panel.profiles.count(selection)
-        return html_response(self._page(selection, count, principal, csrf))
+        return html_response(self._page(selection, count, visit))
 
     def _page(
-        self,
-        selection: ProfileFilter,
-        count: int,
-        principal: Principal,
-        csrf: str,
-        notice: str | None = None,
+        self, selection: ProfileFilter, count: int, visit: Visit, notice: str | None = None
     ) -> str:
         rate = self.panel.profiles.bulk_rate
-        return overview_pages.bulk_page(selection, count, rate, principal, csrf, notice)
+        return overview_pages.bulk_page(selection, count, rate, visit.principal, visit.csrf, notice)
 
-    async def post(self, request: web.Request) -> web.StreamResponse:
+    @html_page(act=True)
+    async def post(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        form = await self.panel.checked_form(request, visit.cookie)
+        selection = ProfileFilter.parse(form)
+        expected = count_field(form, "count")
+        note = text_field(form, "note")
         try:
-            principal, cookie = await self.panel.html_principal(request, act=True)
-        except Refused as exc:
-            return html_refusal(exc)
-        csrf = self.panel.signer.csrf_token(cookie)
-        try:
-            form = await self.panel.checked_form(request, cookie)
-            selection = ProfileFilter.parse(form)
-            expected = count_field(form, "count")
-            note = text_field(form, "note")
-            await self.panel.profiles.start_bulk(selection, principal.actor, expected, note)
-        except Refused as exc:
-            return html_refusal(exc, principal, csrf)
-        except InvalidInput as exc:
-            return html_refusal(invalid(exc), principal, csrf)
+            await self.panel.profiles.start_bulk(selection, visit.principal.actor, expected, note)
         except SelectionChanged as exc:
             notice = f"The selection changed since you looked: it now holds {exc.count} profiles."
-            return html_response(self._page(selection, exc.count, principal, csrf, notice), 409)
+            return html_response(self._page(selection, exc.count, visit, notice), 409)
         return see_other("/admin/#bulk-jobs")
 
 
 @blueprint.route("/profiles/{user_id}/glaze", name="glaze")
 class Glaze(PanelView):
-    async def get(self, request: web.Request, user_id: str) -> web.StreamResponse:
-        principal, cookie = await self.panel.html_principal(request, act=False)
-        csrf = self.panel.signer.csrf_token(cookie)
-        try:
-            doc = await self.panel.service.profile(parse_user_id(user_id))
-        except Refused as exc:
-            return html_refusal(exc, principal, csrf)
-        return html_response(pages.glaze_page(doc, principal, csrf))
+    @html_page(act=False)
+    async def get(self, request: web.Request, visit: Visit, user_id: str) -> web.StreamResponse:
+        doc = await self.panel.service.profile(parse_user_id(user_id))
+        return html_response(pages.glaze_page(doc, visit.principal, visit.csrf))
 
 
 @blueprint.route("/profiles/{user_id}/{action}", name="act")
 class Act(PanelView):
-    async def post(self, request: web.Request, user_id: str, action: str) -> web.StreamResponse:
+    @html_page(act=True)
+    async def post(
+        self, request: web.Request, visit: Visit, user_id: str, action: str
+    ) -> web.StreamResponse:
+        uid = parse_user_id(user_id)
+        if action not in ACTIONS:
+            raise Refused(404, "not_found", f"no action {action!r}")
+        form = await self.panel.checked_form(request, visit.cookie)
         try:
-            principal, cookie = await self.panel.html_principal(request, act=True)
-        except Refused as exc:
-            return html_refusal(exc)
-        csrf = self.panel.signer.csrf_token(cookie)
-        try:
-            uid = parse_user_id(user_id)
-            if action not in ACTIONS:
-                raise Refused(404, "not_found", f"no action {action!r}")
-            form = await read_form(request)
-            if not self.panel.signer.check_csrf(cookie, form.get("csrf", "")):
-                raise Refused(403, "csrf", "missing or stale form token: reload the page")
-            await self.panel.act(principal, uid, action, form)
-        except Refused as exc:
-            return html_refusal(exc, principal, csrf)
+            await self.panel.act(visit.principal, uid, action, form)
         except (StoreError, InvalidInput) as exc:
             doc = await self.panel.service.profile(uid)
-            return html_response(pages.glaze_page(doc, principal, csrf, str(exc)), 400)
+            page = pages.glaze_page(doc, visit.principal, visit.csrf, str(exc))
+            return html_response(page, 400)
         return see_other(f"/admin/profiles/{uid}/glaze")
 
 
