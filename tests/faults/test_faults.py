@@ -12,6 +12,7 @@ import itertools
 import random
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.helpers.faults import (
     check,
     converged,
 )
+from tests.helpers.kafka import KafkaCluster
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.kafka.embedded import EmbeddedBroker
 from worker.services.store import HighlightStore
@@ -114,12 +116,18 @@ async def fresh_db(
     await pg.drop_database(pg_admin_url, url)
 
 
+async def seeded(sessions: async_sessionmaker[AsyncSession], seed: int) -> Workload:
+    """The seeded workload, its users' highlights stored before the worker starts."""
+    workload = Workload(seed=seed)
+    await workload.seed_store(HighlightStore(sessions))
+    return workload
+
+
 async def test_crash_sigkill_five_times(
     broker: TestBroker, kafka: Kafka, fresh_db: tuple[str, Any], spawn: Callable[..., Any]
 ) -> None:
     url, sessions = fresh_db
-    workload = Workload(seed=11)
-    await workload.seed_store(HighlightStore(sessions))
+    workload = await seeded(sessions, 11)
     worker = spawn(broker.address, url)
     await worker.wait_ready()
     producing = asyncio.create_task(workload.produce(kafka, seconds=20))
@@ -191,8 +199,7 @@ async def test_database_outage_of_15_seconds(
     engine = create_engine(url)
     await migrate.upgrade(engine)
     sessions = session_factory(engine)
-    workload = Workload(seed=22)
-    await workload.seed_store(HighlightStore(sessions))
+    workload = await seeded(sessions, 22)
     worker = spawn(broker.address, url)
     await worker.wait_ready()
     producing = asyncio.create_task(workload.produce(kafka, seconds=20))
@@ -264,8 +271,7 @@ async def test_rebalance_two_workers_one_stops_and_returns(
     spawn: Callable[..., Any],
 ) -> None:
     url, sessions = fresh_db
-    workload = Workload(seed=33)
-    await workload.seed_store(HighlightStore(sessions))
+    workload = await seeded(sessions, 33)
     first = spawn(broker.address, url)
     second = spawn(broker.address, url, app_id=first.app_id)
     await asyncio.gather(first.wait_ready(), second.wait_ready())
@@ -334,8 +340,7 @@ async def test_broker_restart_worker_reconnects(
     broker = EmbeddedBroker(storage="s3://tansu/", env=env, log_path=logs / "s3-broker.log").start()
     kafka = Kafka(broker.address)
     await kafka.start()
-    workload = Workload(seed=44)
-    await workload.seed_store(HighlightStore(sessions))
+    workload = await seeded(sessions, 44)
     worker = spawn(broker.address, url)
     try:
         await worker.wait_ready()
@@ -358,74 +363,84 @@ async def test_broker_restart_worker_reconnects(
         broker.stop()
 
 
-@pytest.mark.timeout(600)
-async def test_apache_kafka_restart_with_its_data_on_disk(
-    fresh_db: tuple[str, Any], logs: Path, spawn: Callable[..., Any]
-) -> None:
-    """(b) on Apache Kafka: the single broker is killed and started again on its log dirs."""
-    url, sessions = fresh_db
-    cluster = kafka_or_skip(workdir=logs / "kafka-restart", verbose=False)
+@asynccontextmanager
+async def own_kafka(logs: Path, nodes: int) -> AsyncIterator[tuple[KafkaCluster, Kafka]]:
+    """An Apache Kafka cluster of the test's own (it kills brokers) and a client of it,
+    both stopped afterwards (the ``spawn`` fixture stops the workers first)."""
+    cluster = kafka_or_skip(nodes=nodes, workdir=logs / f"kafka-{nodes}", verbose=False)
     kafka = Kafka(cluster.bootstrap)
-    await kafka.start()
-    workload = Workload(seed=45)
-    await workload.seed_store(HighlightStore(sessions))
-    worker = spawn(cluster.bootstrap, url)
     try:
-        await worker.wait_ready()
-        producing = asyncio.create_task(workload.produce(kafka, seconds=20))
-        await eventually(lambda: _grew(sessions, 1000), timeout=60, what="progress")
-        cluster.kill(cluster.nodes[0])
-        await asyncio.sleep(5)  # the fault lasts 5 s: a duration, not synchronisation
-        assert worker.process is not None and worker.process.poll() is None, "worker died"
-        started = asyncio.get_running_loop().time()
-        await asyncio.to_thread(cluster.restart, cluster.nodes[0])
-        restart_s = round(asyncio.get_running_loop().time() - started, 1)
-        await producing
-        await converged(sessions, workload)
-        figures = await check(sessions, kafka, workload)
-        assert worker.process.poll() is None, "the worker was restarted by hand?"
-        report("kafka-broker-restart", {**figures, "down_s": 5, "broker_restart_s": restart_s})
+        await kafka.start()
+        yield cluster, kafka
     finally:
-        worker.stop()
         await kafka.stop()
         cluster.stop(graceful=False)
+
+
+@pytest.fixture
+async def one_kafka(logs: Path) -> AsyncIterator[tuple[KafkaCluster, Kafka]]:
+    async with own_kafka(logs, nodes=1) as running:
+        yield running
+
+
+@pytest.fixture
+async def three_kafkas(logs: Path) -> AsyncIterator[tuple[KafkaCluster, Kafka]]:
+    async with own_kafka(logs, nodes=3) as running:
+        yield running
+
+
+@pytest.mark.timeout(600)
+async def test_apache_kafka_restart_with_its_data_on_disk(
+    fresh_db: tuple[str, Any], one_kafka: tuple[KafkaCluster, Kafka], spawn: Callable[..., Any]
+) -> None:
+    """(b) on Apache Kafka: the single broker is killed and started again on its log dirs."""
+    (url, sessions), (cluster, kafka) = fresh_db, one_kafka
+    workload = await seeded(sessions, 45)
+    worker = spawn(cluster.bootstrap, url)
+    await worker.wait_ready()
+    producing = asyncio.create_task(workload.produce(kafka, seconds=20))
+    await eventually(lambda: _grew(sessions, 1000), timeout=60, what="progress")
+    cluster.kill(cluster.nodes[0])
+    await asyncio.sleep(5)  # the fault lasts 5 s: a duration, not synchronisation
+    assert worker.process is not None and worker.process.poll() is None, "worker died"
+    started = asyncio.get_running_loop().time()
+    await asyncio.to_thread(cluster.restart, cluster.nodes[0])
+    restart_s = round(asyncio.get_running_loop().time() - started, 1)
+    await producing
+    await converged(sessions, workload)
+    figures = await check(sessions, kafka, workload)
+    assert worker.process.poll() is None, "the worker was restarted by hand?"
+    report("kafka-broker-restart", {**figures, "down_s": 5, "broker_restart_s": restart_s})
 
 
 @pytest.mark.timeout(900)
 async def test_three_brokers_lose_the_partition_leader_and_the_group_coordinator(
-    fresh_db: tuple[str, Any], logs: Path, spawn: Callable[..., Any]
+    fresh_db: tuple[str, Any],
+    three_kafkas: tuple[KafkaCluster, Kafka],
+    spawn: Callable[..., Any],
 ) -> None:
     """(c) replication factor 3, min.insync.replicas 2: the leader of the input partitions
     and the broker coordinating the worker's group are killed mid-run and brought back."""
-    url, sessions = fresh_db
-    cluster = kafka_or_skip(nodes=3, workdir=logs / "kafka-three", verbose=False)
-    kafka = Kafka(cluster.bootstrap)
-    await kafka.start()
-    workload = Workload(seed=46)
-    await workload.seed_store(HighlightStore(sessions))
+    (url, sessions), (cluster, kafka) = fresh_db, three_kafkas
+    workload = await seeded(sessions, 46)
     worker = spawn(cluster.bootstrap, url, extra_env={"WB_TOPIC_REPLICATION_FACTOR": "3"})
     killed: list[str] = []
-    try:
-        await worker.wait_ready(timeout=90)
-        producing = asyncio.create_task(workload.produce(kafka, seconds=30))
-        await eventually(lambda: _grew(sessions, 800), timeout=90, what="progress")
-        for role in ("leader", "coordinator"):
-            if role == "leader":
-                node = await cluster.leader(COMMENTS, 0)
-            else:
-                node = await cluster.coordinator(worker.app_id)
-            killed.append(f"{role}=node{node.node_id}")
-            cluster.kill(node)
-            await cluster.wait_for_leader(COMMENTS, 0, not_on=node, timeout=60)
-            before = await processed_count(sessions)
-            await eventually(lambda b=before: _grew(sessions, b), timeout=90, what="progress")
-            await asyncio.to_thread(cluster.restart, node)
-        await producing
-        await converged(sessions, workload, timeout=240)
-        figures = await check(sessions, kafka, workload)
-        assert worker.process.poll() is None, "the worker died"
-        report("kafka-three-brokers", {**figures, "killed": "+".join(killed)})
-    finally:
-        worker.stop()
-        await kafka.stop()
-        cluster.stop(graceful=False)
+    await worker.wait_ready(timeout=90)
+    producing = asyncio.create_task(workload.produce(kafka, seconds=30))
+    await eventually(lambda: _grew(sessions, 800), timeout=90, what="progress")
+    for role in ("leader", "coordinator"):
+        if role == "leader":
+            node = await cluster.leader(COMMENTS, 0)
+        else:
+            node = await cluster.coordinator(worker.app_id)
+        killed.append(f"{role}=node{node.node_id}")
+        cluster.kill(node)
+        await cluster.wait_for_leader(COMMENTS, 0, not_on=node, timeout=60)
+        before = await processed_count(sessions)
+        await eventually(lambda b=before: _grew(sessions, b), timeout=90, what="progress")
+        await asyncio.to_thread(cluster.restart, node)
+    await producing
+    await converged(sessions, workload, timeout=240)
+    figures = await check(sessions, kafka, workload)
+    assert worker.process.poll() is None, "the worker died"
+    report("kafka-three-brokers", {**figures, "killed": "+".join(killed)})
