@@ -23,6 +23,25 @@ pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
+def click_through(driver: Any, element: Any) -> None:
+    """Click and wait for the next page (the old one's elements go stale)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def gone(_driver: Any) -> bool:
+        # A node of the old document is stale; Chromium sometimes says so with an
+        # inspector error ("does not belong to the document") instead of the stale
+        # element error that selenium's staleness_of catches.
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    element.click()
+    WebDriverWait(driver, 15).until(gone)
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
     if not (CHROMIUM and CHROMEDRIVER):
@@ -84,12 +103,7 @@ async def test_log_in_lock_an_override_see_it_served_and_audited_then_log_out(
     token = created.stdout.strip()
 
     def submit(button: object) -> None:
-        """Click and wait for the next page (the old one's elements go stale)."""
-        from selenium.webdriver.support import expected_conditions as ec
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        button.click()  # type: ignore[attr-defined]
-        WebDriverWait(driver, 15).until(ec.staleness_of(button))
+        click_through(driver, button)
 
     def run() -> None:
         driver.get(f"{worker.url}/admin/profiles/{user}/glaze")
@@ -180,22 +194,7 @@ class Tour:
         self.driver, self.url = driver, url
 
     def click(self, element: Any) -> None:
-        """Click and wait for the next page (the old one's elements go stale)."""
-        from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        def gone(_driver: Any) -> bool:
-            # A node of the old document is stale; Chromium sometimes says so with an
-            # inspector error ("does not belong to the document") instead of the stale
-            # element error that selenium's staleness_of catches.
-            try:
-                element.is_enabled()
-            except WebDriverException:
-                return True
-            return False
-
-        element.click()
-        WebDriverWait(self.driver, 15).until(gone)
+        click_through(self.driver, element)
 
     def shot(self, name: str, width: int) -> None:
         # No sideways scrolling of the page itself (tables scroll in their own box).
