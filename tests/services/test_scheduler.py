@@ -170,6 +170,27 @@ async def test_a_step_waits_while_requests_are_unpublished_and_earns_nothing_mea
     assert (await step(sessions, clock, sched.policy)).count == 1  # the refill from 12 s on
 
 
+async def test_an_override_lock_holds_queued_requests_back_but_not_an_operators_regenerate(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    scheduled: Callable[..., Scheduled],
+) -> None:
+    sched = scheduled(settle=5 * S, max_wait=60 * S)
+    await seed(sched.store, range(1, 3))
+    await sched.pipeline.process(C, [comment("c1", 1, clock.now)])  # queued, settling
+    await sched.store.set_manual_override(1, "Locked by ops.", actor="ops")
+    await sched.store.set_manual_override(2, "Locked too.", actor="ops")
+    await sched.store.regenerate(2, actor="ops")  # asked for under the lock
+    clock.now = T0 + 120 * S
+    done = await step(sessions, clock, sched.policy)
+    assert done.count == 1 and done.priorities == [Priority.OPERATOR]
+    (request,) = await relay(sessions)
+    assert request["user_id"] == 2 and request["trigger"] == "operator:ops"
+    await sched.store.clear_manual_override(1, actor="ops")  # the held request goes now
+    assert (await step(sessions, clock, sched.policy)).count == 1
+    assert [r["user_id"] for r in await relay(sessions)] == [1]
+
+
 async def test_expiry_is_queued_oldest_first_on_every_path(
     sessions: async_sessionmaker[AsyncSession],
     clock: FakeClock,

@@ -30,6 +30,10 @@ class Priority(IntEnum):
     RESEED = 5  # a bulk reseed
 
 
+# The trigger of what an operator asked for (``operator:<actor>``): an operator's
+# ``regenerate`` is released under an override lock, other queued requests wait for it.
+OPERATOR_TRIGGER = "operator:"
+
 # Priorities whose requests wait for the changes to settle: comments come in bursts.
 SETTLING = frozenset({Priority.PRIVACY, Priority.MISSING, Priority.COMMENT})
 

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain.scheduling import (
+    OPERATOR_TRIGGER,
     SETTLING,
     Bucket,
     Priority,
@@ -109,12 +110,21 @@ def dequeue(row: Requestable) -> None:
     row.regen_unseen = 0
 
 
+def releasable() -> ColumnElement[bool]:
+    """Queued requests the scheduler may release: an override lock holds one back (no
+    generation is shown while the lock holds, so none is bought), unless an operator
+    asked for it with ``regenerate``, which works under the lock."""
+    return or_(
+        H.manual_override.is_(False), H.regen_queued_trigger.startswith(OPERATOR_TRIGGER)
+    )
+
+
 def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
-    """SQL of ``worker.domain.scheduling.due_at(...) <= now`` for queued, unlocked rows."""
+    """SQL of ``worker.domain.scheduling.due_at(...) <= now`` for queued, releasable rows."""
     settling = [int(p) for p in SETTLING]
     return and_(
         H.regen_queued_at.is_not(None),
-        H.manual_override.is_(False),
+        releasable(),
         or_(
             and_(H.regen_priority.not_in(settling), H.regen_first_change_at <= now),
             and_(
@@ -215,11 +225,11 @@ async def queue_depths(session: AsyncSession) -> dict[int, int]:
 
 
 async def oldest_waiting(session: AsyncSession) -> dict[int, datetime]:
-    """By priority, when the oldest request waiting for the scheduler was queued (rows
-    under an override lock wait for the lock, not for the scheduler: left out)."""
+    """By priority, when the oldest request waiting for the scheduler was queued (rows an
+    override lock holds back wait for the lock, not for the scheduler: left out)."""
     stmt = (
         select(H.regen_priority, func.min(H.regen_queued_at))
-        .where(H.regen_queued_at.is_not(None), H.manual_override.is_(False))
+        .where(H.regen_queued_at.is_not(None), releasable())
         .group_by(H.regen_priority)
     )
     rows = (await session.execute(stmt)).all()

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.ids import is_user_id
-from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
+from worker.domain.scheduling import IMMEDIATE, OPERATOR_TRIGGER, Priority, RegenPolicy
 from worker.domain.values import (
     MAX_OVERRIDE_CHARS,
     GeneratedHighlight,
@@ -517,4 +517,4 @@ class HighlightStore:
 
 
 def _trigger(actor: str | None) -> str | None:
-    return f"operator:{actor}" if actor else None
+    return f"{OPERATOR_TRIGGER}{actor}" if actor else None
