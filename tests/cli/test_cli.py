@@ -36,6 +36,8 @@ def sqlite_env(tmp_path: Path) -> dict[str, str]:
         (["signal-profile", "show", "0"], "USER_ID"),
         (["signal-profile", "override", "5"], "exactly one of --text or --file"),
         (["signal-profile", "freshness-scan", "--batch-size", "0"], "--batch-size"),
+        (["signal-profile", "pause-regeneration", "--for", "soon"], "not a duration"),
+        (["signal-profile", "pause-regeneration"], "--for"),
         (["nonsense"], "No such command"),
     ],
 )
@@ -55,6 +57,20 @@ def test_bad_setting_and_missing_schema_are_one_line_errors(tmp_path: Path) -> N
     fresh = wb("signal-profile", "show", "1", env={"WB_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert fresh.returncode == 1
     assert fresh.stderr == "wb: error: the database has no schema yet: run `wb db upgrade`\n"
+
+
+def test_pause_and_resume_regeneration_for_every_worker(sqlite_env: dict[str, str]) -> None:
+    before = datetime.now(UTC)
+    paused = wb("signal-profile", "pause-regeneration", "--for", "30m", env=sqlite_env)
+    assert paused.returncode == 0, paused.stderr
+    until = datetime.fromisoformat(paused.stdout.strip().removeprefix("regeneration paused until "))
+    assert before + timedelta(minutes=30) <= until <= datetime.now(UTC) + timedelta(minutes=30)
+    report = wb("signal-profile", "freshness-report", "--json", env=sqlite_env)
+    assert json.loads(report.stdout)["regen_paused_until"] == until.isoformat()
+    resumed = wb("signal-profile", "resume-regeneration", env=sqlite_env)
+    assert resumed.returncode == 0 and resumed.stdout == "regeneration resumed\n"
+    report = wb("signal-profile", "freshness-report", "--json", env=sqlite_env)
+    assert json.loads(report.stdout)["regen_paused_until"] is None
 
 
 def test_operator_commands_change_the_row_and_are_audited(

@@ -62,10 +62,11 @@ def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
         half.take(5)
 
 
-def test_a_bucket_paused_or_held_earns_nothing_until_then() -> None:
-    paused = Bucket(0.0, T + 60 * S)  # an operator paused the budget for a minute
-    assert paused.refilled(T + 30 * S, 120, 10) == paused  # the pause is not cut short
-    assert paused.refilled(T + 61 * S, 120, 10).available() == 2
-    held = Bucket(3.0, T).held(T + 10 * S)  # ten seconds with requests unpublished
-    assert held == Bucket(3.0, T + 10 * S)
-    assert held.refilled(T + 11 * S, 120, 10).available() == 5
+def test_unpublished_requests_count_against_the_burst_and_a_pause_earns_nothing() -> None:
+    bucket = Bucket(0.0, T)
+    assert bucket.refilled(T + 30 * S, 120, 10, unpublished=7).available() == 3
+    assert bucket.refilled(T + 30 * S, 120, 10, unpublished=12).tokens == 0  # never negative
+    assert bucket.refilled(T + 2 * S, 120, 10, unpublished=5).available() == 4  # lag is free
+    paused = Bucket(3.0, T).paused(T + 60 * S)  # a minute's pause
+    assert paused == Bucket(3.0, T + 60 * S)
+    assert paused.refilled(T + 61 * S, 120, 10).available() == 5

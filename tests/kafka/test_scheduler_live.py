@@ -68,18 +68,6 @@ QUEUED = (
 )
 
 
-async def pause_budget(sessions: async_sessionmaker[AsyncSession], until: datetime) -> None:
-    """An empty shared bucket that earns nothing before ``until``."""
-    async with sessions.begin() as session:
-        await session.execute(
-            text(
-                "INSERT INTO regen_budget (id, tokens, refilled_at) VALUES (1, 0, :at) "
-                "ON CONFLICT (id) DO UPDATE SET tokens = 0, refilled_at = :at"
-            ),
-            {"at": until},
-        )
-
-
 async def published(kafka: Kafka, users: range) -> list[tuple[float, dict[str, Any]]]:
     """(broker timestamp in s, payload) of the requests for ``users``, in timestamp order."""
     records = await kafka.read_all(REGEN)
@@ -137,7 +125,9 @@ async def test_budget_shared_by_two_workers_in_priority_order_one_killed_midway(
     first, second = spawn(env, "wbsched-budget"), spawn(env, "wbsched-budget")
     await asyncio.gather(first.wait_ready(), second.wait_ready())
     await seed(live_store, users)
-    await pause_budget(live_sessions, until=datetime.now(UTC) + timedelta(hours=1))
+    # Paused (the operator's command) until every request is queued: then the order of
+    # release is the queue's, not the order the comments happened to be applied in.
+    await live_store.pause_regeneration(datetime.now(UTC) + timedelta(hours=1), actor="test")
     deleted = set(users[::5])  # 200 deletions (privacy) among 800 new comments
     docs = [
         comment_doc(f"b-{u}", u, datetime.now(UTC), "deleted" if u in deleted else "created", "r")
@@ -153,7 +143,7 @@ async def test_budget_shared_by_two_workers_in_priority_order_one_killed_midway(
             return await session.scalar(text(QUEUED), {"ids": list(users)}) == len(users)
 
     await eventually(all_queued, timeout=60, what="every user's request queued")
-    await pause_budget(live_sessions, until=datetime.now(UTC))  # an empty bucket from now
+    await live_store.pause_regeneration(None, actor="test")
 
     async def half() -> bool:
         return len(await published(kafka, users)) >= len(users) // 2

@@ -41,9 +41,3 @@ async def test_queue_depth_oldest_wait_and_budget_by_priority(
     assert sample("wb_regen_queued_age_seconds", "privacy") == 60
     assert sample("wb_regen_queued_age_seconds", "expired") == 0
     assert sample("wb_regen_budget_tokens") == 3  # never spent: full
-    clock.now = T0 + 91 * S
-    await store.set_manual_override(1, "Locked by ops.", actor="ops")
-    async with sessions() as session:
-        await metrics.refresh_gauges(session, T0 + 100 * S, policy)
-    # an override-locked row waits for the lock, not for the scheduler: no age to alert on
-    assert sample("wb_regen_queued_age_seconds", "operator") == 0

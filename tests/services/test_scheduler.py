@@ -145,50 +145,82 @@ async def test_budget_releases_in_priority_order_and_never_drops(
     assert [r["priority"] for r in requests] == released
 
 
-async def test_a_step_waits_while_requests_are_unpublished_and_earns_nothing_meanwhile(
+async def test_requests_still_in_the_outbox_count_against_the_burst(
     sessions: async_sessionmaker[AsyncSession],
     clock: FakeClock,
     scheduled: Callable[..., Scheduled],
 ) -> None:
-    """The budget is kept on the topic: a backlog the relay publishes late (broker away,
-    worker killed before its relay ran) is not followed by a full refill on top of it."""
+    """The budget is kept on the topic: what the outbox still holds counts against the
+    burst, so a backlog the relay publishes late (broker away, worker killed before its
+    relay ran) is not followed by a full bucket on top of it; lag costs nothing else."""
     sched = scheduled(rate_per_min=60, burst=3)
-    await seed(sched.store, range(1, 11))
-    for user in range(1, 11):
+    await seed(sched.store, range(1, 21))
+    for user in range(1, 21):
         await sched.store.mark_stale(user, "manual")
     assert (await step(sessions, clock, sched.policy)).count == 3  # the burst, into the outbox
-    clock.now = T0 + 10 * S  # ten seconds without a relay: nothing more, nothing earned
+    clock.now = T0 + 10 * S  # ten seconds without a relay: the outbox fills the burst
     held = await step(sessions, clock, sched.policy)
     assert held.count == 0 and held.budget_left == 0
     assert len(await relay(sessions)) == 3  # published at last, ten seconds late
     clock.now = T0 + 11 * S
     assert (await step(sessions, clock, sched.policy)).count == 1  # one second's worth, not 3
-    clock.now = T0 + 12 * S
-    assert (await step(sessions, clock, sched.policy)).count == 0  # its request unpublished
-    await relay(sessions)
+    clock.now = T0 + 12 * S  # the relay is a step behind: still one a second
+    assert (await step(sessions, clock, sched.policy)).count == 1
     clock.now = T0 + 13 * S
-    assert (await step(sessions, clock, sched.policy)).count == 1  # the refill from 12 s on
+    assert (await step(sessions, clock, sched.policy)).count == 1  # 3 now in the outbox
+    clock.now = T0 + 15 * S
+    assert (await step(sessions, clock, sched.policy)).count == 0  # tokens + outbox <= burst
+    assert len(await relay(sessions)) == 3
+    clock.now = T0 + 16 * S
+    assert (await step(sessions, clock, sched.policy)).count == 1  # a full bucket earned none
 
 
-async def test_an_override_lock_holds_queued_requests_back_but_not_an_operators_regenerate(
+async def test_a_pause_releases_nothing_and_earns_nothing_for_every_worker(
     sessions: async_sessionmaker[AsyncSession],
     clock: FakeClock,
     scheduled: Callable[..., Scheduled],
 ) -> None:
+    sched = scheduled(rate_per_min=60, burst=3)
+    await seed(sched.store, range(1, 11))
+    for user in range(1, 11):
+        await sched.store.mark_stale(user, "manual")
+    assert (await step(sessions, clock, sched.policy)).count == 3  # the burst
+    await relay(sessions)
+    await sched.store.pause_regeneration(T0 + 60 * S, actor="ops")
+    clock.now = T0 + 30 * S
+    assert (await step(sessions, clock, sched.policy)).count == 0  # paused
+    clock.now = T0 + 61 * S  # the pause is over: one second's worth, not the minute's
+    assert (await step(sessions, clock, sched.policy)).count == 1
+    await sched.store.pause_regeneration(T0 + 3600 * S, actor="ops")
+    clock.now = T0 + 70 * S
+    assert (await step(sessions, clock, sched.policy)).count == 0
+    assert await sched.store.pause_regeneration(None, actor="ops") is None  # resumed early
+    clock.now = T0 + 72 * S
+    assert (await step(sessions, clock, sched.policy)).count == 2
+    requests = await relay(sessions)
+    assert len(requests) == 3 and len({r["user_id"] for r in requests}) == 3  # nothing lost
+
+
+async def test_under_an_override_lock_the_queue_delays_what_it_would_have_requested(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    scheduled: Callable[..., Scheduled],
+) -> None:
+    """The scheduler only delays: a request queued before the lock still goes (at once it
+    would have gone already), an operator's regenerate under the lock goes, and a comment
+    under the lock queues nothing."""
     sched = scheduled(settle=5 * S, max_wait=60 * S)
-    await seed(sched.store, range(1, 3))
+    await seed(sched.store, range(1, 4))
     await sched.pipeline.process(C, [comment("c1", 1, clock.now)])  # queued, settling
-    await sched.store.set_manual_override(1, "Locked by ops.", actor="ops")
-    await sched.store.set_manual_override(2, "Locked too.", actor="ops")
+    for user in (1, 2, 3):
+        await sched.store.set_manual_override(user, "Locked by ops.", actor="ops")
     await sched.store.regenerate(2, actor="ops")  # asked for under the lock
+    await sched.pipeline.process(C, [comment("c3", 3, clock.now)])  # locked: nothing queued
     clock.now = T0 + 120 * S
     done = await step(sessions, clock, sched.policy)
-    assert done.count == 1 and done.priorities == [Priority.OPERATOR]
-    (request,) = await relay(sessions)
-    assert request["user_id"] == 2 and request["trigger"] == "operator:ops"
-    await sched.store.clear_manual_override(1, actor="ops")  # the held request goes now
-    assert (await step(sessions, clock, sched.policy)).count == 1
-    assert [r["user_id"] for r in await relay(sessions)] == [1]
+    assert sorted(done.priorities) == [Priority.COMMENT, Priority.OPERATOR]
+    assert sorted(r["user_id"] for r in await relay(sessions)) == [1, 2]
+    assert (await step(sessions, clock, sched.policy)).count == 0
 
 
 async def test_expiry_is_queued_oldest_first_on_every_path(

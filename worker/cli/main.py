@@ -320,6 +320,27 @@ def _duration(_ctx: Any, _param: Any, value: str | None) -> Any:
     return parsed
 
 
+@signal_profile.command("pause-regeneration")
+@click.option("--for", "for_", required=True, callback=_duration, help="How long: 30m, 2h, 1d.")
+@actor_opt
+def pause_regeneration(for_: timedelta, actor: str) -> None:
+    """Stop every worker releasing queued regeneration requests for a while (a generator
+    outage, a bill to watch); they keep queueing and go out, by priority, after."""
+    from worker.domain.values import utcnow
+
+    until = utcnow() + for_
+    pause = _run(_with_store(get_settings(), lambda s: s.pause_regeneration(until, actor)))
+    click.echo(f"regeneration paused until {pause.isoformat() if pause else '-'}")
+
+
+@signal_profile.command("resume-regeneration")
+@actor_opt
+def resume_regeneration(actor: str) -> None:
+    """End a pause now: queued requests go out, by priority, as the budget allows."""
+    _run(_with_store(get_settings(), lambda s: s.pause_regeneration(None, actor)))
+    click.echo("regeneration resumed")
+
+
 @signal_profile.command("freshness-report")
 @click.option("--warn-after", callback=_duration, help="Warn when the oldest stale is older.")
 @click.option("--error-after", callback=_duration, help="Error when the oldest stale is older.")

@@ -30,10 +30,6 @@ class Priority(IntEnum):
     RESEED = 5  # a bulk reseed
 
 
-# The trigger of what an operator asked for (``operator:<actor>``): an operator's
-# ``regenerate`` is released under an override lock, other queued requests wait for it.
-OPERATOR_TRIGGER = "operator:"
-
 # Priorities whose requests wait for the changes to settle: comments come in bursts.
 SETTLING = frozenset({Priority.PRIVACY, Priority.MISSING, Priority.COMMENT})
 
@@ -105,18 +101,22 @@ class Bucket:
     tokens: float
     at: datetime
 
-    def refilled(self, now: datetime, rate_per_min: float, burst: int) -> Bucket:
-        """Tokens earned since ``at``; an ``at`` in the future (an operator pausing the
-        budget until then) earns nothing and stays."""
+    def refilled(
+        self, now: datetime, rate_per_min: float, burst: int, unpublished: int = 0
+    ) -> Bucket:
+        """Tokens earned since ``at``, up to the burst less what is given out but not yet
+        on the topic (``unpublished``): tokens and the outbox together never exceed the
+        burst, so a backlog the relay publishes late (Kafka away, a worker killed before
+        its relay ran) is never followed by a full bucket on top of it, and ordinary
+        relay lag costs nothing (the cap only bites when the bucket is full)."""
         elapsed = max(0.0, (now - self.at).total_seconds())
-        tokens = min(float(burst), self.tokens + elapsed * rate_per_min / 60.0)
-        return Bucket(tokens, max(self.at, now))
+        room = max(0.0, float(burst - unpublished))
+        return Bucket(min(room, self.tokens + elapsed * rate_per_min / 60.0), now)
 
-    def held(self, now: datetime) -> Bucket:
-        """The bucket while what it last gave out has not reached the broker: time without
-        publishing earns no tokens, so a backlog released late (a broker outage, a worker
-        killed before its relay ran) is not followed by a full refill on top of it."""
-        return Bucket(self.tokens, max(self.at, now))
+    def paused(self, now: datetime) -> Bucket:
+        """The bucket while an operator pauses regeneration: it earns nothing meanwhile
+        (a resume does not release a burst the pause saved up)."""
+        return Bucket(self.tokens, now)
 
     def available(self) -> int:
         return int(self.tokens + 1e-9)

@@ -212,11 +212,13 @@ async def pending(session: AsyncSession) -> list[OutboxMessage]:
     return [m for topic, text in rows.all() for m in _messages(topic, text)]
 
 
-async def requests_unpublished(session: AsyncSession) -> bool:
-    """Whether regeneration requests wait in the outbox (a relay publishing them holds its
+async def requests_unpublished(session: AsyncSession) -> int:
+    """Regeneration requests waiting in the outbox (a relay publishing them holds its
     delete uncommitted until the broker acked: they count as waiting until then)."""
-    stmt = select(OutboxRow.id).where(OutboxRow.topic == REGEN_STREAM).limit(1)
-    return (await session.scalar(stmt)) is not None
+    stmt = select(func.coalesce(func.sum(OutboxRow.message_count), 0)).where(
+        OutboxRow.topic == REGEN_STREAM
+    )
+    return int((await session.scalar(stmt)) or 0)
 
 
 async def backlog(session: AsyncSession) -> int:

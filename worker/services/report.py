@@ -43,6 +43,7 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
     oldest = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
     depths = await scheduler.queue_depths(session)
     oldest_queued = await scheduler.oldest_queued(session)
+    paused = await scheduler.paused_until(session, now)
     return {
         "total": total,
         "stale": stale,
@@ -54,6 +55,7 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "regen_queue_oldest_wait_s": round((now - oldest_queued).total_seconds(), 1)
         if oldest_queued
         else 0.0,
+        "regen_paused_until": paused.isoformat() if paused else None,
         "stale_share": round(stale / total, 4) if total else 0.0,
         "oldest_stale_age_s": round((now - oldest).total_seconds(), 1) if oldest else 0.0,
     }

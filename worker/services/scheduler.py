@@ -9,9 +9,10 @@ scheduler step (``publish_due``, run by every worker) locks the one-row token bu
 priority order and turns each into a pending request with ``request_regeneration`` (the
 outbox and the relay are unchanged), all in one transaction: a worker killed midway
 rolls back, and the rows are still queued. The budget holds on the topic, not only in the
-outbox: while an earlier step's requests are unpublished (the relay is behind, the broker
-away, a worker was killed before its relay ran) a step publishes nothing and the bucket
-does not refill (``Bucket.held``), so a late backlog is never followed by a full burst.
+outbox: requests still in the outbox (the relay is behind, Kafka away, a worker killed
+before its relay ran) count against the burst (``Bucket.refilled``), so a late backlog is
+never followed by a full bucket on top of it. An operator may pause the budget for all
+workers (``pause``: ``regen_budget.paused_until``); it earns nothing while paused.
 
 With no settle time and no budget (``worker.domain.scheduling.IMMEDIATE``: the service
 objects' default, and ``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``) requests are made at once, as
@@ -31,7 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain.scheduling import (
-    OPERATOR_TRIGGER,
     SETTLING,
     Bucket,
     Priority,
@@ -110,21 +110,14 @@ def dequeue(row: Requestable) -> None:
     row.regen_unseen = 0
 
 
-def releasable() -> ColumnElement[bool]:
-    """Queued requests the scheduler may release: an override lock holds one back (no
-    generation is shown while the lock holds, so none is bought), unless an operator
-    asked for it with ``regenerate``, which works under the lock."""
-    return or_(
-        H.manual_override.is_(False), H.regen_queued_trigger.startswith(OPERATOR_TRIGGER)
-    )
-
-
 def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
-    """SQL of ``worker.domain.scheduling.due_at(...) <= now`` for queued, releasable rows."""
+    """SQL of ``worker.domain.scheduling.due_at(...) <= now`` for queued rows. An override
+    lock does not hold a queued request back: the scheduler only delays what would have
+    been requested at once (stale marks under a lock queue nothing; an operator's
+    ``regenerate`` works under the lock)."""
     settling = [int(p) for p in SETTLING]
     return and_(
         H.regen_queued_at.is_not(None),
-        releasable(),
         or_(
             and_(H.regen_priority.not_in(settling), H.regen_first_change_at <= now),
             and_(
@@ -173,14 +166,17 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     done = Published()
     budget = await lock_budget(session, now, policy)
     bucket = Bucket(budget.tokens, budget.refilled_at)
-    if policy.rate_per_min > 0 and await requests_unpublished(session):
-        # The budget is kept on the topic, not in the outbox: nothing more until the last
-        # step's requests are published, and no refill for the time they waited.
-        budget.refilled_at = bucket.held(now).at
-        done.budget_left = bucket.tokens
-        return done
+    if budget.paused_until is not None:
+        if now < budget.paused_until:
+            budget.refilled_at = bucket.paused(now).at
+            done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
+            return done
+        bucket = bucket.paused(max(bucket.at, budget.paused_until))  # over since then
+        budget.paused_until = None
     if policy.rate_per_min > 0:
-        bucket = bucket.refilled(now, policy.rate_per_min, policy.burst_size)
+        # The budget is kept on the topic: what the outbox still holds counts against it.
+        unpublished = await requests_unpublished(session)
+        bucket = bucket.refilled(now, policy.rate_per_min, policy.burst_size, unpublished)
         limit = min(MAX_PER_STEP, bucket.available())
     else:
         limit = MAX_PER_STEP
@@ -214,8 +210,27 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     return done
 
 
+async def pause(
+    session: AsyncSession, until: datetime | None, now: datetime, policy: RegenPolicy
+) -> datetime | None:
+    """Pause releasing queued requests until ``until`` for every worker (None: resume);
+    requests keep queueing meanwhile, nothing is dropped. Returns the pause in force."""
+    budget = await lock_budget(session, now, policy)
+    if budget.paused_until is not None and budget.paused_until > now:
+        budget.refilled_at = max(budget.refilled_at, now)  # the pause earned nothing
+    budget.paused_until = until if until is not None and until > now else None
+    return budget.paused_until
+
+
+async def paused_until(session: AsyncSession, now: datetime) -> datetime | None:
+    row = await session.get(RegenBudgetRow, BUDGET_ROW)
+    if row is None or row.paused_until is None or row.paused_until <= now:
+        return None
+    return row.paused_until
+
+
 async def queue_depths(session: AsyncSession) -> dict[int, int]:
-    """Queued requests by priority (override-locked rows wait for the lock to go)."""
+    """Queued requests by priority."""
     stmt = (
         select(H.regen_priority, func.count())
         .where(H.regen_queued_at.is_not(None))
@@ -225,11 +240,10 @@ async def queue_depths(session: AsyncSession) -> dict[int, int]:
 
 
 async def oldest_waiting(session: AsyncSession) -> dict[int, datetime]:
-    """By priority, when the oldest request waiting for the scheduler was queued (rows an
-    override lock holds back wait for the lock, not for the scheduler: left out)."""
+    """By priority, when the oldest queued request was queued."""
     stmt = (
         select(H.regen_priority, func.min(H.regen_queued_at))
-        .where(H.regen_queued_at.is_not(None), releasable())
+        .where(H.regen_queued_at.is_not(None))
         .group_by(H.regen_priority)
     )
     rows = (await session.execute(stmt)).all()

@@ -9,6 +9,7 @@ PostgreSQL serialise per user; SQLite serialises whole write transactions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.ids import is_user_id
-from worker.domain.scheduling import IMMEDIATE, OPERATOR_TRIGGER, Priority, RegenPolicy
+from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.domain.values import (
     MAX_OVERRIDE_CHARS,
     GeneratedHighlight,
@@ -49,6 +50,8 @@ AUDITED_FIELDS = (
     "generation",
     "regen_request_id",
 )
+
+log = logging.getLogger(__name__)
 
 
 def check_user_id(user_id: int) -> None:
@@ -479,6 +482,17 @@ class HighlightStore:
                 )
             return Highlight.from_row(row)
 
+    async def pause_regeneration(self, until: datetime | None, actor: str) -> datetime | None:
+        """Stop every worker releasing queued requests until ``until`` (None: resume now),
+        e.g. while the generators are down; requests keep queueing, none is dropped.
+        Returns the pause in force. Logged with the actor (it concerns no one profile)."""
+        actor = check_actor(actor)
+        async with self.sessions.begin() as session:
+            now = self.clock()
+            pause = await scheduler.pause(session, until, now, self.policy)
+        log.warning("regeneration %s by %s", f"paused until {pause}" if pause else "resumed", actor)
+        return pause
+
     async def set_manual_override(
         self, user_id: int, text: str, actor: str, note: str | None = None
     ) -> Highlight:
@@ -517,4 +531,4 @@ class HighlightStore:
 
 
 def _trigger(actor: str | None) -> str | None:
-    return f"{OPERATOR_TRIGGER}{actor}" if actor else None
+    return f"operator:{actor}" if actor else None

@@ -100,7 +100,7 @@ class HighlightRow(Base):
     regen_last_change_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     regen_priority: Mapped[int | None] = mapped_column(Integer)
     regen_queued_reason: Mapped[str | None] = mapped_column(String(32))
-    regen_queued_trigger: Mapped[str | None] = mapped_column(String(200))
+    regen_queued_trigger: Mapped[str | None] = mapped_column(Text)
     regen_unseen: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -194,6 +194,9 @@ class RegenBudgetRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     tokens: Mapped[float] = mapped_column(Float)
     refilled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An operator's pause (``wb signal-profile pause-regeneration``): nothing is released
+    # and nothing earned before then, by any worker.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DeletedCommentRow(Base):
