@@ -23,15 +23,11 @@ def upgrade() -> None:
     with op.batch_alter_table("regen_budget") as batch:
         batch.add_column(sa.Column("paused_until", TS, nullable=True))
     with op.batch_alter_table("user_profile_highlights") as batch:
-        batch.alter_column(
-            "regen_queued_trigger", type_=sa.Text(), existing_type=sa.String(200)
-        )
+        batch.alter_column("regen_queued_trigger", type_=sa.Text(), existing_type=sa.String(200))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("user_profile_highlights") as batch:
-        batch.alter_column(
-            "regen_queued_trigger", type_=sa.String(200), existing_type=sa.Text()
-        )
+        batch.alter_column("regen_queued_trigger", type_=sa.String(200), existing_type=sa.Text())
     with op.batch_alter_table("regen_budget") as batch:
         batch.drop_column("paused_until")
