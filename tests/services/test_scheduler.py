@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0, FakeClock
-from tests.helpers.factories import C, comment, later, queued_requests, result
+from tests.helpers.factories import C, comment, comment_doc, later, queued_requests, raw, result
 from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.runtime.process import Runtime
 from worker.services import outbox, scheduler
@@ -199,6 +199,24 @@ async def test_a_pause_releases_nothing_and_earns_nothing_for_every_worker(
     assert (await step(sessions, clock, sched.policy)).count == 2
     requests = await relay(sessions)
     assert len(requests) == 3 and len({r["user_id"] for r in requests}) == 3  # nothing lost
+
+
+async def test_a_longest_event_id_fits_the_queued_trigger(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    scheduled: Callable[..., Scheduled],
+) -> None:
+    """``comment:`` + a 200-character event id (the longest valid) is stored, not refused
+    by the column (PostgreSQL dead-lettered such a comment as invalid)."""
+    sched = scheduled(settle=5 * S, max_wait=60 * S)
+    await seed(sched.store, range(1, 2))
+    event_id = "e" * 200
+    doc = {**comment_doc(event_id, 1, clock.now), "comment_id": "c" * 200}
+    done = await sched.pipeline.process(C, [raw(doc)])
+    assert not done.dead_letters
+    async with sessions() as session:
+        row = await session.get(HighlightRow, 1)
+        assert row is not None and row.regen_queued_trigger == f"comment:{event_id}"
 
 
 async def test_under_an_override_lock_the_queue_delays_what_it_would_have_requested(
