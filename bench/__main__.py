@@ -2,7 +2,9 @@
 
 Sets up its own data on PostgreSQL (WB_BENCH_DATABASE_URL, else WB_TEST_DATABASE_URL, else
 a throwaway server) and an embedded broker, and measures reference figures in the same run
-on the same data, so that the results are ratios that hold on a noisy machine.
+on the same data, so that the results are ratios that hold on a noisy machine. On a loopback
+host its database URL asks for no TLS (``ssl=disable``: ``tests.helpers.postgres``), as a
+worker next to its database would be configured; the worker's own default is untouched.
 """
 
 from __future__ import annotations
