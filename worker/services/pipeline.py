@@ -39,7 +39,7 @@ from worker.services.comments import (
     record_deleted,
     resolve_or_park,
 )
-from worker.services.mappings import apply_mapping_batch
+from worker.services.mappings import apply_mapping_batch, claim_lock
 from worker.services.outbox import session_sink
 from worker.services.results import apply_result, apply_result_batch, result_of
 from worker.services.store import (
@@ -180,8 +180,11 @@ class Pipeline:
         result = BatchResult()
         async with self.sessions.begin() as session:
             now = self.clock()
-            fresh = await dedup.claim(session, stream, events, now, result)
-            if self.set_based and is_postgresql(session):
+            set_based = self.set_based and is_postgresql(session)
+            # A set-based mapping batch's advisory locks are taken by its claim's statement.
+            lock = claim_lock if set_based and stream is InputStream.REQUESTS else None
+            fresh = await dedup.claim(session, stream, events, now, result, lock)
+            if set_based:
                 await self._apply_set_based(session, stream, fresh, now, result)
                 return result
             tx = _Tx(session, now, await _lock_batch_rows(session, fresh, now), result)
