@@ -250,18 +250,33 @@ class Bench:
         await regen.getmany(timeout_ms=500)
         sent: dict[str, float] = {}
         arrivals: list[float] = []
+        collector = asyncio.create_task(_collect_arrivals(regen, sent, arrivals))
+        try:
+            achieved = await self.steady_comments(topic, rate, seconds, users, sent)
+            await asyncio.sleep(3)
+        finally:
+            collector.cancel()
+            await regen.stop()
+        metrics = "".join([await asyncio.to_thread(_scrape, f"{p.url}/metrics") for p in procs])
+        for p in procs:
+            p.stop()
+        arrivals.sort()
+        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
+        return {
+            "achieved_rate": achieved,
+            "requests_timed": len(arrivals),
+            "topic_p50": _q(arrivals, 0.5),
+            "topic_p99": _q(arrivals, 0.99),
+            "commit_p50": commit[0.5],
+            "commit_p99": commit[0.99],
+        }
 
-        async def collect() -> None:
-            while True:
-                for records in (await regen.getmany(timeout_ms=200)).values():
-                    now = time.time()
-                    for record in records:
-                        trigger = json.loads(record.value).get("trigger", "")
-                        event_id = trigger.removeprefix("comment:")
-                        if event_id in sent:
-                            arrivals.append(now - sent[event_id])
-
-        collector = asyncio.create_task(collect())
+    async def steady_comments(
+        self, topic: str, rate: int, seconds: int, users: int, sent: dict[str, float]
+    ) -> float:
+        """Produce ``rate`` comments a second for ``seconds`` on a schedule (not as fast as
+        possible: latency is measured at a given load), noting each one's send time in
+        ``sent``; returns the rate achieved."""
         producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1, linger_ms=5)
         await producer.start()
         rng = random.Random(3)
@@ -288,24 +303,9 @@ class Bench:
                 await producer.send(topic, value, key=str(user).encode())
             achieved = rate * seconds / (time.monotonic() - started)
             await producer.flush()
-            await asyncio.sleep(3)
         finally:
-            collector.cancel()
             await producer.stop()
-            await regen.stop()
-        metrics = "".join([await asyncio.to_thread(_scrape, f"{p.url}/metrics") for p in procs])
-        for p in procs:
-            p.stop()
-        arrivals.sort()
-        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
-        return {
-            "achieved_rate": achieved,
-            "requests_timed": len(arrivals),
-            "topic_p50": _q(arrivals, 0.5),
-            "topic_p99": _q(arrivals, 0.99),
-            "commit_p50": commit[0.5],
-            "commit_p99": commit[0.99],
-        }
+        return achieved
 
     async def warm_up(self, topic: str, users: int, events: int = 200) -> None:
         """Start timing only once the agents consume: a join's first seconds are not latency."""
@@ -373,6 +373,21 @@ def run_child(module: str, env: dict[str, str], timeout: float) -> subprocess.Co
         timeout=timeout,
         cwd=Path(__file__).parent.parent,
     )
+
+
+async def _collect_arrivals(
+    regen: AIOKafkaConsumer, sent: dict[str, float], arrivals: list[float]
+) -> None:
+    """Until cancelled: for each regen request whose trigger names a comment in ``sent``,
+    the seconds from that comment's send to the request's arrival."""
+    while True:
+        for records in (await regen.getmany(timeout_ms=200)).values():
+            now = time.time()
+            for record in records:
+                trigger = json.loads(record.value).get("trigger", "")
+                event_id = trigger.removeprefix("comment:")
+                if event_id in sent:
+                    arrivals.append(now - sent[event_id])
 
 
 def _scrape(url: str) -> str:
