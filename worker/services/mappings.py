@@ -2,7 +2,8 @@
 a batch's requests released exactly once, in three statements whatever the batch's size
 (as comments and results).
 
-The claim's own statement also takes the advisory locks of the claimed events' request ids
+The claim's own statement also stores the mappings' outcome (``MAPPED``: known before they
+are applied) and takes the advisory locks of the claimed events' request ids
 (``lock_request``'s, all at once, in one order: ``claim_lock``), so that a comment parked
 concurrently is either committed before our next statement takes its snapshot (and we
 release it) or parks after our commit (and then finds the mapping). The locks cannot be
@@ -31,7 +32,6 @@ from worker.domain.batch import BatchResult
 from worker.domain.messages import InputEvent, InputStream, ParkedComment, RequestEvent
 from worker.services import signal_records as signal
 from worker.services.comments import STATE, apply_locked, lock_states
-from worker.storage import dedup
 from worker.storage.models import RowState
 from worker.storage.pgarray import Write, array
 
@@ -60,6 +60,15 @@ MAP_UNPARK_AND_LOCK = text(
 _STATE_AT = 7  # the row state's first column in MAP_UNPARK_AND_LOCK's answer
 
 
+MAPPED = "mapped"  # every claimed mapping's outcome, stored by the claim itself
+
+
+def _nothing(outcomes: dict[str, list[str]]) -> None:
+    """The released comments' outcomes are not recorded: their own events were, when
+    they were parked (``parked``); the mappings' outcome was stored by the claim."""
+    return None
+
+
 def claim_lock(event: InputEvent) -> str:
     """The key of the advisory lock a mapping's claim takes (``dedup.claim(lock=...)``)."""
     if not isinstance(event, RequestEvent):
@@ -70,8 +79,8 @@ def claim_lock(event: InputEvent) -> str:
 async def apply_mapping_batch(
     session: AsyncSession, events: list[RequestEvent], now: datetime, result: BatchResult
 ) -> dict[str, list[str]]:
-    """Apply mappings claimed with ``claim_lock`` (their request ids locked), in order;
-    returns comment outcomes of the released comments (the mappings' own is ``mapped``)."""
+    """Apply mappings claimed with ``claim_lock`` and ``MAPPED`` (their request ids locked,
+    their outcome stored), in order; returns comment outcomes of the released comments."""
     if not events:
         return {}
     first: dict[str, RequestEvent] = {}
@@ -85,24 +94,14 @@ async def apply_mapping_batch(
         MAP_UNPARK_AND_LOCK, signal.mapping_params(list(first.values()), now)
     )
     targets, rows = await _released(session, found.all(), list(first), now)
-    mapped = {"mapped": [e.event_id for e in events]}
     again = _remapped(later, now)  # rare: the request mapped again in this batch
-    outcomes = await apply_locked(
-        session,
-        targets,
-        rows,
-        now,
-        result,
-        {},
-        lambda _: dedup.outcomes_write(InputStream.REQUESTS, mapped),
-        again,
-    )
+    outcomes = await apply_locked(session, targets, rows, now, result, {}, _nothing, again)
     comments = InputStream.COMMENTS.value
     for outcome, ids in outcomes.items():
         result.outcomes[(comments, outcome)] += len(ids)
     if targets:
         result.outcomes[(comments, "unparked")] += len(targets)
-    result.outcomes[(InputStream.REQUESTS.value, "mapped")] += len(events)
+    result.outcomes[(InputStream.REQUESTS.value, MAPPED)] += len(events)
     return outcomes
 
 

@@ -39,7 +39,7 @@ from worker.services.comments import (
     record_deleted,
     resolve_or_park,
 )
-from worker.services.mappings import apply_mapping_batch, claim_lock
+from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import session_sink
 from worker.services.results import apply_result, apply_result_batch, result_of
 from worker.services.store import (
@@ -181,9 +181,10 @@ class Pipeline:
         async with self.sessions.begin() as session:
             now = self.clock()
             set_based = self.set_based and is_postgresql(session)
-            # A set-based mapping batch's advisory locks are taken by its claim's statement.
-            lock = claim_lock if set_based and stream is InputStream.REQUESTS else None
-            fresh = await dedup.claim(session, stream, events, now, result, lock)
+            if set_based and stream is InputStream.REQUESTS:  # the claim locks and records
+                fresh = await dedup.claim(session, stream, events, now, result, claim_lock, MAPPED)
+            else:
+                fresh = await dedup.claim(session, stream, events, now, result)
             if set_based:
                 await self._apply_set_based(session, stream, fresh, now, result)
                 return result

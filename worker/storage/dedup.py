@@ -27,12 +27,13 @@ from worker.storage.pgarray import Write, array, literal, unnest_rows, write_tog
 
 T = TypeVar("T")
 DEAD_LETTERED = "dead_lettered"
+CLAIMED = "claimed"  # until the batch's write stores the outcome
 
 # Returns the ids it could not claim (usually none), not the hundreds it claimed.
 PG_CLAIM = text(
     f"WITH ids AS (SELECT unnest({array('ids', 'text')}) AS e), claimed AS ("
     "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
-    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) FROM ids "
+    "SELECT CAST(:stream AS text), e, CAST(:outcome AS text), CAST(:now AS timestamptz) FROM ids "
     "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id) "
     "SELECT e FROM ids EXCEPT ALL SELECT event_id FROM claimed"
 )
@@ -54,7 +55,7 @@ PG_CLAIM_LOCKING = text(
     f"WITH ids AS (SELECT * FROM unnest({array('ids', 'text')}, {array('keys', 'text')}) "
     "AS t(e, k)), claimed AS ("
     "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
-    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) FROM ids "
+    "SELECT CAST(:stream AS text), e, CAST(:outcome AS text), CAST(:now AS timestamptz) FROM ids "
     "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id), "
     f"locked AS (SELECT count({advisory_lock('k')}) AS n FROM (SELECT DISTINCT k FROM ids "
     "JOIN claimed ON claimed.event_id = ids.e ORDER BY k) AS s) "
@@ -75,11 +76,15 @@ async def claim(
     now: datetime,
     result: BatchResult,
     lock: Callable[[InputEvent], str] | None = None,
+    outcome: str = CLAIMED,
 ) -> list[tuple[T, InputEvent]]:
     """Claim the batch's event ids; return the events this transaction must apply.
 
-    ``lock`` (PostgreSQL only): the key of each event whose ``advisory_lock`` the claim's
-    statement then takes for the claimed events (one round trip less per batch)."""
+    PostgreSQL only: ``lock`` gives the key of each event whose ``advisory_lock`` the
+    claim's statement then takes for the claimed events (one round trip less per batch);
+    ``outcome``, when the stream knows it before applying (every claimed mapping is
+    ``mapped``), is stored at once instead of updated in the batch's write (for 500 events
+    7 of a mapping batch's 33 ms in the database)."""
     first: dict[str, tuple[T, InputEvent]] = {}
     for item in events:
         if item[1].event_id in first:
@@ -89,7 +94,8 @@ async def claim(
     if not first:
         return []
     if is_postgresql(session):
-        params = {"stream": stream.value, "now": now, "ids": literal("text", list(first))}
+        ids = literal("text", list(first))
+        params = {"stream": stream.value, "now": now, "ids": ids, "outcome": outcome}
         if lock is None:
             taken = set((await session.scalars(PG_CLAIM, params)).all())
         else:
@@ -103,7 +109,7 @@ async def claim(
             .returning(ProcessedEventRow.event_id)
         )
         rows = [
-            {"stream": stream.value, "event_id": i, "outcome": "claimed", "processed_at": now}
+            {"stream": stream.value, "event_id": i, "outcome": CLAIMED, "processed_at": now}
             for i in first
         ]
         claimed = set((await session.scalars(stmt, rows)).all())
