@@ -52,6 +52,7 @@ class Bench:
     ) -> None:
         self.args, self.broker, self.db_url, self.logs = args, broker, db_url, logs
         self.engine = create_engine(db_url, pool_size=4)
+        self.noop_cpu_us = self.ingest_cpu_us = 0.0
         self.rows: list[tuple[str, str, str, str]] = []
 
     # --- setup -------------------------------------------------------------------------
@@ -176,7 +177,9 @@ class Bench:
         found = re.findall(r'\{"events".*?\}', done.stdout + done.stderr)
         if not found:
             raise RuntimeError(f"no-op agent failed: {done.stderr[-2000:]}")
-        return float(json.loads(found[-1])["rate"])
+        figures = json.loads(found[-1])
+        self.noop_cpu_us = float(figures["cpu"]) / events * 1e6  # the stream parts' CPU row
+        return float(figures["rate"])
 
     async def worker_ingest(
         self, topic: str, events: int, workers: int = 1, extra: dict[str, str] | None = None
@@ -197,21 +200,25 @@ class Bench:
         ]
         for proc in procs:
             proc.start()
-        peak = 0.0
+        peak, cpu = 0.0, [0.0, 0.0]  # the workers' CPU seconds at the first and last claim
         try:
             deadline = time.monotonic() + 1800
             while time.monotonic() < deadline:
+                used = 0.0
                 for proc in procs:
                     assert proc.process is not None
                     try:
-                        rss = psutil.Process(proc.process.pid).memory_info().rss / 2**20
-                        peak = max(peak, rss)
+                        process = psutil.Process(proc.process.pid)
+                        peak = max(peak, process.memory_info().rss / 2**20)
+                        used += sum(process.cpu_times()[:2])
                     except psutil.NoSuchProcess:
                         raise RuntimeError("a worker exited") from None
                 count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+                cpu = [cpu[0] or (used if count else 0.0), used]
                 if count >= events:
                     break
                 await asyncio.sleep(0.2)
+            self.ingest_cpu_us = (cpu[1] - cpu[0]) / events * 1e6
             span = (
                 await self.sql(
                     "SELECT extract(epoch FROM max(processed_at) - "
@@ -564,6 +571,13 @@ async def ingest(
             f"{noop:,.0f}",
             ">= 0.6x",
             f"{ours / noop:.2f}x {ok(ours >= 0.6 * noop)}",
+        ),
+        (
+            "  worker CPU per event vs no-op",
+            f"{b.ingest_cpu_us:.0f} us",
+            f"{b.noop_cpu_us:.0f} us",
+            "-",
+            f"{b.noop_cpu_us / max(b.ingest_cpu_us, 1e-9):.2f}x",
         ),
         (
             "ingest events/s vs raw aiokafka (b)",
