@@ -2,7 +2,9 @@
 
 Sets up its own data on PostgreSQL (WB_BENCH_DATABASE_URL, else WB_TEST_DATABASE_URL, else
 a throwaway server) and an embedded broker, and measures reference figures in the same run
-on the same data, so that the results are ratios that hold on a noisy machine.
+on the same data, so that the results are ratios that hold on a noisy machine. On a loopback
+host its database URL asks for no TLS (``ssl=disable``: ``tests.helpers.postgres``), as a
+worker next to its database would be configured; the worker's own default is untouched.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Bench:
     ) -> None:
         self.args, self.broker, self.db_url, self.logs = args, broker, db_url, logs
         self.engine = create_engine(db_url, pool_size=4)
+        self.noop_cpu_us = self.ingest_cpu_us = 0.0
         self.rows: list[tuple[str, str, str, str]] = []
 
     # --- setup -------------------------------------------------------------------------
@@ -174,7 +177,9 @@ class Bench:
         found = re.findall(r'\{"events".*?\}', done.stdout + done.stderr)
         if not found:
             raise RuntimeError(f"no-op agent failed: {done.stderr[-2000:]}")
-        return float(json.loads(found[-1])["rate"])
+        figures = json.loads(found[-1])
+        self.noop_cpu_us = float(figures["cpu"]) / events * 1e6  # the stream parts' CPU row
+        return float(figures["rate"])
 
     async def worker_ingest(
         self, topic: str, events: int, workers: int = 1, extra: dict[str, str] | None = None
@@ -195,21 +200,25 @@ class Bench:
         ]
         for proc in procs:
             proc.start()
-        peak = 0.0
+        peak, cpu = 0.0, [0.0, 0.0]  # the workers' CPU seconds at the first and last claim
         try:
             deadline = time.monotonic() + 1800
             while time.monotonic() < deadline:
+                used = 0.0
                 for proc in procs:
                     assert proc.process is not None
                     try:
-                        rss = psutil.Process(proc.process.pid).memory_info().rss / 2**20
-                        peak = max(peak, rss)
+                        process = psutil.Process(proc.process.pid)
+                        peak = max(peak, process.memory_info().rss / 2**20)
+                        used += sum(process.cpu_times()[:2])
                     except psutil.NoSuchProcess:
                         raise RuntimeError("a worker exited") from None
                 count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+                cpu = [cpu[0] or (used if count else 0.0), used]
                 if count >= events:
                     break
                 await asyncio.sleep(0.2)
+            self.ingest_cpu_us = (cpu[1] - cpu[0]) / events * 1e6
             span = (
                 await self.sql(
                     "SELECT extract(epoch FROM max(processed_at) - "
@@ -248,18 +257,33 @@ class Bench:
         await regen.getmany(timeout_ms=500)
         sent: dict[str, float] = {}
         arrivals: list[float] = []
+        collector = asyncio.create_task(_collect_arrivals(regen, sent, arrivals))
+        try:
+            achieved = await self.steady_comments(topic, rate, seconds, users, sent)
+            await asyncio.sleep(3)
+        finally:
+            collector.cancel()
+            await regen.stop()
+        metrics = "".join([await asyncio.to_thread(_scrape, f"{p.url}/metrics") for p in procs])
+        for p in procs:
+            p.stop()
+        arrivals.sort()
+        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
+        return {
+            "achieved_rate": achieved,
+            "requests_timed": len(arrivals),
+            "topic_p50": _q(arrivals, 0.5),
+            "topic_p99": _q(arrivals, 0.99),
+            "commit_p50": commit[0.5],
+            "commit_p99": commit[0.99],
+        }
 
-        async def collect() -> None:
-            while True:
-                for records in (await regen.getmany(timeout_ms=200)).values():
-                    now = time.time()
-                    for record in records:
-                        trigger = json.loads(record.value).get("trigger", "")
-                        event_id = trigger.removeprefix("comment:")
-                        if event_id in sent:
-                            arrivals.append(now - sent[event_id])
-
-        collector = asyncio.create_task(collect())
+    async def steady_comments(
+        self, topic: str, rate: int, seconds: int, users: int, sent: dict[str, float]
+    ) -> float:
+        """Produce ``rate`` comments a second for ``seconds`` on a schedule (not as fast as
+        possible: latency is measured at a given load), noting each one's send time in
+        ``sent``; returns the rate achieved."""
         producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1, linger_ms=5)
         await producer.start()
         rng = random.Random(3)
@@ -286,24 +310,9 @@ class Bench:
                 await producer.send(topic, value, key=str(user).encode())
             achieved = rate * seconds / (time.monotonic() - started)
             await producer.flush()
-            await asyncio.sleep(3)
         finally:
-            collector.cancel()
             await producer.stop()
-            await regen.stop()
-        metrics = "".join([await asyncio.to_thread(_scrape, f"{p.url}/metrics") for p in procs])
-        for p in procs:
-            p.stop()
-        arrivals.sort()
-        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
-        return {
-            "achieved_rate": achieved,
-            "requests_timed": len(arrivals),
-            "topic_p50": _q(arrivals, 0.5),
-            "topic_p99": _q(arrivals, 0.99),
-            "commit_p50": commit[0.5],
-            "commit_p99": commit[0.99],
-        }
+        return achieved
 
     async def warm_up(self, topic: str, users: int, events: int = 200) -> None:
         """Start timing only once the agents consume: a join's first seconds are not latency."""
@@ -371,6 +380,21 @@ def run_child(module: str, env: dict[str, str], timeout: float) -> subprocess.Co
         timeout=timeout,
         cwd=Path(__file__).parent.parent,
     )
+
+
+async def _collect_arrivals(
+    regen: AIOKafkaConsumer, sent: dict[str, float], arrivals: list[float]
+) -> None:
+    """Until cancelled: for each regen request whose trigger names a comment in ``sent``,
+    the seconds from that comment's send to the request's arrival."""
+    while True:
+        for records in (await regen.getmany(timeout_ms=200)).values():
+            now = time.time()
+            for record in records:
+                trigger = json.loads(record.value).get("trigger", "")
+                event_id = trigger.removeprefix("comment:")
+                if event_id in sent:
+                    arrivals.append(now - sent[event_id])
 
 
 def _scrape(url: str) -> str:
@@ -547,6 +571,13 @@ async def ingest(
             f"{noop:,.0f}",
             ">= 0.6x",
             f"{ours / noop:.2f}x {ok(ours >= 0.6 * noop)}",
+        ),
+        (
+            "  worker CPU per event vs no-op",
+            f"{b.ingest_cpu_us:.0f} us",
+            f"{b.noop_cpu_us:.0f} us",
+            "-",
+            f"{b.noop_cpu_us / max(b.ingest_cpu_us, 1e-9):.2f}x",
         ),
         (
             "ingest events/s vs raw aiokafka (b)",

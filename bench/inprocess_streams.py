@@ -6,7 +6,8 @@
 Seeds ``n`` stale rows with a pending request (and, for mappings, ``n / 2`` parked
 comments), then applies ``n`` events through ``Pipeline.process`` in batches of ``size``;
 prints CPU microseconds per event and the wall rate. The database must exist (it is
-migrated and emptied here).
+migrated and emptied here). On loopback it connects without TLS, as the bench does
+(``tests.helpers.postgres.without_tls_on_loopback``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from tests.helpers.postgres import without_tls_on_loopback
 from worker.domain.batch import RawMessage
 from worker.domain.messages import InputStream
 from worker.services.pipeline import Pipeline
@@ -75,7 +77,7 @@ def _events(kind: str, n: int) -> list[RawMessage]:
 
 
 async def main(kind: str, n: int, size: int) -> None:
-    engine = create_engine(os.environ["WB_BENCH_DATABASE_URL"])
+    engine = create_engine(without_tls_on_loopback(os.environ["WB_BENCH_DATABASE_URL"]))
     await migrate.upgrade(engine)
     async with engine.begin() as conn:
         await conn.execute(

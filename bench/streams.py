@@ -29,6 +29,20 @@ def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
+def _cpu_row(worker: Worker, delivered: int, noop_us: float) -> Row:
+    """The worker's CPU per event from its first to its last claim, against the no-op
+    agent's over its events: what the code costs, which the shared machine's load moves
+    much less than the rates (there the ratio is the no-op's over ours)."""
+    ours = worker.cpu_span() / delivered * 1e6
+    return (
+        "  worker CPU per event vs no-op",
+        f"{ours:.0f} us",
+        f"{noop_us:.0f} us",
+        "-",
+        f"{noop_us / ours:.2f}x",
+    )
+
+
 def _row(label: str, ours: float, noop: float, target: float) -> Row:
     ratio = ours / noop
     return (
@@ -133,6 +147,8 @@ class Worker:
         self.b = b
         self.proc = WorkerProcess(b.broker.address, b.db_url, b.logs, extra_env=env)
         self.peak = 0.0
+        self.cpu_first: float | None = None  # CPU seconds when the first claim was seen
+        self.cpu_last = 0.0
 
     def start(self) -> Worker:
         self.proc.start()
@@ -150,11 +166,25 @@ class Worker:
         self.peak = max(self.peak, rss)
         return rss
 
+    def cpu(self) -> float:
+        assert self.proc.process is not None
+        times = psutil.Process(self.proc.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def cpu_span(self) -> float:
+        """CPU seconds from the first poll that saw work done to the last ``until`` poll
+        (0.2 s apart: a few per cent of a part's span)."""
+        return self.cpu_last - (self.cpu_first or self.cpu_last)
+
     async def until(self, statement: str, done: int) -> None:
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             self.rss()
-            if (await self.b.sql(statement)).scalar() >= done:
+            count = (await self.b.sql(statement)).scalar()
+            if count and self.cpu_first is None:
+                self.cpu_first = self.cpu()
+            if count >= done:
+                self.cpu_last = self.cpu()
                 return
             await asyncio.sleep(0.2)
         raise RuntimeError(f"timed out: {statement} < {done}")
@@ -198,7 +228,7 @@ async def results_part(b: Bench, n: int) -> tuple[list[Row], float]:
         await b.sql("SELECT count(*) FROM user_profile_highlights WHERE NOT is_stale")
     ).scalar()
     label = f"results events/s vs no-op Faust ({fresh:,} of {n:,} rows fresh)"
-    return [_row(label, ours, noop, 0.6)], worker.peak
+    return [_row(label, ours, noop, 0.6), _cpu_row(worker, n, b.noop_cpu_us)], worker.peak
 
 
 async def mappings_part(b: Bench, n: int) -> tuple[list[Row], float]:
@@ -217,7 +247,7 @@ async def mappings_part(b: Bench, n: int) -> tuple[list[Row], float]:
         worker.stop()
     left = (await b.sql("SELECT count(*) FROM parked_comments")).scalar()
     label = f"mappings events/s vs no-op Faust ({n // 2 - left:,} parked released, {left} left)"
-    return [_row(label, ours, noop, 0.6)], worker.peak
+    return [_row(label, ours, noop, 0.6), _cpu_row(worker, n, b.noop_cpu_us)], worker.peak
 
 
 def mixed_messages(n: int, users: int, topics: dict[str, str]) -> tuple[list[Message], int]:
@@ -291,7 +321,8 @@ async def mixed_part(b: Bench, n: int, users: int) -> tuple[list[Row], float, Co
         worker.stop()
     locks = await sampler
     label = f"mixed events/s, 3 topics at once ({len(messages) - unique:,} redelivered)"
-    return [_row(label, ours, noop, 0.5)], worker.peak, locks
+    rows = [_row(label, ours, noop, 0.5), _cpu_row(worker, len(messages), b.noop_cpu_us)]
+    return rows, worker.peak, locks
 
 
 def _pending(rows: Iterable[Any]) -> Iterator[Message]:

@@ -3,6 +3,12 @@
 
 Each test session works in a database of its own, created here and dropped at exit, so
 runs never see each other's rows and the shared server's databases are left alone.
+
+On loopback the URLs made here ask for no TLS (``ssl=disable``, which SQLAlchemy's asyncpg
+dialect passes to ``asyncpg.connect`` as its sslmode): Debian's PostgreSQL enables ssl with
+a snakeoil certificate and asyncpg's default (``prefer``) then encrypts every round trip,
+which showed in profiles of the worker under test and bench (``SSLProtocol``). Only these
+helpers do it; the worker's own default (whatever the operator's URL says) is unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +39,19 @@ def throwaway_server() -> Iterator[Any]:
         server.cleanup()
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def without_tls_on_loopback(sqlalchemy_url: str) -> str:
+    """``sqlalchemy_url`` with ``ssl=disable`` added when it points at a loopback host over
+    TCP and says nothing of TLS itself (a unix socket, ``host=`` in the query, never
+    negotiates TLS)."""
+    url = make_url(normalize_database_url(sqlalchemy_url))
+    if url.host not in LOOPBACK or {"ssl", "sslmode", "host"} & url.query.keys():
+        return url.render_as_string(hide_password=False)
+    return url.update_query_dict({"ssl": "disable"}).render_as_string(hide_password=False)
+
+
 def asyncpg_dsn(sqlalchemy_url: str) -> tuple[str, dict[str, Any]]:
     """asyncpg.connect arguments for a SQLAlchemy URL (keeps unix-socket ``host=`` queries)."""
     url = make_url(normalize_database_url(sqlalchemy_url))
@@ -44,25 +63,27 @@ def asyncpg_dsn(sqlalchemy_url: str) -> tuple[str, dict[str, Any]]:
     }
     if url.password:
         kwargs["password"] = url.password
+    if "ssl" in url.query:
+        kwargs["ssl"] = url.query["ssl"]
     return "", kwargs
 
 
 async def create_database(admin_url: str, prefix: str = "wbtest") -> str:
     """Create a uniquely named database next to ``admin_url``'s and return its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _, kwargs = asyncpg_dsn(admin_url)
+    _, kwargs = asyncpg_dsn(without_tls_on_loopback(admin_url))
     conn = await asyncpg.connect(**kwargs)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    url = make_url(normalize_database_url(admin_url)).set(database=name)
+    url = make_url(without_tls_on_loopback(admin_url)).set(database=name)
     return url.render_as_string(hide_password=False)
 
 
 async def drop_database(admin_url: str, url: str) -> None:
     name = make_url(url).database
-    _, kwargs = asyncpg_dsn(admin_url)
+    _, kwargs = asyncpg_dsn(without_tls_on_loopback(admin_url))
     conn = await asyncpg.connect(**kwargs)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

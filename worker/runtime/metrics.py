@@ -7,6 +7,9 @@ scrape, so a scrape can't load the database.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +88,21 @@ def observe_many(histogram: Histogram, value: float, times: int) -> None:
         if value <= bound:
             bucket.inc(times)
             return
+
+
+def observe_each(histogram: Histogram, values: Iterable[float]) -> None:
+    """Record each of ``values`` (finite): what ``observe`` in a loop records, with one
+    update of the sum and one per bucket touched. A comment batch has a lag per stale mark,
+    and ``observe`` per value (two locked counter updates) was about 7 % of a comment batch's
+    handling in py-spy of the live worker; a test holds this to the loop's exposition."""
+    h: Any = histogram
+    bounds = h._upper_bounds
+    found = list(values)
+    if not found:
+        return
+    h._sum.inc(sum(found))
+    for index, n in Tally(bisect_left(bounds, v) for v in found).items():
+        h._buckets[index].inc(n)
 
 
 class Metrics:
@@ -223,10 +241,9 @@ class Metrics:
         for reason, n in result.regen_requests.items():
             self.regen_requests.labels(reason).inc(n)
         observe_many(self.handling.labels(stream), elapsed_s, sum(result.outcomes.values()))
-        for occurred_at in result.stale_event_times:
-            self.stale_lag.observe(max((committed_at - occurred_at).total_seconds(), 0.0))
-        for seconds in result.turnaround_s:
-            self.turnaround.observe(seconds)
+        lags = (max((committed_at - t).total_seconds(), 0.0) for t in result.stale_event_times)
+        observe_each(self.stale_lag, lags)
+        observe_each(self.turnaround, result.turnaround_s)
 
     def record_scheduled(self, done: scheduler.Published) -> None:
         for seconds in done.waits_s:

@@ -13,7 +13,7 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 
@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
-from worker.domain.messages import CommentEvent, InputStream
+from worker.domain.messages import Comment, CommentEvent, InputStream
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.services import signal_records as signal
@@ -46,7 +46,7 @@ ALREADY_INCLUDED = "already_included"
 
 
 def apply_comment(
-    sink: OutboxSink, row: Requestable, event: CommentEvent, now: datetime, result: BatchResult
+    sink: OutboxSink, row: Requestable, event: Comment, now: datetime, result: BatchResult
 ) -> str:
     """Apply one comment to its user's locked row; returns the outcome's name."""
     if row.generated_at is None:
@@ -237,7 +237,7 @@ async def apply_comment_batch(
 
 async def apply_resolved(
     session: AsyncSession,
-    targets: list[tuple[CommentEvent, int]],
+    targets: Sequence[tuple[Comment, int]],
     now: datetime,
     result: BatchResult,
     outcomes: dict[str, list[str]],
@@ -247,9 +247,25 @@ async def apply_resolved(
 ) -> dict[str, list[str]]:
     """Apply comments whose user is known, in order (rows created and locked in one
     statement), adding their outcomes to ``outcomes``; then write the changed rows, the
-    outbox row, Signal activity and what ``record`` makes of ``outcomes`` as one statement.
-    Also the way parked comments go when their mapping arrives (``worker.services.mappings``)."""
+    outbox row, Signal activity and what ``record`` makes of ``outcomes`` as one statement."""
     rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
+    return await apply_locked(session, targets, rows, now, result, outcomes, record, policy, also)
+
+
+async def apply_locked(
+    session: AsyncSession,
+    targets: Sequence[tuple[Comment, int]],
+    rows: dict[int, RowState],
+    now: datetime,
+    result: BatchResult,
+    outcomes: dict[str, list[str]],
+    record: Callable[[dict[str, list[str]]], Write | None],
+    policy: RegenPolicy,
+    also: Write | None = None,
+) -> dict[str, list[str]]:
+    """``apply_resolved`` once the users' rows are created and locked (``rows``): also the
+    way parked comments go when their mapping arrives (``worker.services.mappings``, whose
+    map-and-unpark statement locks their rows itself)."""
     queued: list[OutboxEntry] = []
     sink = OutboxSink(queued.append, policy)  # the batch's one outbox row
     activity: dict[int, signal.ActivityDelta] = {}

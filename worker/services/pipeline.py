@@ -40,7 +40,7 @@ from worker.services.comments import (
     record_deleted,
     resolve_or_park,
 )
-from worker.services.mappings import apply_mapping_batch
+from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink, session_sink
 from worker.services.results import apply_result, apply_result_batch, result_of
 from worker.services.store import (
@@ -185,8 +185,12 @@ class Pipeline:
         result = BatchResult()
         async with self.sessions.begin() as session:
             now = self.clock()
-            fresh = await dedup.claim(session, stream, events, now, result)
-            if self.set_based and is_postgresql(session):
+            set_based = self.set_based and is_postgresql(session)
+            if set_based and stream is InputStream.REQUESTS:  # the claim locks and records
+                fresh = await dedup.claim(session, stream, events, now, result, claim_lock, MAPPED)
+            else:
+                fresh = await dedup.claim(session, stream, events, now, result)
+            if set_based:
                 await self._apply_set_based(session, stream, fresh, now, result)
                 return result
             rows = await _lock_batch_rows(session, fresh, now)

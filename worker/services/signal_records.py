@@ -15,8 +15,9 @@ from sqlalchemy import case, delete, func, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.domain.messages import CommentEvent, RequestEvent
+from worker.domain.messages import Comment, CommentEvent, RequestEvent
 from worker.storage.database import dialect_insert, is_postgresql
+from worker.storage.dedup import advisory_lock
 from worker.storage.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
 from worker.storage.pgarray import Write, array, literal, unnest_rows, write_together
 
@@ -40,6 +41,9 @@ async def resolve_users(session: AsyncSession, request_ids: set[str]) -> dict[st
     return {request_id: user_id for request_id, user_id in (await session.execute(stmt)).all()}
 
 
+_LOCK_ONE = text(f"SELECT {advisory_lock(':rid')}")
+
+
 async def lock_request(session: AsyncSession, request_id: str) -> None:
     """Serialise "park a comment" against "map its request" for one request id.
 
@@ -49,9 +53,7 @@ async def lock_request(session: AsyncSession, request_id: str) -> None:
     SQLite: write transactions are already serialised (BEGIN IMMEDIATE).
     """
     if is_postgresql(session):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": request_id}
-        )
+        await session.execute(_LOCK_ONE, {"rid": request_id})
 
 
 async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime) -> None:
@@ -120,7 +122,7 @@ class ActivityDelta:
             "updated_at": now,
         }
 
-    def add(self, event: CommentEvent) -> None:
+    def add(self, event: Comment) -> None:
         self.count += COUNT_DELTA[event.type]
         if self.last_at is None or event.occurred_at > self.last_at:
             self.last_at, self.last_id, self.last_type = (
@@ -215,50 +217,51 @@ async def parked_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(ParkedCommentRow)) or 0)
 
 
-# PostgreSQL, set-based: a batch of mappings. The advisory locks of ``lock_request`` for
-# all of the batch's request ids, in one order (concurrent batches never deadlock on them).
+# PostgreSQL, set-based: the advisory locks of ``lock_request`` for many request ids, in one
+# order (concurrent batches never deadlock on them). A mapping batch takes them in its claim
+# (``dedup.claim(lock=...)``), a comment batch before it parks (``comments.resolve_batch``).
 LOCK_REQUESTS = text(
-    "SELECT count(pg_advisory_xact_lock(hashtextextended(r, 7))) "
+    f"SELECT count({advisory_lock('r')}) "
     f"FROM (SELECT DISTINCT r FROM unnest({array('ids', 'text')}) AS r ORDER BY r) AS s"
 )
 MAPPING_COLUMNS = {"request_id": "text", "user_id": "bigint", "occurred_at": "timestamptz"}
-_UPSERT_MAPPINGS = (
-    "INSERT INTO signal_requests (request_id, user_id, occurred_at, created_at) "
-    "SELECT v.request_id, v.user_id, v.occurred_at, CAST(:now AS timestamptz) "
-    f"FROM {unnest_rows(MAPPING_COLUMNS, 'm_')} "
-    "ON CONFLICT (request_id) DO UPDATE SET "
-    "user_id = CASE WHEN excluded.occurred_at > signal_requests.occurred_at "
-    "THEN excluded.user_id ELSE signal_requests.user_id END, "
-    "occurred_at = CASE WHEN excluded.occurred_at > signal_requests.occurred_at "
-    "THEN excluded.occurred_at ELSE signal_requests.occurred_at END "
-    "RETURNING request_id, user_id"
-)
-UPSERT_MAPPINGS = text(_UPSERT_MAPPINGS)
-# Save the mappings and take their parked comments out, answering with each comment and
-# the user its request now maps to (both halves read the snapshot taken after the locks).
-MAP_AND_UNPARK = text(
-    f"WITH m AS ({_UPSERT_MAPPINGS}), p AS ("
-    "DELETE FROM parked_comments WHERE request_id = "
-    f"ANY({array('m_request_id', 'text')}) "
-    "RETURNING event_id, request_id, payload, parked_at) "
-    "SELECT p.request_id, m.user_id, p.payload, p.parked_at, p.event_id "
-    "FROM p JOIN m USING (request_id)"
+
+
+@lru_cache(maxsize=2)
+def upsert_mappings(prefix: str) -> str:
+    """Save mappings (a newer mapping event wins), answering with each request's user; the
+    parameters are named ``prefix`` + column, and ``prefix`` + ``now``."""
+    return (
+        "INSERT INTO signal_requests (request_id, user_id, occurred_at, created_at) "
+        f"SELECT v.request_id, v.user_id, v.occurred_at, CAST(:{prefix}now AS timestamptz) "
+        f"FROM {unnest_rows(MAPPING_COLUMNS, prefix)} "
+        "ON CONFLICT (request_id) DO UPDATE SET "
+        "user_id = CASE WHEN excluded.occurred_at > signal_requests.occurred_at "
+        "THEN excluded.user_id ELSE signal_requests.user_id END, "
+        "occurred_at = CASE WHEN excluded.occurred_at > signal_requests.occurred_at "
+        "THEN excluded.occurred_at ELSE signal_requests.occurred_at END "
+        "RETURNING request_id, user_id"
+    )
+
+
+# What a released comment's rules read of its stored payload (validated when it was parked),
+# taken out in SQL so that no JSON is parsed nor a model built in Python per comment: its
+# request, user and parking time, then the fields of a ``ParkedComment``.
+RELEASED = (
+    "r.request_id, r.user_id, r.parked_at, r.event_id, r.payload->>'type', "
+    "r.payload->>'comment_id', CAST(r.payload->>'occurred_at' AS timestamptz)"
 )
 
 
-def mapping_params(events: list[RequestEvent], now: datetime) -> dict[str, object]:
+def mapping_params(
+    events: list[RequestEvent], now: datetime, prefix: str = "m_"
+) -> dict[str, object]:
     return {
-        "now": now,
-        "m_request_id": literal("text", [e.request_id for e in events]),
-        "m_user_id": literal("bigint", [e.user_id for e in events]),
-        "m_occurred_at": literal("timestamptz", [e.occurred_at for e in events]),
+        f"{prefix}now": now,
+        f"{prefix}request_id": literal("text", [e.request_id for e in events]),
+        f"{prefix}user_id": literal("bigint", [e.user_id for e in events]),
+        f"{prefix}occurred_at": literal("timestamptz", [e.occurred_at for e in events]),
     }
-
-
-def parked_event(payload: Any) -> CommentEvent:
-    if isinstance(payload, str | bytes):
-        return CommentEvent.model_validate_json(payload)
-    return CommentEvent.model_validate(payload)
 
 
 PARK_COLUMNS = {"event_id": "text", "request_id": "text", "payload": "jsonb"}

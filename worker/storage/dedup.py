@@ -5,12 +5,14 @@ second worker that holds the same events (a rebalance hands a partition over whi
 first is mid-batch) waits for the first one's commit and then skips them, so no effect is
 applied twice. On PostgreSQL the ids travel as one array literal (``worker.storage.pgarray``),
 which costs a fraction of a multi-row VALUES statement's per-row parameters, and the
-statement answers with the ids it could not claim, usually none.
+statement answers with the ids it could not claim, usually none. A stream whose batch must
+hold per-key advisory locks before it reads (request mappings: ``services.mappings``) takes
+them in the claim's own statement, after the claim, for the events it claimed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -25,14 +27,40 @@ from worker.storage.pgarray import Write, array, literal, unnest_rows, write_tog
 
 T = TypeVar("T")
 DEAD_LETTERED = "dead_lettered"
+CLAIMED = "claimed"  # until the batch's write stores the outcome
 
 # Returns the ids it could not claim (usually none), not the hundreds it claimed.
 PG_CLAIM = text(
     f"WITH ids AS (SELECT unnest({array('ids', 'text')}) AS e), claimed AS ("
     "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
-    "SELECT CAST(:stream AS text), e, 'claimed', CAST(:now AS timestamptz) FROM ids "
+    "SELECT CAST(:stream AS text), e, CAST(:outcome AS text), CAST(:now AS timestamptz) FROM ids "
     "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id) "
     "SELECT e FROM ids EXCEPT ALL SELECT event_id FROM claimed"
+)
+
+
+def advisory_lock(key: str) -> str:
+    """SQL taking the transaction-scoped advisory lock of the text ``key`` (an SQL
+    expression). One definition, because two statements must take the same lock: parking a
+    comment and mapping its request serialise on it (``services.signal_records``)."""
+    return f"pg_advisory_xact_lock(hashtextextended({key}, 7))"
+
+
+# The claim, then the advisory locks of the claimed events' keys (sorted: concurrent batches
+# never deadlock on them), as one statement: ``locked`` reads ``claimed``, so every claim is
+# inserted before the first lock is asked for (a batch waiting on another's claim holds no
+# advisory lock), and its count is read, so the locks are taken even when every id was
+# claimed (then the one row answers NULL).
+PG_CLAIM_LOCKING = text(
+    f"WITH ids AS (SELECT * FROM unnest({array('ids', 'text')}, {array('keys', 'text')}) "
+    "AS t(e, k)), claimed AS ("
+    "INSERT INTO processed_events (stream, event_id, outcome, processed_at) "
+    "SELECT CAST(:stream AS text), e, CAST(:outcome AS text), CAST(:now AS timestamptz) FROM ids "
+    "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id), "
+    f"locked AS (SELECT count({advisory_lock('k')}) AS n FROM (SELECT DISTINCT k FROM ids "
+    "JOIN claimed ON claimed.event_id = ids.e ORDER BY k) AS s) "
+    "SELECT t.e FROM locked LEFT JOIN "
+    "(SELECT e FROM ids EXCEPT ALL SELECT event_id FROM claimed) AS t ON true"
 )
 PG_OUTCOMES = (
     "UPDATE processed_events AS p SET outcome = v.outcome "
@@ -47,8 +75,16 @@ async def claim(
     events: Sequence[tuple[T, InputEvent]],
     now: datetime,
     result: BatchResult,
+    lock: Callable[[InputEvent], str] | None = None,
+    outcome: str = CLAIMED,
 ) -> list[tuple[T, InputEvent]]:
-    """Claim the batch's event ids; return the events this transaction must apply."""
+    """Claim the batch's event ids; return the events this transaction must apply.
+
+    PostgreSQL only: ``lock`` gives the key of each event whose ``advisory_lock`` the
+    claim's statement then takes for the claimed events (one round trip less per batch);
+    ``outcome``, when the stream knows it before applying (every claimed mapping is
+    ``mapped``), is stored at once instead of updated in the batch's write (for 500 events
+    7 of a mapping batch's 33 ms in the database)."""
     first: dict[str, tuple[T, InputEvent]] = {}
     for item in events:
         if item[1].event_id in first:
@@ -58,8 +94,13 @@ async def claim(
     if not first:
         return []
     if is_postgresql(session):
-        params = {"stream": stream.value, "now": now, "ids": literal("text", list(first))}
-        taken = set((await session.scalars(PG_CLAIM, params)).all())
+        ids = literal("text", list(first))
+        params = {"stream": stream.value, "now": now, "ids": ids, "outcome": outcome}
+        if lock is None:
+            taken = set((await session.scalars(PG_CLAIM, params)).all())
+        else:
+            params["keys"] = literal("text", [lock(event) for _, event in first.values()])
+            taken = set((await session.scalars(PG_CLAIM_LOCKING, params)).all()) - {None}
         claimed = first.keys() - taken
     else:
         stmt = (
@@ -68,7 +109,7 @@ async def claim(
             .returning(ProcessedEventRow.event_id)
         )
         rows = [
-            {"stream": stream.value, "event_id": i, "outcome": "claimed", "processed_at": now}
+            {"stream": stream.value, "event_id": i, "outcome": CLAIMED, "processed_at": now}
             for i in first
         ]
         claimed = set((await session.scalars(stmt, rows)).all())
