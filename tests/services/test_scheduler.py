@@ -361,3 +361,21 @@ async def test_a_runtime_hands_its_policy_to_every_object(database_url: str) -> 
     finally:
         await settling.engine.dispose()
         await immediate.engine.dispose()
+
+
+async def test_an_immediate_worker_still_releases_what_a_scheduled_cli_queued(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A CLI (or a worker) configured with a scheduler queues; a worker without one must
+    not leave that request waiting forever."""
+    cli_store = HighlightStore(sessions, policy=RegenPolicy(rate_per_min=60, burst=3))
+    await cli_store.upsert_auto(result(1, generated_at=T0), "s1")
+    await cli_store.mark_stale(1, "manual", actor="cli")
+    assert await queued_requests(sessions) == []  # queued on the row, not yet requested
+    immediate = Runtime(Settings(database_url=database_url, regen_settle=0 * S, regen_rate=0))
+    try:
+        assert await immediate.schedule_once() == 1
+    finally:
+        await immediate.engine.dispose()
+    (request,) = await relay(sessions)
+    assert request["user_id"] == 1 and request["trigger"] == "operator:cli"

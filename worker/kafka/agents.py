@@ -291,8 +291,8 @@ def _timers(app: faust.App, rt: Runtime) -> None:
 
     @app.task
     async def regen_scheduler() -> None:
-        if rt.regen_policy.immediate:
-            return  # requests are made at once: nothing ever waits in the queue
+        # Also with the immediate policy: this worker queues nothing, but a CLI or another
+        # worker configured with a scheduler may have; their requests must not wait forever.
         tick = settings.regen_tick.total_seconds()
         while not app.should_stop:
             try:

@@ -155,8 +155,6 @@ class Runtime:
         """One scheduler step: publish (to the outbox) the due queued requests the shared
         budget allows, highest priority first. Every worker runs it; the budget row's lock
         serialises them."""
-        if self.regen_policy.immediate:
-            return 0
         async with self.sessions.begin() as session:
             done = await scheduler.publish_due(session, utcnow(), self.regen_policy)
         self.metrics.record_scheduled(done)
