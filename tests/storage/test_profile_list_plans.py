@@ -5,15 +5,14 @@ that stop after a page (a LIMIT), whatever the table's size."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers.clock import T0
+from tests.helpers.plans import plan_nodes
 from worker.domain.freshness import FreshnessState
 from worker.domain.values import StaleReason
 from worker.services.profiles import Cursor, ProfileFilter, ProfileQuery, Sort, list_statements
@@ -58,28 +57,6 @@ FILTERS = [
 ]
 
 
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [plan]
-    for child in plan.get("Plans", []):
-        out.extend(_nodes(child))
-    return out
-
-
-async def _plan(engine: AsyncEngine, stmt: Any) -> list[dict[str, Any]]:
-    async with engine.connect() as conn:
-        compiled = stmt.compile(dialect=conn.dialect)
-        params = compiled.construct_params()
-        processors = compiled._bind_processors
-        values = tuple(
-            processors[name](params[name]) if name in processors else params[name]
-            for name in compiled.positiontup
-        )
-        result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", values)
-        doc = result.scalar_one()
-    plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
-    return _nodes(plan)
-
-
 @pytest.fixture
 async def big_table(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name != "postgresql":
@@ -113,7 +90,7 @@ async def test_every_list_query_reads_an_index_not_the_table(big_table: AsyncEng
     seen: dict[str, set[str]] = {}
     for name, query in _queries():
         for run, stmt in list_statements(query, T0):
-            nodes = await _plan(big_table, stmt)
+            nodes = await plan_nodes(big_table, stmt)
             kinds = {n["Node Type"] for n in nodes if n.get("Relation Name") == TABLE}
             assert "Seq Scan" not in kinds, (name, run, kinds)
             indexes = {n["Index Name"] for n in nodes if "Index Name" in n}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
@@ -134,6 +134,20 @@ def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
 QUEUE_ORDER = (H.regen_priority, H.regen_unseen.desc(), H.regen_first_change_at, H.user_id)
 
 
+def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[HighlightRow]:
+    """The step's pick: the first ``limit`` due rows in queue order, locked, skipping rows
+    another worker's step holds. The queue's index has this order, so the step reads
+    about ``limit`` index entries whatever the queue's length."""
+    return (
+        select(H)
+        .where(due_clause(now, policy))
+        .order_by(*QUEUE_ORDER)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+
+
 @dataclass
 class Published:
     count: int = 0
@@ -182,15 +196,7 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
         limit = MAX_PER_STEP
     rows: list[HighlightRow] = []
     if limit > 0:
-        stmt = (
-            select(H)
-            .where(due_clause(now, policy))
-            .order_by(*QUEUE_ORDER)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-        rows = list((await session.scalars(stmt)).all())
+        rows = list((await session.scalars(due_rows(now, policy, limit))).all())
     entries: list[OutboxEntry] = []
     sink = OutboxSink(entries.append, policy)  # one outbox row for the whole step
     for row in rows:

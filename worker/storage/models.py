@@ -106,13 +106,6 @@ class HighlightRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        Index(
-            "ix_user_profile_highlights_regen_queue",
-            "regen_priority",
-            "regen_first_change_at",
-            postgresql_where=text("regen_queued_at IS NOT NULL"),
-            sqlite_where=text("regen_queued_at IS NOT NULL"),
-        ),
         Index("ix_user_profile_highlights_stale_after", "stale_after"),
         Index("ix_user_profile_highlights_regen_requested_at", "regen_requested_at"),
         # Keyset orders of the panel's profile list (``worker.services.profiles``): by
@@ -137,6 +130,19 @@ class HighlightRow(Base):
             "user_id",
         ),
     )
+
+
+# The scheduler's order (``scheduler.QUEUE_ORDER``), so a step reads due rows in order and
+# stops at its limit instead of sorting the whole queue every tick.
+Index(
+    "ix_user_profile_highlights_regen_queue_order",
+    HighlightRow.regen_priority,
+    HighlightRow.regen_unseen.desc(),
+    HighlightRow.regen_first_change_at,
+    HighlightRow.user_id,
+    postgresql_where=text("regen_queued_at IS NOT NULL"),
+    sqlite_where=text("regen_queued_at IS NOT NULL"),
+)
 
 
 @dataclass(slots=True)
