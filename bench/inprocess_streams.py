@@ -6,7 +6,9 @@
 Seeds ``n`` stale rows with a pending request (and, for mappings, ``n / 2`` parked
 comments), then applies ``n`` events through ``Pipeline.process`` in batches of ``size``;
 prints CPU microseconds per event and the wall rate. The database must exist (it is
-migrated and emptied here). On loopback it connects without TLS, as the bench does
+migrated and emptied here). A fourth argument ``statements`` also prints each kind of
+statement's wall time per batch (by its first words; timing itself costs CPU, so the CPU
+figure of such a run is not comparable). On loopback it connects without TLS, as the bench does
 (``tests.helpers.postgres.without_tls_on_loopback``).
 """
 
@@ -17,10 +19,12 @@ import json
 import os
 import sys
 import time
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers.postgres import without_tls_on_loopback
 from worker.domain.batch import RawMessage
@@ -76,7 +80,31 @@ def _events(kind: str, n: int) -> list[RawMessage]:
     return [_raw(doc, i) for i, doc in enumerate(docs)]
 
 
-async def main(kind: str, n: int, size: int) -> None:
+class StatementTimes:
+    """Wall time of each statement the engine runs, by its first words (``WITH w0`` is a
+    batch's one write, ``WITH m`` the mappings' map-and-unpark, ``WITH ids`` a claim)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.started: dict[int, float] = {}
+        event.listen(engine.sync_engine, "before_cursor_execute", self._before)
+        event.listen(engine.sync_engine, "after_cursor_execute", self._after)
+
+    def _before(self, _conn: Any, cursor: Any, *_args: Any) -> None:
+        self.started[id(cursor)] = time.perf_counter()
+
+    def _after(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        key = " ".join(statement.split()[:3])[:40]
+        self.times[key].append(time.perf_counter() - self.started.pop(id(cursor)))
+
+    def report(self) -> str:
+        rows = sorted(self.times.items(), key=lambda item: -sum(item[1]))
+        return "\n".join(
+            f"  {1000 * sum(t) / len(t):6.1f} ms per run x{len(t)}  {key}" for key, t in rows
+        )
+
+
+async def main(kind: str, n: int, size: int, statements: bool = False) -> None:
     engine = create_engine(without_tls_on_loopback(os.environ["WB_BENCH_DATABASE_URL"]))
     await migrate.upgrade(engine)
     async with engine.begin() as conn:
@@ -89,6 +117,7 @@ async def main(kind: str, n: int, size: int) -> None:
         await conn.execute(text(SEED), {"n": n})
         if kind == "mappings":
             await conn.execute(text(PARK), {"n": n, "at": (NOW - timedelta(hours=1)).isoformat()})
+    timed = StatementTimes(engine) if statements else None
     pipeline = Pipeline(session_factory(engine))
     stream = InputStream.REQUESTS if kind == "mappings" else InputStream.GENERATED
     messages = _events(kind, n)
@@ -97,8 +126,11 @@ async def main(kind: str, n: int, size: int) -> None:
         await pipeline.process(stream, messages[i : i + size])
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     print(f"{kind}: {n} events, {cpu / n * 1e6:.0f} us CPU/event, {n / wall:,.0f}/s wall")
+    if timed is not None:
+        print(timed.report())
     await engine.dispose()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    extra = sys.argv[4:5] == ["statements"]
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), extra))

@@ -335,3 +335,57 @@ async def test_a_mapping_batch_waits_for_a_comment_being_parked_and_releases_it(
     assert res.outcomes[("comments", "stale_marked")] == 1
     again = await pipeline.process(R, [mapping("m2", "q", 4, 1)])
     assert ("comments", "unparked") not in again.outcomes
+
+
+async def _waits_on_a_row(engine: AsyncEngine) -> bool:
+    async with engine.connect() as probe:
+        waiting = await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+            )
+        )
+    return bool(waiting)
+
+
+async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction inserts the user's row while the mapping batch creates it: the
+    batch's insert waits, does nothing once that commits, and the row is in neither half
+    of the statement's answer (its snapshot predates it): locked on its own, then the
+    released comment is applied to it."""
+    import asyncio
+
+    from tests.helpers.live import eventually
+    from worker.services import mappings
+
+    engine = _postgres_only(sessions)
+    clock.now = T0 + timedelta(hours=2)
+    pipeline = Pipeline(sessions, clock=clock)
+    await pipeline.process(C, [comment("c1", None, later(1), req="q")])
+    late: list[set[int]] = []
+
+    async def lock_states(session: AsyncSession, users: set[int], now: Any) -> Any:
+        late.append(users)
+        return await original(session, users, now)
+
+    original = mappings.lock_states
+    monkeypatch.setattr(mappings, "lock_states", lock_states)
+    async with engine.connect() as other:
+        await other.execute(
+            text(
+                "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
+                "VALUES (4, now(), now())"
+            )
+        )
+        batch = asyncio.create_task(pipeline.process(R, [mapping("m1", "q", 4)]))
+        await eventually(lambda: _waits_on_a_row(engine), timeout=10, what="row wait")
+        await other.commit()
+    res = await asyncio.wait_for(batch, timeout=10)
+    assert late == [{4}]
+    assert res.outcomes[("comments", "unparked")] == 1
+    assert res.outcomes[("comments", "missing_requested")] == 1
+    async with sessions() as session:
+        row = await session.get(HighlightRow, 4)
+    assert row is not None and row.is_stale
