@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
@@ -206,13 +205,8 @@ class Bench:
             while time.monotonic() < deadline:
                 used = 0.0
                 for proc in procs:
-                    assert proc.process is not None
-                    try:
-                        process = psutil.Process(proc.process.pid)
-                        peak = max(peak, process.memory_info().rss / 2**20)
-                        used += sum(process.cpu_times()[:2])
-                    except psutil.NoSuchProcess:
-                        raise RuntimeError("a worker exited") from None
+                    rss, cpu_s = proc.usage()
+                    peak, used = max(peak, rss), used + cpu_s
                 count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
                 cpu = [cpu[0] or (used if count else 0.0), used]
                 if count >= events:

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import psutil
 from aiokafka import AIOKafkaProducer
 
 from tests.helpers.live import WorkerProcess
@@ -158,18 +157,12 @@ class Worker:
         self.proc.stop()
 
     def rss(self) -> float:
-        assert self.proc.process is not None
-        try:
-            rss = psutil.Process(self.proc.process.pid).memory_info().rss / 2**20
-        except psutil.NoSuchProcess:
-            raise RuntimeError("the worker exited") from None
+        rss, _ = self.proc.usage()
         self.peak = max(self.peak, rss)
         return rss
 
     def cpu(self) -> float:
-        assert self.proc.process is not None
-        times = psutil.Process(self.proc.process.pid).cpu_times()
-        return float(times.user + times.system)
+        return self.proc.usage()[1]
 
     def cpu_span(self) -> float:
         """CPU seconds from the first poll that saw work done to the last ``until`` poll

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker.kafka.embedded import free_port
@@ -113,6 +114,15 @@ class WorkerProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def usage(self) -> tuple[float, float]:
+        """The running worker's resident memory (MB) and CPU seconds so far; raises once it
+        has exited (an unreaped process still answers psutil, as a zombie)."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"worker {self.app_id} exited")
+        process = psutil.Process(self.process.pid)
+        times = process.cpu_times()
+        return process.memory_info().rss / 2**20, float(times.user + times.system)
 
 
 class Kafka:

@@ -1,8 +1,8 @@
 """The Faust app: thin adapters from Kafka topics to the ``Runtime``.
 
-Every input agent takes batches with ``noack_take`` and acks them only after the
-database transaction committed and any dead letters were delivered, so the offsets
-Faust commits never run ahead of the database (at-least-once).
+Every input topic's messages arrive a whole fetch at a time (``worker.kafka.consumer``)
+and are acked only after the database transaction committed and any dead letters were
+delivered, so the offsets Faust commits never run ahead of the database (at-least-once).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,11 +21,12 @@ from typing import Any, cast
 
 import faust
 from faust.sensors import Monitor
+from faust.types import TP, Message
 
 from worker.domain.batch import BatchChain, RawMessage
 from worker.domain.messages import InputStream
 from worker.kafka.connection import KafkaConnection
-from worker.kafka.consumer import use_fetch_wait
+from worker.kafka.consumer import Sink, deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
 from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
@@ -196,58 +198,97 @@ class Worker(faust.Worker):
         super()._on_sigint()
 
 
-def _consumer(app: faust.App, rt: Runtime, kind: InputStream) -> Any:
-    """The agent body of one input stream: batches in, database commit, then acks."""
-    settings = rt.settings
+def _current(app: faust.App, messages: list[Message]) -> list[Message]:
+    """The messages still this worker's: none while a rebalance holds the flow, none of an
+    earlier assignment (Faust's streams skip the same; they are fetched again from the
+    committed offsets)."""
+    if not app.flow_control.is_active():
+        return []
+    generation = app.consumer_generation_id
+    return [m for m in messages if m.generation_id == generation]
 
-    async def handle(stream: Any, events: Sequence[Any]) -> None:
-        messages = [
-            RawMessage(
-                e.message.value,
-                e.message.topic,
-                e.message.partition,
-                e.message.offset,
-                e.message.key,
-            )
-            for e in events
-        ]
-        result = await rt.handle(kind, messages)
-        if result.dead_letters:
-            await _send_until_delivered(app, [dead_letter_record(d) for d in result.dead_letters])
-        for event in events:
-            await stream.ack(event)
 
-    async def consume(stream: Any) -> None:  # a faust.Stream; noack_take is untyped
-        """Batches go to the database one after another (``BatchChain``): order per
-        partition holds and offsets are acked only after the commit, while Faust keeps
-        consuming and what arrives meanwhile is gathered into the next batch."""
-        chain: BatchChain[Any] = BatchChain(
-            lambda events: handle(stream, events), settings.batch_size
-        )
+def _input_sink(app: faust.App, rt: Runtime, kind: InputStream) -> tuple[Sink, BatchChain[Any]]:
+    """One input topic's sink: whole fetches in, batches to the database one after another
+    (``BatchChain``: order per partition holds, and what arrives while a batch is in the
+    database is gathered into the next), acks only after the commit.
+
+    Backpressure per partition, as Faust's stream buffers do: while a batch's worth waits,
+    the partitions it came from are left out of the next fetches, so a slow stream never
+    holds up the others' fetches."""
+    size = rt.settings.batch_size
+    paused: set[TP] = set()
+
+    async def apply(messages: list[Message]) -> None:
+        consumer = app.consumer
+        if paused and len(chain.gathered) < size:
+            assigned = consumer.assignment()
+            for tp in paused:
+                if tp in assigned:
+                    consumer.on_buffer_drop(tp)
+            paused.clear()
         try:
-            async for events in stream.noack_take(
-                settings.batch_size, within=settings.batch_within
-            ):
-                chain.add(events)
-                await chain.room()
-            await chain.finish()
-        finally:
-            chain.cancel()  # still running: rolled back, its events were never acked
+            await _apply_and_ack(app, rt, kind, _current(app, messages))
+        except Exception:
+            # Not a transient fault (those are waited out) nor a poisonous event (dead-
+            # lettered alone): a bug. Stop, as a crash would: nothing of it was acked.
+            log.exception("a %s batch failed; stopping the worker", kind.value)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
 
-    consume.__name__ = f"consume_{kind.value}"
-    return consume
+    chain: BatchChain[Message] = BatchChain(apply, size)
+
+    async def deliver(messages: list[Message]) -> None:
+        chain.add(messages)
+        if len(chain.gathered) >= size:
+            # Faust's partition sets hold its own TPs (a message's tp may be aiokafka's).
+            for tp in {TP(m.topic, m.partition) for m in messages} - paused:
+                paused.add(tp)
+                app.consumer.on_buffer_full(tp)
+
+    return deliver, chain
 
 
-def _input_agents(app: faust.App, rt: Runtime) -> list[Any]:
-    """One agent per input topic; returns the topics' dead-letter topics."""
+async def _apply_and_ack(
+    app: faust.App, rt: Runtime, kind: InputStream, messages: list[Message]
+) -> None:
+    if not messages:
+        return
+    consumer = app.consumer
+    for message in messages:
+        consumer.track_message(message)  # a rebalance now waits for this batch
+    result = await rt.handle(
+        kind, [RawMessage(m.value, m.topic, m.partition, m.offset, m.key) for m in messages]
+    )
+    if result.dead_letters:
+        await _send_until_delivered(app, [dead_letter_record(d) for d in result.dead_letters])
+    for message in messages:
+        consumer.ack(message)
+
+
+def _input_topics(app: faust.App, rt: Runtime) -> list[Any]:
+    """The three input topics, each delivered whole fetches at a time to its sink; returns
+    their dead-letter topics."""
     settings = rt.settings
     topics = {
         InputStream.COMMENTS: app.topic(settings.topic_comments, **RAW),
         InputStream.REQUESTS: app.topic(settings.topic_requests, **RAW),
         InputStream.GENERATED: app.topic(settings.topic_generated, **RAW),
     }
+    chains = []
     for kind, topic in topics.items():
-        app.agent(topic, name=f"wb.{kind.value}")(_consumer(app, rt, kind))
+        sink, chain = _input_sink(app, rt, kind)
+        deliver_whole_fetches(app, topic, sink)
+        chains.append(chain)
+
+    @app.task
+    async def input_batches() -> None:
+        try:
+            await asyncio.Future()  # until the app stops and cancels its tasks
+        finally:
+            for chain in chains:
+                chain.cancel()  # a batch still in the database: rolled back, never acked
+
     return [app.topic(dead_letter_topic(t.get_topic_name()), **RAW) for t in topics.values()]
 
 
@@ -321,11 +362,11 @@ def _timers(app: faust.App, rt: Runtime) -> None:
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
-    """Build the worker: three input agents, the outbox relay, the sweep and the web views."""
+    """Build the worker: the input topics' sinks, the outbox relay, the sweep and the views."""
     app = faust_app(settings)
     use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
     rt = runtime or Runtime(settings)
-    dead_letter_topics = _input_agents(app, rt)
+    dead_letter_topics = _input_topics(app, rt)
     _relay(app, rt, [app.topic(settings.topic_regen_requests, **RAW), *dead_letter_topics])
     _timers(app, rt)
     register_views(app, rt)

@@ -1,18 +1,34 @@
-"""Faust's Kafka consumer with a configurable fetch wait.
+"""Faust's Kafka consumer with a configurable fetch wait and whole fetches for the worker.
 
-Faust creates its group consumer with ``fetch_max_wait_ms=1500``. Apache Kafka answers a
-fetch as soon as data arrives, but a broker that holds a fetch until its max wait (the
-embedded Tansu does) adds up to that much latency to every event.
+Fetch wait: Faust creates its group consumer with ``fetch_max_wait_ms=1500``. Apache Kafka
+answers a fetch as soon as data arrives, but a broker that holds a fetch until its max wait
+(the embedded Tansu does) adds up to that much latency to every event.
 ``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends a few more empty
 fetches, which are cheap.
+
+Whole fetches: Faust hands every message to its streams one at a time. Per message its
+fetch loop awaits a ``wait_first`` (two tasks), the conductor decodes an event and queues
+it, and the stream takes it out again, sets it as the current event, tracks and acks it:
+about 150 us of CPU per message on the bench machine, where aiokafka's own ``getmany``
+costs about 4 (docs/performance.md). The worker's inputs only ever want batches of raw
+bytes, so for the topics registered with :func:`deliver_whole_fetches` the fetch loop
+hands each fetch's messages to the topic's sink in one call, in offset order per
+partition. Everything else stays Faust's: the group and its rebalances, flow control, and
+the commit of offsets acked on the consumer (the sink acks after its database commit).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message, TopicT
+
+Sink = Callable[[list[Message]], Awaitable[None]]
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -27,8 +43,70 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's fetch loop (``Consumer._drain_messages``), one sink call per topic and
+        fetch instead of one conductor call per message."""
+        sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
+        stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                for topic, messages in (await self._fetch_once(sinks)).items():
+                    await sinks[topic](messages)
+        except (asyncio.CancelledError, *stopped_errors):  # type: ignore[misc]
+            if self.transport.app.should_stop:
+                return  # stopping: the unacked messages are delivered again
+            raise
+
+    async def _fetch_once(self, sinks: dict[str, Sink]) -> dict[str, list[Message]]:
+        """One ``getmany`` with Faust's bookkeeping per message (read offsets, gaps, the
+        commit interval); other topics' messages go Faust's way."""
+        fetched: dict[str, list[Message]] = {}
+        read_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        partitions: set[TP] = set()
+        async for tp, message in self.getmany(timeout=1.0):
+            offset, seen = message.offset, read_offsets[tp]
+            if seen is not None and offset < seen:
+                continue  # fetched again after a seek: Faust drops these too
+            if seen and offset - seen > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, seen + 1, offset)  # compacted or transaction markers
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            if tp.topic in sinks:
+                fetched.setdefault(tp.topic, []).append(message)
+                partitions.add(tp)
+            else:
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            read_offsets[tp] = offset
+        self._note_progress(partitions)
+        return fetched
+
+    def _note_progress(self, partitions: set[TP]) -> None:
+        """What a stream would record when it takes an event: Faust's stalled-stream check
+        reads it (``QuietMonitor`` keeps only this value)."""
+        inbound = getattr(self.app.monitor, "stream_inbound_time", None)
+        if inbound is not None:
+            now = time.monotonic()
+            for tp in partitions:
+                inbound[tp] = now
+
 
 def use_fetch_wait(app: faust.App, milliseconds: int) -> None:
     """Make ``app``'s group consumer wait at most ``milliseconds`` per fetch."""
     app.wb_fetch_max_wait_ms = milliseconds  # type: ignore[attr-defined]
     app.transport.Consumer = _Consumer  # type: ignore[misc]
+
+
+def deliver_whole_fetches(app: faust.App, topic: TopicT, sink: Sink) -> None:
+    """Subscribe ``app`` to ``topic`` and hand each fetch's messages of it to ``sink``.
+
+    The sink owns the messages: it tracks them on the consumer while it works on them
+    (so a rebalance waits for them) and acks each once it is done; messages it drops
+    unacked are fetched again from the committed offset."""
+    app.topics.add(topic)
+    sinks: dict[str, Sink] = app.__dict__.setdefault("wb_batch_sinks", {})
+    sinks[topic.get_topic_name()] = sink
