@@ -29,7 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
+from bench import streams
 from bench.decode_cost import worst_case
+from bench.streams import ok
 from tests.helpers import postgres as pg
 from tests.helpers.live import WorkerProcess
 from worker.kafka.embedded import EmbeddedBroker
@@ -452,10 +454,6 @@ PARTS = (
 )
 
 
-def ok(flag: bool) -> str:
-    return "yes" if flag else "NO"
-
-
 async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path) -> None:
     b = Bench(args, broker, db_url, logs)
     engine = create_engine(db_url)
@@ -504,7 +502,6 @@ async def stream_parts(
     b: Bench, args: argparse.Namespace, parts: set[str], rss: list[str]
 ) -> list[tuple[str, str, str, str, str]]:
     """Issue 17's parts: results, mappings, mixed (with lock waits), the sweep round trip."""
-    from bench import streams
 
     rows: list[tuple[str, str, str, str, str]] = []
     if "results" in parts:
@@ -559,20 +556,8 @@ async def ingest(
     ours, rss = await b.worker_ingest("bench.ingest", n)
     await b.reset_highlights()
     rows = [
-        (
-            "ingest events/s vs no-op Faust (a)",
-            f"{ours:,.0f}",
-            f"{noop:,.0f}",
-            ">= 0.6x",
-            f"{ours / noop:.2f}x {ok(ours >= 0.6 * noop)}",
-        ),
-        (
-            "  worker CPU per event vs no-op",
-            f"{b.ingest_cpu_us:.0f} us",
-            f"{b.noop_cpu_us:.0f} us",
-            "-",
-            f"{b.noop_cpu_us / max(b.ingest_cpu_us, 1e-9):.2f}x",
-        ),
+        streams.rate_row("ingest events/s vs no-op Faust (a)", ours, noop, 0.75),
+        streams.cpu_row(b.ingest_cpu_us, b.noop_cpu_us),
         (
             "ingest events/s vs raw aiokafka (b)",
             f"{ours:,.0f}",

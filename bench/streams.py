@@ -24,32 +24,35 @@ Row = tuple[str, str, str, str, str]
 Message = tuple[str, str, dict[str, Any]]  # topic, key, value
 
 
-def _ok(flag: bool) -> str:
+def ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
-def _cpu_row(worker: Worker, delivered: int, noop_us: float) -> Row:
+def cpu_row(ours_us: float, noop_us: float) -> Row:
     """The worker's CPU per event from its first to its last claim, against the no-op
     agent's over its events: what the code costs, which the shared machine's load moves
     much less than the rates (there the ratio is the no-op's over ours)."""
-    ours = worker.cpu_span() / delivered * 1e6
     return (
         "  worker CPU per event vs no-op",
-        f"{ours:.0f} us",
+        f"{ours_us:.0f} us",
         f"{noop_us:.0f} us",
         "-",
-        f"{noop_us / ours:.2f}x",
+        f"{noop_us / max(ours_us, 1e-9):.2f}x",
     )
 
 
-def _row(label: str, ours: float, noop: float, target: float) -> Row:
+def _cpu_row(worker: Worker, delivered: int, noop_us: float) -> Row:
+    return cpu_row(worker.cpu_span() / delivered * 1e6, noop_us)
+
+
+def rate_row(label: str, ours: float, noop: float, target: float) -> Row:
     ratio = ours / noop
     return (
         label,
         f"{ours:,.0f}",
         f"{noop:,.0f}",
         f">= {target}x",
-        f"{ratio:.2f}x {_ok(ratio >= target)}",
+        f"{ratio:.2f}x {ok(ratio >= target)}",
     )
 
 
@@ -221,7 +224,7 @@ async def results_part(b: Bench, n: int) -> tuple[list[Row], float]:
         await b.sql("SELECT count(*) FROM user_profile_highlights WHERE NOT is_stale")
     ).scalar()
     label = f"results events/s vs no-op Faust ({fresh:,} of {n:,} rows fresh)"
-    return [_row(label, ours, noop, 0.6), _cpu_row(worker, n, b.noop_cpu_us)], worker.peak
+    return [rate_row(label, ours, noop, 0.6), _cpu_row(worker, n, b.noop_cpu_us)], worker.peak
 
 
 async def mappings_part(b: Bench, n: int) -> tuple[list[Row], float]:
@@ -240,7 +243,7 @@ async def mappings_part(b: Bench, n: int) -> tuple[list[Row], float]:
         worker.stop()
     left = (await b.sql("SELECT count(*) FROM parked_comments")).scalar()
     label = f"mappings events/s vs no-op Faust ({n // 2 - left:,} parked released, {left} left)"
-    return [_row(label, ours, noop, 0.6), _cpu_row(worker, n, b.noop_cpu_us)], worker.peak
+    return [rate_row(label, ours, noop, 0.6), _cpu_row(worker, n, b.noop_cpu_us)], worker.peak
 
 
 def mixed_messages(n: int, users: int, topics: dict[str, str]) -> tuple[list[Message], int]:
@@ -314,7 +317,7 @@ async def mixed_part(b: Bench, n: int, users: int) -> tuple[list[Row], float, Co
         worker.stop()
     locks = await sampler
     label = f"mixed events/s, 3 topics at once ({len(messages) - unique:,} redelivered)"
-    rows = [_row(label, ours, noop, 0.5), _cpu_row(worker, len(messages), b.noop_cpu_us)]
+    rows = [rate_row(label, ours, noop, 0.5), _cpu_row(worker, len(messages), b.noop_cpu_us)]
     return rows, worker.peak, locks
 
 
@@ -357,6 +360,6 @@ async def roundtrip_part(b: Bench, expiries: int) -> tuple[list[Row], float]:
         f"{total:.1f} s (sweep {swept:.1f} s)",
         "-",
         "<= 120 s",
-        _ok(total <= 120),
+        ok(total <= 120),
     )
     return [row], worker.peak

@@ -90,7 +90,6 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1)
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
-    batch_within: float = Field(default=0.05, gt=0)
     regen_retry_after: Duration = timedelta(minutes=15)
     # The scheduler (README "Regeneration budget"): settle 0 and rate 0 = request at once.
     regen_settle: Duration = timedelta(seconds=5)

@@ -119,7 +119,7 @@ async def _prepare_database(settings: Settings) -> None:
 async def _prepare_topics(settings: Settings) -> None:
     """Fail fast, in one line, when the brokers refuse us (wrong password, untrusted
     certificate, nobody listening), and create the worker's topics that are missing."""
-    from worker.kafka.agents import worker_topics
+    from worker.kafka.app import worker_topics
     from worker.kafka.connection import KafkaConnection, prepare_topics
 
     created = await prepare_topics(
@@ -133,7 +133,7 @@ async def _prepare_topics(settings: Settings) -> None:
 
 
 def _start_worker(settings: Settings) -> None:
-    from worker.kafka.agents import Worker, create_app
+    from worker.kafka.app import Worker, create_app
 
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = create_app(settings)

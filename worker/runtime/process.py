@@ -1,7 +1,7 @@
 """What one worker process holds: database, store, pipeline, sweeper, metrics, readiness.
 
-Transport-agnostic: the Faust agents (``worker.kafka.agents``) feed it batches and give it a
-``Publish`` function; tests and benchmarks can drive it the same way.
+Transport-agnostic: the Faust app's input sinks (``worker.kafka.app``) feed it batches and
+give it a ``Publish`` function; tests and benchmarks can drive it the same way.
 """
 
 from __future__ import annotations

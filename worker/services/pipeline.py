@@ -1,7 +1,7 @@
 """Applying input events to the store: the pipeline's rules, free of Kafka.
 
 A batch of raw messages from one input topic is decoded (bad ones become dead letters),
-deduplicated against ``processed_events``, and applied in one transaction. The agents
+deduplicated against ``processed_events``, and applied in one transaction. The input sinks
 commit Kafka offsets only after ``process`` returns, so the database always leads the
 offsets (at-least-once), and the dedup table makes redelivery a no-op (idempotent).
 """

@@ -6,7 +6,7 @@ import time
 
 from faust.types import TP
 
-from worker.kafka.agents import QuietMonitor
+from worker.kafka.app import QuietMonitor
 
 
 async def test_quiet_monitor_keeps_what_the_stalled_stream_check_reads() -> None:
