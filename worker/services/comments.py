@@ -229,27 +229,13 @@ async def apply_comment_batch(
             continue
         targets.append((event, user_id))
     park = signal.park_write(parked, now)
-    applied = await apply_resolved(session, targets, now, result, outcomes, record, policy, park)
+    rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
+    applied = await apply_locked(
+        session, targets, rows, now, result, outcomes, record, policy, park
+    )
     for outcome, ids in applied.items():
         result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
     return applied
-
-
-async def apply_resolved(
-    session: AsyncSession,
-    targets: Sequence[tuple[Comment, int]],
-    now: datetime,
-    result: BatchResult,
-    outcomes: dict[str, list[str]],
-    record: Callable[[dict[str, list[str]]], Write | None],
-    policy: RegenPolicy,
-    also: Write | None = None,
-) -> dict[str, list[str]]:
-    """Apply comments whose user is known, in order (rows created and locked in one
-    statement), adding their outcomes to ``outcomes``; then write the changed rows, the
-    outbox row, Signal activity and what ``record`` makes of ``outcomes`` as one statement."""
-    rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
-    return await apply_locked(session, targets, rows, now, result, outcomes, record, policy, also)
 
 
 async def apply_locked(
@@ -263,9 +249,11 @@ async def apply_locked(
     policy: RegenPolicy,
     also: Write | None = None,
 ) -> dict[str, list[str]]:
-    """``apply_resolved`` once the users' rows are created and locked (``rows``): also the
-    way parked comments go when their mapping arrives (``worker.services.mappings``, whose
-    map-and-unpark statement locks their rows itself)."""
+    """Apply comments whose user is known and whose rows are created and locked (``rows``),
+    in order, adding their outcomes to ``outcomes``; then write the changed rows, the outbox
+    row, Signal activity and what ``record`` makes of ``outcomes`` as one statement. The
+    comment batch locks the rows first (``lock_states``); released parked comments come
+    with theirs (``worker.services.mappings``' map-and-unpark statement locks them)."""
     queued: list[OutboxEntry] = []
     sink = OutboxSink(queued.append, policy)  # the batch's one outbox row
     activity: dict[int, signal.ActivityDelta] = {}
