@@ -47,24 +47,13 @@ GC_YOUNG_THRESHOLD = 20_000  # Python's default is 700 allocations
 
 
 class QuietMonitor(Monitor):
-    """Faust's built-in monitor without its per-event bookkeeping: four calls per event that
-    feed Faust's own stats page, which this worker does not serve (``worker.runtime.metrics``
-    is what operators scrape). It keeps the one value Faust's stalled-stream check reads
-    (when a partition's stream last took an event); without it that check logs "Stream has
-    not started processing" for healthy partitions."""
+    """Faust's built-in monitor without its bookkeeping per message: counters that feed
+    Faust's own stats page, which this worker does not serve (``worker.runtime.metrics``
+    is what operators scrape); a batch tracks each of its messages on the consumer, which
+    calls this. The one value Faust's stalled-stream check reads (when a partition last
+    delivered) is kept by the consumer (``worker.kafka.consumer.note_progress``)."""
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        self.stream_inbound_time[tp] = time.monotonic()
-
-    def on_stream_event_out(
-        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
-    ) -> None:
-        return None
-
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
         return None
 
 

@@ -82,17 +82,18 @@ class _Consumer(faust_aiokafka.Consumer):
             else:
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
             read_offsets[tp] = offset
-        self._note_progress(partitions)
+        note_progress(self.app.monitor, partitions)
         return fetched
 
-    def _note_progress(self, partitions: set[TP]) -> None:
-        """What a stream would record when it takes an event: Faust's stalled-stream check
-        reads it (``QuietMonitor`` keeps only this value)."""
-        inbound = getattr(self.app.monitor, "stream_inbound_time", None)
-        if inbound is not None:
-            now = time.monotonic()
-            for tp in partitions:
-                inbound[tp] = now
+
+def note_progress(monitor: Any, partitions: set[TP]) -> None:
+    """What a Faust stream records when it takes an event: Faust's stalled-stream check
+    reads it, and warns "Stream has not started processing" for a partition without it."""
+    inbound = getattr(monitor, "stream_inbound_time", None)
+    if inbound is not None:
+        now = time.monotonic()
+        for tp in partitions:
+            inbound[tp] = now
 
 
 def use_fetch_wait(app: faust.App, milliseconds: int) -> None:
