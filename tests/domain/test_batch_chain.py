@@ -69,19 +69,21 @@ async def test_batches_hold_at_most_size_items_in_order() -> None:
     assert not apply.overlapped
 
 
-async def test_room_waits_while_a_full_batch_is_gathered() -> None:
+async def test_full_is_told_of_each_addition_and_room_once_it_drains() -> None:
     apply = Recorder()
-    chain = BatchChain(apply, size=2)
+    told: list[object] = []
+    chain = BatchChain(apply, size=2, on_full=told.append, on_room=lambda: told.append("room"))
     apply.gate.clear()
-    chain.add([1])
-    chain.add([2, 3])
-    waiting = asyncio.ensure_future(chain.room())
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
+    chain.add([1])  # goes at once: nothing waits
+    chain.add([2])
+    assert told == []
+    chain.add([3, 4])  # two wait: a batch's worth
+    chain.add([5])
+    assert told == [[3, 4], [5]]
     apply.gate.set()
-    await asyncio.wait_for(waiting, timeout=5)
-    await apply.until(3)
-    assert apply.batches == [[1], [2, 3]]
+    await apply.until(5)
+    assert told == [[3, 4], [5], "room"]
+    assert apply.batches == [[1], [2, 3], [4, 5]]
 
 
 async def test_a_failed_batch_stops_the_chain_and_its_error_reaches_the_caller() -> None:
@@ -99,16 +101,3 @@ async def test_a_failed_batch_stops_the_chain_and_its_error_reaches_the_caller()
     with pytest.raises(RuntimeError, match="database gone"):
         chain.add([2])
     assert applied == []
-
-
-async def test_finish_waits_for_the_running_batch_and_drops_the_gathered_rest() -> None:
-    apply = Recorder()
-    chain = BatchChain(apply, size=10)
-    apply.gate.clear()
-    chain.add([1])
-    chain.add([2])
-    finishing = asyncio.ensure_future(chain.finish())
-    apply.gate.set()
-    await asyncio.wait_for(finishing, timeout=5)
-    await asyncio.sleep(0.01)
-    assert apply.batches == [[1]]

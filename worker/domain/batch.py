@@ -56,42 +56,39 @@ class BatchResult:
         self.retries += other.retries
 
 
+def _nothing(*_: object) -> None:
+    return None
+
+
 @dataclass
 class BatchChain(Generic[T]):
     """Applies batches one after another, gathering what arrives meanwhile into the next.
 
-    While one batch is in the database, events the broker delivers are gathered (up to
-    ``size`` per batch) and go as soon as it commits, even if nothing more arrives. Light
-    load gets small batches at once; a burst gets large ones, so the fixed cost of a batch
-    (its statements and commit) is paid less often. Batches never overlap, so order per
-    partition holds; a failed batch stops the chain and its error is raised to the caller.
+    While one batch is in the database, items that arrive are gathered (up to ``size`` per
+    batch) and go as soon as it commits, even if nothing more arrives. Light load gets
+    small batches at once; a burst gets large ones, so the fixed cost of a batch (its
+    statements and commit) is paid less often. Batches never overlap, so order per
+    partition holds; a failed batch stops the chain and its error is raised to the next
+    ``add``. Backpressure is the caller's: ``on_full`` is told of each addition while a
+    whole batch's worth waits, ``on_room`` once less than that waits again.
     """
 
     apply: Callable[[list[T]], Awaitable[None]]
     size: int
+    on_full: Callable[[Sequence[T]], None] = _nothing
+    on_room: Callable[[], None] = _nothing
     gathered: list[T] = field(default_factory=list)
     running: asyncio.Future[None] | None = None
+    full: bool = False
 
     def add(self, items: Sequence[T]) -> None:
         self.gathered.extend(items)
         if self.running is None or self.running.done():
             self._raise_failure()
             self._start()
-
-    async def room(self) -> None:
-        """Backpressure: return once fewer than ``size`` items wait for the database."""
-        while len(self.gathered) >= self.size and self.running is not None:
-            await asyncio.wait([self.running])
-            self._raise_failure()
-            if self.running.done():
-                self._start()
-
-    async def finish(self) -> None:
-        """Wait for the batch in the database; what was only gathered is dropped (never
-        acknowledged, so the broker delivers it again)."""
-        self.gathered.clear()
-        if self.running is not None:
-            await self.running
+        if len(self.gathered) >= self.size:
+            self.full = True
+            self.on_full(items)
 
     def cancel(self) -> None:
         if self.running is not None:
@@ -101,6 +98,9 @@ class BatchChain(Generic[T]):
         if not self.gathered:
             return
         batch, self.gathered = self.gathered[: self.size], self.gathered[self.size :]
+        if self.full and len(self.gathered) < self.size:
+            self.full = False
+            self.on_room()
         self.running = asyncio.ensure_future(self.apply(batch))
         self.running.add_done_callback(self._next)
 

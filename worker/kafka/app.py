@@ -205,17 +205,22 @@ def _input_sink(app: faust.App, rt: Runtime, kind: InputStream) -> tuple[Sink, B
     Backpressure per partition, as Faust's stream buffers do: while a batch's worth waits,
     the partitions it came from are left out of the next fetches, so a slow stream never
     holds up the others' fetches."""
-    size = rt.settings.batch_size
     paused: set[TP] = set()
 
+    def pause(messages: Sequence[Message]) -> None:
+        # Faust's partition sets hold its own TPs (a message's tp may be aiokafka's).
+        for tp in {TP(m.topic, m.partition) for m in messages} - paused:
+            paused.add(tp)
+            app.consumer.on_buffer_full(tp)
+
+    def resume() -> None:
+        assigned = app.consumer.assignment()
+        for tp in paused:
+            if tp in assigned:
+                app.consumer.on_buffer_drop(tp)
+        paused.clear()
+
     async def apply(messages: list[Message]) -> None:
-        consumer = app.consumer
-        if paused and len(chain.gathered) < size:
-            assigned = consumer.assignment()
-            for tp in paused:
-                if tp in assigned:
-                    consumer.on_buffer_drop(tp)
-            paused.clear()
         try:
             await _apply_and_ack(app, rt, kind, _current(app, messages))
         except Exception:
@@ -225,15 +230,10 @@ def _input_sink(app: faust.App, rt: Runtime, kind: InputStream) -> tuple[Sink, B
             os.kill(os.getpid(), signal.SIGTERM)
             raise
 
-    chain: BatchChain[Message] = BatchChain(apply, size)
+    chain: BatchChain[Message] = BatchChain(apply, rt.settings.batch_size, pause, resume)
 
     async def deliver(messages: list[Message]) -> None:
         chain.add(messages)
-        if len(chain.gathered) >= size:
-            # Faust's partition sets hold its own TPs (a message's tp may be aiokafka's).
-            for tp in {TP(m.topic, m.partition) for m in messages} - paused:
-                paused.add(tp)
-                app.consumer.on_buffer_full(tp)
 
     return deliver, chain
 
