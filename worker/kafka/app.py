@@ -26,7 +26,7 @@ from faust.types import TP, Message
 from worker.domain.batch import BatchChain, RawMessage
 from worker.domain.messages import InputStream
 from worker.kafka.connection import KafkaConnection
-from worker.kafka.consumer import Sink, deliver_whole_fetches, use_fetch_wait
+from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
 from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
@@ -197,10 +197,10 @@ def _current(app: faust.App, messages: list[Message]) -> list[Message]:
     return [m for m in messages if m.generation_id == generation]
 
 
-def _input_sink(app: faust.App, rt: Runtime, kind: InputStream) -> tuple[Sink, BatchChain[Any]]:
-    """One input topic's sink: whole fetches in, batches to the database one after another
-    (``BatchChain``: order per partition holds, and what arrives while a batch is in the
-    database is gathered into the next), acks only after the commit.
+def _input_chain(app: faust.App, rt: Runtime, kind: InputStream) -> BatchChain[Message]:
+    """One input topic's batches (its ``add`` is the topic's sink): whole fetches in,
+    batches to the database one after another (order per partition holds, and what arrives
+    while a batch is in the database is gathered into the next), acks after the commit.
 
     Backpressure per partition, as Faust's stream buffers do: while a batch's worth waits,
     the partitions it came from are left out of the next fetches, so a slow stream never
@@ -230,12 +230,7 @@ def _input_sink(app: faust.App, rt: Runtime, kind: InputStream) -> tuple[Sink, B
             os.kill(os.getpid(), signal.SIGTERM)
             raise
 
-    chain: BatchChain[Message] = BatchChain(apply, rt.settings.batch_size, pause, resume)
-
-    async def deliver(messages: list[Message]) -> None:
-        chain.add(messages)
-
-    return deliver, chain
+    return BatchChain(apply, rt.settings.batch_size, pause, resume)
 
 
 async def _apply_and_ack(
@@ -266,8 +261,8 @@ def _input_topics(app: faust.App, rt: Runtime) -> list[Any]:
     }
     chains = []
     for kind, topic in topics.items():
-        sink, chain = _input_sink(app, rt, kind)
-        deliver_whole_fetches(app, topic, sink)
+        chain = _input_chain(app, rt, kind)
+        deliver_whole_fetches(app, topic, chain.add)
         chains.append(chain)
 
     @app.task

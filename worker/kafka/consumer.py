@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TopicT
 
-Sink = Callable[[list[Message]], Awaitable[None]]
+# Takes a fetch's messages of one topic without waiting: backpressure is the sink's (it
+# leaves its partitions out of fetches while it is behind), never the fetch loop's.
+Sink = Callable[[list[Message]], None]
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -54,7 +56,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 if self.should_stop:
                     continue
                 for topic, messages in (await self._fetch_once(sinks)).items():
-                    await sinks[topic](messages)
+                    sinks[topic](messages)
         except (asyncio.CancelledError, *stopped_errors):  # type: ignore[misc]
             if self.transport.app.should_stop:
                 return  # stopping: the unacked messages are delivered again
