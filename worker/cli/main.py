@@ -321,12 +321,12 @@ def pause_regeneration(for_: timedelta, actor: str) -> None:
     outage, a bill to watch); they keep queueing and go out, by priority, after."""
     from worker.domain.values import utcnow
 
+    if for_ <= timedelta(0):
+        raise click.BadParameter("must be longer than 0", param_hint="'--for'")
     try:
         until = utcnow() + for_
     except OverflowError:
         raise click.BadParameter("ends after the year 9999", param_hint="'--for'") from None
-    if for_ <= timedelta(0):
-        raise click.BadParameter("must be longer than 0", param_hint="'--for'")
     pause = _run(_with_store(get_settings(), lambda s: s.pause_regeneration(until, actor)))
     click.echo(f"regeneration paused until {pause.isoformat() if pause else '-'}")
 
