@@ -53,6 +53,7 @@ def normalize_broker(value: str) -> str:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_MAX_SECONDS = timedelta.max.days * 86400
 
 
 def parse_duration(value: Any) -> Any:
@@ -60,7 +61,10 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            if not seconds <= _MAX_SECONDS:  # ``1e999`` is inf: no timedelta either
+                raise ValueError(f"a duration is at most {timedelta.max.days} days")
+            return timedelta(seconds=seconds)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return timedelta(seconds=value)
     return value

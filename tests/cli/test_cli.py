@@ -38,7 +38,18 @@ def sqlite_env(tmp_path: Path) -> dict[str, str]:
         (["signal-profile", "freshness-scan", "--batch-size", "0"], "--batch-size"),
         (["signal-profile", "pause-regeneration", "--for", "soon"], "not a duration"),
         (["signal-profile", "pause-regeneration"], "--for"),
+        (["signal-profile", "pause-regeneration", "--for", "P999999999D"], "year 9999"),
+        (["signal-profile", "pause-regeneration", "--for", "99999999999d"], "not a duration"),
         (["nonsense"], "No such command"),
+        # ids the store cannot hold: a driver's overflow (exit 1), or nothing done (exit 0)
+        (["signal-profile", "reseed", "--users", "99999999999999999999"], "--users"),
+        (["signal-profile", "reseed", "--users", "0,-5"], "got '0'"),
+        (["signal-profile", "reseed", "--all", "--after", "99999999999999999999"], "--after"),
+        (["signal-profile", "reseed", "--all", "--rate", "nan"], "not a finite number"),
+        (["admin", "revoke-token", "99999999999999999999"], "TOKEN_ID"),
+        # invalid UTF-8 in argv (Python escapes it to lone surrogates): not text
+        (["signal-profile", "regenerate", "5", "--actor", "\udcff"], "argument b'\\xff'"),
+        (["signal-profile", "override", "5", "--text", "a\udcffb"], "not text"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(
@@ -59,9 +70,23 @@ def test_bad_setting_and_missing_schema_are_one_line_errors(tmp_path: Path) -> N
     assert fresh.stderr == "wb: error: the database has no schema yet: run `wb db upgrade`\n"
 
 
-def test_pause_and_resume_regeneration_for_every_worker(sqlite_env: dict[str, str]) -> None:
+def test_an_override_file_that_is_not_utf8_is_bad_usage(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "bio.txt").write_bytes(b"a\xffb")
+    done = wb(
+        "signal-profile", "override", "5", "--file", str(tmp_path / "bio.txt"), env=sqlite_env
+    )
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1)
+    assert "'--file': the file is not UTF-8 text" in done.stderr
+
+
+@pytest.mark.parametrize("how_long", ["30m", "PT30M", "1800"])  # as WB_* durations take them
+def test_pause_and_resume_regeneration_for_every_worker(
+    sqlite_env: dict[str, str], how_long: str
+) -> None:
     before = datetime.now(UTC)
-    paused = wb("signal-profile", "pause-regeneration", "--for", "30m", env=sqlite_env)
+    paused = wb("signal-profile", "pause-regeneration", "--for", how_long, env=sqlite_env)
     assert paused.returncode == 0, paused.stderr
     until = datetime.fromisoformat(paused.stdout.strip().removeprefix("regeneration paused until "))
     assert before + timedelta(minutes=30) <= until <= datetime.now(UTC) + timedelta(minutes=30)

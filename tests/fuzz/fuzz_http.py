@@ -3,16 +3,19 @@
     python tests/fuzz/fuzz_http.py -max_total_time=30 tests/fuzz/corpus/http
 
 An input is split on NUL into a user-id path segment, a cookie, a bearer token, a CSRF
-field, a content type and a body. The invariant is the boundary's contract: parsing a path,
-reading a form or a JSON body, checking a signature or a CSRF token either succeeds with
-valid text or refuses with a 4xx ``Refused``; nothing else may escape (a 500), and no
-refusal is a 5xx. Fuzz a copy of the corpus: libFuzzer adds what it finds to it.
+field, a page cursor (``after=``), a login's ``next=``, a content type and a body. The
+invariant is the boundary's contract: parsing a path or a cursor, reading a form or a JSON
+body, checking a signature or a CSRF token either succeeds with valid text (a cursor: with a
+time both databases take, in UTC) or refuses with a 4xx ``Refused`` or ``InvalidInput``;
+nothing else may escape (a 500), and no refusal is a 5xx. ``next=`` always yields a panel URL
+a ``Location`` header can carry. Fuzz a copy of the corpus: libFuzzer adds what it finds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import timedelta
 from unittest.mock import Mock
 
 import aiohttp  # noqa: F401  (uninstrumented: only our code gives feedback)
@@ -22,12 +25,16 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 with atheris.instrument_imports(include=["worker"]):
+    from worker.domain.errors import InvalidInput
+    from worker.domain.ids import MAX_USER_ID
+    from worker.domain.values import valid_text
     from worker.services.auth import Signer
-    from worker.web.requests import parse_user_id, read_form, read_json, text_field, valid_text
+    from worker.services.profiles import ProfileQuery, Sort
+    from worker.web.requests import parse_user_id, read_form, read_json, safe_next, text_field
     from worker.web.responses import Refused
 
 SIGNER = Signer(b"k" * 32)
-FIELDS = 6
+FIELDS = 8
 LOOP = asyncio.new_event_loop()
 
 
@@ -68,9 +75,33 @@ def _check_refusal(exc: Refused) -> None:
         raise AssertionError(f"refusal outside the contract: {exc.status} {exc.reason!r}")
 
 
+def _cursor(after: str) -> None:
+    """A cursor is refused, or names a user id (0: a run's start) and an aware time in UTC
+    (what ``UTCDateTime`` and asyncpg send without converting, so never overflow)."""
+    for sort in Sort:
+        try:
+            cursor = ProfileQuery.parse({"after": after, "sort": sort.value}).cursor
+        except InvalidInput as exc:
+            if not str(exc):
+                raise AssertionError("a cursor refused without a reason") from None
+            continue
+        if cursor is None:
+            continue
+        if not 0 <= cursor.user_id <= MAX_USER_ID:
+            raise AssertionError(f"cursor user id {cursor.user_id} out of bounds")
+        if cursor.at is not None and cursor.at.utcoffset() != timedelta(0):
+            raise AssertionError(f"cursor time {cursor.at!r} is not in UTC")
+
+
+def _next(raw: str) -> None:
+    url = safe_next(raw)
+    if not url.startswith("/admin/") or "\\" in url or not url.isprintable():
+        raise AssertionError(f"safe_next let through {url!r}")
+
+
 def check(data: bytes) -> None:
     parts = (data.split(b"\x00", FIELDS - 1) + [b""] * FIELDS)[:FIELDS]
-    user, cookie, token, csrf, content_type, body = parts
+    user, cookie, token, csrf, after, next_url, content_type, body = parts
     try:
         value = parse_user_id(_text(user))
         if not 0 < value < 2**63:
@@ -81,6 +112,8 @@ def check(data: bytes) -> None:
     SIGNER.check_csrf(_text(cookie), _text(csrf))
     SIGNER.check_csrf(SIGNER.sign("s"), _text(csrf))
     valid_text(_text(token))
+    _cursor(_text(after))
+    _next(_text(next_url))
     LOOP.run_until_complete(_bodies(content_type[:100].decode("latin-1"), body))
 
 

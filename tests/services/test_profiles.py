@@ -120,11 +120,41 @@ async def test_keyset_pages_follow_each_order_without_gaps_or_repeats(
         {"after": "s~2026-01-01T00:00:00+00:00~1", "sort": "change"},
         {"after": "n~~-1"},
         {"after": "c~2026-01-01T00:00:00~1", "sort": "change"},
+        {"after": "c~2026-01-01T00:00:00+00:00~99999999999999999999", "sort": "change"},
+        {"after": "c~2026-01-01T00:00:00+00:00~٣", "sort": "change"},  # an Arabic 3
+        # valid times with no UTC form (the drivers overflowed converting them: a 500)
+        {"after": "c~9999-12-31T23:59:59-14:00~1", "sort": "change"},
+        {"after": "s~9999-12-31T23:59:59-01:00~1"},
+        {"after": "c~0001-01-01T00:00:00+01:00~1", "sort": "change"},
     ],
 )
 def test_unknown_filter_values_and_forged_cursors_are_refused(params: dict[str, str]) -> None:
     with pytest.raises(InvalidInput):
         ProfileQuery.parse(params)
+
+
+@pytest.mark.parametrize(
+    ("after", "sort"),
+    [
+        ("c~9999-12-31T23:59:59.999999+00:00~1", Sort.CHANGE),
+        ("c~9999-12-31T09:59:59-14:00~9223372036854775807", Sort.CHANGE),
+        ("s~0001-01-01T00:00:00-01:00~0", Sort.STALENESS),
+        ("s~0001-01-02T00:00:00+23:59~1", Sort.STALENESS),
+    ],
+)
+async def test_cursors_at_the_edges_of_time_page_on_both_databases(
+    store: HighlightStore, clock: FakeClock, service: ProfileService, after: str, sort: Sort
+) -> None:
+    """What the boundary lets through, the database takes: the edges of the range page."""
+    await _population(store, clock)
+    page = await service.page(ProfileQuery.parse({"after": after, "sort": sort.value}))
+    ids = [r["user_id"] for r in page.rows]
+    late = after.startswith("c~")  # every row changed before year 9999 / stale after year 1
+    assert ids == (
+        [13, 12, 6, 3, 9, 11, 10, 8, 7, 5, 4, 2, 1]
+        if late
+        else [9, 3, 6, 13, 1, 2, 4, 5, 7, 8, 10, 11, 12]
+    )
 
 
 def test_a_filter_reads_back_from_its_parameters() -> None:

@@ -189,8 +189,11 @@ async def test_regenerate_replaces_pending_request(
     [
         (lambda s: s.set_manual_override(1, "   ", actor="a"), "must not be empty"),
         (lambda s: s.set_manual_override(1, "x" * 5001, actor="a"), "longer than"),
-        (lambda s: s.set_manual_override(1, "a\x00b", actor="a"), "NUL"),
+        (lambda s: s.set_manual_override(1, "a\x00b", actor="a"), "without NUL"),
         (lambda s: s.set_manual_override(1, "ok", actor=""), "actor"),
+        # invalid UTF-8 from argv (surrogate-escaped): PostgreSQL's JSON audit diff refused it
+        (lambda s: s.set_manual_override(1, "a\udcffb", actor="a"), "UTF-8"),
+        (lambda s: s.regenerate(1, actor="\udcff"), "actor must be UTF-8"),
         (lambda s: s.clear_manual_override(404, actor="a"), "no highlight"),
         (lambda s: s.mark_stale(1, "bogus"), "unknown stale reason"),
         (lambda s: s.get(-1), "positive"),

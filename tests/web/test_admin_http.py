@@ -11,12 +11,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.factories import result
 from tests.helpers.live import WorkerProcess, eventually
 from worker.services.auth import TokenService
 from worker.services.store import HighlightStore
+from worker.storage.models import AdminSessionRow
 from worker.web.responses import SECURITY_HEADERS
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
@@ -407,6 +409,29 @@ async def test_login_without_the_form_token_of_this_browser_is_refused(
 
 
 @pytest.mark.parametrize(
+    "next_url", ["/admin/profiles\r\nSet-Cookie: x=1", "/admin/\n", "/admin/\x7f", "/admin/\u2028"]
+)
+async def test_a_next_url_with_control_characters_logs_in_to_the_overview(
+    worker: WorkerProcess,
+    live_sessions: async_sessionmaker[AsyncSession],
+    http: aiohttp.ClientSession,
+    next_url: str,
+) -> None:
+    """CR/LF in ``next=`` made aiohttp refuse the redirect (no answer at all) after the
+    login had opened a session no cookie held; now it is the overview, one session."""
+    token, row = await TokenService(live_sessions).create("next-user", "viewer")
+    csrf = await csrf_of(http, f"{worker.url}/admin/login")
+    form = {"token": token, "next": next_url, "csrf": csrf}
+    status, _, resp = await call(http, "POST", f"{worker.url}/admin/login", data=form)
+    assert (status, resp.headers["Location"]) == (303, "/admin/")
+    async with live_sessions() as session:
+        held = select(func.count()).where(AdminSessionRow.token_id == row.id)
+        assert await session.scalar(held) == 1
+    status, _, _ = await call(http, "GET", f"{worker.url}/admin/")
+    assert status == 200  # the cookie holds that one session
+
+
+@pytest.mark.parametrize(
     ("method", "path"),
     [
         ("GET", "/healthz"),
@@ -582,6 +607,11 @@ async def test_hostile_text_in_filters_and_rows_is_shown_as_text(
         ("sort=random", 400),
         ("after=garbage", 400),
         ("after=c~2026-01-01T00:00:00~1", 400),
+        # valid times with no UTC form: asyncpg overflowed converting them (a 500)
+        ("sort=change&after=c~9999-12-31T23:59:59-14:00~1", 400),
+        ("after=s~9999-12-31T23:59:59-01:00~1", 400),
+        ("sort=change&after=c~0001-01-01T00:00:00%2B01:00~1", 400),
+        ("sort=change&after=c~9999-12-31T09:59:59-14:00~1", 200),  # 23:59:59 UTC: in range
         ("model=" + "m" * 300, 400),
         ("model=a%00b", 400),
         ("source_group=%ED%A0%80", 200),  # decoded to U+FFFD by the URL parser: text

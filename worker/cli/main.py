@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from pydantic import ValidationError
 
+from worker.cli.params import FiniteRange, duration, first_bad_argument, user_ids
 from worker.domain.errors import StoreError
-from worker.domain.ids import MAX_USER_ID
+from worker.domain.ids import MAX_BIGINT, MAX_USER_ID
 from worker.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -239,7 +240,10 @@ def override(user_id: int, text_: str | None, file_: Any, actor: str, note: str 
     """Lock what is served for a user to the given text."""
     if (text_ is None) == (file_ is None):
         raise click.UsageError("give exactly one of --text or --file")
-    body = text_ if text_ is not None else file_.read()
+    try:
+        body = text_ if text_ is not None else file_.read()
+    except UnicodeDecodeError:
+        raise click.BadParameter("the file is not UTF-8 text", param_hint="'--file'") from None
     _run(_with_store(get_settings(), lambda s: s.set_manual_override(user_id, body, actor, note)))
     click.echo(f"user {user_id}: override locked")
 
@@ -309,26 +313,20 @@ def freshness_scan(dry_run: bool, batch_size: int, restart: bool, as_json: bool)
     )
 
 
-def _duration(_ctx: Any, _param: Any, value: str | None) -> Any:
-    if value is None:
-        return None
-    from worker.settings import parse_duration
-
-    parsed = parse_duration(value)
-    if not isinstance(parsed, timedelta):
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 15m, 6h, 2d")
-    return parsed
-
-
 @signal_profile.command("pause-regeneration")
-@click.option("--for", "for_", required=True, callback=_duration, help="How long: 30m, 2h, 1d.")
+@click.option("--for", "for_", required=True, callback=duration, help="How long: 30m, 2h, PT1H.")
 @actor_opt
 def pause_regeneration(for_: timedelta, actor: str) -> None:
     """Stop every worker releasing queued regeneration requests for a while (a generator
     outage, a bill to watch); they keep queueing and go out, by priority, after."""
     from worker.domain.values import utcnow
 
-    until = utcnow() + for_
+    if for_ <= timedelta(0):
+        raise click.BadParameter("must be longer than 0", param_hint="'--for'")
+    try:
+        until = utcnow() + for_
+    except OverflowError:
+        raise click.BadParameter("ends after the year 9999", param_hint="'--for'") from None
     pause = _run(_with_store(get_settings(), lambda s: s.pause_regeneration(until, actor)))
     click.echo(f"regeneration paused until {pause.isoformat() if pause else '-'}")
 
@@ -342,10 +340,10 @@ def resume_regeneration(actor: str) -> None:
 
 
 @signal_profile.command("freshness-report")
-@click.option("--warn-after", callback=_duration, help="Warn when the oldest stale is older.")
-@click.option("--error-after", callback=_duration, help="Error when the oldest stale is older.")
-@click.option("--warn-share", type=click.FloatRange(0, 1), help="Warn above this stale share.")
-@click.option("--error-share", type=click.FloatRange(0, 1), help="Error above this stale share.")
+@click.option("--warn-after", callback=duration, help="Warn when the oldest stale is older.")
+@click.option("--error-after", callback=duration, help="Error when the oldest stale is older.")
+@click.option("--warn-share", type=FiniteRange(0, 1), help="Warn above this stale share.")
+@click.option("--error-share", type=FiniteRange(0, 1), help="Error above this stale share.")
 @click.option("--warn-error", is_flag=True, help="Exit 1 on warnings (default: 0).")
 @click.option("--json", "as_json", is_flag=True)
 def freshness_report(
@@ -381,22 +379,24 @@ def freshness_report(
 
 @signal_profile.command()
 @click.option("--all", "everything", is_flag=True, help="Every generated highlight.")
-@click.option("--users", help="Comma-separated user ids.")
+@click.option("--users", callback=user_ids, help="Comma-separated user ids.")
 @click.option("--model", "llm_model", help="Only highlights made by this llm_model.")
 @click.option("--source-group", help="Only highlights of this source_group.")
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0.1),
+    type=FiniteRange(min=0.1),
     default=50.0,
     show_default=True,
     help="At most this many stale marks per second (requests then go out within WB_REGEN_RATE).",
 )
-@click.option("--after", type=click.IntRange(min=0), default=0, help="Resume after this user id.")
+@click.option(
+    "--after", type=click.IntRange(0, MAX_USER_ID), default=0, help="Resume after this user id."
+)
 @click.option("--dry-run", is_flag=True)
 @actor_opt
 def reseed(
     everything: bool,
-    users: str | None,
+    users: list[int] | None,
     llm_model: str | None,
     source_group: str | None,
     rate: float,
@@ -409,11 +409,7 @@ def reseed(
 
     if not (everything or users or llm_model or source_group):
         raise click.UsageError("choose what to reseed: --all, --users, --model or --source-group")
-    try:
-        ids = [int(u) for u in users.split(",")] if users else None
-    except ValueError:
-        raise click.BadParameter("--users takes comma-separated integers") from None
-    selection = ReseedSelection(user_ids=ids, llm_model=llm_model, source_group=source_group)
+    selection = ReseedSelection(user_ids=users, llm_model=llm_model, source_group=source_group)
 
     def progress(result: ReseedResult) -> None:
         if sys.stderr.isatty():
@@ -524,7 +520,7 @@ def list_tokens() -> None:
 
 
 @admin.command("revoke-token")
-@click.argument("token_id", type=click.IntRange(min=1))
+@click.argument("token_id", type=click.IntRange(1, MAX_BIGINT))
 def revoke_token(token_id: int) -> None:
     """Revoke a token; its sessions stop working at once."""
     if not _run(_with_tokens(get_settings(), lambda t: t.revoke(token_id))):
@@ -580,6 +576,10 @@ def topic_tail(name: str, from_beginning: bool, exit_at_end: bool) -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run ``wb``; every failure is one line on stderr."""
+    bad = first_bad_argument(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        click.echo(f"wb: error: argument {bad} is not text (UTF-8 without NUL)", err=True)
+        sys.exit(2)
     try:
         # Not standalone: click hands back `Exit` codes instead of exiting itself.
         code = cli.main(args=argv, prog_name="wb", standalone_mode=False)

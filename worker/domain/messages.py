@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
@@ -31,8 +31,10 @@ from worker.domain.values import (
     MAX_BIO_CHARS,
     MAX_ITEM_CHARS,
     MAX_LIST_ITEMS,
+    TIMESTAMP_RANGE,
     RegenReason,
     check_aware,
+    in_utc,
     refuse_nul,
 )
 
@@ -115,15 +117,12 @@ def _in_utc(value: datetime) -> datetime:
     """Every accepted timestamp leaves the decoder in UTC: Python holds offsets up to
     ±23:59, PostgreSQL only up to ±15:59 (it refuses the rest, inside a whole batch's array
     literal). The same instant, so no rule sees a difference."""
-    offset = value.utcoffset()
-    if offset is None or offset == _UTC_OFFSET:
+    if value.utcoffset() == _UTC_OFFSET:
         return value  # naive values are refused by ``check_aware``, which names them
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise PydanticCustomError(
-            "timestamp_range", "a timestamp must lie between years 1 and 9999 in UTC"
-        ) from None
+    converted = in_utc(value)
+    if converted is None:
+        raise PydanticCustomError("timestamp_range", TIMESTAMP_RANGE)
+    return converted
 
 
 class _TimestampSchema:

@@ -63,6 +63,37 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def valid_text(value: str) -> bool:
+    """UTF-8-encodable and free of NUL: what both databases store alike. A lone surrogate
+    (what Python makes of invalid UTF-8 in argv, a header or a path) fails later in the
+    driver or the JSON encoder, NUL in PostgreSQL alone; every boundary refuses both."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+TIMESTAMP_RANGE = "a timestamp must lie between years 1 and 9999 in UTC"
+
+
+def in_utc(value: datetime) -> datetime | None:
+    """The same instant in UTC, or None when it has none Python can hold (year 1..9999).
+
+    Both databases are handed timestamps in UTC (``UTCDateTime`` converts, and asyncpg
+    would too), so ``9999-12-31T23:59:59-14:00`` parses but overflows on the way in: every
+    timestamp a client names goes through here first. A naive value is returned as is
+    (``check_aware`` names it)."""
+    if value.utcoffset() is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
 def check_aware(name: str, value: datetime | None, now: datetime | None = None) -> None:
     """Refuse naive, pre-1970 and far-future timestamps with a message naming the field."""
     if value is None:

@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput
 from worker.domain.freshness import FreshnessState
-from worker.domain.ids import is_user_id
+from worker.domain.ids import user_id_from_text
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
-from worker.domain.values import StaleReason, utcnow
+from worker.domain.values import TIMESTAMP_RANGE, StaleReason, in_utc, utcnow
 from worker.services.reseed import Reseeder, ReseedResult
 from worker.storage.freshness import state_column
 from worker.storage.freshness import state_filter as state_condition
@@ -144,23 +144,26 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str | None, sort: Sort) -> Cursor | None:
+        """A cursor a client sends back: its time must be aware and have a UTC form both
+        databases take (``in_utc``), its user id 0 (a run's start) or a user id."""
         if not text:
             return None
         try:
             run, at_text, uid_text = text.split("~")
             at = datetime.fromisoformat(at_text) if at_text else None
-            user_id = int(uid_text)
         except ValueError:
             raise InvalidInput("the page cursor is not one this list made") from None
+        user_id = 0 if uid_text == "0" else user_id_from_text(uid_text)
         runs = ("c",) if sort is Sort.CHANGE else ("s", "n")
-        timed = run in ("c", "s")
         if (
             run not in runs
-            or not (user_id == 0 or is_user_id(user_id))  # 0: from a run's start
-            or timed != (at is not None)
-            or (at is not None and at.tzinfo is None)
+            or user_id is None
+            or (run in ("c", "s")) != (at is not None)
+            or (at is not None and at.utcoffset() is None)
         ):
             raise InvalidInput("the page cursor is not one this list made")
+        if at is not None and (at := in_utc(at)) is None:
+            raise InvalidInput(f"the page cursor's time is out of range: {TIMESTAMP_RANGE}")
         return cls(run, user_id, at)
 
 

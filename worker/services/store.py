@@ -34,6 +34,7 @@ from worker.domain.values import (
     check_aware,
     quote_json,
     utcnow,
+    valid_text,
 )
 from worker.services import scheduler
 from worker.services.outbox import OutboxSink, Requestable, session_sink
@@ -375,6 +376,8 @@ def check_actor(actor: str) -> str:
     actor = (actor or "").strip()
     if not actor or len(actor) > 200:
         raise InvalidInput("actor must be 1-200 characters")
+    if not valid_text(actor):
+        raise InvalidInput("actor must be UTF-8 text without NUL")
     return actor
 
 
@@ -383,8 +386,8 @@ def check_override_text(text: str) -> str:
         raise InvalidInput("override text must not be empty")
     if len(text) > MAX_OVERRIDE_CHARS:
         raise InvalidInput(f"override text is longer than {MAX_OVERRIDE_CHARS} characters")
-    if "\x00" in text:
-        raise InvalidInput("override text must not contain NUL characters")
+    if not valid_text(text):
+        raise InvalidInput("override text must be UTF-8 text without NUL")
     return text.strip()
 
 

@@ -13,23 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from worker.domain.ids import user_id_from_text
+from worker.domain.values import valid_text
 from worker.web.responses import Refused
 
 MAX_BODY = 64 * 1024
 MAX_FIELD_CHARS = 10_000
 MAX_QUERY_CHARS = 500
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-def valid_text(value: str) -> bool:
-    """UTF-8-encodable and free of NUL."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_user_id(raw: str) -> int:
@@ -121,7 +111,10 @@ def text_field(data: dict[str, Any], name: str, required: bool = False) -> str |
 
 
 def safe_next(url: str | None) -> str:
-    """Only redirect within the panel (no open redirect to another site)."""
-    if url and url.startswith("/admin/") and not url.startswith("//") and "\\" not in url:
-        return url
+    """Only redirect within the panel (no open redirect to another site), and only to a
+    URL that fits in a ``Location`` header: a control character (CR/LF above all) would make
+    aiohttp refuse the response after the login already opened a session, so anything
+    that is not printable text falls back to the overview."""
+    if url and url.startswith("/admin/") and "\\" not in url and url.isprintable():
+        return url  # printable: no control character, NUL or lone surrogate
     return "/admin/"
