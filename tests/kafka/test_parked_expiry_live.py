@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.brokers import TestBroker
 from tests.helpers.factories import comment_doc
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 
@@ -22,26 +19,13 @@ COMMENTS = "signal.comments"
 
 
 @pytest.fixture(scope="module")
-async def parking_worker(
-    broker: TestBroker, live_db_url: str, logs: Path
-) -> AsyncIterator[WorkerProcess]:
-    """A worker whose parked comments expire after two seconds, swept every second."""
-    proc = WorkerProcess(
-        broker.address,
-        live_db_url,
-        logs,
-        extra_env={"WB_SWEEP_INTERVAL": "1", "WB_PARKED_RETENTION": "2s"},
-    )
-    proc.start()
-    try:
-        await proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
+def worker_env() -> dict[str, str]:
+    """The module's worker: parked comments expire after two seconds, swept every second."""
+    return {"WB_SWEEP_INTERVAL": "1", "WB_GAUGE_INTERVAL": "1", "WB_PARKED_RETENTION": "2s"}
 
 
 async def test_an_unmapped_comment_is_dead_lettered_with_its_key_after_the_retention(
-    parking_worker: WorkerProcess, kafka: Kafka
+    worker: WorkerProcess, kafka: Kafka
 ) -> None:
     doc = comment_doc("live-unmapped-1", None, datetime.now(UTC), req="never-mapped-1")
     key = b"never-mapped-1"
@@ -64,7 +48,7 @@ async def test_an_unmapped_comment_is_dead_lettered_with_its_key_after_the_reten
     assert json.loads(letter.value)["request_id"] == "never-mapped-1"
 
     async def counted() -> bool:  # once the letters' transaction committed
-        _, body = await asyncio.to_thread(http_get, f"{parking_worker.url}/metrics")
+        _, body = await asyncio.to_thread(http_get, f"{worker.url}/metrics")
         return 'wb_dead_letters_total{reason="unmapped",stream="comments"} 1.0' in str(body)
 
     await eventually(counted, what="the unmapped dead letter counted")
