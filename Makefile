@@ -17,11 +17,17 @@ install: $(STAMP)
 run: $(STAMP)  ## the worker on embedded defaults: SQLite file, bundled broker, web on :6066
 	$(BIN)/wb run
 
-test: $(STAMP)  ## everything: installs and starts what it needs (scripts/provision), lint, types, all tests
+# Test processes in parallel (pytest-xdist): the live tests mostly wait on brokers and group
+# joins, so more processes than the machine's 2 cores pay off; each has its own PostgreSQL
+# cluster, databases, brokers and consumer groups.
+TEST_WORKERS ?= 4
+
+test: $(STAMP)  ## everything: installs what it needs (scripts/provision), lint, types, all tests
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	url=$$(scripts/provision) && export WB_TEST_DATABASE_URL="$${WB_TEST_DATABASE_URL:-$$url}" && $(BIN)/pytest -q
+	scripts/provision
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-fast: $(STAMP)  ## no broker, no worker processes: seconds
 	$(BIN)/pytest -q -m "not slow and not broker"

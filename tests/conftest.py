@@ -96,3 +96,15 @@ def store(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> Highl
 # the environment). Scheduler tests set their own (tests/services/test_scheduler.py ...).
 os.environ.setdefault("WB_REGEN_SETTLE", "0")
 os.environ.setdefault("WB_REGEN_RATE", "0")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for pytest-xdist (``make test`` runs ``--dist loadgroup``): a module's
+    tests on one broker kind run in one process, so its module-scoped broker, database and
+    worker start once there, while the module's Tansu and Apache Kafka halves (and
+    different modules) run in parallel. A test's group never changes what it checks."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("broker", "") if callspec is not None else ""
+        item.add_marker(pytest.mark.xdist_group(f"{item.nodeid.split('::')[0]}:{kind}"))

