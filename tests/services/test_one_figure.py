@@ -99,8 +99,7 @@ async def test_the_gate_the_gauges_the_panel_and_clients_count_the_same(
     } == meant
 
     # The deploy gate.
-    async with sessions() as session:
-        gate = await report.gather(session, now)
+    gate = await report.read(sessions, now)  # what the CLI reads
     assert gate["states"] == counts
     assert (gate["total"], gate["stale"]) == (len(meant), stale) == (9, 4)
     assert (gate["overridden"], gate["missing"]) == (counts["overridden"], counts["missing"])

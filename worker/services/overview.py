@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.freshness import STALE_STATES, FreshnessState
 from worker.domain.messages import InputStream
+from worker.storage.database import snapshot
 from worker.storage.freshness import (
     expiry_due_clause,
     stale_since_column,
@@ -268,7 +269,8 @@ class OverviewService:
     sessions: async_sessionmaker[AsyncSession]
 
     async def overview(self, now: datetime) -> Overview:
-        async with self.sessions() as session:
+        """Every figure of the page from one snapshot."""
+        async with snapshot(self.sessions) as session:
             return Overview(
                 now=now,
                 figures=await current_figures(session, now),

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.freshness import FreshnessState
 from worker.services import outbox, scheduler
 from worker.services.overview import current_figures
+from worker.storage.database import snapshot
 
 
 class Level(IntEnum):
@@ -38,7 +39,7 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
     freshness rule (``overview.current_figures``, what the panel and the gauges show), so
     a row past ``stale_after`` counts as stale before a sweep marks it, and a locked row
     does not; ``stale`` is the stale share's numerator (stale and expired rows). Read in
-    the caller's transaction."""
+    the caller's transaction (``read`` opens one snapshot for it)."""
     figures = await current_figures(session, now)
     counts = figures.counts
     oldest = figures.oldest_stale_at
@@ -61,6 +62,12 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "stale_share": round(figures.stale_share, 4),
         "oldest_stale_age_s": round((now - oldest).total_seconds(), 1) if oldest else 0.0,
     }
+
+
+async def read(sessions: async_sessionmaker[AsyncSession], now: datetime) -> dict[str, Any]:
+    """``gather`` in one snapshot: every figure of the report is of the same moment."""
+    async with snapshot(sessions) as session:
+        return await gather(session, now)
 
 
 def judge(figures: dict[str, Any], limits: Thresholds) -> tuple[Level, list[str]]:
