@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,7 +35,7 @@ async def _rows_in_every_state(sessions: async_sessionmaker[AsyncSession]) -> di
     now = utcnow()
     old = {"generated_at": now - 24 * H}
 
-    async def generated(user: int, **fields: object) -> None:
+    async def generated(user: int, **fields: Any) -> None:
         await store.upsert_auto(result(user, **{"generated_at": now - H, **fields}), f"s{user}")
 
     await generated(1)  # fresh

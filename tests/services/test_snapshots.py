@@ -66,7 +66,7 @@ class Between:
 
 def _sqlite_locked(session: AsyncSession) -> bool:
     """Whether a writer would have to wait now (without waiting: a busy timeout of 0)."""
-    path = session.get_bind().url.database
+    path = session.get_bind().engine.url.database
     assert path
     con = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
