@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.brokers import TestBroker
 from tests.helpers.budget import assert_within_budget
+from tests.helpers.cli import wb
 from tests.helpers.factories import comment_doc, result
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.services.store import HighlightStore
@@ -218,3 +219,47 @@ async def test_a_steady_trickle_cannot_postpone_past_max_wait(
     assert first_sent + 4 - 0.05 <= at <= first_sent + 4 + 2.0, f"{at - first_sent:.2f}s"
     assert at < last_sent - 3  # went out while the trickle went on
     assert rest == []  # the later comments coalesced into the pending request
+
+
+async def test_a_pause_holds_a_worker_that_requests_at_once(
+    spawn: Callable[..., WorkerProcess],
+    kafka: Kafka,
+    live_store: HighlightStore,
+    live_sessions: async_sessionmaker[AsyncSession],
+    live_db_url: str,
+) -> None:
+    """The issue's finding: with ``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``, ``pause-regeneration
+    --for 10m`` said "paused" and the next 20 stale marks were all published. Now they
+    queue while the pause holds and go out, once each, when it ends."""
+    immediate = {"WB_REGEN_SETTLE": "0", "WB_REGEN_RATE": "0"}
+    proc = spawn(immediate, "wbsched-pause")
+    await proc.wait_ready()
+    users = range(7301, 7321)
+    await seed(live_store, users)
+    env = {**immediate, "WB_DATABASE_URL": live_db_url}
+    paused = await asyncio.to_thread(
+        wb, "signal-profile", "pause-regeneration", "--for", "10m", env=env
+    )
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.startswith("regeneration paused until ")
+    try:
+        for user in users:
+            doc = comment_doc(f"pause-{user}", user, datetime.now(UTC), "created", "req-pause")
+            await kafka.send(COMMENTS, doc, key=str(user))
+
+        async def all_queued() -> bool:
+            async with live_sessions() as session:
+                return await session.scalar(text(QUEUED), {"ids": list(users)}) == len(users)
+
+        await eventually(all_queued, timeout=30, what="the 20 stale marks queued, not requested")
+        assert await published(kafka, users) == []
+    finally:
+        resumed = await asyncio.to_thread(wb, "signal-profile", "resume-regeneration", env=env)
+        assert resumed.returncode == 0, resumed.stderr
+
+    async def everyone() -> list[tuple[float, dict[str, Any]]] | None:
+        found = await published(kafka, users)
+        return found if {p["user_id"] for _, p in found} == set(users) else None
+
+    found = await eventually(everyone, timeout=30, what="every request after the pause")
+    assert sorted(p["user_id"] for _, p in found) == list(users)  # one each

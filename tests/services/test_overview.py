@@ -47,8 +47,11 @@ async def test_figures_follow_the_one_freshness_rule(
     assert ov.figures.stale_share == 2 / 6
     assert ov.figures.pending == 2
     assert ov.figures.oldest_pending_at == clock.now - timedelta(minutes=30)
-    assert [p.user_id for p in ov.oldest_stale] == [2, 6]
+    # By the one rule: the unswept expired row is stale (since its stale_after), the row
+    # without a highlight (6) is missing, not stale.
+    assert [(p.user_id, p.state) for p in ov.oldest_stale] == [(2, "stale"), (3, "expired")]
     assert ov.oldest_stale[0].stale_reason == "new_comment"
+    assert ov.oldest_stale[1].stale_since == clock.now - timedelta(minutes=29)
     assert ov.dead_letters == {"comments": 0, "requests": 0, "generated": 0}
     assert ov.as_dict()["counts"]["missing"] == 1
 

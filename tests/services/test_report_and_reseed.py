@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from worker.services import outbox
 from worker.services.report import Level, Thresholds, gather, judge
 from worker.services.reseed import Reseeder, ReseedSelection
 from worker.services.store import HighlightStore
+from worker.storage.database import create_engine, session_factory
 from worker.storage.models import AuditRow
 
 
@@ -42,11 +44,30 @@ async def test_report_figures_and_levels(
     assert len(reasons) == 2
 
 
+async def _expired_unswept(url: str, users: range) -> None:
+    """Highlights past their ``stale_after`` (ten minutes ago) that no sweep has marked."""
+    engine = create_engine(url)
+    try:
+        store = HighlightStore(session_factory(engine))
+        now = datetime.now(UTC)
+        for user in users:
+            expired = result(
+                user, generated_at=now - timedelta(days=1), stale_after=now - timedelta(minutes=10)
+            )
+            await store.upsert_auto(expired, f"s{user}")
+    finally:
+        await engine.dispose()
+
+
 def test_report_exit_codes(tmp_path: Path) -> None:
-    env = {"WB_DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}
+    """The gate counts what clients are told: two rows past ``stale_after`` not swept yet
+    are stale, a locked row marked stale underneath is not (a share of 2/3, not 1/3)."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    env = {"WB_DATABASE_URL": url}
     assert wb("db", "upgrade", env=env).returncode == 0
     assert wb("signal-profile", "override", "3", "--text", "x", env=env).returncode == 0
-    assert wb("signal-profile", "regenerate", "3", env=env).returncode == 0  # stale now
+    assert wb("signal-profile", "regenerate", "3", env=env).returncode == 0  # stale underneath
+    asyncio.run(_expired_unswept(url, range(4, 6)))
     ok = wb("signal-profile", "freshness-report", "--warn-after", "1h", env=env)
     assert ok.returncode == 0, ok.stderr
     assert "level" in ok.stdout
@@ -61,7 +82,10 @@ def test_report_exit_codes(tmp_path: Path) -> None:
     )
     error = wb("signal-profile", "freshness-report", "--error-share", "0.5", "--json", env=env)
     assert error.returncode == 2
-    assert json.loads(error.stdout)["level"] == "error"
+    figures = json.loads(error.stdout)
+    assert figures["level"] == "error"
+    assert (figures["stale"], figures["overridden"], figures["stale_share"]) == (2, 1, 0.6667)
+    assert 600 <= figures["oldest_stale_age_s"] < 3600  # since stale_after, not the lock's mark
     bad = wb("signal-profile", "freshness-report", "--warn-after", "soon", env=env)
     assert bad.returncode == 2
     assert "duration" in bad.stderr

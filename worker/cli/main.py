@@ -356,11 +356,10 @@ def freshness_report(
 ) -> None:
     """Freshness figures; exit 0 (ok), 1 (warn, with --warn-error) or 2 (error)."""
     from worker.domain.values import utcnow
-    from worker.services.report import Level, Thresholds, gather, judge
+    from worker.services.report import Level, Thresholds, judge, read
 
     async def go(store: Any) -> dict[str, Any]:
-        async with store.sessions() as session:
-            return await gather(session, utcnow())
+        return await read(store.sessions, utcnow())
 
     figures = _run(_with_store(get_settings(), go))
     level, reasons = judge(figures, Thresholds(warn_after, error_after, warn_share, error_share))

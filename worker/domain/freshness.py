@@ -19,9 +19,21 @@ class FreshnessState(StrEnum):
     MISSING = "missing"
 
 
+# What "stale" counts everywhere (the stale share, the oldest stale age): a highlight a
+# client is told is stale or expired. An overridden row serves its override and a missing
+# one has no highlight, whatever their ``is_stale`` says.
+STALE_STATES = (FreshnessState.STALE.value, FreshnessState.EXPIRED.value)
+
+
 def expiry_due(is_stale: bool, stale_after: datetime | None, now: datetime) -> bool:
     """A fresh row whose ``stale_after`` has come: the sweep marks it stale (``expired``)."""
     return not is_stale and stale_after is not None and stale_after <= now
+
+
+def stale_since(stale_since: datetime | None, stale_after: datetime | None) -> datetime | None:
+    """Since when a row in a stale state (``STALE_STATES``) has been stale: its mark, or for a
+    row no sweep has marked yet, the ``stale_after`` it went past."""
+    return stale_since or stale_after
 
 
 def state_of(

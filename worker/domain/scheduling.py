@@ -14,7 +14,7 @@ process-wide state: two runtimes in one process may run different policies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
 
@@ -77,12 +77,20 @@ class RegenPolicy:
     max_wait: timedelta = timedelta(0)
     rate_per_min: float = 0.0  # 0: no budget
     burst: int = 0
+    paused: bool = False  # an operator's pause is in force (``held``)
 
     @property
     def immediate(self) -> bool:
-        """No settle time and no budget: a stale mark makes its request at once (the
-        behaviour before the scheduler; no scheduler step is needed)."""
-        return self.settle <= timedelta(0) and self.rate_per_min <= 0
+        """No settle time, no budget and no pause: a stale mark makes its request at once
+        (the behaviour before the scheduler; no scheduler step is needed)."""
+        return not self.paused and self.settle <= timedelta(0) and self.rate_per_min <= 0
+
+    def held(self) -> RegenPolicy:
+        """This policy while an operator pauses regeneration: never immediate, so a stale
+        mark queues its request like any other policy's, due as this policy says, and the
+        scheduler step releases it once the pause is over (a pause holds under every
+        policy)."""
+        return replace(self, paused=True)
 
     @property
     def burst_size(self) -> int:

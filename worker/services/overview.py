@@ -20,12 +20,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from worker.domain.freshness import FreshnessState
+from worker.domain.freshness import STALE_STATES, FreshnessState
 from worker.domain.messages import InputStream
-from worker.storage.freshness import state_column
+from worker.storage.database import snapshot
+from worker.storage.freshness import (
+    expiry_due_clause,
+    stale_since_column,
+    state_column,
+)
 from worker.storage.models import (
     DeadLetterCountRow,
     FreshnessSampleRow,
@@ -35,8 +40,6 @@ from worker.storage.models import (
 
 H = HighlightRow
 STATES = tuple(s.value for s in FreshnessState)
-# The one definition of "stale share": rows whose highlight is stale or expired, of all rows.
-STALE_STATES = (FreshnessState.STALE.value, FreshnessState.EXPIRED.value)
 PERCENTILES = (0.5, 0.99)
 WINDOWS = {"last hour": timedelta(hours=1), "last day": timedelta(days=1)}
 CHART_SPAN = timedelta(hours=24)
@@ -62,14 +65,24 @@ class Figures:
 
     @property
     def stale_share(self) -> float:
+        """The one definition of "stale share": rows in ``STALE_STATES``, of all rows."""
         return self.stale / self.total if self.total else 0.0
 
 
 async def current_figures(session: AsyncSession, now: datetime) -> Figures:
+    """Rows by state and since when the stalest has been stale, in one pass: by the one
+    freshness rule, so a row past ``stale_after`` counts as expired before any sweep marks
+    it and a locked (overridden) or empty (missing) row is never stale, whatever its
+    ``is_stale``. The deploy gate, the gauges and the panel all read these figures."""
     counts = dict.fromkeys(STATES, 0)
     state = state_column(now).label("state")
-    for key, n in (await session.execute(select(state, func.count()).group_by(state))).all():
+    since = stale_since_column()
+    oldest_stale: datetime | None = None
+    grouped = await session.execute(select(state, func.count(), func.min(since)).group_by(state))
+    for key, n, first in grouped.all():
         counts[key] += n
+        if key in STALE_STATES and first is not None:
+            oldest_stale = first if oldest_stale is None else min(oldest_stale, first)
     pending, oldest_pending = (
         await session.execute(
             select(func.count(), func.min(H.regen_requested_at)).where(
@@ -77,7 +90,6 @@ async def current_figures(session: AsyncSession, now: datetime) -> Figures:
             )
         )
     ).one()
-    oldest_stale = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
     return Figures(counts, int(pending or 0), oldest_pending, oldest_stale)
 
 
@@ -201,13 +213,31 @@ class Overview:
 
 
 async def _oldest_stale(session: AsyncSession, now: datetime) -> list[StaleProfile]:
-    rows = await session.execute(
-        select(H.user_id, H.stale_since, H.stale_reason, state_column(now))
-        .where(H.is_stale)
+    """The stalest rows by the one rule, stale since ``stale_since_column``: those marked
+    stale (on the staleness index) and those past ``stale_after`` no sweep has marked yet
+    (on ``stale_after``'s), merged."""
+    since = stale_since_column()
+    columns = (H.user_id, since, H.stale_reason, state_column(now))
+    stale = state_column(now).in_(STALE_STATES)
+    marked = (
+        select(*columns)
+        .where(H.is_stale == true(), stale)
         .order_by(H.stale_since, H.user_id)
         .limit(OLDEST_STALE_SHOWN)
     )
-    return [StaleProfile(u, since, reason, state) for u, since, reason, state in rows.all()]
+    unswept = (
+        select(*columns)
+        .where(expiry_due_clause(now), stale)
+        .order_by(H.stale_after, H.user_id)
+        .limit(OLDEST_STALE_SHOWN)
+    )
+    found = [
+        StaleProfile(u, at, reason, state)
+        for query in (marked, unswept)
+        for u, at, reason, state in (await session.execute(query)).all()
+    ]
+    found.sort(key=lambda p: (p.stale_since is None, p.stale_since or now, p.user_id))
+    return found[:OLDEST_STALE_SHOWN]
 
 
 async def _dead_letters(session: AsyncSession, since: datetime) -> dict[str, int]:
@@ -239,7 +269,8 @@ class OverviewService:
     sessions: async_sessionmaker[AsyncSession]
 
     async def overview(self, now: datetime) -> Overview:
-        async with self.sessions() as session:
+        """Every figure of the page from one snapshot."""
+        async with snapshot(self.sessions) as session:
             return Overview(
                 now=now,
                 figures=await current_figures(session, now),

@@ -33,6 +33,7 @@ from worker.domain.values import (
     UpsertOutcome,
     utcnow,
 )
+from worker.services import scheduler
 from worker.services import signal_records as signal
 from worker.services.comments import (
     apply_comment,
@@ -41,7 +42,7 @@ from worker.services.comments import (
     resolve_or_park,
 )
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
-from worker.services.outbox import OutboxSink, session_sink
+from worker.services.outbox import OutboxSink
 from worker.services.results import apply_result, apply_result_batch, result_of
 from worker.services.store import (
     create_placeholders,
@@ -186,15 +187,22 @@ class Pipeline:
         async with self.sessions.begin() as session:
             now = self.clock()
             set_based = self.set_based and is_postgresql(session)
+            # Set-based, an immediate policy's pause is read in the claim's statement.
+            pause = scheduler.PAUSED_UNTIL_SQL if set_based and self.policy.immediate else None
             if set_based and stream is InputStream.REQUESTS:  # the claim locks and records
-                fresh = await dedup.claim(session, stream, events, now, result, claim_lock, MAPPED)
+                claim = await dedup.claim(
+                    session, stream, events, now, result, claim_lock, MAPPED, also=pause
+                )
             else:
-                fresh = await dedup.claim(session, stream, events, now, result)
+                claim = await dedup.claim(session, stream, events, now, result, also=pause)
+            fresh = claim.events
             if set_based:
-                await self._apply_set_based(session, stream, fresh, now, result)
+                policy = scheduler.held_while_paused(self.policy, claim.also, now)
+                await self._apply_set_based(session, stream, fresh, now, result, policy)
                 return result
             rows = await _lock_batch_rows(session, fresh, now)
-            tx = _Tx(session, now, rows, result, session_sink(session, self.policy))
+            sink = await scheduler.sink_in_force(session, now, self.policy)
+            tx = _Tx(session, now, rows, result, sink)
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
                 try:
@@ -217,8 +225,10 @@ class Pipeline:
         fresh: list[tuple[RawMessage, InputEvent]],
         now: datetime,
         result: BatchResult,
+        policy: RegenPolicy,
     ) -> None:
-        """PostgreSQL: the batch in a fixed number of statements whatever its size."""
+        """PostgreSQL: the batch in a fixed number of statements whatever its size, its
+        stale marks under ``policy`` (the one in force)."""
         if stream is InputStream.COMMENTS:
             comments = [(m, e) for m, e in fresh if isinstance(e, CommentEvent)]
             await apply_comment_batch(
@@ -227,11 +237,11 @@ class Pipeline:
                 now,
                 result,
                 lambda o: dedup.outcomes_write(stream, o),
-                self.policy,
+                policy,
             )
         elif stream is InputStream.REQUESTS:
             mappings = [e for _, e in fresh if isinstance(e, RequestEvent)]
-            await apply_mapping_batch(session, mappings, now, result, self.policy)
+            await apply_mapping_batch(session, mappings, now, result, policy)
         else:
             results = [(m, e) for m, e in fresh if isinstance(e, GeneratedEvent)]
             await apply_result_batch(
@@ -241,7 +251,7 @@ class Pipeline:
                 self.ttl,
                 result,
                 lambda o: dedup.record_writes(stream, o),
-                self.policy,
+                policy,
             )
 
     async def _apply_one(self, tx: _Tx, message: RawMessage, event: InputEvent) -> str:

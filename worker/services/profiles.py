@@ -33,6 +33,7 @@ from worker.domain.ids import user_id_from_text
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import TIMESTAMP_RANGE, StaleReason, in_utc, utcnow
 from worker.services.reseed import Reseeder, ReseedResult
+from worker.storage.database import snapshot
 from worker.storage.freshness import state_column
 from worker.storage.freshness import state_filter as state_condition
 from worker.storage.models import HighlightRow as H
@@ -305,7 +306,8 @@ class ProfileService:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def page(self, query: ProfileQuery) -> ProfilePage:
-        async with self.sessions() as session:
+        """One page, its runs read in one snapshot (a row moving between them shows once)."""
+        async with snapshot(self.sessions) as session:
             return await list_page(session, query, self.clock())
 
     def reseeder(self, actor: str, note: str | None = None) -> Reseeder:

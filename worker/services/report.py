@@ -1,7 +1,8 @@
 """``wb signal-profile freshness-report``: how fresh is the store, as a deploy gate or page.
 
 Levels: ``ok`` < ``warn`` < ``error``, from the oldest stale highlight's age and the share
-of stale rows, each against an optional warn and error threshold.
+of stale rows, each against an optional warn and error threshold. "Stale" is what the
+panel, the gauges and clients call stale (``worker.domain.freshness``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.domain.freshness import FreshnessState
 from worker.services import outbox, scheduler
-from worker.storage.models import HighlightRow as H
+from worker.services.overview import current_figures
+from worker.storage.database import snapshot
 
 
 class Level(IntEnum):
@@ -33,32 +35,39 @@ class Thresholds:
 
 
 async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    total = int(await session.scalar(select(func.count()).select_from(H)) or 0)
-    stale = int(await session.scalar(select(func.count()).where(H.is_stale)) or 0)
-    overridden = int(await session.scalar(select(func.count()).where(H.manual_override)) or 0)
-    missing = int(await session.scalar(select(func.count()).where(H.generated_at.is_(None))) or 0)
-    pending = int(
-        await session.scalar(select(func.count()).where(H.regen_request_id.is_not(None))) or 0
-    )
-    oldest = await session.scalar(select(func.min(H.stale_since)).where(H.is_stale))
+    """The gate's figures: rows by state and the stale share and oldest stale age by the one
+    freshness rule (``overview.current_figures``, what the panel and the gauges show), so
+    a row past ``stale_after`` counts as stale before a sweep marks it, and a locked row
+    does not; ``stale`` is the stale share's numerator (stale and expired rows). Read in
+    the caller's transaction (``read`` opens one snapshot for it)."""
+    figures = await current_figures(session, now)
+    counts = figures.counts
+    oldest = figures.oldest_stale_at
     depths = await scheduler.queue_depths(session)
     oldest_queued = await scheduler.oldest_queued(session)
     paused = await scheduler.paused_until(session, now)
     return {
-        "total": total,
-        "stale": stale,
-        "overridden": overridden,
-        "missing": missing,
-        "pending_regenerations": pending,
+        "total": figures.total,
+        "stale": figures.stale,
+        "overridden": counts[FreshnessState.OVERRIDDEN.value],
+        "missing": counts[FreshnessState.MISSING.value],
+        "states": counts,
+        "pending_regenerations": figures.pending,
         "outbox_backlog": await outbox.backlog(session),
         "regen_queue_depth": sum(depths.values()),
         "regen_queue_oldest_wait_s": round((now - oldest_queued).total_seconds(), 1)
         if oldest_queued
         else 0.0,
         "regen_paused_until": paused.isoformat() if paused else None,
-        "stale_share": round(stale / total, 4) if total else 0.0,
+        "stale_share": round(figures.stale_share, 4),
         "oldest_stale_age_s": round((now - oldest).total_seconds(), 1) if oldest else 0.0,
     }
+
+
+async def read(sessions: async_sessionmaker[AsyncSession], now: datetime) -> dict[str, Any]:
+    """``gather`` in one snapshot: every figure of the report is of the same moment."""
+    async with snapshot(sessions) as session:
+        return await gather(session, now)
 
 
 def judge(figures: dict[str, Any], limits: Thresholds) -> tuple[Level, list[str]]:

@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
-from worker.services.outbox import session_sink
 from worker.services.store import audited, check_actor, lock_rows, mark_stale_row
 from worker.storage.models import HighlightRow as H
 
@@ -118,7 +117,7 @@ class Reseeder:
     async def _mark(self, session: AsyncSession, ids: list[int], result: ReseedResult) -> None:
         now = utcnow()
         rows = await lock_rows(session, ids)
-        sink = session_sink(session, self.policy)
+        sink = await scheduler.sink_in_force(session, now, self.policy)
         for user_id in ids:
             row = rows[user_id]
             with audited(

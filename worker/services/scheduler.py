@@ -14,6 +14,12 @@ before its relay ran) count against the burst (``Bucket.refilled``), so a late b
 never followed by a full bucket on top of it. An operator may pause the budget for all
 workers (``pause``: ``regen_budget.paused_until``); it earns nothing while paused.
 
+A pause holds under every policy: while one is in force, a transaction that would request
+at once queues instead (``policy_in_force``), and the step releases it after the pause like
+any queued request. A deletion's request waits too, as under a budget: its quote is
+withheld from every read in the deletion's own transaction (``deleted_comments``), and the
+request only asks for the text that replaces it, the generators' work the pause is for.
+
 With no settle time and no budget (``worker.domain.scheduling.IMMEDIATE``: the service
 objects' default, and ``WB_REGEN_SETTLE=0 WB_REGEN_RATE=0``) requests are made at once, as
 before the scheduler. There is no process-wide policy: the worker's ``Runtime`` and the
@@ -47,6 +53,7 @@ from worker.services.outbox import (
     batch_rows,
     request_regeneration,
     requests_unpublished,
+    session_sink,
 )
 from worker.storage.database import dialect_insert
 from worker.storage.models import HighlightRow, RegenBudgetRow
@@ -156,10 +163,16 @@ class Published:
     budget_left: float | None = None
 
 
-async def lock_budget(session: AsyncSession, now: datetime, policy: RegenPolicy) -> RegenBudgetRow:
-    """The budget row, locked (created full on first use)."""
+async def lock_budget(
+    session: AsyncSession, now: datetime, policy: RegenPolicy, *, pausing: bool = False
+) -> RegenBudgetRow:
+    """The budget row, locked (created full on first use). A scheduler step takes it FOR
+    NO KEY UPDATE, which the stale marks reading the pause (FOR KEY SHARE, in
+    ``policy_in_force``) do not wait for; a pause (``pausing``) takes it FOR UPDATE, which
+    waits for them (PostgreSQL; SQLite serialises whole write transactions)."""
+    lock: Any = True if pausing else {"key_share": True}
     row = await session.get(
-        RegenBudgetRow, BUDGET_ROW, with_for_update=True, populate_existing=True
+        RegenBudgetRow, BUDGET_ROW, with_for_update=lock, populate_existing=True
     )
     if row is None:
         await session.execute(
@@ -168,10 +181,46 @@ async def lock_budget(session: AsyncSession, now: datetime, policy: RegenPolicy)
             .on_conflict_do_nothing(index_elements=["id"])
         )
         row = await session.get(
-            RegenBudgetRow, BUDGET_ROW, with_for_update=True, populate_existing=True
+            RegenBudgetRow, BUDGET_ROW, with_for_update=lock, populate_existing=True
         )
         assert row is not None
     return row
+
+
+# The pause as ``policy_in_force`` reads it, as SQL text: a scalar a batch's first statement
+# carries (``worker.storage.dedup.claim(also=...)``) instead of a round trip of its own.
+PAUSED_UNTIL_SQL = f"(SELECT paused_until FROM regen_budget WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
+
+
+def held_while_paused(
+    policy: RegenPolicy, paused_until: datetime | None, now: datetime
+) -> RegenPolicy:
+    """``policy``, held (``RegenPolicy.held``: its requests queue, released after the pause)
+    while a pause until ``paused_until`` is in force; only an immediate policy changes
+    (any other queues anyway)."""
+    if policy.immediate and paused_until is not None and paused_until > now:
+        return policy.held()
+    return policy
+
+
+async def policy_in_force(session: AsyncSession, now: datetime, policy: RegenPolicy) -> RegenPolicy:
+    """The policy the stale marks of the caller's transaction follow (``held_while_paused``);
+    only an immediate policy reads the pause. On PostgreSQL it is read FOR KEY SHARE, which
+    a pause's FOR UPDATE waits for and which waits for a pause being made: a request made
+    at once is in a transaction that committed before the pause did, never after."""
+    if not policy.immediate:
+        return policy
+    stmt = (
+        select(RegenBudgetRow.paused_until)
+        .where(RegenBudgetRow.id == BUDGET_ROW)
+        .with_for_update(read=True, key_share=True)
+    )
+    return held_while_paused(policy, await session.scalar(stmt), now)
+
+
+async def sink_in_force(session: AsyncSession, now: datetime, policy: RegenPolicy) -> OutboxSink:
+    """``outbox.session_sink`` under the policy in force (``policy_in_force``)."""
+    return session_sink(session, await policy_in_force(session, now, policy))
 
 
 async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:
@@ -220,8 +269,9 @@ async def pause(
     session: AsyncSession, until: datetime | None, now: datetime, policy: RegenPolicy
 ) -> datetime | None:
     """Pause releasing queued requests until ``until`` for every worker (None: resume);
-    requests keep queueing meanwhile, nothing is dropped. Returns the pause in force."""
-    budget = await lock_budget(session, now, policy)
+    requests keep queueing meanwhile, nothing is dropped, and under an immediate policy
+    the stale marks queue theirs too (``policy_in_force``). Returns the pause in force."""
+    budget = await lock_budget(session, now, policy, pausing=True)
     if budget.paused_until is not None and budget.paused_until > now:
         budget.refilled_at = max(budget.refilled_at, now)  # the pause earned nothing
     budget.paused_until = until if until is not None and until > now else None

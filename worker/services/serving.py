@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from worker.domain.freshness import FreshnessState, state_of
+from worker.domain.freshness import STALE_STATES, FreshnessState, stale_since, state_of
 from worker.domain.values import Highlight, withhold
 from worker.storage.models import SignalActivityRow
 
@@ -48,11 +48,11 @@ def serve(
     Quotes attributed to a comment in ``deleted_comments`` are withheld."""
     status = status_of(h, now)
     doc: dict[str, Any] = {"user_id": user_id, "status": status}
-    stale_since = (h.stale_since or h.stale_after) if h is not None else None
+    since = stale_since(h.stale_since, h.stale_after) if h is not None else None
     within_grace = (
-        status in ("stale", "expired")
-        and stale_since is not None
-        and now - stale_since <= serve_stale_for
+        status in STALE_STATES
+        and since is not None
+        and now - since <= serve_stale_for
         and serve_stale_for > timedelta(0)
     )
     show_highlight = status in ("fresh", "overridden") or within_grace

@@ -37,7 +37,7 @@ from worker.domain.values import (
     valid_text,
 )
 from worker.services import scheduler
-from worker.services.outbox import OutboxSink, Requestable, session_sink
+from worker.services.outbox import OutboxSink, Requestable
 from worker.storage.database import dialect_insert
 from worker.storage.models import AuditRow, FreshTransitionRow, HighlightRow
 
@@ -441,7 +441,7 @@ class HighlightStore:
             row = await lock_row(session, user_id)
             if row is None:
                 raise UnknownUser(user_id)
-            sink = session_sink(session, self.policy)
+            sink = await scheduler.sink_in_force(session, now, self.policy)
             if actor is None:
                 outcome = mark_stale_row(sink, row, stale_reason, now, None)
             else:
@@ -466,6 +466,7 @@ class HighlightStore:
         async with self.sessions.begin() as session:
             now = self.clock()
             row = await lock_or_create_row(session, user_id, now)
+            sink = await scheduler.sink_in_force(session, now, self.policy)
             with audited(session, row, actor=actor, action="regenerate", reason=note, now=now):
                 row.generation += 1
                 if not row.is_stale:
@@ -476,7 +477,7 @@ class HighlightStore:
                 if not scheduler.is_queued(row):  # a new request replaces a pending one
                     row.regen_request_id = None
                 scheduler.enqueue(
-                    session_sink(session, self.policy),
+                    sink,
                     row,
                     RegenReason.MANUAL,
                     now,
@@ -526,10 +527,11 @@ class HighlightStore:
                 raise UnknownUser(user_id)
             if not row.manual_override:
                 return Highlight.from_row(row)
+            sink = await scheduler.sink_in_force(session, now, self.policy)
             with audited(session, row, actor=actor, action="clear_override", reason=note, now=now):
                 row.manual_override, row.override_text = False, None
                 row.override_actor, row.override_set_at, row.updated_at = actor, now, now
-                request_if_unanswered(session_sink(session, self.policy), row, now, _trigger(actor))
+                request_if_unanswered(sink, row, now, _trigger(actor))
             return Highlight.from_row(row)
 
 

@@ -25,7 +25,7 @@ from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy, priority_
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
-from worker.services.outbox import REGEN_STREAM, OutboxSink, session_sink
+from worker.services.outbox import REGEN_STREAM, OutboxSink
 from worker.services.store import (
     lock_or_create_row,
     lock_rows,
@@ -174,7 +174,7 @@ async def scan_chunk(
     if opts.include_activity:
         found = await session.scalars(select(A).where(A.user_id.in_(ids)))
         activities = {a.user_id: a for a in found}
-    sink = session_sink(session, opts.policy)
+    sink = await scheduler.sink_in_force(session, opts.now, opts.policy)
     for user_id in ids:
         _act(sink, rows[user_id], activities.get(user_id), opts, totals)
     totals.scanned = len(ids)
@@ -196,7 +196,7 @@ async def missing_chunk(
     ids = list((await session.scalars(stmt)).all())
     if not ids:
         return None, totals
-    sink = session_sink(session, opts.policy)
+    sink = await scheduler.sink_in_force(session, opts.now, opts.policy)
     for user_id in ids:
         row = await lock_or_create_row(session, user_id, opts.now)
         if row.generated_at is None and not row.is_stale:
@@ -234,13 +234,13 @@ class Sweeper:
         after = 0
         while True:
             params: dict[str, object] = {"after": after, "now": now, "limit": self.chunk_size}
-            statement = EXPIRE_QUEUE_CHUNK
-            if self.policy.immediate:
-                statement = EXPIRE_CHUNK
-                params.update(
-                    requested_at=now.isoformat(), stream=REGEN_STREAM, ids=secrets.token_hex(8)
-                )
             async with self.sessions.begin() as session:
+                statement = EXPIRE_QUEUE_CHUNK
+                if (await scheduler.policy_in_force(session, now, self.policy)).immediate:
+                    statement = EXPIRE_CHUNK
+                    params.update(
+                        requested_at=now.isoformat(), stream=REGEN_STREAM, ids=secrets.token_hex(8)
+                    )
                 last, marked, requested = (await session.execute(statement, params)).one()
             if not marked:
                 return totals

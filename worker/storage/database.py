@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,25 @@ def is_postgresql(session: AsyncSession | async_sessionmaker[AsyncSession]) -> b
     if isinstance(session, AsyncSession):
         return session.get_bind().dialect.name == "postgresql"
     return bool(session.kw["bind"].dialect.name == "postgresql")
+
+
+@asynccontextmanager
+async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose reads are one transaction and see one snapshot, so that a commit
+    between two of them cannot make a document made of several reads say two things at
+    once. PostgreSQL runs it at REPEATABLE READ, READ ONLY (at its default, READ
+    COMMITTED, each statement sees what had committed when the statement began). SQLite
+    needs nothing more: one transaction is one snapshot there (``BEGIN IMMEDIATE`` even
+    holds the write lock, so nothing commits meanwhile)."""
+    async with sessions() as session:
+        if is_postgresql(session):
+            await session.connection(
+                execution_options={
+                    "isolation_level": "REPEATABLE READ",
+                    "postgresql_readonly": True,
+                }
+            )
+        yield session
 
 
 def dialect_insert(session: AsyncSession) -> Any:

@@ -1,15 +1,16 @@
 """The freshness rules of ``worker.domain.freshness`` as SQL, for set-based statements.
 
-Twins of ``expiry_due`` and ``state_of`` (and ``state_filter``: the rows in one state); a
-test runs both over the same rows on SQLite and PostgreSQL. ``EXPIRY_DUE_SQL`` is the
-same condition as text, for the sweep's hand-written PostgreSQL statement (``:now``).
+Twins of ``expiry_due``, ``state_of`` (and ``state_filter``: the rows in one state) and
+``stale_since``; a test runs both over the same rows on SQLite and PostgreSQL.
+``EXPIRY_DUE_SQL`` is the same condition as text, for the sweep's hand-written PostgreSQL
+statement (``:now``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, case, false, literal, or_, true
+from sqlalchemy import and_, case, false, func, literal, or_, true
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain.freshness import FreshnessState
@@ -31,6 +32,10 @@ def state_column(now: datetime) -> ColumnElement[str]:
         (H.is_stale == true(), literal(FreshnessState.STALE.value)),
         else_=literal(FreshnessState.FRESH.value),
     )
+
+
+def stale_since_column() -> ColumnElement[datetime]:
+    return func.coalesce(H.stale_since, H.stale_after)
 
 
 def _implied(state: FreshnessState, now: datetime) -> ColumnElement[bool]:
