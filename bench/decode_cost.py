@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tests.helpers import hostile
-from worker.domain.messages import InputStream, Rejected, decode
+from worker.domain.decoder import Rejected, decode
+from worker.domain.wire import InputStream
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.domain.messages import MAX_MESSAGE_BYTES, InputStream
+from worker.domain.decoder import MAX_MESSAGE_BYTES
+from worker.domain.wire import InputStream
 
 C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
 STREAM_BYTE = {C: b"\x00", R: b"\x01", G: b"\x02"}  # the fuzzer's first byte picks the stream

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers import hostile
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import generated, raw, result
-from worker.domain import messages as events
-from worker.domain.messages import MODELS, InputStream, Rejected, RejectReason, decode
+from worker.domain import decoder, wire
+from worker.domain.decoder import Rejected, RejectReason, decode
+from worker.domain.wire import MODELS, InputStream
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 
@@ -27,7 +28,7 @@ C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
 HOSTILE = list(hostile.messages())
 
 
-def outcome(stream: InputStream, message: bytes, now: datetime = NOW) -> events.InputEvent | str:
+def outcome(stream: InputStream, message: bytes, now: datetime = NOW) -> wire.InputEvent | str:
     """The decoded event, or the reason it was refused; anything else raised fails."""
     try:
         return decode(stream, message, now)
@@ -91,7 +92,7 @@ def test_whatever_raises_inside_the_decoder_becomes_a_rejected(
         raise exc
 
     if stage == "json":
-        monkeypatch.setattr(events, "_DECODER", type("D", (), {"decode": staticmethod(boom)})())
+        monkeypatch.setattr(decoder, "_DECODER", type("D", (), {"decode": staticmethod(boom)})())
     else:
         monkeypatch.setitem(MODELS, C, type("M", (), {"model_validate": staticmethod(boom)}))
     got = outcome(C, json.dumps(hostile.comment()).encode())
@@ -108,7 +109,7 @@ def test_non_finite_numbers_are_refused(stream: InputStream, number: str) -> Non
 def test_finite_numbers_in_unknown_fields_are_ignored() -> None:
     for number in ["1e-999", "1.5", "-0.0", "1e308", "9" * 4300]:
         message = hostile._with_raw(hostile.comment(), "extra", number.encode())
-        assert isinstance(outcome(C, message), events.CommentEvent), number
+        assert isinstance(outcome(C, message), wire.CommentEvent), number
 
 
 # Decoding cost is the benchmark's: `python -m bench --only decode` (bench/decode_cost.py).

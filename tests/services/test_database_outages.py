@@ -25,7 +25,7 @@ from tests.helpers.database import Database
 from tests.helpers.factories import batch, result
 from tests.helpers.live import eventually
 from worker.domain.batch import BatchResult
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.runtime.process import Runtime
 from worker.settings import Settings
 from worker.storage import migrate

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, NamedTuple, TypeVar
 
-from worker.domain.messages import InputStream, RejectReason
+from worker.domain.decoder import RejectReason
+from worker.domain.wire import InputStream
 
 T = TypeVar("T")
 

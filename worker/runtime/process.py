@@ -18,8 +18,8 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker.domain.batch import BatchResult, RawMessage
-from worker.domain.messages import InputStream
 from worker.domain.values import utcnow
+from worker.domain.wire import InputStream
 from worker.runtime.metrics import Metrics
 from worker.services import outbox, overview, scheduler
 from worker.services.outbox import OutboxMessage

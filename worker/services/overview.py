@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.freshness import FreshnessState
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.storage.freshness import state_column
 from worker.storage.models import (
     DeadLetterCountRow,

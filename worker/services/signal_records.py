@@ -15,7 +15,7 @@ from sqlalchemy import case, delete, func, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.domain.messages import Comment, CommentEvent, RequestEvent
+from worker.domain.wire import Comment, CommentEvent, RequestEvent
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.dedup import advisory_lock
 from worker.storage.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
