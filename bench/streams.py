@@ -11,21 +11,14 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from bench.harness import NOW, Bench, Row, ok, run_child
 from tests.helpers.live import WorkerProcess
 
-if TYPE_CHECKING:
-    from bench.__main__ import Bench
-
-Row = tuple[str, str, str, str, str]
 Message = tuple[str, str, dict[str, Any]]  # topic, key, value
-
-
-def ok(flag: bool) -> str:
-    return "yes" if flag else "NO"
 
 
 def cpu_row(ours_us: float, noop_us: float) -> Row:
@@ -78,8 +71,6 @@ async def produce(b: Bench, messages: Iterable[Message]) -> int:
 
 
 def result_doc(eid: str, user: int, **extra: Any) -> dict[str, Any]:
-    from bench.__main__ import NOW
-
     return {
         "event_id": eid,
         "user_id": user,
@@ -95,8 +86,6 @@ def result_doc(eid: str, user: int, **extra: Any) -> dict[str, Any]:
 
 
 def comment_doc(eid: str, user: int | None, req: str) -> dict[str, Any]:
-    from bench.__main__ import NOW
-
     doc: dict[str, Any] = {
         "event_id": eid,
         "type": "comment.created",
@@ -110,8 +99,6 @@ def comment_doc(eid: str, user: int | None, req: str) -> dict[str, Any]:
 
 
 def mapping_doc(eid: str, req: str, user: int) -> dict[str, Any]:
-    from bench.__main__ import NOW
-
     at = (NOW - timedelta(hours=2)).isoformat()
     return {"event_id": eid, "request_id": req, "user_id": user, "occurred_at": at}
 
@@ -129,8 +116,6 @@ async def pend_requests(b: Bench, users: int) -> None:
 
 async def park(b: Bench, count: int) -> None:
     """``count`` parked comments, one per request ``q1``..``q<count>``."""
-    from bench.__main__ import NOW
-
     await b.sql(
         "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
         "SELECT 'pk-' || g, 'q' || g, jsonb_build_object('event_id', 'pk-' || g, "
@@ -330,8 +315,6 @@ def _pending(rows: Iterable[Any]) -> Iterator[Message]:
 async def roundtrip_part(b: Bench, expiries: int) -> tuple[list[Row], float]:
     """``expiries`` rows expire; the sweep asks for them, their results come back: the
     time from the sweep's start until every row is fresh again (worker already running)."""
-    from bench.__main__ import run_child
-
     await b.seed_highlights(expiries, expired_share=1.0)
     await b.vacuum()
     await b.create_topic("bench.roundtrip")
