@@ -22,7 +22,7 @@ BUDGET = MAX_MESSAGE_BYTES - 64  # room for the envelope around a filler
 CORPUS = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "decoders"
 
 
-def comment(**fields: Any) -> dict[str, Any]:
+def _comment(**fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": "e-1",
         "type": "comment.created",
@@ -35,7 +35,7 @@ def comment(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-def request(**fields: Any) -> dict[str, Any]:
+def _request(**fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": "m-1",
         "request_id": "r-1",
@@ -46,7 +46,7 @@ def request(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-def generated(**fields: Any) -> dict[str, Any]:
+def _generated(**fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": "g-1",
         "user_id": 42,
@@ -63,7 +63,9 @@ def generated(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-DOCS: dict[InputStream, Callable[..., dict[str, Any]]] = {C: comment, R: request, G: generated}
+# The valid message of each stream that every hostile variant starts from (its bytes are
+# in the fuzz corpus); documents for other tests come from ``tests.helpers.factories``.
+DOCS: dict[InputStream, Callable[..., dict[str, Any]]] = {C: _comment, R: _request, G: _generated}
 TIMESTAMP_FIELDS = {C: ["occurred_at"], R: ["occurred_at"], G: ["generated_at", "stale_after"]}
 
 
