@@ -50,6 +50,13 @@ async def processed(rt: Runtime) -> int:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEventRow)) or 0)
 
 
+def retries(rt: Runtime, stream: InputStream) -> float:
+    """The batch retries of ``stream`` counted so far (the metric counts them as they
+    happen; the batch's own ``retries`` only appear once it returns)."""
+    labels = {"stream": stream.value}
+    return rt.metrics.registry.get_sample_value("wb_db_retries_total", labels) or 0.0
+
+
 async def waits_for_the_database(
     rt: Runtime,
     task: asyncio.Task[Any],
@@ -64,7 +71,13 @@ async def waits_for_the_database(
     await eventually(outage, timeout=20, what="the pipeline to report an outage")
     assert await rt.database_reachable() is answers, "SELECT 1 still works"
     assert not await rt.database_ready(), "readiness must say not ready"
-    await asyncio.sleep(1.0)  # several retries
+    [stream] = rt.pipeline.outages
+    seen = retries(rt, stream)
+
+    async def several_retries() -> bool:
+        return retries(rt, stream) >= seen + 3
+
+    await eventually(several_retries, timeout=20, what="three more retries of the batch")
     assert not task.done(), "the batch returned (its offsets would be acked)"
     assert await count(rt) == 0
 
