@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 GENERATED_AT = NOW - timedelta(days=1)
 
 Row = tuple[str, str, str, str, str]  # measure, measured, reference, target, ok
+Message = tuple[str, str, dict[str, Any]]  # topic, key, value
 
 
 def log(message: str) -> None:
@@ -111,34 +113,44 @@ class Bench:
     async def produce_comments(self, topic: str, events: int, users: int) -> None:
         """``events`` comments newer than every highlight, over ``users`` random users."""
         await self.create_topic(topic)
+        rng = random.Random(7)
+        at = (NOW - timedelta(hours=1)).isoformat()
+
+        def comments() -> Iterator[Message]:
+            for i in range(events):
+                user = rng.randint(1, users)
+                doc = {
+                    "event_id": f"{topic}-{i}",
+                    "type": "comment.created",
+                    "comment_id": f"c{i}",
+                    "request_id": f"r{i}",
+                    "user_id": user,
+                    "occurred_at": at,
+                }
+                yield topic, str(user), doc
+
+        await self.produce(comments())
+
+    async def produce(self, messages: Iterable[Message]) -> int:
+        """Send ``messages`` (5,000 in flight at most) and return how many were sent."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.broker.address, linger_ms=20, max_batch_size=256 * 1024, acks=1
         )
         await producer.start()
-        rng = random.Random(7)
-        at = (NOW - timedelta(hours=1)).isoformat()
+        sent = 0
         try:
-            batch = []
-            for i in range(events):
-                user = rng.randint(1, users)
-                value = json.dumps(
-                    {
-                        "event_id": f"{topic}-{i}",
-                        "type": "comment.created",
-                        "comment_id": f"c{i}",
-                        "request_id": f"r{i}",
-                        "user_id": user,
-                        "occurred_at": at,
-                    }
-                ).encode()
-                batch.append(producer.send(topic, value, key=str(user).encode()))
-                if len(batch) >= 5000:
-                    await asyncio.gather(*batch)
-                    batch = []
-            await asyncio.gather(*batch)
+            pending = []
+            for topic, key, value in messages:
+                pending.append(producer.send(topic, json.dumps(value).encode(), key=key.encode()))
+                sent += 1
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
             await producer.flush()
         finally:
             await producer.stop()
+        return sent
 
     # --- measurements ------------------------------------------------------------------
     async def raw_consume(self, topic: str, events: int) -> float:
