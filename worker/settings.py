@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     relay_publish_timeout: Duration = timedelta(seconds=10)
     highlight_ttl: Duration = timedelta(days=7)
     dedup_retention: Duration = timedelta(days=14)
+    # A comment whose request is still unmapped this long after it was parked is sent to the
+    # comments' dead-letter topic (``unmapped``). Kept within ``dedup_retention``: its claim
+    # must outlive the parking, or a redelivery would park it a second time.
+    parked_retention: Duration = timedelta(days=7)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
     serve_stale_for: Duration = timedelta(0)
     shutdown_timeout: Duration = timedelta(seconds=30)

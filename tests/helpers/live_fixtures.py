@@ -85,14 +85,17 @@ async def kafka(broker: TestBroker) -> AsyncIterator[Kafka]:
 
 
 @pytest.fixture(scope="module")
-async def worker(broker: TestBroker, live_db_url: str, logs: Path) -> AsyncIterator[WorkerProcess]:
+def worker_env() -> dict[str, str]:
+    """The module worker's own settings (a test module overrides this fixture for more)."""
+    return {"WB_SWEEP_INTERVAL": "1", "WB_GAUGE_INTERVAL": "1"}
+
+
+@pytest.fixture(scope="module")
+async def worker(
+    broker: TestBroker, live_db_url: str, logs: Path, worker_env: dict[str, str]
+) -> AsyncIterator[WorkerProcess]:
     """One running worker for the module, sweeping every second."""
-    proc = WorkerProcess(
-        broker.address,
-        live_db_url,
-        logs,
-        extra_env={"WB_SWEEP_INTERVAL": "1", "WB_GAUGE_INTERVAL": "1"},
-    )
+    proc = WorkerProcess(broker.address, live_db_url, logs, extra_env=worker_env)
     proc.start()
     try:
         await proc.wait_ready()

@@ -39,6 +39,7 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     REJECTED_BY_STORE = "rejected_by_store"
     INTERNAL_ERROR = "internal_error"
+    UNMAPPED = "unmapped"  # a parked comment whose request was not mapped in time
 
 
 class Rejected(Exception):

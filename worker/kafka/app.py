@@ -23,7 +23,7 @@ import faust
 from faust.sensors import Monitor
 from faust.types import TP, Message
 
-from worker.domain.batch import RawMessage
+from worker.domain.batch import DeadLetter, RawMessage
 from worker.domain.wire import InputStream
 from worker.kafka.batch_chain import BatchChain
 from worker.kafka.connection import KafkaConnection
@@ -111,6 +111,11 @@ async def _send_until_delivered(app: faust.App, messages: list[Outgoing]) -> Non
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, PRODUCER_RETRY_MAX_S)
+
+
+async def _send_dead_letters(app: faust.App, letters: Sequence[DeadLetter]) -> None:
+    """Each letter to its source topic's dead-letter topic, under its original key."""
+    await _send_until_delivered(app, [dead_letter_record(d) for d in letters])
 
 
 async def _declare(app: faust.App, topics: Sequence[Any]) -> bool:
@@ -246,7 +251,7 @@ async def _apply_and_ack(
         kind, [RawMessage(m.value, m.topic, m.partition, m.offset, m.key) for m in messages]
     )
     if result.dead_letters:
-        await _send_until_delivered(app, [dead_letter_record(d) for d in result.dead_letters])
+        await _send_dead_letters(app, result.dead_letters)
     for message in messages:
         consumer.ack(message)
 
@@ -333,6 +338,8 @@ def _timers(app: faust.App, rt: Runtime) -> None:
         log.info("sweep started")
         totals = await rt.sweep()
         log.info("sweep finished: %s", totals.as_dict())
+        if expired := await rt.expire_parked(lambda letters: _send_dead_letters(app, letters)):
+            log.warning("%d parked comments dead-lettered (request never mapped)", expired)
 
     @app.timer(settings.gauge_interval.total_seconds())
     async def gauges() -> None:

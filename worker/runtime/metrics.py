@@ -22,8 +22,7 @@ from worker.domain.freshness import FreshnessState
 from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.domain.wire import InputStream
-from worker.services import outbox, scheduler
-from worker.services import signal_records as signal
+from worker.services import outbox, parking, scheduler
 from worker.services.overview import Figures, current_figures
 
 # Fine steps around the 250 ms objective for "event -> stale mark committed".
@@ -222,6 +221,12 @@ class Metrics:
         self.parked = Gauge(
             "wb_parked_comments", "Comments waiting for a request mapping", registry=r
         )
+        self.parked_age = Gauge(
+            "wb_parked_oldest_age_seconds",
+            "Age of the oldest comment waiting for a request mapping (0: none); past "
+            "WB_PARKED_RETENTION it is dead-lettered (unmapped)",
+            registry=r,
+        )
 
     def count_retry(self, stream: InputStream) -> None:
         """One retry of a batch of ``stream`` because the database failed (called by the
@@ -274,7 +279,9 @@ class Metrics:
         oldest = figures.oldest_stale_at
         self.oldest_stale.set((now - oldest).total_seconds() if oldest else 0)
         self.backlog.set(await outbox.backlog(session))
-        self.parked.set(await signal.parked_count(session))
+        held = await parking.parked(session)
+        self.parked.set(held.count)
+        self.parked_age.set(max((now - held.oldest).total_seconds(), 0) if held.oldest else 0)
         return figures
 
     def exposition(self) -> bytes:

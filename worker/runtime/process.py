@@ -17,11 +17,12 @@ from typing import TypeVar
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from worker.domain.batch import BatchResult, RawMessage
+from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.decoder import RejectReason
 from worker.domain.values import utcnow
 from worker.domain.wire import InputStream
 from worker.runtime.metrics import Metrics
-from worker.services import outbox, overview, scheduler
+from worker.services import outbox, overview, parking, scheduler
 from worker.services.outbox import OutboxMessage
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
@@ -39,9 +40,11 @@ from worker.storage.models import ProcessedEventRow
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
+PublishLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 T = TypeVar("T")
 RELAY_BATCH = 500
 RELAY_MAX_BACKOFF_S = 5.0
+PARKED_CHUNK = 500  # dead letters per transaction (one produce call)
 
 
 @dataclass
@@ -119,37 +122,73 @@ class Runtime:
 
     async def relay_once(self, publish: Publish) -> int:
         """Publish one chunk of the outbox; its rows' deletion commits only after the broker
-        acked (a failed publish rolls it back: at least once).
+        acked (a failed publish rolls it back: at least once)."""
+        messages = await self._take_and_publish(
+            "relay", lambda session: outbox.take(session, RELAY_BATCH), publish
+        )
+        self.metrics.regen_published.inc(len(messages))
+        return len(messages)
+
+    async def expire_parked(self, publish: PublishLetters) -> int:
+        """Dead-letter the comments parked longer than ``WB_PARKED_RETENTION`` (their
+        request was never mapped), a chunk per transaction, each committed only after its
+        letters were acknowledged; returns how many went. Leader only, after the sweep."""
+        cutoff = utcnow() - self.settings.parked_retention
+        topic = self.settings.topic_comments
+        total = 0
+        while True:
+            letters = await self.retry_transient(
+                "expire parked",
+                lambda: self._take_and_publish(
+                    "expire parked",
+                    lambda s: parking.take_expired(s, cutoff, PARKED_CHUNK, topic),
+                    publish,
+                ),
+            )
+            if not letters:
+                return total
+            total += len(letters)
+            stream = InputStream.COMMENTS.value
+            self.metrics.dead_letters.labels(stream, RejectReason.UNMAPPED.value).inc(len(letters))
+            self.unsaved_dead_letters[(stream, RejectReason.UNMAPPED.value)] += len(letters)
+
+    async def _take_and_publish(
+        self,
+        what: str,
+        take: Callable[[AsyncSession], Awaitable[list[T]]],
+        publish: Callable[[Sequence[T]], Awaitable[None]],
+    ) -> list[T]:
+        """Take rows out in a transaction, publish them, and commit only after the broker
+        acked; returns what went (none when the publish timed out: rolled back).
 
         The publish is bounded (``WB_RELAY_PUBLISH_TIMEOUT``): with the broker away, the
         transaction and the rows it locked are released after at most that long instead of
-        staying open for the whole outage, and the relay backs off outside any transaction.
+        staying open for the whole outage, and this backs off outside any transaction.
         A publish cut short may still reach the broker: a duplicate, which consumers drop by
         ``event_id``."""
         bound = self.settings.relay_publish_timeout.total_seconds()
         try:
             async with self.sessions.begin() as session:
-                messages = await outbox.take(session, RELAY_BATCH)
-                if messages:
+                taken = await take(session)
+                if taken:
                     try:
                         async with asyncio.timeout(bound):
-                            await publish(messages)
+                            await publish(taken)
                     except TimeoutError:
-                        raise _PublishTimedOut(len(messages)) from None
+                        raise _PublishTimedOut(len(taken)) from None
         except _PublishTimedOut as exc:
             self.relay_backoff = min(max(self.relay_backoff * 2, 0.2), RELAY_MAX_BACKOFF_S)
             log.warning(
-                "relay: publishing %d messages took longer than %.1fs; rolled back, "
-                "retrying in %.1fs",
+                "%s: publishing %d messages took longer than %.1fs; rolled back, retrying in %.1fs",
+                what,
                 exc.count,
                 bound,
                 self.relay_backoff,
             )
             await asyncio.sleep(self.relay_backoff)
-            return 0
+            return []
         self.relay_backoff = 0.0
-        self.metrics.regen_published.inc(len(messages))
-        return len(messages)
+        return taken
 
     async def schedule_once(self) -> int:
         """One scheduler step: publish (to the outbox) the due queued requests the shared

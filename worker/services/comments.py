@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.domain.batch import BatchResult
+from worker.domain.batch import BatchResult, RawMessage
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.domain.wire import Comment, CommentEvent, InputStream
@@ -64,15 +64,18 @@ def apply_comment(
     return STALE_OUTCOMES[outcome]
 
 
-async def resolve_or_park(session: AsyncSession, event: CommentEvent, now: datetime) -> int | None:
-    """The comment's user from the request map, or park the comment (None)."""
+async def resolve_or_park(
+    session: AsyncSession, source: RawMessage, event: CommentEvent, now: datetime
+) -> int | None:
+    """The comment's user from the request map, or park the comment (None) with where it
+    came from (``source``)."""
     resolved = await signal.resolve_users(session, {event.request_id})
     if event.request_id not in resolved:
         await signal.lock_request(session, event.request_id)
         resolved = await signal.resolve_users(session, {event.request_id})
     if event.request_id in resolved:
         return resolved[event.request_id]
-    signal.park(session, event, now)
+    signal.park(session, source, event, now)
     await session.flush()  # the parked row must exist before the lock is released
     return None
 
@@ -206,25 +209,26 @@ async def resolve_batch(session: AsyncSession, request_ids: set[str]) -> dict[st
 
 async def apply_comment_batch(
     session: AsyncSession,
-    events: list[CommentEvent],
+    events: list[tuple[RawMessage, CommentEvent]],
     now: datetime,
     result: BatchResult,
     record: Callable[[dict[str, list[str]]], Write | None],
     policy: RegenPolicy,
 ) -> dict[str, list[str]]:
-    """Apply already-claimed comments in order under ``policy``; returns event ids by
-    outcome.
+    """Apply already-claimed comments (with the messages they came from: a parked one keeps
+    its source) in order under ``policy``; returns event ids by outcome.
 
     The batch's writes (changed rows, its outbox row, Signal activity, and what ``record``
     makes of the outcomes) go to the database as one statement."""
     outcomes: dict[str, list[str]] = {}
-    resolved = await resolve_batch(session, {e.request_id for e in events if e.user_id is None})
+    unknown = {e.request_id for _, e in events if e.user_id is None}
+    resolved = await resolve_batch(session, unknown)
     targets: list[tuple[CommentEvent, int]] = []
-    parked: list[CommentEvent] = []
-    for event in events:
+    parked: list[tuple[RawMessage, CommentEvent]] = []
+    for source, event in events:
         user_id = event.user_id or resolved.get(event.request_id)
         if user_id is None:
-            parked.append(event)
+            parked.append((source, event))
             outcomes.setdefault("parked", []).append(event.event_id)
             continue
         targets.append((event, user_id))

@@ -190,7 +190,7 @@ class Pipeline:
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
                 try:
-                    outcome = await self._apply_one(tx, event)
+                    outcome = await self._apply_one(tx, message, event)
                 except Rejected as exc:  # refused before any write
                     result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
                     result.count(stream, "dead_lettered")
@@ -212,7 +212,7 @@ class Pipeline:
     ) -> None:
         """PostgreSQL: the batch in a fixed number of statements whatever its size."""
         if stream is InputStream.COMMENTS:
-            comments = [e for _, e in fresh if isinstance(e, CommentEvent)]
+            comments = [(m, e) for m, e in fresh if isinstance(e, CommentEvent)]
             await apply_comment_batch(
                 session,
                 comments,
@@ -236,19 +236,17 @@ class Pipeline:
                 self.policy,
             )
 
-    async def _apply_one(self, tx: _Tx, event: InputEvent) -> str:
+    async def _apply_one(self, tx: _Tx, message: RawMessage, event: InputEvent) -> str:
         if isinstance(event, CommentEvent):
-            return await self._comment(tx, event)
+            user_id = event.user_id
+            if user_id is None:
+                user_id = await resolve_or_park(tx.session, message, event, tx.now)
+            return "parked" if user_id is None else await self._comment(tx, event, user_id)
         if isinstance(event, RequestEvent):
             return await self._request(tx, event)
         return await self._generated(tx, event)
 
-    async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int | None = None) -> str:
-        user_id = user_id or event.user_id
-        if user_id is None:
-            user_id = await resolve_or_park(tx.session, event, tx.now)
-            if user_id is None:
-                return "parked"
+    async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int) -> str:
         tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)

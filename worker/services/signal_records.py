@@ -11,10 +11,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal_column, select, text, update
+from sqlalchemy import case, delete, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.domain.batch import RawMessage
 from worker.domain.wire import Comment, CommentEvent, RequestEvent
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.dedup import advisory_lock
@@ -78,13 +79,19 @@ async def save_mapping(session: AsyncSession, event: RequestEvent, now: datetime
     await session.execute(stmt)
 
 
-def park(session: AsyncSession, event: CommentEvent, now: datetime) -> None:
+def park(session: AsyncSession, source: RawMessage, event: CommentEvent, now: datetime) -> None:
+    """Park ``event`` with where it came from (``source``: its dead letter's key and
+    headers, should its request never be mapped)."""
     session.add(
         ParkedCommentRow(
             event_id=event.event_id,
             request_id=event.request_id,
             payload=event.model_dump(mode="json"),
             parked_at=now,
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            source_key=source.key,
         )
     )
 
@@ -213,10 +220,6 @@ def _activity_upsert(insert: Any, from_arrays: bool) -> Any:
     )
 
 
-async def parked_count(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(ParkedCommentRow)) or 0)
-
-
 # PostgreSQL, set-based: the advisory locks of ``lock_request`` for many request ids, in one
 # order (concurrent batches never deadlock on them). A mapping batch takes them in its claim
 # (``dedup.claim(lock=...)``), a comment batch before it parks (``comments.resolve_batch``).
@@ -264,26 +267,38 @@ def mapping_params(
     }
 
 
-PARK_COLUMNS = {"event_id": "text", "request_id": "text", "payload": "jsonb"}
+PARK_COLUMNS = {
+    "event_id": "text",
+    "request_id": "text",
+    "payload": "jsonb",
+    "source_topic": "text",
+    "source_partition": "integer",
+    "source_offset": "bigint",
+    "source_key": "bytea",
+}
 PARK = (
-    "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
-    "SELECT v.event_id, v.request_id, v.payload, CAST(:k_now AS timestamptz) "
-    f"FROM {unnest_rows(PARK_COLUMNS, 'k_')}"
+    f"INSERT INTO parked_comments ({', '.join(PARK_COLUMNS)}, parked_at) "
+    f"SELECT v.*, CAST(:k_now AS timestamptz) FROM {unnest_rows(PARK_COLUMNS, 'k_')}"
 )
 
 
-def park_write(events: list[CommentEvent], now: datetime) -> Write | None:
-    """PostgreSQL: ``park`` for a batch's comments as one ``Write`` (under the locks of
-    ``LOCK_REQUESTS``, held until the commit)."""
-    if not events:
+def park_write(parked: list[tuple[RawMessage, CommentEvent]], now: datetime) -> Write | None:
+    """PostgreSQL: ``park`` for a batch's comments (with their sources) as one ``Write``
+    (under the locks of ``LOCK_REQUESTS``, held until the commit)."""
+    if not parked:
         return None
-    payloads = [event.model_dump_json() for event in events]
+    events = [event for _, event in parked]
+    sources = [source for source, _ in parked]
     return Write(
         PARK,
         {
             "k_now": now,
             "k_event_id": literal("text", [e.event_id for e in events]),
             "k_request_id": literal("text", [e.request_id for e in events]),
-            "k_payload": literal("text", payloads),
+            "k_payload": literal("text", [e.model_dump_json() for e in events]),
+            "k_source_topic": literal("text", [s.topic for s in sources]),
+            "k_source_partition": literal("integer", [s.partition for s in sources]),
+            "k_source_offset": literal("bigint", [s.offset for s in sources]),
+            "k_source_key": literal("bytea", [s.key for s in sources]),
         },
     )

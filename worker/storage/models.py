@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -238,14 +239,21 @@ class SignalRequestRow(Base):
 
 
 class ParkedCommentRow(Base):
-    """Comments whose request is not mapped yet; applied when the mapping arrives."""
+    """Comments whose request is not mapped yet; applied when the mapping arrives, or
+    dead-lettered past ``WB_PARKED_RETENTION`` (``services.parking``): where the message
+    came from is kept for that dead letter (its key, so that a replay lands on the
+    partition of its key's other events). NULL in rows parked before revision 0010."""
 
     __tablename__ = "parked_comments"
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(200), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
-    parked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    parked_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    source_topic: Mapped[str | None] = mapped_column(String(255))
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+    source_key: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class SignalActivityRow(Base):

@@ -51,10 +51,16 @@ def _boolean(value: bool) -> str:
     return "t" if value else "f"
 
 
+def _bytea(value: bytes) -> str:
+    """PostgreSQL's hex input form (``\\x...``), quoted as text is."""
+    return _text("\\x" + value.hex())
+
+
 _ENCODERS: dict[str, Callable[[Any], str]] = {
     "bigint": str,
     "integer": str,
     "boolean": _boolean,
+    "bytea": _bytea,
     "double precision": repr,
     "text": _text,
     "timestamptz": _timestamp,
