@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 try:
     from worker.domain.batch import RawMessage
-    from worker.domain.messages import InputStream
+    from worker.domain.wire import InputStream
     from worker.services.pipeline import Pipeline
     from worker.storage import migrate
     from worker.storage.database import create_engine, session_factory

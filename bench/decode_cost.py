@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bench.harness import Row, ok
 from tests.helpers import hostile
-from worker.domain.messages import InputStream, Rejected, decode
+from worker.domain.decoder import Rejected, decode
+from worker.domain.wire import InputStream
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -65,6 +67,19 @@ def worst_case(runs: int = 5) -> tuple[Cost, int]:
     """The message that costs most per KiB to decode, and how many were measured."""
     measured = costs(runs=runs)
     return max(measured, key=lambda c: c.decode_us_per_kib), len(measured)
+
+
+def decode_row() -> Row:
+    """Worst-case decode cost per KiB over the hostile messages (``worst_case``)."""
+    worst, count = worst_case()
+    return (
+        f"decode, worst of {count} hostile messages ({worst.name})",
+        f"{worst.decode_us_per_kib:.0f} us/KiB",
+        f"{worst.json_loads_us_per_kib:.0f} us/KiB (json.loads)",
+        "linear (<= 3x json.loads)",
+        f"{worst.decode_us_per_kib / worst.json_loads_us_per_kib:.1f}x "
+        f"{ok(worst.decode_us_per_kib <= 3 * worst.json_loads_us_per_kib)}",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

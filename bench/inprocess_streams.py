@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers.postgres import without_tls_on_loopback
 from worker.domain.batch import RawMessage
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.services.pipeline import Pipeline
 from worker.storage import migrate
 from worker.storage.database import create_engine, session_factory

@@ -5,27 +5,15 @@ the same run: the no-op Faust agent on the same topics and events."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
+from bench.harness import NOW, Bench, Message, Row, ok, run_child
 from tests.helpers.live import WorkerProcess
-
-if TYPE_CHECKING:
-    from bench.__main__ import Bench
-
-Row = tuple[str, str, str, str, str]
-Message = tuple[str, str, dict[str, Any]]  # topic, key, value
-
-
-def ok(flag: bool) -> str:
-    return "yes" if flag else "NO"
 
 
 def cpu_row(ours_us: float, noop_us: float) -> Row:
@@ -56,30 +44,7 @@ def rate_row(label: str, ours: float, noop: float, target: float) -> Row:
     )
 
 
-async def produce(b: Bench, messages: Iterable[Message]) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=b.broker.address, linger_ms=20, max_batch_size=256 * 1024, acks=1
-    )
-    await producer.start()
-    sent = 0
-    try:
-        pending = []
-        for topic, key, value in messages:
-            pending.append(producer.send(topic, json.dumps(value).encode(), key=key.encode()))
-            sent += 1
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent
-
-
 def result_doc(eid: str, user: int, **extra: Any) -> dict[str, Any]:
-    from bench.__main__ import NOW
-
     return {
         "event_id": eid,
         "user_id": user,
@@ -95,8 +60,6 @@ def result_doc(eid: str, user: int, **extra: Any) -> dict[str, Any]:
 
 
 def comment_doc(eid: str, user: int | None, req: str) -> dict[str, Any]:
-    from bench.__main__ import NOW
-
     doc: dict[str, Any] = {
         "event_id": eid,
         "type": "comment.created",
@@ -110,8 +73,6 @@ def comment_doc(eid: str, user: int | None, req: str) -> dict[str, Any]:
 
 
 def mapping_doc(eid: str, req: str, user: int) -> dict[str, Any]:
-    from bench.__main__ import NOW
-
     at = (NOW - timedelta(hours=2)).isoformat()
     return {"event_id": eid, "request_id": req, "user_id": user, "occurred_at": at}
 
@@ -129,8 +90,6 @@ async def pend_requests(b: Bench, users: int) -> None:
 
 async def park(b: Bench, count: int) -> None:
     """``count`` parked comments, one per request ``q1``..``q<count>``."""
-    from bench.__main__ import NOW
-
     await b.sql(
         "INSERT INTO parked_comments (event_id, request_id, payload, parked_at) "
         "SELECT 'pk-' || g, 'q' || g, jsonb_build_object('event_id', 'pk-' || g, "
@@ -205,8 +164,7 @@ async def results_part(b: Bench, n: int) -> tuple[list[Row], float]:
     await b.vacuum()
     topic = "bench.results"
     await b.create_topic(topic)
-    await produce(
-        b,
+    await b.produce(
         (
             (topic, str(u), result_doc(f"g{u}", u, generation=1, regen_request_id=f"pend-{u}"))
             if u <= half
@@ -234,7 +192,7 @@ async def mappings_part(b: Bench, n: int) -> tuple[list[Row], float]:
     await b.vacuum()
     topic = "bench.mappings"
     await b.create_topic(topic)
-    await produce(b, ((topic, f"q{i}", mapping_doc(f"m{i}", f"q{i}", i)) for i in range(1, n + 1)))
+    await b.produce((topic, f"q{i}", mapping_doc(f"m{i}", f"q{i}", i)) for i in range(1, n + 1))
     noop = b.noop_faust(topic, n)
     worker = Worker(b, {"WB_TOPIC_REQUESTS": topic}).start()
     try:
@@ -298,7 +256,7 @@ async def mixed_part(b: Bench, n: int, users: int) -> tuple[list[Row], float, Co
     for topic in topics.values():
         await b.create_topic(topic)
     messages, unique = mixed_messages(n, users, topics)
-    await produce(b, messages)
+    await b.produce(messages)
     noop = b.noop_faust(",".join(topics.values()), len(messages))
     worker = Worker(
         b,
@@ -330,8 +288,6 @@ def _pending(rows: Iterable[Any]) -> Iterator[Message]:
 async def roundtrip_part(b: Bench, expiries: int) -> tuple[list[Row], float]:
     """``expiries`` rows expire; the sweep asks for them, their results come back: the
     time from the sweep's start until every row is fresh again (worker already running)."""
-    from bench.__main__ import run_child
-
     await b.seed_highlights(expiries, expired_share=1.0)
     await b.vacuum()
     await b.create_topic("bench.roundtrip")
@@ -348,7 +304,7 @@ async def roundtrip_part(b: Bench, expiries: int) -> tuple[list[Row], float]:
             "SELECT user_id, regen_request_id, regen_generation FROM user_profile_highlights "
             "WHERE is_stale ORDER BY user_id"
         )
-        await produce(b, _pending(pending.all()))
+        await b.produce(_pending(pending.all()))
         await worker.until(
             "SELECT count(*) FROM user_profile_highlights WHERE NOT is_stale", expiries
         )

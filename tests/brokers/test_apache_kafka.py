@@ -20,7 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
-from tests.helpers.kafka import KafkaCluster, KafkaUnavailable, classpath, make_ca
+from tests.helpers.kafka import KafkaCluster
+from tests.helpers.kafka_nodes import KafkaUnavailable, classpath
+from tests.helpers.kafka_tls import make_ca
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

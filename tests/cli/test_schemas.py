@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from worker.cli import schemas as contracts
-from worker.domain.messages import InputStream, RegenRequestEvent, Rejected, decode
+from worker.domain.decoder import Rejected, decode
+from worker.domain.wire import InputStream, RegenRequestEvent
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ def test_bench_imports_and_shows_its_parts() -> None:
 def test_the_decode_line_measures_the_hostile_corpus_against_json_loads() -> None:
     """Its figures are the benchmark's to judge (timing is no unit test's business): here
     only that the line is made from the corpus and its reference."""
-    from bench.__main__ import decode_row
+    from bench.decode_cost import decode_row
 
     name, measured, reference, target, verdict = decode_row()
     assert "hostile messages" in name and "us/KiB" in measured and "json.loads" in reference

@@ -30,8 +30,9 @@ import pydantic  # noqa: F401
 import sqlalchemy  # noqa: F401
 
 with atheris.instrument_imports(include=["worker"]):
-    from worker.domain.messages import MODELS, InputStream, Rejected, RejectReason, decode
+    from worker.domain.decoder import Rejected, RejectReason, decode
     from worker.domain.values import EARLIEST, MAX_FUTURE_SKEW
+    from worker.domain.wire import MODELS, InputStream
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 STREAMS = list(InputStream)  # comments, requests, generated: seed byte 0, 1, 2

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.kafka import KafkaCluster, KafkaUnavailable
+from tests.helpers.kafka import KafkaCluster
+from tests.helpers.kafka_nodes import KafkaUnavailable
 from worker.kafka.embedded import EmbeddedBroker
 
 BROKER_KINDS = ("tansu", "kafka")

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0
 from worker.domain.batch import RawMessage
-from worker.domain.messages import InputStream
 from worker.domain.values import GeneratedHighlight
+from worker.domain.wire import InputStream
 from worker.services import outbox
 from worker.services.outbox import OutboxMessage
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.domain.messages import MAX_MESSAGE_BYTES, InputStream
+from worker.domain.decoder import MAX_MESSAGE_BYTES
+from worker.domain.wire import InputStream
 
 C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
 STREAM_BYTE = {C: b"\x00", R: b"\x01", G: b"\x02"}  # the fuzzer's first byte picks the stream
@@ -21,7 +22,7 @@ BUDGET = MAX_MESSAGE_BYTES - 64  # room for the envelope around a filler
 CORPUS = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "decoders"
 
 
-def comment(**fields: Any) -> dict[str, Any]:
+def _comment(**fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": "e-1",
         "type": "comment.created",
@@ -34,7 +35,7 @@ def comment(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-def request(**fields: Any) -> dict[str, Any]:
+def _request(**fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": "m-1",
         "request_id": "r-1",
@@ -45,7 +46,7 @@ def request(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-def generated(**fields: Any) -> dict[str, Any]:
+def _generated(**fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": "g-1",
         "user_id": 42,
@@ -62,7 +63,9 @@ def generated(**fields: Any) -> dict[str, Any]:
     return doc
 
 
-DOCS: dict[InputStream, Callable[..., dict[str, Any]]] = {C: comment, R: request, G: generated}
+# The valid message of each stream that every hostile variant starts from (its bytes are
+# in the fuzz corpus); documents for other tests come from ``tests.helpers.factories``.
+DOCS: dict[InputStream, Callable[..., dict[str, Any]]] = {C: _comment, R: _request, G: _generated}
 TIMESTAMP_FIELDS = {C: ["occurred_at"], R: ["occurred_at"], G: ["generated_at", "stale_after"]}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.live import Kafka, WorkerProcess, eventually
 from worker.domain.batch import DeadLetter, RawMessage
-from worker.domain.messages import RejectReason
+from worker.domain.decoder import RejectReason
 from worker.kafka import dead_letters as dlq
 from worker.kafka.dead_letters import dead_letter_record
 from worker.kafka.publisher import PARTITIONER

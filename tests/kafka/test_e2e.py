@@ -27,12 +27,6 @@ REGEN = "profile.highlights.regen-requests"
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def comment(
-    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "req-x"
-) -> dict[str, Any]:
-    return comment_doc(eid, user, at, kind, req)
-
-
 async def processed(
     sessions: async_sessionmaker[AsyncSession], stream: str, event_id: str
 ) -> str | None:
@@ -64,9 +58,11 @@ async def test_new_comment_marks_stale_and_publishes_one_request(
 ) -> None:
     user = 1001
     await live_store.upsert_auto(result(user, generated_at=NOW - timedelta(hours=1)), "snap-1")
-    await kafka.send(COMMENTS, comment("e1001-a", user, NOW - timedelta(minutes=5)), key=str(user))
     await kafka.send(
-        COMMENTS, comment("e1001-b", user, NOW - timedelta(minutes=4), "edited"), key=str(user)
+        COMMENTS, comment_doc("e1001-a", user, NOW - timedelta(minutes=5)), key=str(user)
+    )
+    await kafka.send(
+        COMMENTS, comment_doc("e1001-b", user, NOW - timedelta(minutes=4), "edited"), key=str(user)
     )
     reqs = await eventually(lambda: requests_for(kafka, user), what="regen request")
     await eventually(lambda: processed(live_sessions, "comments", "e1001-b"), what="second event")
@@ -88,7 +84,9 @@ async def test_comment_already_included_changes_nothing(
 ) -> None:
     user = 1002
     await live_store.upsert_auto(result(user, generated_at=NOW - timedelta(minutes=1)), "snap-1")
-    await kafka.send(COMMENTS, comment("e1002", user, NOW - timedelta(minutes=2)), key=str(user))
+    await kafka.send(
+        COMMENTS, comment_doc("e1002", user, NOW - timedelta(minutes=2)), key=str(user)
+    )
     outcome = await eventually(lambda: processed(live_sessions, "comments", "e1002"), what="event")
     assert outcome == "already_included"
     row = await live_store.get(user)
@@ -101,7 +99,9 @@ async def test_result_round_trip_freshens_the_row(
     live_store: HighlightStore,
 ) -> None:
     user = 1003
-    await kafka.send(COMMENTS, comment("e1003", user, NOW - timedelta(minutes=2)), key=str(user))
+    await kafka.send(
+        COMMENTS, comment_doc("e1003", user, NOW - timedelta(minutes=2)), key=str(user)
+    )
     [req] = await eventually(lambda: requests_for(kafka, user), what="missing request")
     assert req["reason"] == "missing" and req["snapshot_hash"] is None
     await kafka.send(
@@ -138,7 +138,9 @@ async def test_override_lock_suppresses_requests_until_cleared(
     user = 1004
     await live_store.upsert_auto(result(user, generated_at=NOW - timedelta(hours=1)), "s")
     await live_store.set_manual_override(user, "Curated", actor="ops")
-    await kafka.send(COMMENTS, comment("e1004", user, NOW - timedelta(minutes=1)), key=str(user))
+    await kafka.send(
+        COMMENTS, comment_doc("e1004", user, NOW - timedelta(minutes=1)), key=str(user)
+    )
     assert (
         await eventually(lambda: processed(live_sessions, "comments", "e1004")) == "override_locked"
     )
@@ -157,7 +159,9 @@ async def test_unmapped_comment_is_parked_until_its_request_is_mapped(
 ) -> None:
     user = 1005
     await live_store.upsert_auto(result(user, generated_at=NOW - timedelta(hours=1)), "s")
-    await kafka.send(COMMENTS, comment("e1005", None, NOW - timedelta(minutes=1), req="req-1005"))
+    await kafka.send(
+        COMMENTS, comment_doc("e1005", None, NOW - timedelta(minutes=1), req="req-1005")
+    )
     assert await eventually(lambda: processed(live_sessions, "comments", "e1005")) == "parked"
     assert (await live_store.get(user)).is_stale is False  # type: ignore[union-attr]
     await kafka.send(
@@ -181,10 +185,12 @@ async def test_redelivered_events_change_nothing(
 ) -> None:
     user = 1006
     await live_store.upsert_auto(result(user, generated_at=NOW - timedelta(hours=1)), "s")
-    event = comment("e1006", user, NOW - timedelta(minutes=1))
+    event = comment_doc("e1006", user, NOW - timedelta(minutes=1))
     for _ in range(3):
         await kafka.send(COMMENTS, event, key=str(user))
-    await kafka.send(COMMENTS, comment("e1006-last", user, NOW - timedelta(hours=2)), key=str(user))
+    await kafka.send(
+        COMMENTS, comment_doc("e1006-last", user, NOW - timedelta(hours=2)), key=str(user)
+    )
     await eventually(lambda: processed(live_sessions, "comments", "e1006-last"), what="marker")
     assert len(await requests_for(kafka, user)) == 1
     row = await live_store.get(user)
@@ -234,7 +240,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
 ) -> None:
     for raw, _ in BAD_COMMENTS:
         await kafka.send(COMMENTS, raw)
-    await kafka.send(COMMENTS, comment("e1007-after-bad", 1007, NOW - timedelta(minutes=1)))
+    await kafka.send(COMMENTS, comment_doc("e1007-after-bad", 1007, NOW - timedelta(minutes=1)))
     await eventually(
         lambda: processed(live_sessions, "comments", "e1007-after-bad"),
         what="good event after bad ones",
@@ -311,7 +317,7 @@ async def test_dlq_replay_sends_dead_letters_back_once(
 
     from tests.helpers.cli import wb
 
-    fixed = json.dumps(comment("e1009-replayed", 1009, NOW - timedelta(minutes=1))).encode()
+    fixed = json.dumps(comment_doc("e1009-replayed", 1009, NOW - timedelta(minutes=1))).encode()
     headers = [
         ("error", b"internal_error"),
         ("reason", b"bug 123"),
@@ -369,7 +375,7 @@ async def test_readme_walkthrough_with_wb_topic(worker: WorkerProcess, kafka: Ka
     from tests.helpers.cli import wb
 
     env = {"WB_KAFKA_BROKER": kafka.bootstrap}
-    line = json.dumps(comment("readme-1", 4242, NOW - timedelta(minutes=1)))
+    line = json.dumps(comment_doc("readme-1", 4242, NOW - timedelta(minutes=1)))
     sent = await asyncio.to_thread(
         wb, "topic", "produce", COMMENTS, "--key", "4242", env=env, stdin=line + "\n"
     )

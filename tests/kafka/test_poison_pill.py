@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers import hostile
 from tests.helpers.factories import comment_doc
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
-from worker.domain.messages import InputStream, Rejected, RejectReason, decode
+from worker.domain.decoder import Rejected, RejectReason, decode
+from worker.domain.wire import InputStream
 from worker.storage.models import ProcessedEventRow
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]

@@ -76,6 +76,35 @@ async def published(kafka: Kafka, users: range) -> list[tuple[float, dict[str, A
     return sorted(((t, p) for t, p in found if p["user_id"] in users), key=lambda tp: tp[0])
 
 
+# After the settled request, a quiet window: nothing queued for the user, nothing left in
+# the outbox, and the schedulers still stepping (each step writes the budget row's
+# ``refilled_at``) for this long after the request went out, without another.
+QUIET_S = 3.0
+LEFT = (
+    "SELECT (SELECT count(*) FROM user_profile_highlights WHERE regen_queued_at IS NOT NULL "
+    "AND user_id = :id) + (SELECT count(*) FROM outbox)"
+)
+LAST_STEP = "SELECT refilled_at FROM regen_budget WHERE id = 1"
+
+
+async def quiet_after(sessions: async_sessionmaker[AsyncSession], user: int, until: float) -> None:
+    """Until nothing for ``user`` is queued or unpublished and a scheduler step ran at or
+    after ``until`` (epoch seconds): the time is the window's, the steps bound it (a worker
+    that stalled would not make it pass)."""
+
+    async def nothing_left() -> bool:
+        async with sessions() as session:
+            return await session.scalar(text(LEFT), {"id": user}) == 0
+
+    async def stepped() -> bool:
+        async with sessions() as session:
+            last: datetime | None = await session.scalar(text(LAST_STEP))
+        return last is not None and last.timestamp() >= until
+
+    await eventually(nothing_left, timeout=30, what="the queue and the outbox to empty")
+    await eventually(stepped, timeout=max(until - time.time(), 0) + 30, what="scheduler steps")
+
+
 @pytest.fixture
 async def settle_worker(spawn: Callable[..., WorkerProcess]) -> AsyncIterator[WorkerProcess]:
     env = {
@@ -90,7 +119,10 @@ async def settle_worker(spawn: Callable[..., WorkerProcess]) -> AsyncIterator[Wo
 
 
 async def test_a_burst_of_comments_gives_one_request_after_it_settles(
-    settle_worker: WorkerProcess, kafka: Kafka, live_store: HighlightStore
+    settle_worker: WorkerProcess,
+    kafka: Kafka,
+    live_store: HighlightStore,
+    live_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     user = 7001
     await seed(live_store, range(user, user + 1))
@@ -106,7 +138,7 @@ async def test_a_burst_of_comments_gives_one_request_after_it_settles(
         return await published(kafka, range(user, user + 1))
 
     (at, request), *_ = await eventually(one, timeout=30, what="the settled request")
-    await asyncio.sleep(3)  # nothing else may follow
+    await quiet_after(live_sessions, user, at + QUIET_S)  # nothing else may follow
     assert len(await one()) == 1
     assert at >= last_sent + 2 - 0.05, f"published {at - last_sent:.2f}s after the last"
     assert request["priority"] == 2 and request["generation"] == 30

@@ -16,7 +16,8 @@ import pytest
 from tests.helpers.brokers import kafka_or_skip
 from tests.helpers.cli import wb
 from tests.helpers.factories import comment_doc
-from tests.helpers.kafka import KafkaCluster, make_ca
+from tests.helpers.kafka import KafkaCluster
+from tests.helpers.kafka_tls import make_ca
 from tests.helpers.live import WorkerProcess, eventually, http_get
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

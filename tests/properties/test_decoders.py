@@ -11,15 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import hostile
-from worker.domain.messages import (
-    MAX_JSON_DEPTH,
-    MODELS,
-    InputStream,
-    Rejected,
-    RejectReason,
-    decode,
-)
+from worker.domain.decoder import MAX_JSON_DEPTH, Rejected, RejectReason, decode
 from worker.domain.values import MAX_FUTURE_SKEW
+from worker.domain.wire import MODELS, InputStream
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 streams = st.sampled_from(list(InputStream))

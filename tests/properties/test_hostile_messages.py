@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers import hostile
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import generated, raw, result
-from worker.domain import messages as events
-from worker.domain.messages import MODELS, InputStream, Rejected, RejectReason, decode
+from worker.domain import decoder, wire
+from worker.domain.decoder import Rejected, RejectReason, decode
+from worker.domain.wire import MODELS, InputStream
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 
@@ -27,7 +28,7 @@ C, R, G = InputStream.COMMENTS, InputStream.REQUESTS, InputStream.GENERATED
 HOSTILE = list(hostile.messages())
 
 
-def outcome(stream: InputStream, message: bytes, now: datetime = NOW) -> events.InputEvent | str:
+def outcome(stream: InputStream, message: bytes, now: datetime = NOW) -> wire.InputEvent | str:
     """The decoded event, or the reason it was refused; anything else raised fails."""
     try:
         return decode(stream, message, now)
@@ -91,10 +92,10 @@ def test_whatever_raises_inside_the_decoder_becomes_a_rejected(
         raise exc
 
     if stage == "json":
-        monkeypatch.setattr(events, "_DECODER", type("D", (), {"decode": staticmethod(boom)})())
+        monkeypatch.setattr(decoder, "_DECODER", type("D", (), {"decode": staticmethod(boom)})())
     else:
         monkeypatch.setitem(MODELS, C, type("M", (), {"model_validate": staticmethod(boom)}))
-    got = outcome(C, json.dumps(hostile.comment()).encode())
+    got = outcome(C, json.dumps(hostile.DOCS[C]()).encode())
     assert got in {r.value for r in RejectReason}
 
 
@@ -107,8 +108,8 @@ def test_non_finite_numbers_are_refused(stream: InputStream, number: str) -> Non
 
 def test_finite_numbers_in_unknown_fields_are_ignored() -> None:
     for number in ["1e-999", "1.5", "-0.0", "1e308", "9" * 4300]:
-        message = hostile._with_raw(hostile.comment(), "extra", number.encode())
-        assert isinstance(outcome(C, message), events.CommentEvent), number
+        message = hostile._with_raw(hostile.DOCS[C](), "extra", number.encode())
+        assert isinstance(outcome(C, message), wire.CommentEvent), number
 
 
 # Decoding cost is the benchmark's: `python -m bench --only decode` (bench/decode_cost.py).
@@ -208,8 +209,8 @@ async def test_offsets_postgresql_cannot_hold_are_applied_in_one_batch(
     await store.upsert_auto(result(1), "snap-a")
     await store.upsert_auto(result(2), "snap-a")
     at = "2026-01-02T12:01:00+23:59"  # T0 + 2 minutes
-    doc = hostile.comment(occurred_at=at, user_id=1, event_id="c-east")
-    west = hostile.comment(occurred_at="2026-01-01T12:03:00-00:00", user_id=2, event_id="c-2")
+    doc = hostile.DOCS[C](occurred_at=at, user_id=1, event_id="c-east")
+    west = hostile.DOCS[C](occurred_at="2026-01-01T12:03:00-00:00", user_id=2, event_id="c-2")
     res = await pipeline.process(C, [raw(doc), raw(west)])
     assert res.dead_letters == []
     assert res.outcomes == {("comments", "stale_marked"): 2}

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.factories import comment_doc, later, result
 from worker.domain.batch import RawMessage
-from worker.domain.messages import InputStream, RejectReason
+from worker.domain.decoder import RejectReason
+from worker.domain.wire import InputStream
 from worker.runtime.metrics import Metrics
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore

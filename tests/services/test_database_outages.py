@@ -25,7 +25,7 @@ from tests.helpers.database import Database
 from tests.helpers.factories import batch, result
 from tests.helpers.live import eventually
 from worker.domain.batch import BatchResult
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.runtime.process import Runtime
 from worker.settings import Settings
 from worker.storage import migrate
@@ -50,13 +50,22 @@ async def processed(rt: Runtime) -> int:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEventRow)) or 0)
 
 
+def retries(rt: Runtime, stream: InputStream) -> float:
+    """The batch retries of ``stream`` counted so far (the metric counts them as they
+    happen; the batch's own ``retries`` only appear once it returns)."""
+    labels = {"stream": stream.value}
+    return rt.metrics.registry.get_sample_value("wb_db_retries_total", labels) or 0.0
+
+
 async def waits_for_the_database(
     rt: Runtime,
     task: asyncio.Task[Any],
     answers: bool = True,
     count: Callable[[Runtime], Awaitable[int]] = processed,
+    more_retries: int = 3,
 ) -> None:
-    """The batch hit an outage, keeps waiting, nothing of it is written or dead-lettered."""
+    """The batch hit an outage, keeps waiting (``more_retries`` retries after the outage
+    showed), nothing of it is written or dead-lettered."""
 
     async def outage() -> bool:
         return bool(rt.pipeline.outages)
@@ -64,7 +73,13 @@ async def waits_for_the_database(
     await eventually(outage, timeout=20, what="the pipeline to report an outage")
     assert await rt.database_reachable() is answers, "SELECT 1 still works"
     assert not await rt.database_ready(), "readiness must say not ready"
-    await asyncio.sleep(1.0)  # several retries
+    [stream] = rt.pipeline.outages
+    seen = retries(rt, stream)
+
+    async def several_retries() -> bool:
+        return retries(rt, stream) >= seen + more_retries
+
+    await eventually(several_retries, timeout=20, what=f"{more_retries} more retries")
     assert not task.done(), "the batch returned (its offsets would be acked)"
     assert await count(rt) == 0
 
@@ -147,8 +162,10 @@ async def test_the_workers_backend_terminated_mid_batch(
         pids = await eventually(blocked, timeout=20, what="the batch to wait for the lock")
         for pid in pids:
             await database.admin.execute("SELECT pg_terminate_backend($1)", pid)
-        await waits_for_the_database(runtime, task)
+        # Its retry waits for the lock again (a new backend), so no more retries follow.
+        await waits_for_the_database(runtime, task, more_retries=0)
         assert (await eventually(blocked, timeout=20, what="the retry")) != pids
+        assert not task.done()
         await lock.rollback()
         await applied(runtime, task)
     finally:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.factories import C, R, comment_doc, later, raw
 from worker.domain.batch import DeadLetter, RawMessage
-from worker.domain.messages import RejectReason, decode
+from worker.domain.decoder import RejectReason, decode
 from worker.services import parking
 from worker.services.parking import Parked
 from worker.services.pipeline import Pipeline

@@ -21,7 +21,7 @@ from tests.helpers.clock import FakeClock
 from tests.helpers.factories import C, G, comment, generated, queued_requests, result
 from tests.helpers.live import eventually
 from worker.domain.batch import BatchResult
-from worker.domain.messages import decode
+from worker.domain.decoder import decode
 from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.domain.values import utcnow
 from worker.services import outbox, scheduler

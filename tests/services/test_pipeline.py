@@ -24,7 +24,7 @@ from tests.helpers.factories import (
     result,
 )
 from tests.helpers.live import eventually
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.storage.models import HighlightRow, ParkedCommentRow, SignalActivityRow

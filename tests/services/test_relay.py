@@ -34,9 +34,15 @@ def relay_runtime(database: Database) -> Runtime:
     )
 
 
-async def stuck(messages: Sequence[OutboxMessage]) -> None:
+class StuckBroker:
     """The broker is unreachable: the agents' publish retries forever."""
-    await asyncio.Event().wait()
+
+    def __init__(self) -> None:
+        self.taken = 0  # publishes begun: each holds the outbox rows it was given
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        self.taken += 1
+        await asyncio.Event().wait()
 
 
 class Broker:
@@ -68,7 +74,7 @@ async def test_a_stuck_publish_holds_no_transaction_beyond_the_bound(database: D
             await rt.handle(C, batch((100 * i + 1, 100 * i + 2), prefix=f"b{i}-"))
         queued = await backlog(probe)
         assert queued > 0
-        relay = asyncio.create_task(relay_loop(rt, stuck, stop))
+        relay = asyncio.create_task(relay_loop(rt, StuckBroker().publish, stop))
         longest, locked_by_another = 0.0, 0
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline:
@@ -119,8 +125,13 @@ async def test_another_workers_relay_takes_over_what_a_stuck_one_let_go(
         for i in range(5):
             await good_rt.handle(C, batch((100 * i + 1, 100 * i + 2), prefix=f"b{i}-"))
         queued = await backlog(probe)
-        tasks.append(asyncio.create_task(relay_loop(stuck_rt, stuck, stop)))
-        await asyncio.sleep(0.2)  # the stuck relay takes the first rows
+        hung = StuckBroker()
+        tasks.append(asyncio.create_task(relay_loop(stuck_rt, hung.publish, stop)))
+
+        async def taken() -> bool:
+            return hung.taken > 0
+
+        await eventually(taken, timeout=10, what="the stuck relay to take the first rows")
         broker = Broker()
         tasks.append(asyncio.create_task(relay_loop(good_rt, broker.publish, stop)))
 

@@ -18,7 +18,7 @@ from tests.helpers.clock import T0, FakeClock
 from tests.helpers.database import truncate_all
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
 from worker.domain.batch import RawMessage
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.services import outbox
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore

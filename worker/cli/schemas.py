@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from worker.domain.messages import CommentEvent, GeneratedEvent, RegenRequestEvent, RequestEvent
+from worker.domain.wire import CommentEvent, GeneratedEvent, RegenRequestEvent, RequestEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 MESSAGES: dict[str, type[BaseModel]] = {

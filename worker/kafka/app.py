@@ -23,8 +23,9 @@ import faust
 from faust.sensors import Monitor
 from faust.types import TP, Message
 
-from worker.domain.batch import BatchChain, DeadLetter, RawMessage
-from worker.domain.messages import InputStream
+from worker.domain.batch import DeadLetter, RawMessage
+from worker.domain.wire import InputStream
+from worker.kafka.batch_chain import BatchChain
 from worker.kafka.connection import KafkaConnection
 from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic

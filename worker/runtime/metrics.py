@@ -17,10 +17,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
+from worker.domain.decoder import RejectReason
 from worker.domain.freshness import FreshnessState
-from worker.domain.messages import InputStream, RejectReason
 from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
+from worker.domain.wire import InputStream
 from worker.services import outbox, parking, scheduler
 from worker.services.overview import Figures, current_figures
 

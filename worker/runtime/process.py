@@ -18,8 +18,9 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
-from worker.domain.messages import InputStream, RejectReason
+from worker.domain.decoder import RejectReason
 from worker.domain.values import utcnow
+from worker.domain.wire import InputStream
 from worker.runtime.metrics import Metrics
 from worker.services import outbox, overview, parking, scheduler
 from worker.services.outbox import OutboxMessage

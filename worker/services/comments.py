@@ -21,9 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult, RawMessage
-from worker.domain.messages import Comment, CommentEvent, InputStream
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
+from worker.domain.wire import Comment, CommentEvent, InputStream
 from worker.services import signal_records as signal
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.store import mark_stale_row

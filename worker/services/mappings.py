@@ -29,8 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
-from worker.domain.messages import InputEvent, InputStream, ParkedComment, RequestEvent
 from worker.domain.scheduling import RegenPolicy
+from worker.domain.wire import InputEvent, InputStream, ParkedComment, RequestEvent
 from worker.services import signal_records as signal
 from worker.services.comments import STATE, apply_locked, lock_states
 from worker.storage.models import RowState

@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.domain.messages import regen_request_payload
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy, priority_for
 from worker.domain.values import RegenReason
+from worker.domain.wire import regen_request_payload
 from worker.storage.models import HighlightRow, OutboxRow, RowState
 from worker.storage.pgarray import Write
 

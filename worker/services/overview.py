@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.freshness import STALE_STATES, FreshnessState
-from worker.domain.messages import InputStream
+from worker.domain.wire import InputStream
 from worker.storage.database import snapshot
 from worker.storage.freshness import (
     expiry_due_clause,

@@ -33,7 +33,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import DeadLetter, RawMessage
-from worker.domain.messages import InputStream, RejectReason
+from worker.domain.decoder import RejectReason
+from worker.domain.wire import InputStream
 from worker.storage import dedup
 from worker.storage.models import ParkedCommentRow
 

@@ -17,22 +17,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.decoder import Rejected, RejectReason, decode
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
-from worker.domain.messages import (
-    CommentEvent,
-    GeneratedEvent,
-    InputEvent,
-    InputStream,
-    Rejected,
-    RejectReason,
-    RequestEvent,
-    decode,
-)
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import (
     UpsertOutcome,
     utcnow,
 )
+from worker.domain.wire import CommentEvent, GeneratedEvent, InputEvent, InputStream, RequestEvent
 from worker.services import scheduler
 from worker.services import signal_records as signal
 from worker.services.comments import (

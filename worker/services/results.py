@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.decoder import RejectReason
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
-from worker.domain.messages import GeneratedEvent, InputStream, RejectReason
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import (
     AttributedQuote,
@@ -31,6 +31,7 @@ from worker.domain.values import (
     UpsertOutcome,
     quote_json,
 )
+from worker.domain.wire import GeneratedEvent, InputStream
 from worker.services.comments import WRITTEN, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.store import (

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import RawMessage
-from worker.domain.messages import Comment, CommentEvent, RequestEvent
+from worker.domain.wire import Comment, CommentEvent, RequestEvent
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.dedup import advisory_lock
 from worker.storage.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow

@@ -22,7 +22,7 @@ from sqlalchemy import TextClause, delete, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
-from worker.domain.messages import InputEvent, InputStream
+from worker.domain.wire import InputEvent, InputStream
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.models import ProcessedEventRow
 from worker.storage.pgarray import Write, array, literal, unnest_rows, write_together

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
-from worker.domain.batch import BatchChain
+from worker.kafka.batch_chain import BatchChain
 
 
 class Recorder:
@@ -23,23 +24,30 @@ class Recorder:
     async def __call__(self, batch: list[int]) -> None:
         self.active += 1
         self.overlapped |= self.active > 1
+        await self._changed()
         try:
             await self.gate.wait()
             await asyncio.sleep(0)
             self.batches.append(batch)
         finally:
             self.active -= 1
+        await self._changed()
+
+    async def _changed(self) -> None:
         async with self.changed:
             self.changed.notify_all()
 
     async def until(self, items: int) -> None:
         """Until ``items`` items were applied (fails after 5 s if the chain stalls)."""
+        await self._wait_for(lambda: sum(map(len, self.batches)) >= items)
 
-        def applied() -> bool:
-            return sum(map(len, self.batches)) >= items
+    async def until_held(self) -> None:
+        """Until a batch is inside ``apply``, held at the closed gate (fails after 5 s)."""
+        await self._wait_for(lambda: self.active > 0)
 
+    async def _wait_for(self, condition: Callable[[], bool]) -> None:
         async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(applied), timeout=5)
+            await asyncio.wait_for(self.changed.wait_for(condition), timeout=5)
 
 
 async def test_what_arrives_while_a_batch_is_busy_goes_next_in_one_batch() -> None:
@@ -49,8 +57,9 @@ async def test_what_arrives_while_a_batch_is_busy_goes_next_in_one_batch() -> No
     chain.add([1, 2])
     chain.add([3])
     chain.add([4, 5])
-    await asyncio.sleep(0.01)
+    await apply.until_held()  # the first batch is in the database, the rest gathered
     assert apply.batches == []
+    assert chain.gathered == [3, 4, 5]
     apply.gate.set()
     await apply.until(5)  # nothing more is added: the gathered items still go
     assert apply.batches == [[1, 2], [3, 4, 5]]

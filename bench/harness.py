@@ -1,0 +1,439 @@
+"""The bench's shared harness: one run's data and broker (``Bench``), its clock and child
+processes, and the figures' row format, for the parts in ``bench.ingest`` and
+``bench.streams`` (``python -m bench`` is only the entry point that runs them).
+
+Its own module so that every part and the entry point import one copy: importing
+``bench.__main__`` under ``python -m bench`` loads a second module, with a second ``NOW``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
+
+from tests.helpers.live import WorkerProcess
+from worker.kafka.embedded import EmbeddedBroker
+from worker.storage.database import create_engine
+
+PARTITIONS = 4
+NOW = datetime.now(UTC).replace(microsecond=0)
+GENERATED_AT = NOW - timedelta(days=1)
+
+Row = tuple[str, str, str, str, str]  # measure, measured, reference, target, ok
+Message = tuple[str, str, dict[str, Any]]  # topic, key, value
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ok(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+class Bench:
+    def __init__(
+        self, args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path
+    ) -> None:
+        self.args, self.broker, self.db_url, self.logs = args, broker, db_url, logs
+        self.engine = create_engine(db_url, pool_size=4)
+        self.noop_cpu_us = self.ingest_cpu_us = 0.0
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    # --- setup -------------------------------------------------------------------------
+    async def sql(self, statement: str, **params: Any) -> Any:
+        async with self.engine.begin() as conn:
+            return await conn.execute(text(statement), params)
+
+    async def seed_highlights(self, users: int, expired_share: float = 0.0) -> None:
+        await self.sql(
+            "TRUNCATE user_profile_highlights, outbox, processed_events, "
+            "signal_activity, parked_comments, signal_requests"
+        )
+        await self.sql(
+            "INSERT INTO user_profile_highlights (user_id, bio_text, proof_points_json, "
+            "quotes_json, source_group, snapshot_hash, llm_model, generated_at, stale_after, "
+            "manual_override, is_stale, generation, regen_attempts, created_at, updated_at) "
+            "SELECT g, 'bio', '[]', '[]', 'grp', 'snap-' || g, 'm', :gen, "
+            "CASE WHEN random() < :share THEN CAST(:past AS timestamptz) "
+            "ELSE CAST(:future AS timestamptz) END, false, false, 0, 0, :gen, :gen "
+            "FROM generate_series(1, :users) g",
+            gen=GENERATED_AT,
+            share=expired_share,
+            past=NOW - timedelta(hours=1),
+            future=NOW + timedelta(days=30),
+            users=users,
+        )
+        await self.sql("ANALYZE user_profile_highlights")
+
+    async def reset_highlights(self) -> None:
+        """Back to the seeded state: every row fresh, no requests, no processed events."""
+        await self.sql("TRUNCATE outbox, processed_events, signal_activity")
+        await self.sql(
+            "UPDATE user_profile_highlights SET is_stale = false, stale_reason = NULL, "
+            "stale_since = NULL, generation = 0, regen_request_id = NULL, "
+            "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0 "
+            "WHERE is_stale"
+        )
+        await self.vacuum()
+
+    async def vacuum(self) -> None:
+        """Each part starts from a steady table, not from the previous part's dead rows
+        (else autovacuum competes with the next measurement), and after a checkpoint (else
+        one measurement pays for writing out the pages the previous one dirtied)."""
+        async with self.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text("VACUUM ANALYZE user_profile_highlights, processed_events"))
+            await auto.execute(text("CHECKPOINT"))
+
+    async def create_topic(self, name: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.address)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+
+    async def produce_comments(self, topic: str, events: int, users: int) -> None:
+        """``events`` comments newer than every highlight, over ``users`` random users."""
+        await self.create_topic(topic)
+        rng = random.Random(7)
+        at = (NOW - timedelta(hours=1)).isoformat()
+
+        def comments() -> Iterator[Message]:
+            for i in range(events):
+                user = rng.randint(1, users)
+                doc = {
+                    "event_id": f"{topic}-{i}",
+                    "type": "comment.created",
+                    "comment_id": f"c{i}",
+                    "request_id": f"r{i}",
+                    "user_id": user,
+                    "occurred_at": at,
+                }
+                yield topic, str(user), doc
+
+        await self.produce(comments())
+
+    async def produce(self, messages: Iterable[Message]) -> int:
+        """Send ``messages`` (5,000 in flight at most) and return how many were sent."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.broker.address, linger_ms=20, max_batch_size=256 * 1024, acks=1
+        )
+        await producer.start()
+        sent = 0
+        try:
+            pending = []
+            for topic, key, value in messages:
+                pending.append(producer.send(topic, json.dumps(value).encode(), key=key.encode()))
+                sent += 1
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return sent
+
+    # --- measurements ------------------------------------------------------------------
+    async def raw_consume(self, topic: str, events: int) -> float:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.broker.address,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=f"raw-{uuid.uuid4().hex[:6]}",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            # Wait for the assignment and the first fetch, then time everything after it.
+            first_batch = await consumer.getmany(timeout_ms=10_000, max_records=1)
+            seen = sum(len(r) for r in first_batch.values())
+            started = time.monotonic()
+            while seen < events:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                seen += sum(len(r) for r in batch.values())
+            return (events - 1) / (time.monotonic() - started)
+        finally:
+            await consumer.stop()
+
+    def noop_faust(self, topic: str, events: int) -> float:
+        env = {
+            **os.environ,
+            "BENCH_TOPIC": topic,
+            "BENCH_EXPECTED": str(events),
+            "BENCH_BROKER": self.broker.address,
+            "BENCH_APP_ID": f"noop-{uuid.uuid4().hex[:6]}",
+        }
+        done = run_child("bench.noop_agent", env, timeout=600)
+        # Faust routes a worker's stdout to its log (stderr): look in both.
+        found = re.findall(r'\{"events".*?\}', done.stdout + done.stderr)
+        if not found:
+            raise RuntimeError(f"no-op agent failed: {done.stderr[-2000:]}")
+        figures = json.loads(found[-1])
+        self.noop_cpu_us = float(figures["cpu"]) / events * 1e6  # the stream parts' CPU row
+        return float(figures["rate"])
+
+    async def worker_ingest(
+        self, topic: str, events: int, workers: int = 1, extra: dict[str, str] | None = None
+    ) -> tuple[float, float]:
+        """Sustained events/s from the first to the last commit; and peak RSS (MB)."""
+        env = {
+            "WB_TOPIC_COMMENTS": topic,
+            "WB_SWEEP_INTERVAL": "1h",
+            "WB_LOG_LEVEL": "warning",
+            **(extra or {}),
+        }
+        first = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env)
+        procs = [first] + [
+            WorkerProcess(
+                self.broker.address, self.db_url, self.logs, app_id=first.app_id, extra_env=env
+            )
+            for _ in range(workers - 1)
+        ]
+        for proc in procs:
+            proc.start()
+        peak, cpu = 0.0, [0.0, 0.0]  # the workers' CPU seconds at the first and last claim
+        try:
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:
+                used = 0.0
+                for proc in procs:
+                    rss, cpu_s = proc.usage()
+                    peak, used = max(peak, rss), used + cpu_s
+                count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+                cpu = [cpu[0] or (used if count else 0.0), used]
+                if count >= events:
+                    break
+                await asyncio.sleep(0.2)
+            self.ingest_cpu_us = (cpu[1] - cpu[0]) / events * 1e6
+            span = (
+                await self.sql(
+                    "SELECT extract(epoch FROM max(processed_at) - "
+                    "min(processed_at)) FROM processed_events"
+                )
+            ).scalar()
+            return events / max(float(span), 1e-6), peak
+        finally:
+            for proc in procs:
+                proc.stop()
+
+    async def latency(
+        self, topic: str, rate: int, seconds: int, users: int, workers: int = 1
+    ) -> dict[str, float]:
+        """Steady ``rate`` events/s: production -> regen request on the topic (precise,
+        consumer clock = producer clock) and -> stale mark committed (worker histogram)."""
+        await self.create_topic(topic)
+        env = {"WB_TOPIC_COMMENTS": topic, "WB_SWEEP_INTERVAL": "1h", "WB_LOG_LEVEL": "warning"}
+        proc = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env).start()
+        procs = [proc] + [
+            WorkerProcess(
+                self.broker.address, self.db_url, self.logs, app_id=proc.app_id, extra_env=env
+            ).start()
+            for _ in range(workers - 1)
+        ]
+        await asyncio.gather(*(p.wait_ready(timeout=120) for p in procs))
+        await self.warm_up(topic, users)
+        regen = AIOKafkaConsumer(
+            "profile.highlights.regen-requests",
+            bootstrap_servers=self.broker.address,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,  # the measuring consumer must not add its own wait
+        )
+        await regen.start()
+        await regen.getmany(timeout_ms=500)
+        sent: dict[str, float] = {}
+        arrivals: list[float] = []
+        collector = asyncio.create_task(_collect_arrivals(regen, sent, arrivals))
+        try:
+            achieved = await self.steady_comments(topic, rate, seconds, users, sent)
+            await asyncio.sleep(3)
+        finally:
+            collector.cancel()
+            await regen.stop()
+        metrics = "".join([await asyncio.to_thread(_scrape, f"{p.url}/metrics") for p in procs])
+        for p in procs:
+            p.stop()
+        arrivals.sort()
+        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
+        return {
+            "achieved_rate": achieved,
+            "requests_timed": len(arrivals),
+            "topic_p50": _q(arrivals, 0.5),
+            "topic_p99": _q(arrivals, 0.99),
+            "commit_p50": commit[0.5],
+            "commit_p99": commit[0.99],
+        }
+
+    async def steady_comments(
+        self, topic: str, rate: int, seconds: int, users: int, sent: dict[str, float]
+    ) -> float:
+        """Produce ``rate`` comments a second for ``seconds`` on a schedule (not as fast as
+        possible: latency is measured at a given load), noting each one's send time in
+        ``sent``; returns the rate achieved."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1, linger_ms=5)
+        await producer.start()
+        rng = random.Random(3)
+        try:
+            started = time.monotonic()
+            for i in range(rate * seconds):
+                target = started + i / rate
+                if (delay := target - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                user = rng.randint(1, users)
+                event_id = f"{topic}-{i}"
+                now = datetime.now(UTC)
+                value = json.dumps(
+                    {
+                        "event_id": event_id,
+                        "type": "comment.created",
+                        "comment_id": event_id,
+                        "request_id": "r",
+                        "user_id": user,
+                        "occurred_at": now.isoformat(),
+                    }
+                ).encode()
+                sent[event_id] = now.timestamp()
+                await producer.send(topic, value, key=str(user).encode())
+            achieved = rate * seconds / (time.monotonic() - started)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return achieved
+
+    async def warm_up(self, topic: str, users: int, events: int = 200) -> None:
+        """Start timing only once the agents consume: a join's first seconds are not latency."""
+        before = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+        producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1)
+        await producer.start()
+        at = datetime.now(UTC).isoformat()
+        try:
+            for i in range(events):
+                value = json.dumps(
+                    {
+                        "event_id": f"{topic}-warm-{i}",
+                        "type": "comment.created",
+                        "comment_id": "w",
+                        "request_id": "w",
+                        "user_id": 1 + i % users,
+                        "occurred_at": at,
+                    }
+                ).encode()
+                await producer.send(topic, value, key=str(1 + i % users).encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+            if done - before >= events:
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the workers did not start consuming")
+
+    async def sweep(self, rows: int) -> dict[str, float]:
+        await self.seed_highlights(rows, expired_share=0.3)
+        await self.vacuum()
+        env = {**os.environ, "BENCH_DATABASE_URL": self.db_url}
+        done = await asyncio.to_thread(run_child, "bench.sweep_run", env, 1800)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        ours = json.loads(done.stdout.strip().splitlines()[-1])
+        marked = ours["actions"].get("expired", 0)
+        await self.reset_highlights()
+        started = time.monotonic()
+        await self.sql(
+            "UPDATE user_profile_highlights SET is_stale = true, stale_reason = "
+            "'expired', stale_since = now(), generation = generation + 1 "
+            "WHERE NOT is_stale AND stale_after <= now()"
+        )
+        reference = time.monotonic() - started
+        return {
+            "rows": rows,
+            "marked": marked,
+            "seconds": ours["seconds"],
+            "reference_s": reference,
+            "peak_rss_mb": ours["peak_rss_mb"],
+        }
+
+
+def run_child(module: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """A benchmark part in a process of its own (its own RSS, its own event loop)."""
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        cwd=Path(__file__).parent.parent,
+    )
+
+
+async def _collect_arrivals(
+    regen: AIOKafkaConsumer, sent: dict[str, float], arrivals: list[float]
+) -> None:
+    """Until cancelled: for each regen request whose trigger names a comment in ``sent``,
+    the seconds from that comment's send to the request's arrival."""
+    while True:
+        for records in (await regen.getmany(timeout_ms=200)).values():
+            now = time.time()
+            for record in records:
+                trigger = json.loads(record.value).get("trigger", "")
+                event_id = trigger.removeprefix("comment:")
+                if event_id in sent:
+                    arrivals.append(now - sent[event_id])
+
+
+def _scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _q(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def _histogram_quantiles(exposition: str, name: str, qs: tuple[float, ...]) -> dict[float, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    summed: dict[float, float] = {}  # several workers' expositions add up
+    for family in text_string_to_metric_families(exposition):
+        if family.name == name:
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    summed[le] = summed.get(le, 0.0) + sample.value
+    buckets = sorted(summed.items())
+    total = buckets[-1][1] if buckets else 0
+    out = {}
+    for q in qs:
+        rank, low, below = q * total, 0.0, 0.0
+        out[q] = float("nan")
+        for le, count in buckets:
+            if count >= rank and total:
+                width = (le - low) if le != float("inf") else 0
+                out[q] = low + width * ((rank - below) / max(count - below, 1e-9))
+                break
+            low, below = le, count
+    return out
