@@ -244,7 +244,7 @@ def test_freshness_scan_killed_midway_resumes_where_it_stopped(pg_admin_url: str
 async def test_quick_start_run_serves_healthz_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """`wb run` with nothing configured: SQLite under ./var, the bundled broker, /healthz."""
     from tests.helpers.live import http_get
-    from worker.kafka.embedded import free_port
+    from tests.helpers.ports import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WB_")}

@@ -304,7 +304,8 @@ def s3_endpoint(logs: Path) -> Iterator[str]:
     import sys
     import urllib.request
 
-    from worker.kafka.embedded import free_port, wait_for_port
+    from tests.helpers.ports import free_port
+    from worker.kafka.embedded import wait_for_port
 
     port = free_port()
     with (logs / "moto.log").open("wb") as log:

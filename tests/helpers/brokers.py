@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers.kafka import KafkaCluster
 from tests.helpers.kafka_nodes import KafkaUnavailable
+from tests.helpers.ports import free_port
 from worker.kafka.embedded import EmbeddedBroker
 
 BROKER_KINDS = ("tansu", "kafka")
@@ -63,7 +64,9 @@ def kafka_or_skip(**kwargs: object) -> KafkaCluster:
 def running_broker(kind: str, logs: Path, nodes: int = 1) -> Iterator[TestBroker]:
     """Start a broker of ``kind`` for the duration of the block; logs go under ``logs``."""
     if kind == "tansu":
-        with EmbeddedBroker(log_path=logs / f"tansu-{os.urandom(3).hex()}.log") as tansu:
+        with EmbeddedBroker(
+            port=free_port(), log_path=logs / f"tansu-{os.urandom(3).hex()}.log"
+        ) as tansu:
             yield TestBroker("tansu", tansu.address)
         return
     cluster = kafka_or_skip(

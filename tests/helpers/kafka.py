@@ -50,10 +50,10 @@ from tests.helpers.kafka_nodes import (
     KafkaNode,
     KafkaStartError,
     classpath,
-    free_ports,
     kafka_uuid,
 )
 from tests.helpers.kafka_tls import SCRAM_MECHANISM, Security, make_ca, make_server_pem
+from tests.helpers.ports import free_ports
 
 
 class KafkaCluster(ClusterClient):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from worker.kafka.embedded import free_port
+from tests.helpers.ports import free_port
 
 T = TypeVar("T")
 WB = str(Path(sys.executable).parent / "wb")

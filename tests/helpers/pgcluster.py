@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from worker.kafka.embedded import free_port
+from tests.helpers.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"

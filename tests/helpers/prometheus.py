@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.helpers.live import eventually, http_get
-from worker.kafka.embedded import free_port
+from tests.helpers.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
