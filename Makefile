@@ -27,7 +27,7 @@ test: $(STAMP)  ## everything: installs what it needs (scripts/provision), lint,
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	scripts/provision
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 test-fast: $(STAMP)  ## no broker, no worker processes: seconds
 	$(BIN)/pytest -q -m "not slow and not broker"

@@ -7,11 +7,13 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.helpers import postgres as pg
+from tests.helpers.brokers import BROKER_KINDS
 from tests.helpers.clock import FakeClock
 from tests.helpers.database import truncate_all
 from worker.services.store import HighlightStore
@@ -98,13 +100,22 @@ os.environ.setdefault("WB_REGEN_SETTLE", "0")
 os.environ.setdefault("WB_REGEN_RATE", "0")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist (``make test`` runs ``--dist loadgroup``): a module's
-    tests on one broker kind run in one process, so its module-scoped broker, database and
-    worker start once there, while the module's Tansu and Apache Kafka halves (and
-    different modules) run in parallel. A test's group never changes what it checks."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        kind = callspec.params.get("broker", "") if callspec is not None else ""
-        item.add_marker(pytest.mark.xdist_group(f"{item.nodeid.split('::')[0]}:{kind}"))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``make test`` (pytest-xdist, ``--dist loadscope``) a module's tests on one broker
+    kind run in one process, in order: its module-scoped broker, database and worker start
+    once there, and tests that read what earlier ones did (the metric labels) see it; the
+    module's Tansu and Apache Kafka halves, and different modules, run in parallel.
+    (``--dist loadgroup`` with marks would say the same, but xdist 3.8 renames items through
+    an attribute pytest 9.2 no longer reads, so every test became its own group.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleAndBroker(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, rest = nodeid.partition("::")
+            params = rest.rsplit("[", 1)[1].rstrip("]").split("-") if rest.endswith("]") else []
+            kind = next((param for param in params if param in BROKER_KINDS), "")
+            return f"{module}:{kind}"
+
+    return ByModuleAndBroker(config, log)
