@@ -17,6 +17,26 @@ async def truncate_all(engine: AsyncEngine) -> None:
             await conn.execute(text(f"DELETE FROM {table.name}"))
 
 
+WAITING_ON_A_LOCK = text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE wait_event_type = 'Lock' AND datname = current_database() "
+    "AND (CAST(:event AS text) IS NULL OR wait_event = :event) "
+    "AND (CAST(:query AS text) IS NULL OR query LIKE :query)"
+)
+
+
+async def waiting_on_lock(
+    engine: AsyncEngine, *, wait_event: str | None = None, query_like: str | None = None
+) -> bool:
+    """Whether a session of this PostgreSQL database waits on a heavyweight lock (of kind
+    ``wait_event``: advisory, transactionid, ...; in a statement LIKE ``query_like``): how a
+    test knows a concurrent transaction reached the lock it is meant to meet, instead of
+    sleeping."""
+    async with engine.connect() as probe:
+        params = {"event": wait_event, "query": query_like}
+        return bool(await probe.scalar(WAITING_ON_A_LOCK, params))
+
+
 @dataclass
 class Database:
     """A PostgreSQL database of a test's own, and a connection that can change its settings."""

@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.helpers.cli import wb
 from tests.helpers.clock import FakeClock
+from tests.helpers.database import waiting_on_lock
 from tests.helpers.factories import C, G, comment, generated, queued_requests, result
 from tests.helpers.live import eventually
 from worker.domain.batch import BatchResult
@@ -126,6 +127,7 @@ async def _by_claim(session: AsyncSession, now: datetime) -> RegenPolicy:
 
 @pytest.mark.parametrize("read_pause", [_by_query, _by_claim], ids=["query", "claim"])
 async def test_a_pause_waits_for_a_mark_that_read_no_pause_and_the_step_waits_for_neither(
+    engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     store: HighlightStore,
     clock: FakeClock,
@@ -146,17 +148,11 @@ async def test_a_pause_waits_for_a_mark_that_read_no_pause_and_the_step_waits_fo
             await asyncio.wait_for(scheduler.publish_due(stepping, clock.now, IMMEDIATE), 10)
         pausing = asyncio.ensure_future(store.pause_regeneration(clock.now + H, actor="ops"))
 
-        async def pause_waits() -> bool:
-            async with sessions() as session:
-                waiting = await session.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database() AND query LIKE '%regen_budget%'"
-                    )
-                )
-                return bool(waiting)
-
-        await eventually(pause_waits, timeout=10, what="the pause waiting for the mark")
+        await eventually(
+            lambda: waiting_on_lock(engine, query_like="%regen_budget%"),
+            timeout=10,
+            what="the pause waiting for the mark",
+        )
         assert not pausing.done()
     assert await asyncio.wait_for(pausing, 10) == clock.now + H
     async with sessions.begin() as session:

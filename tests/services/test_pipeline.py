@@ -12,6 +12,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0, FakeClock
+from tests.helpers.database import waiting_on_lock
 from tests.helpers.factories import (
     C,
     G,
@@ -394,17 +395,11 @@ async def test_a_row_another_transaction_creates_meanwhile_is_locked_too(
         )
         batch = asyncio.create_task(pipeline.process(C, [comment("late", 777, later(1))]))
 
-        async def waits_for_our_row() -> bool:
-            async with engine.connect() as probe:
-                waiting = await probe.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE wait_event_type = 'Lock' AND query LIKE 'WITH created AS%'"
-                    )
-                )
-            return bool(waiting)
-
-        await eventually(waits_for_our_row, timeout=10, what="the batch to wait for row 777")
+        await eventually(
+            lambda: waiting_on_lock(engine, query_like="WITH created AS%"),
+            timeout=10,
+            what="the batch to wait for row 777",
+        )
         await other.commit()
     res = await asyncio.wait_for(batch, timeout=10)
     assert res.dead_letters == []

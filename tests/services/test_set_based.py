@@ -15,7 +15,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0, FakeClock
-from tests.helpers.database import truncate_all
+from tests.helpers.database import truncate_all, waiting_on_lock
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
 from worker.domain.batch import RawMessage
 from worker.domain.wire import InputStream
@@ -252,17 +252,6 @@ async def test_the_set_based_path_agrees_with_the_orm_path(
 # -- the park/map race, closed for whole batches ------------------------------------------
 
 
-async def _waits_on_advisory_lock(engine: AsyncEngine) -> bool:
-    async with engine.connect() as probe:
-        waiting = await probe.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
-            )
-        )
-    return bool(waiting)
-
-
 LOCK_Q = "SELECT pg_advisory_xact_lock(hashtextextended('q', 7))"
 
 
@@ -292,7 +281,9 @@ async def test_a_comment_batch_waits_for_a_mapping_in_flight_and_then_resolves(
                 C, [comment("c1", None, later(1), req="q"), comment("c2", 4, later(1))]
             )
         )
-        await eventually(lambda: _waits_on_advisory_lock(engine), timeout=10, what="lock wait")
+        await eventually(
+            lambda: waiting_on_lock(engine, wait_event="advisory"), timeout=10, what="lock wait"
+        )
         await other.commit()
     res = await asyncio.wait_for(batch, timeout=10)
     assert res.outcomes == {("comments", "stale_marked"): 1, ("comments", "coalesced"): 1}
@@ -328,24 +319,15 @@ async def test_a_mapping_batch_waits_for_a_comment_being_parked_and_releases_it(
             {"doc": json.dumps(doc)},
         )
         batch = asyncio.create_task(pipeline.process(R, [mapping("m1", "q", 4)]))
-        await eventually(lambda: _waits_on_advisory_lock(engine), timeout=10, what="lock wait")
+        await eventually(
+            lambda: waiting_on_lock(engine, wait_event="advisory"), timeout=10, what="lock wait"
+        )
         await other.commit()
     res = await asyncio.wait_for(batch, timeout=10)
     assert res.outcomes[("comments", "unparked")] == 1
     assert res.outcomes[("comments", "stale_marked")] == 1
     again = await pipeline.process(R, [mapping("m2", "q", 4, 1)])
     assert ("comments", "unparked") not in again.outcomes
-
-
-async def _waits_on_a_row(engine: AsyncEngine) -> bool:
-    async with engine.connect() as probe:
-        waiting = await probe.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'"
-            )
-        )
-    return bool(waiting)
 
 
 async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own(
@@ -380,7 +362,9 @@ async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own
             )
         )
         batch = asyncio.create_task(pipeline.process(R, [mapping("m1", "q", 4)]))
-        await eventually(lambda: _waits_on_a_row(engine), timeout=10, what="row wait")
+        await eventually(
+            lambda: waiting_on_lock(engine, wait_event="transactionid"), timeout=10, what="row wait"
+        )
         await other.commit()
     res = await asyncio.wait_for(batch, timeout=10)
     assert late == [{4}]
