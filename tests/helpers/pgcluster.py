@@ -38,7 +38,7 @@ from tests.helpers.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
-PREFIX = "pg-"
+PREFIX = "wb-pg-"
 SETTINGS = {
     "listen_addresses": "127.0.0.1",
     "fsync": "off",
@@ -80,15 +80,16 @@ def _run_as() -> pwd.struct_passwd | None:
 
 
 def _reachable_by_others(path: Path) -> bool:
-    """Whether every directory above ``path`` lets another user through (o+x)."""
-    return all(parent.stat().st_mode & 0o001 for parent in path.resolve().parents)
+    """Whether ``path`` and every directory above it let another user through (o+x)."""
+    path = path.resolve()
+    return all(directory.stat().st_mode & 0o001 for directory in [path, *path.parents])
 
 
 def _base_dir(account: pwd.struct_passwd | None) -> Path:
     """``var/`` of the project, or a temp directory when the server's account cannot reach
     ``var/`` (a checkout under a private home directory)."""
     VAR.mkdir(exist_ok=True)
-    if account is None or _reachable_by_others(VAR / "x"):
+    if account is None or _reachable_by_others(VAR):
         return VAR
     return Path(tempfile.gettempdir())
 
@@ -106,6 +107,7 @@ class PrivateCluster:
 
     def __post_init__(self) -> None:
         base = _base_dir(self.account)
+        reap_abandoned(base)
         self.datadir = base / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.datadir.mkdir(mode=0o700)
         (self.datadir / "owner.pid").write_text(str(os.getpid()))
@@ -204,7 +206,7 @@ def _ours(pid: int, datadir: Path) -> bool:
     return False
 
 
-def reap_abandoned(base: Path = VAR) -> None:
+def reap_abandoned(base: Path) -> None:
     """Stop and delete clusters that a killed test run left behind (the test process that
     made one is gone); each is ended by the pid in its own ``postmaster.pid``, after
     checking that pid still runs that cluster."""
@@ -225,7 +227,6 @@ def reap_abandoned(base: Path = VAR) -> None:
 @contextlib.contextmanager
 def private_cluster() -> Iterator[PrivateCluster]:
     """A started private cluster, destroyed on exit."""
-    reap_abandoned()
     cluster = PrivateCluster()
     try:
         cluster.start()
