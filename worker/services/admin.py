@@ -6,26 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from worker.domain.values import utcnow
+from worker.services.audit import audit_trail
+from worker.services.checks import check_user_id
 from worker.services.documents import profile_document_in
-from worker.services.store import HighlightStore, check_user_id
+from worker.services.store import HighlightStore
 from worker.storage.database import snapshot
-from worker.storage.models import AuditRow
-
-
-def audit_entry(row: AuditRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "at": row.created_at.isoformat(),
-        "actor": row.actor,
-        "action": row.action,
-        "user_id": row.user_id,
-        "reason": row.reason,
-        "diff": row.diff,
-    }
 
 
 @dataclass
@@ -36,7 +22,7 @@ class AdminService:
     async def audit(self, user_id: int, limit: int = 50) -> list[dict[str, Any]]:
         check_user_id(user_id)
         async with self.store.sessions() as session:
-            return await _audit_in(session, user_id, limit)
+            return await audit_trail(session, user_id, limit)
 
     async def profile(self, user_id: int) -> dict[str, Any]:
         """The profile document plus the pending request's age and the latest audit entries,
@@ -51,17 +37,5 @@ class AdminService:
             if requested:
                 pending_age = round((now - datetime.fromisoformat(requested)).total_seconds(), 1)
             doc["pending_regeneration_age_s"] = pending_age
-            doc["audit"] = await _audit_in(session, user_id, 20)
+            doc["audit"] = await audit_trail(session, user_id, 20)
         return doc
-
-
-async def _audit_in(session: AsyncSession, user_id: int, limit: int) -> list[dict[str, Any]]:
-    rows = (
-        await session.scalars(
-            select(AuditRow)
-            .where(AuditRow.user_id == user_id)
-            .order_by(AuditRow.id.desc())
-            .limit(limit)
-        )
-    ).all()
-    return [audit_entry(r) for r in rows]

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.values import Highlight, quote_comment_id, utcnow, withhold
+from worker.services.checks import check_user_id
 from worker.services.scheduler import queue_state
 from worker.services.serving import serve, snapshot_stats
-from worker.services.store import HighlightStore, check_user_id
+from worker.services.store import HighlightStore
 from worker.storage.database import snapshot
 from worker.storage.models import DeletedCommentRow, HighlightRow, SignalActivityRow
 

@@ -25,23 +25,17 @@ from worker.domain.values import (
     utcnow,
 )
 from worker.domain.wire import CommentEvent, GeneratedEvent, InputEvent, InputStream, RequestEvent
-from worker.services import scheduler
-from worker.services import signal_records as signal
+from worker.services import scheduler, signal_records
 from worker.services.comments import (
     apply_comment,
     apply_comment_batch,
     record_deleted,
     resolve_or_park,
 )
+from worker.services.locking import create_placeholders, lock_or_create_row, lock_rows
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
-from worker.services.results import apply_result, apply_result_batch, result_of
-from worker.services.store import (
-    create_placeholders,
-    lock_or_create_row,
-    lock_rows,
-    upsert_auto_row,
-)
+from worker.services.results import apply_result, apply_result_batch, result_of, upsert_auto_row
 from worker.storage import dedup
 from worker.storage.database import (
     database_answers,
@@ -64,7 +58,7 @@ class _Tx:
     rows: dict[int, HighlightRow]
     result: BatchResult
     sink: OutboxSink
-    activity: dict[int, signal.ActivityDelta] = field(default_factory=dict)
+    activity: dict[int, signal_records.ActivityDelta] = field(default_factory=dict)
 
     async def row(self, user_id: int) -> HighlightRow:
         row = self.rows.get(user_id)
@@ -206,7 +200,7 @@ class Pipeline:
                 else:
                     result.count(stream, outcome)
                 outcomes.setdefault(outcome, []).append(event.event_id)
-            await signal.record_activity(session, tx.activity, now)
+            await signal_records.record_activity(session, tx.activity, now)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
 
@@ -257,17 +251,18 @@ class Pipeline:
         return await self._generated(tx, event)
 
     async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int) -> str:
-        tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        tx.activity.setdefault(user_id, signal_records.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)
         row = await tx.row(user_id)
         return apply_comment(tx.sink, row, event, tx.now, tx.result)
 
     async def _request(self, tx: _Tx, event: RequestEvent) -> str:
-        await signal.lock_request(tx.session, event.request_id)
-        await signal.save_mapping(tx.session, event, tx.now)
-        user_id = (await signal.resolve_users(tx.session, {event.request_id}))[event.request_id]
-        for parked in await signal.unpark(tx.session, event.request_id):
+        await signal_records.lock_request(tx.session, event.request_id)
+        await signal_records.save_mapping(tx.session, event, tx.now)
+        mapped = await signal_records.resolve_users(tx.session, {event.request_id})
+        user_id = mapped[event.request_id]
+        for parked in await signal_records.unpark(tx.session, event.request_id):
             outcome = await self._comment(tx, parked, user_id)
             tx.result.count(InputStream.COMMENTS, outcome)
             tx.result.count(InputStream.COMMENTS, "unparked")
@@ -302,7 +297,7 @@ async def _lock_batch_rows(
     need (a comment about an unknown user asks for a first generation)."""
     commented = {e.user_id for _, e in events if isinstance(e, CommentEvent) and e.user_id}
     unresolved = {e.request_id for _, e in events if isinstance(e, CommentEvent) and not e.user_id}
-    commented.update((await signal.resolve_users(session, unresolved)).values())
+    commented.update((await signal_records.resolve_users(session, unresolved)).values())
     others = {e.user_id for _, e in events if isinstance(e, GeneratedEvent)}
     await create_placeholders(session, commented, now)
     return await lock_rows(session, commented | others)

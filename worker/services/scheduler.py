@@ -1,7 +1,8 @@
 """The regeneration scheduler: stale marks queue requests; due ones are published within
 a budget shared by every worker.
 
-A queued request lives on its user's row (``regen_queued_at`` and friends), so it is as
+A queued request lives on its user's row (``regen_queued_at`` and friends; queued by the
+stale rules, ``worker.services.staleness.enqueue``), so it is as
 durable as the stale mark that made it and "one request per user" holds by construction:
 further marks are absorbed (the settle timer is pushed back, the priority raised). The
 scheduler step (``publish_due``, run by every worker) locks the one-row token bucket
@@ -43,18 +44,17 @@ from worker.domain.scheduling import (
     Priority,
     RegenPolicy,
     due_at,
-    priority_for,
 )
 from worker.domain.values import RegenReason
 from worker.services.outbox import (
     OutboxEntry,
     OutboxSink,
-    Requestable,
     batch_rows,
     request_regeneration,
     requests_unpublished,
     session_sink,
 )
+from worker.services.staleness import dequeue
 from worker.storage.database import dialect_insert
 from worker.storage.models import HighlightRow, RegenBudgetRow
 
@@ -71,50 +71,6 @@ def policy_from(settings: Settings) -> RegenPolicy:
     return RegenPolicy(
         settings.regen_settle, settings.regen_max_wait, settings.regen_rate, settings.regen_burst
     )
-
-
-def is_queued(row: Requestable) -> bool:
-    return row.regen_queued_at is not None
-
-
-def enqueue(
-    sink: OutboxSink,
-    row: Requestable,
-    reason: RegenReason,
-    now: datetime,
-    trigger: str | None = None,
-    priority: int | None = None,
-    unseen: int = 0,
-    first_change: datetime | None = None,
-) -> bool:
-    """Queue ``row``'s regeneration (``sink.policy`` immediate: request it now). Returns
-    False when the change was absorbed by a request already queued (settling), True
-    otherwise."""
-    prio = priority_for(reason.value, trigger) if priority is None else priority
-    if row.regen_queued_at is not None:
-        row.regen_last_change_at = now
-        row.regen_priority = min(
-            row.regen_priority if row.regen_priority is not None else prio, prio
-        )
-        row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
-        row.regen_unseen += unseen
-        row.updated_at = now
-        return False
-    if sink.policy.immediate:
-        request_regeneration(sink, row, reason, now, trigger, prio)
-        return True
-    row.regen_queued_at = row.regen_last_change_at = now
-    row.regen_first_change_at = first_change or now  # expiry: when it expired (oldest first)
-    row.regen_priority, row.regen_unseen = prio, unseen
-    row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
-    row.updated_at = now
-    return True
-
-
-def dequeue(row: Requestable) -> None:
-    row.regen_queued_at = row.regen_first_change_at = row.regen_last_change_at = None
-    row.regen_priority = row.regen_queued_reason = row.regen_queued_trigger = None
-    row.regen_unseen = 0
 
 
 def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:

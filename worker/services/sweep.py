@@ -25,10 +25,12 @@ from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy, priority_
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
+from worker.services.locking import lock_or_create_row, lock_rows
 from worker.services.outbox import REGEN_STREAM, OutboxSink
-from worker.services.store import (
-    lock_or_create_row,
-    lock_rows,
+from worker.services.staleness import (
+    StaleMark,
+    enqueue,
+    is_queued,
     mark_stale_row,
     request_if_unanswered,
 )
@@ -140,10 +142,9 @@ def _act(
         and row.regen_requested_at is not None
         and row.regen_requested_at <= now - opts.retry_after
     ):
-        if not scheduler.is_queued(row):
-            scheduler.enqueue(
-                sink, row, RegenReason.RETRY, now, "sweep", priority_for(row.stale_reason)
-            )
+        if not is_queued(row):
+            retry = StaleMark(RegenReason.RETRY, now, "sweep", priority_for(row.stale_reason))
+            enqueue(sink, row, retry)
             totals.actions["retried"] += 1
             totals.requests[RegenReason.RETRY.value] += 1
     elif request_if_unanswered(sink, row, now, "sweep"):
@@ -155,7 +156,7 @@ def _mark(
     sink: OutboxSink, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
 ) -> None:
     since = row.stale_after if reason is StaleReason.EXPIRED else None
-    outcome = mark_stale_row(sink, row, reason, now, "sweep", first_change=since)
+    outcome = mark_stale_row(sink, row, StaleMark.stale(reason, now, "sweep", first_change=since))
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
         totals.requests[reason.value] += 1
@@ -266,7 +267,7 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED"""
 )
 
-# The same rules as mark_stale_row + request_regeneration (see store.py / outbox.py), as
+# The same rules as mark_stale_row + request_regeneration (see staleness.py / outbox.py), as
 # one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
 # for the next sweep), mark (joined by ctid: the locked rows cannot move before commit),
 # and queue a request for the unlocked rows without one, all in one outbox row. Request ids
@@ -305,7 +306,7 @@ SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
 """
 )
 
-# The same with a scheduler (``worker.services.scheduler.enqueue``): the chunk's requests
+# The same with a scheduler (``worker.services.staleness.enqueue``): the chunk's requests
 # are queued on their rows (priority ``expired``, oldest ``stale_after`` first) instead of
 # written to the outbox; the scheduler publishes them within the budget.
 EXPIRE_QUEUE_CHUNK = text(
