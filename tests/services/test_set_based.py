@@ -355,7 +355,7 @@ async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own
     import asyncio
 
     from tests.helpers.live import eventually
-    from worker.services import mappings
+    from worker.services import locking, mappings
 
     engine = _postgres_only(sessions)
     clock.now = T0 + timedelta(hours=2)
@@ -367,7 +367,7 @@ async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own
         late.append(users)
         return await original(session, users, now)
 
-    original = mappings.lock_states
+    original = locking.lock_states
     monkeypatch.setattr(mappings, "lock_states", lock_states)
     async with engine.connect() as other:
         await other.execute(
