@@ -1,10 +1,11 @@
-"""Comment events: the staleness rule, and its set-based form for PostgreSQL batches.
+"""Comment events: which comment makes a row stale, and its set-based form for PostgreSQL.
 
 ``apply_comment`` is the one rule (a comment newer than the highlight, or any deletion,
-makes it stale; no highlight yet asks for a first one) and works on an ORM row as well as
-on the plain ``RowState`` values below. ``apply_comment_batch`` applies a batch of
-comments on PostgreSQL in two statements after the claim, whatever its size: create the
-missing rows and lock them all, then (rules applied in Python on the plain values) write
+makes it stale; no highlight yet asks for a first one; the mark itself is
+``staleness.mark_stale_row``) and works on an ORM row as well as on the plain
+``RowState`` values. ``apply_comment_batch`` applies a batch of comments on PostgreSQL in
+two statements after the claim, whatever its size: create the missing rows and lock them
+all (``locking.lock_states``), then (rules applied in Python on the plain values) write
 the changed rows, the outbox row, Signal activity and the outcomes together. The ORM's
 unit of work cost more than the database did, and every round trip waits its turn on the
 worker's event loop: comments are the hot stream, bursts of tens of thousands a minute.
