@@ -8,7 +8,6 @@ offsets (at-least-once), and the dedup table makes redelivery a no-op (idempoten
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,13 +36,9 @@ from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
 from worker.services.results import apply_result, apply_result_batch, result_of, upsert_auto_row
 from worker.storage import dedup
-from worker.storage.database import (
-    database_answers,
-    is_postgresql,
-    is_transient,
-    needs_new_connection,
-)
+from worker.storage.database import is_postgresql
 from worker.storage.models import HighlightRow
+from worker.storage.outage import is_outage, retry_through_outage
 
 log = logging.getLogger(__name__)
 
@@ -102,25 +97,30 @@ class Pipeline:
     async def _retrying(
         self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
     ) -> BatchResult:
-        delay, retries = 0.1, 0
-        while True:
-            try:
-                result = await self._apply_isolating(stream, events)
-                result.retries = retries
-                self.outages.pop(stream, None)
-                return result
-            except Exception as exc:
-                if not await self._database_trouble(exc):
-                    self.outages.pop(stream, None)
-                    raise
-                retries += 1
-                self.on_retry(stream)
-                self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
-                if needs_new_connection(exc):  # pooled connections may point at a standby
-                    await self.sessions.kw["bind"].dispose()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+        """The batch, waiting out outages; ``outages`` names the stream while it waits
+        (readiness) and is cleared however the wait ends but cancellation."""
+        retries = 0
+
+        def waiting(exc: Exception, delay: float) -> None:
+            nonlocal retries
+            retries += 1
+            self.on_retry(stream)
+            self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
+
+        try:
+            result = await retry_through_outage(
+                self.sessions,
+                lambda: self._apply_isolating(stream, events),
+                max_backoff_s=self.max_backoff_s,
+                on_outage=waiting,
+            )
+        except Exception:
+            self.outages.pop(stream, None)
+            raise
+        result.retries = retries
+        self.outages.pop(stream, None)
+        return result
 
     async def _apply_isolating(
         self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
@@ -131,7 +131,7 @@ class Pipeline:
         try:
             return await self._apply(stream, events)
         except Exception as exc:
-            if await self._database_trouble(exc):
+            if await is_outage(self.sessions, exc):
                 raise
             if len(events) == 1:
                 return self._internal_error(stream, events[0][0], exc)
@@ -141,15 +141,10 @@ class Pipeline:
             try:
                 result.merge(await self._apply(stream, [item]))
             except Exception as exc:
-                if await self._database_trouble(exc):
+                if await is_outage(self.sessions, exc):
                     raise
                 result.merge(self._internal_error(stream, item[0], exc))
         return result
-
-    async def _database_trouble(self, exc: Exception) -> bool:
-        """A transient error, or any error while the database does not answer: an outage
-        must never send good events to the dead-letter topic, however it surfaces."""
-        return is_transient(exc) or not await database_answers(self.sessions)
 
     @staticmethod
     def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:
