@@ -295,7 +295,7 @@ class BulkJob:
 
 
 @dataclass
-class ProfileService:
+class ProfileListService:
     sessions: async_sessionmaker[AsyncSession]
     bulk_rate: float = 50.0
     on_requests: Callable[[], None] | None = None  # wakes the outbox relay
