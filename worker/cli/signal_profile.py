@@ -267,7 +267,7 @@ def reseed(
 @click.option("--json", "as_json", is_flag=True)
 def audit_log(user_id: int, limit: int, as_json: bool) -> None:
     """The audit log of one user, newest first."""
-    entries = with_services(get_settings(), lambda s: s.admin().audit(user_id, limit))
+    entries = with_services(get_settings(), lambda s: s.audit().trail(user_id, limit))
     if as_json:
         print_json(entries)
         return

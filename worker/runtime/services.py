@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.wire import InputStream
-from worker.services.admin import AdminService
+from worker.services.audit import AuditReader
 from worker.services.auth import TokenService
 from worker.services.pipeline import Pipeline
 from worker.services.reseed import Reseeder, ReseedResult
@@ -86,8 +86,8 @@ class Services:
     def tokens(self) -> TokenService:
         return TokenService(self.sessions)
 
-    def admin(self) -> AdminService:
-        return AdminService(self.store, self.settings.serve_stale_for)
+    def audit(self) -> AuditReader:
+        return AuditReader(self.sessions)
 
 
 @asynccontextmanager

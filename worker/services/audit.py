@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.services.checks import check_user_id
 from worker.storage.models import AuditRow, HighlightRow
 
 AUDITED_FIELDS = (
@@ -111,3 +113,16 @@ async def audit_trail(session: AsyncSession, user_id: int, limit: int) -> list[d
         )
     ).all()
     return [audit_entry(r) for r in rows]
+
+
+@dataclass
+class AuditReader:
+    """A user's audit trail on its own (the panel's audit API, ``wb signal-profile audit``);
+    the profile document reads it inside its own snapshot through ``audit_trail``."""
+
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def trail(self, user_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        check_user_id(user_id)
+        async with self.sessions() as session:
+            return await audit_trail(session, user_id, limit)

@@ -1,7 +1,7 @@
 """``wb signal-profile reseed``: mark many highlights stale on purpose, at a bounded rate.
 
 Used after a prompt or model change, and by the panel's bulk regenerate (a selection of
-the profile list, ``worker.services.profiles``). Only rows with generated content are
+the profile list, ``worker.services.profile_list``). Only rows with generated content are
 reseeded (``RESEEDABLE``). Rows are taken in user-id order in chunks and each
 chunk is committed before the next, paced so that at most ``rate`` regeneration requests
 per second reach the generators; an interrupted reseed can simply be run again with
