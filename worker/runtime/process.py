@@ -35,6 +35,7 @@ from worker.storage.database import (
     needs_new_connection,
     session_factory,
 )
+from worker.storage.db_clock import database_now
 from worker.storage.models import ProcessedEventRow
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Runtime:
             max_backoff_s=self.settings.db_retry_max_backoff,
             on_retry=self.metrics.count_retry,
             policy=self.regen_policy,
+            max_clock_skew=self.settings.max_clock_skew,
         )
         self.sweeper = Sweeper(
             self.sessions,
@@ -193,9 +195,10 @@ class Runtime:
     async def schedule_once(self) -> int:
         """One scheduler step: publish (to the outbox) the due queued requests the shared
         budget allows, highest priority first. Every worker runs it; the budget row's lock
-        serialises them."""
+        serialises them, and its clock is the database's (``storage.db_clock``)."""
         async with self.sessions.begin() as session:
-            done = await scheduler.publish_due(session, utcnow(), self.regen_policy)
+            now = await database_now(session)  # the budget's clock, the same for every worker
+            done = await scheduler.publish_due(session, now, self.regen_policy)
         self.metrics.record_scheduled(done)
         if done.count:
             self.relay_wakeup.set()
