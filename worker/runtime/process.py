@@ -28,6 +28,7 @@ from worker.services.outbox import OutboxMessage
 from worker.services.sweep import ScanTotals
 from worker.settings import Settings
 from worker.storage.database import database_answers
+from worker.storage.db_clock import database_now
 from worker.storage.models import ProcessedEventRow
 from worker.storage.outage import retry_through_outage
 
@@ -170,9 +171,10 @@ class Runtime:
     async def schedule_once(self) -> int:
         """One scheduler step: publish (to the outbox) the due queued requests the shared
         budget allows, highest priority first. Every worker runs it; the budget row's lock
-        serialises them."""
+        serialises them, and its clock is the database's (``storage.db_clock``)."""
         async with self.sessions.begin() as session:
-            done = await scheduler.publish_due(session, utcnow(), self.regen_policy)
+            now = await database_now(session)  # the budget's clock, the same for every worker
+            done = await scheduler.publish_due(session, now, self.regen_policy)
         self.metrics.record_scheduled(done)
         if done.count:
             self.relay_wakeup.set()

@@ -56,6 +56,7 @@ class Services:
             max_backoff_s=self.settings.db_retry_max_backoff,
             on_retry=on_retry,
             policy=self.policy,
+            max_clock_skew=self.settings.max_clock_skew,
         )
 
     def sweeper(self) -> Sweeper:

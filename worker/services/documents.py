@@ -79,7 +79,10 @@ def serve(
             quotes = withhold(h.quotes, deleted_comments)
             doc.update(text=h.bio_text, proof_points=h.proof_points, quotes=quotes)
     reference = h.generated_at if h is not None else None
-    doc["age_s"] = round((now - reference).total_seconds(), 3) if reference else None
+    # Never negative: ``generated_at`` is another machine's clock (bounded on receipt by
+    # ``domain.clock_skew``, but a row may predate that, or the reader's clock be behind).
+    age = max(0.0, (now - reference).total_seconds()) if reference else None
+    doc["age_s"] = round(age, 3) if age is not None else None
     doc["stale_reason"] = h.stale_reason if h is not None else None
     doc["generation"] = h.generation if h is not None else None
     if status in ("missing", "stale", "expired"):

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.clock_skew import DEFAULT_MAX_CLOCK_SKEW, clamped_to_receipt
 from worker.domain.decoder import Rejected, RejectReason, decode
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
@@ -78,18 +79,34 @@ class Pipeline:
     set_based: bool = True
     # When the stale marks of a batch ask for their regeneration (at once, or queued).
     policy: RegenPolicy = IMMEDIATE
+    # Input timestamps further ahead of a batch's receipt are clamped to it
+    # (``WB_MAX_CLOCK_SKEW``, ``domain.clock_skew``).
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
         result = BatchResult()
         events: list[tuple[RawMessage, InputEvent]] = []
-        now = self.clock()
+        now = self.clock()  # the batch's receipt time
         for message in messages:
             try:
-                events.append((message, decode(stream, message.value, now)))
+                event = decode(stream, message.value, now)
             except Rejected as exc:
                 result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
                 result.count(stream, "dead_lettered")
+                continue
+            event, clamped = clamped_to_receipt(event, now, self.max_clock_skew)
+            for name in clamped:
+                result.clamped[(stream.value, name)] += 1
+            events.append((message, event))
+        if result.clamped:
+            log.warning(
+                "%s: clamped to the receipt time %s, as more than %s ahead of it: %s",
+                stream.value,
+                now.isoformat(),
+                self.max_clock_skew,
+                dict(result.clamped),
+            )
         if events:
             result.merge(await self._retrying(stream, events))
         return result

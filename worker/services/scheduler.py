@@ -181,7 +181,9 @@ async def sink_in_force(session: AsyncSession, now: datetime, policy: RegenPolic
 
 async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:
     """One scheduler step in the caller's transaction: take as many due requests as the
-    budget allows, highest priority first, and queue them in the outbox."""
+    budget allows, highest priority first, and queue them in the outbox. ``now`` is the
+    database's clock (``storage.db_clock``), never a worker's: every worker refills the
+    one bucket, and a pause set by that clock ends by it."""
     done = Published()
     budget = await lock_budget(session, now, policy)
     bucket = Bucket(budget.tokens, budget.refilled_at)
@@ -226,7 +228,8 @@ async def pause(
 ) -> datetime | None:
     """Pause releasing queued requests until ``until`` for every worker (None: resume);
     requests keep queueing meanwhile, nothing is dropped, and under an immediate policy
-    the stale marks queue theirs too (``policy_in_force``). Returns the pause in force."""
+    the stale marks queue theirs too (``policy_in_force``). Returns the pause in force.
+    ``now`` is the database's clock, as the scheduler step's (``publish_due``)."""
     budget = await lock_budget(session, now, policy, pausing=True)
     if budget.paused_until is not None and budget.paused_until > now:
         budget.refilled_at = max(budget.refilled_at, now)  # the pause earned nothing

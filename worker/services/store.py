@@ -41,6 +41,7 @@ from worker.services.staleness import (
     mark_stale_row,
     request_if_unanswered,
 )
+from worker.storage.db_clock import BudgetClock, database_now
 from worker.storage.models import HighlightRow
 
 Clock = Callable[[], datetime]
@@ -57,6 +58,8 @@ class HighlightStore:
     ttl: timedelta = timedelta(days=7)
     clock: Clock = utcnow
     policy: RegenPolicy = IMMEDIATE
+    # The pause's clock: the database's, as the scheduler step's (``storage.db_clock``).
+    budget_clock: BudgetClock = database_now
 
     async def get(self, user_id: int) -> Highlight | None:
         check_user_id(user_id)
@@ -144,7 +147,7 @@ class HighlightStore:
         Returns the pause in force. Logged with the actor (it concerns no one profile)."""
         actor = check_actor(actor)
         async with self.sessions.begin() as session:
-            now = self.clock()
+            now = await self.budget_clock(session)
             pause = await scheduler.pause(session, until, now, self.policy)
         log.warning("regeneration %s by %s", f"paused until {pause}" if pause else "resumed", actor)
         return pause
