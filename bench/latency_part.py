@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -51,6 +50,8 @@ async def leans(b: Bench, topic: str, count: int) -> AsyncIterator[list[subproce
     group = f"lean-{uuid.uuid4().hex[:6]}"
     procs = [start_lean(b, topic, 10**9, group) for _ in range(count)]
     try:
+        if count > 1:  # the group's second join: a rebalance within a heartbeat or two
+            await asyncio.sleep(4)
         yield procs
     finally:
         for proc in procs:
@@ -81,7 +82,7 @@ async def measure(b: Bench, args: argparse.Namespace, who: str, load: str, n: in
         await b.sql(cl.DROP)
     await b.reset_highlights()
     got = cl.figures(clock, achieved, metrics)
-    log(f"latency {who} x{n}, {load}: {json.dumps(cl.describe(got))}")
+    log(f"latency {who} x{n}, {load}: {cl.describe(got)}")
     return got
 
 

@@ -146,6 +146,9 @@ async def consume(broker: str, topic: str, group: str, db_url: str, expected: in
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=100,  # the worker's WB_CONSUMER_FETCH_WAIT (Tansu holds a fetch)
+        session_timeout_ms=6000,  # and the bench's workers' group timings
+        heartbeat_interval_ms=1000,
     )
     await consumer.start()
     seen, cpu = 0, 0.0
