@@ -20,6 +20,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +92,22 @@ class Figures:
     warm_p99: float  # with the warm-up events, as the worker's histogram counts them
     missing: int
     histogram: tuple[float, float] | None  # the worker's own p50 / p99, None for the lean
+    tail: str  # when the slowest 1 % were sent: a few stalls, or spread over the run
+
+
+def tail_times(clock: Clock, p99: float) -> str:
+    """The seconds of the run (from the first send) in which the comments at or over the
+    p99 were sent, with how many each: at 2,000/s a p99 is the run's worst 1 %, which a
+    single stall of a few hundred ms fills by itself."""
+    if not clock.sent:
+        return "-"
+    start = min(clock.sent.values())
+    seconds = Counter(
+        int(t - start)
+        for e, t in clock.sent.items()
+        if e in clock.committed and clock.committed[e] - t >= p99
+    )
+    return ", ".join(f"{s}s:{n}" for s, n in sorted(seconds.most_common(6)))
 
 
 async def listening(b: Bench, clock: Clock) -> asyncpg.Connection:
@@ -190,9 +207,10 @@ def figures(clock: Clock, achieved: float, metrics: str | None) -> Figures:
     if metrics is not None:
         got = histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
         histogram = (got[0.5], got[0.99])
+    p99 = quantile(lags, 0.99)
     return Figures(
-        achieved, quantile(lags, 0.5), quantile(lags, 0.99), quantile(warm, 0.99),
-        clock.missing(), histogram,
+        achieved, quantile(lags, 0.5), p99, quantile(warm, 0.99), clock.missing(), histogram,
+        tail_times(clock, p99),
     )  # fmt: skip
 
 
@@ -241,5 +259,6 @@ def describe(f: Figures) -> str:
     )
     return (
         f"{f.achieved_rate:,.0f}/s, p50 {f.p50 * 1000:.1f} ms, p99 {f.p99 * 1000:.1f} ms, "
-        f"p99 with warm-up {f.warm_p99 * 1000:.1f} ms, {f.missing} unseen, histogram {hist}"
+        f"p99 with warm-up {f.warm_p99 * 1000:.1f} ms, {f.missing} unseen, histogram {hist}, "
+        f"the slowest 1 % sent at {f.tail}"
     )
