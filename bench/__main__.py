@@ -25,9 +25,14 @@ from bench.decode_cost import decode_row
 from bench.harness import Bench, Row, log, ok
 from bench.ingest import ingest, naive, scale
 from bench.latency_part import latency
+from tests.helpers import pgcluster
 from tests.helpers import postgres as pg
 from worker.storage import migrate
 from worker.storage.database import create_engine
+
+# What the tests' private cluster turns off (tests/helpers/pgcluster.py): a commit then waits
+# for its WAL to reach the disk, which is most of a small transaction's latency.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
 def table(rows: list[Row]) -> str:
@@ -168,6 +173,12 @@ def main() -> None:
         help="the comment stream's parts on the embedded Tansu, Apache Kafka, or both "
         "(default; the other parts run once, on the first)",
     )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="the throwaway PostgreSQL commits durably (fsync, synchronous_commit) as a "
+        "production server does; by default it is the tests' cluster, durability off",
+    )
     args = parser.parse_args()
     args.events, args.users = (5000, 2500) if args.quick else (100_000, 50_000)
     args.rate, args.seconds = 2000, (5 if args.quick else 20)
@@ -178,6 +189,8 @@ def main() -> None:
         logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
         admin_url = os.environ.get("WB_BENCH_DATABASE_URL") or pg.configured_url()
         if admin_url is None:
+            if args.durable:  # this process's clusters only: the tests never see it
+                pgcluster.SETTINGS.update(DURABLE)
             admin_url = stack.enter_context(pg.throwaway_server()).get_uri()
         db_url = asyncio.run(pg.create_database(admin_url, prefix="wbbench"))
         stack.callback(lambda: asyncio.run(pg.drop_database(admin_url, db_url)))

@@ -99,13 +99,13 @@ WITH v AS (
             ELSE h.regen_requested_at END,
         regen_generation = CASE WHEN {ASK} THEN h.generation + 1 ELSE h.regen_generation END,
         regen_attempts = CASE WHEN {ASK} THEN 1 ELSE h.regen_attempts END
-    RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, h.stale_reason
+    RETURNING h.user_id, h.regen_generation, h.snapshot_hash, h.regen_request_id, h.stale_reason
 ), queued AS (
     INSERT INTO outbox (topic, messages, message_count, created_at)
     SELECT 'regen-requests', string_agg(format(
         E'%s\\t{{"event_id":"%s","user_id":%s,"reason":"%s","generation":%s,'
         '"snapshot_hash":%s,"requested_at":%s,"trigger":"comment:%s","priority":%s}}',
-        m.user_id, m.regen_request_id, m.user_id, m.stale_reason, m.generation,
+        m.user_id, m.regen_request_id, m.user_id, m.stale_reason, m.regen_generation,
         coalesce(to_json(m.snapshot_hash)::text, 'null'), to_json(v.now), v.first_id,
         CASE WHEN m.stale_reason = 'missing' THEN {int(Priority.MISSING)}
              ELSE {int(Priority.COMMENT)} END
