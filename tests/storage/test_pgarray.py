@@ -18,7 +18,8 @@ from worker.storage.pgarray import Write, literal, write_together
 
 pytestmark = pytest.mark.postgres
 
-texts = st.text(st.characters(exclude_characters="\x00"), max_size=12)  # NUL: refused earlier
+# NUL and lone surrogates are refused before anything is stored (``domain.values``).
+texts = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=12)
 zones = st.sampled_from(
     [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
 )
