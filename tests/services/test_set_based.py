@@ -115,7 +115,8 @@ async def test_a_mapping_batch_costs_the_same_statements_at_any_size(
             res = await pipeline.process(R, batch)
         counts.append(len(statements.seen))
         released.append(res.outcomes[("comments", "unparked")])
-    assert counts == [3, 3]  # claim + locks; map, unpark, create and lock; writes
+    # claim + locks; map, unpark, create and lock; the input states; writes
+    assert counts == [4, 4]
     assert released == [10, 800]
     async with sessions() as session:
         assert (await session.scalars(select(ParkedCommentRow))).all() == []

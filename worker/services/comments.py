@@ -25,6 +25,7 @@ from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.domain.wire import Comment, CommentEvent, InputStream
 from worker.services import signal_records as signal
+from worker.services.input_snapshots import InputSets
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.store import mark_stale_row
 from worker.storage.database import dialect_insert
@@ -43,15 +44,30 @@ STALE_OUTCOMES = {
     StaleOutcome.OVERRIDE_LOCKED: "override_locked",
 }
 ALREADY_INCLUDED = "already_included"
+UNCHANGED_INPUT = "unchanged_input"  # the input set already held it (redelivered, older)
 
 
 def apply_comment(
-    sink: OutboxSink, row: Requestable, event: Comment, now: datetime, result: BatchResult
+    sink: OutboxSink,
+    row: Requestable,
+    event: Comment,
+    now: datetime,
+    result: BatchResult,
+    inputs: InputSets,
 ) -> str:
-    """Apply one comment to its user's locked row; returns the outcome's name."""
+    """Apply one comment to its user's locked row (its input state loaded in ``inputs``);
+    returns the outcome's name. A change the input set already holds changes nothing; one
+    it did not is later than a highlight of known coverage (``covered_version``: the
+    snapshot rule), else than one generated before the comment (the timestamp rule)."""
+    if not inputs.apply(row, event):
+        return UNCHANGED_INPUT
     if row.generated_at is None:
         reason = StaleReason.MISSING
-    elif event.type == "comment.deleted" or event.occurred_at > row.generated_at:
+    elif (
+        event.type == "comment.deleted"
+        or row.covered_version is not None
+        or event.occurred_at > row.generated_at
+    ):
         reason = COMMENT_REASONS[event.type]
     else:
         return ALREADY_INCLUDED
@@ -98,6 +114,11 @@ WRITTEN = {
     "regen_queued_reason": "text",
     "regen_queued_trigger": "text",
     "regen_unseen": "integer",
+    "input_version": "bigint",
+    "input_fingerprint": "bigint",
+    "covered_version": "bigint",
+    "covered_fingerprint": "bigint",
+    "regen_skipped_at": "timestamptz",
 }
 
 
@@ -263,12 +284,14 @@ async def apply_locked(
     activity: dict[int, signal.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
     deleted: set[tuple[int, str]] = set()
+    inputs = InputSets()
+    await inputs.load(session, ((user_id, event.comment_id) for event, user_id in targets))
     for event, user_id in targets:
         activity.setdefault(user_id, signal.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             deleted.add((user_id, event.comment_id))
-        outcome = apply_comment(sink, rows[user_id], event, now, result)
-        if outcome != ALREADY_INCLUDED:
+        outcome = apply_comment(sink, rows[user_id], event, now, result, inputs)
+        if outcome != UNCHANGED_INPUT:  # already included: its input snapshot moved
             touched[user_id] = rows[user_id]
         outcomes.setdefault(outcome, []).append(event.event_id)
     activity_upsert, falling = signal.activity_write(activity, now)
@@ -281,6 +304,7 @@ async def apply_locked(
             insert_write(queued),
             activity_upsert,
             deleted_write(deleted, now),
+            inputs.write(),
             record(outcomes),
             also,
         ],

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.domain.snapshot import wire
 from worker.domain.values import Highlight, quote_comment_id, utcnow, withhold
 from worker.services.scheduler import queue_state
 from worker.services.serving import serve, snapshot_stats
@@ -68,6 +69,9 @@ async def profile_document_in(
     """``profile_document`` read in ``session``'s snapshot (the panel adds to it there)."""
     row, highlight, activity, deleted = await load(session, user_id)
     stored = highlight.model_dump(mode="json") if highlight else None
+    if stored is not None:  # as requests name them (16 hex digits)
+        for name in ("input_fingerprint", "covered_fingerprint"):
+            stored[name] = None if stored[name] is None else wire(stored[name])
     if stored is not None and deleted:  # the panel shows these: withheld there too
         shown = withhold(stored["quotes"], deleted)
         stored["withheld_quotes"] = len(stored["quotes"]) - len(shown)

@@ -66,6 +66,7 @@ def result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
         base_snapshot_hash=event.base_snapshot_hash,
         generation=event.generation,
         regen_request_id=event.regen_request_id,
+        input_version=event.input_version,
     )
     return payload, meta
 
@@ -94,9 +95,11 @@ def apply_result(
     """What follows a stored result on its row; returns the outcome's name."""
     if outcome is UpsertOutcome.APPLIED and pending_since is not None:
         result.turnaround_s.append((now - pending_since).total_seconds())
-    if outcome is UpsertOutcome.APPLIED_STILL_STALE and answers_pending(row, event):
-        # The pending request was answered, but by content older than the latest mark.
-        row.regen_request_id = None
+    if outcome is UpsertOutcome.APPLIED_STILL_STALE:
+        if answers_pending(row, event):
+            # The pending request was answered, but by content older than the latest mark.
+            row.regen_request_id = None
+        # A result behind the inputs may leave a row stale without a request: ask now.
         if request_if_unanswered(sink, row, now, f"result:{event.event_id}"):
             result.regen_requests[row.stale_reason or "manual"] += 1
     return outcome.value

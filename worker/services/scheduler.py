@@ -45,6 +45,7 @@ from worker.domain.scheduling import (
     due_at,
     priority_for,
 )
+from worker.domain.snapshot import unchanged
 from worker.domain.values import RegenReason
 from worker.services.outbox import (
     OutboxEntry,
@@ -101,7 +102,8 @@ def enqueue(
         row.updated_at = now
         return False
     if sink.policy.immediate:
-        request_regeneration(sink, row, reason, now, trigger, prio)
+        if not skip_if_unchanged(row, now):
+            request_regeneration(sink, row, reason, now, trigger, prio)
         return True
     row.regen_queued_at = row.regen_last_change_at = now
     row.regen_first_change_at = first_change or now  # expiry: when it expired (oldest first)
@@ -115,6 +117,33 @@ def dequeue(row: Requestable) -> None:
     row.regen_queued_at = row.regen_first_change_at = row.regen_last_change_at = None
     row.regen_priority = row.regen_queued_reason = row.regen_queued_trigger = None
     row.regen_unseen = 0
+
+
+def clear_stale(row: Requestable) -> None:
+    """Fresh: nothing left to ask for, nor queued."""
+    row.is_stale = False
+    row.stale_reason = None
+    row.stale_since = None
+    row.regen_request_id = None
+    row.regen_requested_at = None
+    row.regen_generation = None
+    row.regen_attempts = 0
+    dequeue(row)
+
+
+def skip_if_unchanged(row: Requestable, now: datetime) -> bool:
+    """A request about to go out buys nothing when the stored highlight covers exactly the
+    current inputs (``worker.domain.snapshot.unchanged``): the row returns to fresh instead,
+    its ``stale_after`` unchanged, and covers the current input version (the same set)."""
+    has_content = row.generated_at is not None
+    if not unchanged(
+        row.covered_fingerprint, row.input_fingerprint, has_content, row.stale_after, now
+    ):
+        return False
+    clear_stale(row)
+    row.covered_version = row.input_version
+    row.regen_skipped_at = row.updated_at = now
+    return True
 
 
 def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
@@ -158,6 +187,7 @@ def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[Highlight
 @dataclass
 class Published:
     count: int = 0
+    skipped: int = 0  # due requests dropped: the inputs are what the highlight covers
     waits_s: list[float] = field(default_factory=list)
     priorities: list[int] = field(default_factory=list)
     budget_left: float | None = None
@@ -228,6 +258,7 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     budget allows, highest priority first, and queue them in the outbox."""
     done = Published()
     budget = await lock_budget(session, now, policy)
+    done.skipped = await skip_unchanged(session, now, policy)
     bucket = Bucket(budget.tokens, budget.refilled_at)
     if budget.paused_until is not None:
         if now < budget.paused_until:
@@ -263,6 +294,25 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
     done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
     return done
+
+
+async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:
+    """Before the budget: due requests whose inputs are what the stored highlight covers
+    go nowhere (``skip_if_unchanged``), spending no token and not waiting for one (nor for
+    a pause: nothing is published). Returns how many were skipped."""
+    stmt = (
+        select(H)
+        .where(
+            due_clause(now, policy),
+            H.covered_fingerprint == H.input_fingerprint,
+            H.generated_at.is_not(None),
+        )
+        .order_by(H.user_id)
+        .limit(MAX_PER_STEP)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return sum(skip_if_unchanged(row, now) for row in (await session.scalars(stmt)).all())
 
 
 async def pause(

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.domain import snapshot
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult, UnknownUser
 from worker.domain.ids import is_user_id
 from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
@@ -140,6 +141,8 @@ def mark_stale_row(
         row.stale_since = now
     row.stale_reason = reason.value
     row.updated_at = now
+    if not snapshot.input_driven(reason, trigger):  # never skipped as "unchanged"
+        row.covered_fingerprint = None
     if row.manual_override:
         return StaleOutcome.OVERRIDE_LOCKED
     if scheduler.is_queued(row):
@@ -198,17 +201,6 @@ def _write_content(
     row.stale_after = payload.stale_after or payload.generated_at + ttl
 
 
-def _clear_stale(row: Requestable) -> None:
-    row.is_stale = False
-    row.stale_reason = None
-    row.stale_since = None
-    row.regen_request_id = None
-    row.regen_requested_at = None
-    row.regen_generation = None
-    row.regen_attempts = 0
-    scheduler.dequeue(row)  # fresh: nothing left to ask for
-
-
 def judge_result(
     row: Requestable | None, payload: GeneratedHighlight, snapshot_hash: str, meta: UpsertMeta
 ) -> UpsertOutcome | None:
@@ -222,9 +214,11 @@ def judge_result(
     stored_hash, stored_at = row.snapshot_hash, row.generated_at
     if stored_hash == snapshot_hash and stored_at == payload.generated_at:
         return UpsertOutcome.DUPLICATE
-    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
-        stored_at,
-        stored_hash or "",
+    if stored_at is not None and not snapshot.supersedes(
+        meta.input_version,
+        row.covered_version,
+        (payload.generated_at, snapshot_hash),
+        (stored_at, stored_hash or ""),
     ):
         raise SupersededResult(
             payload.user_id,
@@ -234,6 +228,15 @@ def judge_result(
     if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
         raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
     return None
+
+
+def stale_again(row: Requestable, now: datetime) -> None:
+    """A result behind the inputs leaves its row stale, or makes a fresh one stale (its
+    inputs changed while a highlight of unknown coverage was judged by timestamps)."""
+    if not row.is_stale:
+        row.is_stale, row.stale_since = True, now
+        row.stale_reason = StaleReason.NEW_COMMENT.value
+        row.generation += 1
 
 
 def settle_result(
@@ -250,11 +253,16 @@ def settle_result(
     row.snapshot_hash = snapshot_hash
     row.generated_at = payload.generated_at
     row.updated_at = now
+    covers = snapshot.coverage(meta.input_version, row.input_version, row.input_fingerprint)
+    row.covered_version, row.covered_fingerprint = covers.version, covers.fingerprint
+    if covers.behind:  # the inputs moved on since the result's snapshot
+        stale_again(row, now)
+        return UpsertOutcome.APPLIED_STILL_STALE
     if meta.generation is not None and meta.generation < row.generation:
         return UpsertOutcome.APPLIED_STILL_STALE
     if (transition := fresh_transition(row, now)) is not None:
         fresh(transition)
-    _clear_stale(row)
+    scheduler.clear_stale(row)
     return UpsertOutcome.APPLIED
 
 
@@ -469,6 +477,7 @@ class HighlightStore:
             sink = await scheduler.sink_in_force(session, now, self.policy)
             with audited(session, row, actor=actor, action="regenerate", reason=note, now=now):
                 row.generation += 1
+                row.covered_fingerprint = None  # an operator's request is never skipped
                 if not row.is_stale:
                     row.is_stale, row.stale_since = True, now
                 row.stale_reason = (

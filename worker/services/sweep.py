@@ -22,6 +22,7 @@ from sqlalchemy.sql import ColumnElement
 
 from worker.domain.freshness import expiry_due
 from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy, priority_for
+from worker.domain.snapshot import UNCHANGED, behind_inputs
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
@@ -93,12 +94,29 @@ def _unrequested() -> ColumnElement[bool]:
 
 
 def _behind_activity() -> ColumnElement[bool]:
-    """Activity newer than the highlight (a deletion counts only if newer too: the scan
-    catches missed events, and re-marking an old deletion would regenerate forever)."""
-    return and_(
-        A.last_comment_at.is_not(None),
-        or_(H.generated_at.is_(None), A.last_comment_at > H.generated_at),
+    """SQL of ``_behind``: input changes the highlight does not cover, by the snapshot
+    where its coverage is known; else activity newer than the highlight (a deletion counts
+    only if newer too: the scan catches missed events, and re-marking an old deletion
+    would regenerate forever)."""
+    return or_(
+        and_(H.covered_version.is_not(None), H.input_version > H.covered_version),
+        and_(
+            H.covered_version.is_(None),
+            A.last_comment_at.is_not(None),
+            or_(H.generated_at.is_(None), A.last_comment_at > H.generated_at),
+        ),
     )
+
+
+def _behind(row: HighlightRow, activity: A | None) -> bool:
+    """The scans' inclusion rule (``worker.domain.snapshot.behind_inputs``), the same as a
+    result's: a highlight covering a known input version is behind only if the inputs
+    moved on, whatever the timestamps; one of unknown coverage, by recorded activity."""
+    by_snapshot = behind_inputs(row.covered_version, row.input_version)
+    if by_snapshot is not None:
+        return by_snapshot
+    last = activity.last_comment_at if activity is not None else None
+    return last is not None and (row.generated_at is None or last > row.generated_at)
 
 
 async def _candidate_ids(
@@ -126,14 +144,12 @@ def _act(
     now = opts.now
     if expiry_due(row.is_stale, row.stale_after, now):
         _mark(sink, row, StaleReason.EXPIRED, now, totals)
-    elif (
-        not row.is_stale
-        and activity is not None
-        and activity.last_comment_at is not None
-        and (row.generated_at is None or activity.last_comment_at > row.generated_at)
-    ):
-        reason = COMMENT_REASONS.get(activity.last_comment_type or "", StaleReason.NEW_COMMENT)
+    elif opts.include_activity and not row.is_stale and _behind(row, activity):
+        last_type = activity.last_comment_type if activity is not None else None
+        reason = COMMENT_REASONS.get(last_type or "", StaleReason.NEW_COMMENT)
         _mark(sink, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals)
+    elif _would_ask(row, opts) and scheduler.skip_if_unchanged(row, now):
+        totals.actions[UNCHANGED] += 1  # a request (again) would buy nothing
     elif (
         not row.manual_override
         and row.regen_request_id is not None
@@ -149,6 +165,17 @@ def _act(
     elif request_if_unanswered(sink, row, now, "sweep"):
         totals.actions["requested"] += 1
         totals.requests[row.stale_reason or "manual"] += 1
+
+
+def _would_ask(row: HighlightRow, opts: ScanOptions) -> bool:
+    """The row is about to be asked for (again) by the scan: a stuck request, or a stale
+    row without one (a queued request is the scheduler's to skip or publish)."""
+    if row.manual_override or scheduler.is_queued(row):
+        return False
+    if row.regen_request_id is None:
+        return row.is_stale
+    requested = row.regen_requested_at
+    return requested is not None and requested <= opts.now - opts.retry_after
 
 
 def _mark(
@@ -278,7 +305,7 @@ EXPIRE_CHUNK = text(
 ), marked AS (
     UPDATE user_profile_highlights h SET
         generation = h.generation + 1, is_stale = true, stale_since = :now,
-        stale_reason = 'expired', updated_at = :now,
+        stale_reason = 'expired', updated_at = :now, covered_fingerprint = NULL,
         regen_request_id = CASE WHEN p.ask
             THEN CAST(:ids AS text) || lpad(to_hex(h.user_id), 16, '0')
             ELSE h.regen_request_id END,
@@ -286,16 +313,19 @@ EXPIRE_CHUNK = text(
         regen_generation = CASE WHEN p.ask THEN h.generation + 1 ELSE h.regen_generation END,
         regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END
     FROM picked p WHERE h.ctid = p.tid
-    RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask
+    RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask,
+        h.input_version, h.input_fingerprint
 ), queued AS (
     INSERT INTO outbox (topic, messages, message_count, created_at)
     SELECT :stream, string_agg(format(
         E'%s\\t{"event_id":"%s","user_id":%s,"reason":"expired","generation":%s,'
         '"snapshot_hash":%s,"requested_at":%s,"trigger":"sweep","priority"\\:"""
     + str(int(Priority.EXPIRED))
-    + """}',
+    + """,'
+        '"input_version":%s,"input_fingerprint":"%s"}',
         user_id, regen_request_id, user_id, generation,
-        coalesce(to_json(snapshot_hash)::text, 'null'), to_json(CAST(:requested_at AS text))
+        coalesce(to_json(snapshot_hash)::text, 'null'), to_json(CAST(:requested_at AS text)),
+        input_version, lpad(to_hex(input_fingerprint), 16, '0')
     ), E'\\n'), count(*), :now
     FROM marked WHERE ask HAVING count(*) > 0
     RETURNING message_count
@@ -314,7 +344,7 @@ EXPIRE_QUEUE_CHUNK = text(
 ), marked AS (
     UPDATE user_profile_highlights h SET
         generation = h.generation + 1, is_stale = true, stale_since = :now,
-        stale_reason = 'expired', updated_at = :now,
+        stale_reason = 'expired', updated_at = :now, covered_fingerprint = NULL,
         regen_queued_at = CASE WHEN p.ask THEN :now ELSE h.regen_queued_at END,
         regen_first_change_at = CASE WHEN p.ask THEN coalesce(h.stale_after, :now)
             ELSE h.regen_first_change_at END,
