@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers.budget import assert_within_budget, first_seen
 from tests.helpers.factories import result
 from tests.helpers.live import Kafka, eventually
+from worker.domain.snapshot import element, signed
 from worker.services import outbox
 from worker.services.store import HighlightStore
 from worker.storage.models import (
@@ -201,6 +202,35 @@ class Workload:
                 counts[user] = sum(c["type"] == "comment.created" for c in by_id.values())
         return content, must_be_stale, counts
 
+    def inputs(self) -> dict[int, tuple[int, int]]:
+        """Per user with comments: the input snapshot (version, fingerprint) the worker must
+        hold, from scratch. Each comment here has one event, so each event is one change
+        (``input_version`` counts them: none lost, none applied twice) and the live set is
+        the comments not deleted, each at its only version."""
+        owner = {
+            m.value["request_id"]: m.value["user_id"]
+            for m in self.messages
+            if m.topic == REQUESTS and isinstance(m.value, dict)
+        }
+        events: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for m in self.messages:
+            if m.topic == COMMENTS and isinstance(m.value, dict):
+                v = m.value
+                events[v.get("user_id") or owner[v["request_id"]]][v["event_id"]] = v
+        return {
+            user: (
+                len(by_id),
+                signed(
+                    sum(
+                        element(c["comment_id"], c["event_id"])
+                        for c in by_id.values()
+                        if c["type"] != "comment.deleted"
+                    )
+                ),
+            )
+            for user, by_id in events.items()
+        }
+
 
 async def converged(
     sessions: async_sessionmaker[AsyncSession], workload: Workload, timeout: float = 240.0
@@ -261,6 +291,9 @@ def _check_rows(
         assert rows[user].is_stale, f"user {user} has a newer comment but is not stale"
     for user, count in counts.items():
         assert activity.get(user) == count, f"user {user}: {activity.get(user)} != {count}"
+    for user, snapshot in workload.inputs().items():
+        got = (rows[user].input_version, rows[user].input_fingerprint)
+        assert got == snapshot, f"user {user}: input snapshot {got}, expected {snapshot}"
 
 
 def _check_requests(on_topic: list[dict[str, Any]], rows: dict[int, HighlightRow]) -> int:
