@@ -3,9 +3,11 @@
 ``apply_comment`` is the one rule (a comment newer than the highlight, or any deletion,
 makes it stale; no highlight yet asks for a first one) and works on an ORM row as well as
 on the plain ``RowState`` values below. ``apply_comment_batch`` applies a batch of
-comments on PostgreSQL in two statements after the claim, whatever its size: create the
-missing rows and lock them all, then (rules applied in Python on the plain values) write
-the changed rows, the outbox row, Signal activity and the outcomes together. The ORM's
+comments on PostgreSQL in three statements after the claim, whatever its size: create the
+missing rows and lock them all, read the input states of its comments
+(``worker.services.input_snapshots``: after the lock, so that no concurrent change is
+missed), then (rules applied in Python on the plain values) write the changed rows, the
+outbox row, Signal activity, the input states and the outcomes together. The ORM's
 unit of work cost more than the database did, and every round trip waits its turn on the
 worker's event loop: comments are the hot stream, bursts of tens of thousands a minute.
 SQLite and the other streams keep the ORM path; both call the same rules.
