@@ -128,3 +128,26 @@ async def test_expiry_operators_and_missing_highlights_are_never_skipped(
         done = await scheduler.publish_due(session, clock.now, SETTLE)
     assert (done.count, done.skipped) == (3, 0)
     assert sorted(r["user_id"] for r in await queued_requests(sessions)) == [1, 2, 3]
+
+
+async def test_an_operators_request_outlives_a_result_of_the_current_inputs(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """The result answers the comment's request with the current inputs, but the operator
+    asked after it was made: its queued request still goes out."""
+    store = HighlightStore(sessions, clock=clock, policy=SETTLE)
+    pipeline = Pipeline(sessions, clock=clock, policy=SETTLE)
+    await _fresh(store, 1, pipeline)
+    await pipeline.process(C, [comment("e1", 1, later(1), cid="k1")])
+    clock.advance(timedelta(minutes=1))
+    async with sessions.begin() as session:
+        assert (await scheduler.publish_due(session, clock.now, SETTLE)).count == 1
+    request = (await queued_requests(sessions))[-1]
+    await store.regenerate(1, actor="ops")
+    answer = {"input_version": 1, "generation": request["generation"]}
+    res = await pipeline.process(G, [generated("g2", 1, later(2), "s1", **answer)])
+    assert res.outcomes == {("generated", "applied_still_stale"): 1}
+    async with sessions.begin() as session:
+        done = await scheduler.publish_due(session, clock.now, SETTLE)
+    assert (done.count, done.skipped) == (1, 0)
+    assert (await queued_requests(sessions))[-1]["reason"] == "manual"

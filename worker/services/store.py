@@ -259,6 +259,7 @@ def settle_result(
         stale_again(row, now)
         return UpsertOutcome.APPLIED_STILL_STALE
     if meta.generation is not None and meta.generation < row.generation:
+        row.covered_fingerprint = None  # marked since, not only by inputs: never skipped
         return UpsertOutcome.APPLIED_STILL_STALE
     if (transition := fresh_transition(row, now)) is not None:
         fresh(transition)
