@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
@@ -15,6 +16,8 @@ from worker.domain.wire import RegenRequestEvent
 from worker.services import scheduler
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
+from worker.services.sweep import FreshnessScan
+from worker.storage.models import HighlightRow
 
 SETTLE = RegenPolicy(settle=timedelta(seconds=30), max_wait=timedelta(minutes=5))
 
@@ -151,3 +154,28 @@ async def test_an_operators_request_outlives_a_result_of_the_current_inputs(
         done = await scheduler.publish_due(session, clock.now, SETTLE)
     assert (done.count, done.skipped) == (1, 0)
     assert (await queued_requests(sessions))[-1]["reason"] == "manual"
+
+
+async def test_the_scans_judge_a_highlight_of_known_coverage_by_its_inputs(
+    store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
+) -> None:
+    """A comment stamped after the highlight's ``generated_at`` but covered by it (the
+    result echoed its version) is not news to ``freshness-scan``, run after run; one the
+    highlight does not cover is, whatever its timestamp."""
+    pipeline = Pipeline(sessions, clock=clock)
+    await _fresh(store, 1, pipeline)
+    await _fresh(store, 2, pipeline)
+    for user in (1, 2):
+        await pipeline.process(C, [comment(f"e{user}", user, later(30), cid="k1")])
+    answer = generated("g9", 1, later(1), "s9", input_version=1)  # generated "before" it
+    assert (await pipeline.process(G, [answer])).outcomes == {("generated", "applied"): 1}
+    async with sessions.begin() as session:  # user 2's mark lost, as if by an old bug
+        await session.execute(
+            update(HighlightRow).where(HighlightRow.user_id == 2).values(is_stale=False)
+        )
+    scan = FreshnessScan(sessions, retry_after=timedelta(hours=1), clock=clock)
+    for run in range(2):
+        totals, _ = await scan.run(restart=True)
+        assert totals.actions == ({"new_comment": 1} if run == 0 else {})
+        assert not (await store.get(1)).is_stale  # type: ignore[union-attr]
+    assert (await store.get(2)).is_stale  # type: ignore[union-attr]
