@@ -169,10 +169,9 @@ class Workload:
             )
             await asyncio.sleep(0.1)
 
-    def expected(self) -> tuple[dict[int, tuple[datetime, str]], set[int], dict[int, int]]:
-        """Per user: final content (generated_at, snapshot) by the newest-wins rule; users
-        that must be stale; comment counts for users whose comments were never deleted."""
-        content = {u: (self.base, s) for u, s in self.seeded.items()}
+    def comments_by_user(self) -> dict[int, dict[str, dict[str, Any]]]:
+        """The good comments by user (through the request map), by event id (redeliveries
+        are one event)."""
         owner = {
             m.value["request_id"]: m.value["user_id"]
             for m in self.messages
@@ -180,16 +179,22 @@ class Workload:
         }
         comments: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
         for m in self.messages:
-            if not isinstance(m.value, dict):
-                continue
-            v = m.value
-            if m.topic == GENERATED:
+            if m.topic == COMMENTS and isinstance(m.value, dict):
+                v = m.value
+                comments[v.get("user_id") or owner[v["request_id"]]][v["event_id"]] = v
+        return comments
+
+    def expected(self) -> tuple[dict[int, tuple[datetime, str]], set[int], dict[int, int]]:
+        """Per user: final content (generated_at, snapshot) by the newest-wins rule; users
+        that must be stale; comment counts for users whose comments were never deleted."""
+        content = {u: (self.base, s) for u, s in self.seeded.items()}
+        for m in self.messages:
+            if m.topic == GENERATED and isinstance(m.value, dict):
+                v = m.value
                 candidate = (datetime.fromisoformat(v["generated_at"]), v["snapshot_hash"])
                 content[v["user_id"]] = max(content.get(v["user_id"], candidate), candidate)
-            elif m.topic == COMMENTS:
-                comments[v.get("user_id") or owner[v["request_id"]]][v["event_id"]] = v
         must_be_stale, counts = set(), {}
-        for user, by_id in comments.items():
+        for user, by_id in self.comments_by_user().items():
             final = content.get(user)
             if any(
                 c["type"] == "comment.deleted"
@@ -207,16 +212,6 @@ class Workload:
         hold, from scratch. Each comment here has one event, so each event is one change
         (``input_version`` counts them: none lost, none applied twice) and the live set is
         the comments not deleted, each at its only version."""
-        owner = {
-            m.value["request_id"]: m.value["user_id"]
-            for m in self.messages
-            if m.topic == REQUESTS and isinstance(m.value, dict)
-        }
-        events: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for m in self.messages:
-            if m.topic == COMMENTS and isinstance(m.value, dict):
-                v = m.value
-                events[v.get("user_id") or owner[v["request_id"]]][v["event_id"]] = v
         return {
             user: (
                 len(by_id),
@@ -228,7 +223,7 @@ class Workload:
                     )
                 ),
             )
-            for user, by_id in events.items()
+            for user, by_id in self.comments_by_user().items()
         }
 
 

@@ -18,11 +18,11 @@ from tests.helpers.clock import T0, FakeClock
 from tests.helpers.database import truncate_all, waiting_on_lock
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
 from worker.domain.batch import RawMessage
+from worker.domain.snapshot import element, signed
 from worker.domain.wire import InputStream
 from worker.services import outbox
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
-from worker.domain.snapshot import element, signed
 from worker.storage.models import (
     CommentInputRow,
     FreshTransitionRow,
