@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
+from tests.helpers.database import truncate_all
 from tests.helpers.factories import C, comment, later
 from worker.domain.snapshot import element, signed
 from worker.services.pipeline import Pipeline
@@ -71,6 +72,7 @@ def test_any_interleaving_and_redelivery_gives_the_final_sets_fingerprint(
     with asyncio.Runner() as runner:
         engine = create_engine(url)
         runner.run(migrate.upgrade(engine))
+        runner.run(truncate_all(engine))  # the session's database: other tests' users too
         sessions = session_factory(engine)
         pipeline = Pipeline(sessions)
 

@@ -116,11 +116,11 @@ WRITTEN = {
     "regen_queued_reason": "text",
     "regen_queued_trigger": "text",
     "regen_unseen": "integer",
+    # A comment moves the input snapshot; what a highlight covers is a result's to change
+    # (``worker.services.results.COVERED``: a comment's non-input mark is the first
+    # generation's, and a row without a highlight covers nothing).
     "input_version": "bigint",
     "input_fingerprint": "bigint",
-    "covered_version": "bigint",
-    "covered_fingerprint": "bigint",
-    "regen_skipped_at": "timestamptz",
 }
 
 

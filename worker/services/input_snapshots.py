@@ -91,32 +91,34 @@ class InputSets:
         row.input_fingerprint = signed(row.input_fingerprint + change.delta)
         return True
 
-    def _rows(self) -> list[dict[str, object]]:
-        return [
-            {
-                "user_id": user_id,
-                "comment_id": comment_id,
-                "version_at": state.version_at,
-                "version_event": state.version_event,
-                "deleted": state.deleted,
-            }
-            for (user_id, comment_id), state in sorted(self.changed.items())
-        ]
+    def _columns(self) -> dict[str, list[object]]:
+        """The changed comments, column by column, in key order."""
+        columns: dict[str, list[object]] = {name: [] for name in COLUMNS}
+        for (user_id, comment_id), state in sorted(self.changed.items()):
+            columns["user_id"].append(user_id)
+            columns["comment_id"].append(comment_id)
+            columns["version_at"].append(state.version_at)
+            columns["version_event"].append(state.version_event)
+            columns["deleted"].append(state.deleted)
+        return columns
 
     def write(self) -> Write | None:
         """PostgreSQL: the changed comments as one upsert from arrays (``write_together``)."""
-        rows = self._rows()
-        if not rows:
+        if not self.changed:
             return None
+        columns = self._columns()
         return Write(
-            UPSERT,
-            {f"i_{name}": literal(kind, [r[name] for r in rows]) for name, kind in COLUMNS.items()},
+            UPSERT, {f"i_{name}": literal(COLUMNS[name], v) for name, v in columns.items()}
         )
 
     async def save(self, session: AsyncSession) -> None:
         """The ORM paths' form of ``write``: one upsert, executemany."""
-        rows = self._rows()
-        if rows:
+        if self.changed:
+            columns = self._columns()
+            rows = [
+                dict(zip(columns, values, strict=True))
+                for values in zip(*columns.values(), strict=True)
+            ]
             insert = dialect_insert(session)(CommentInputRow)
             await session.execute(
                 insert.on_conflict_do_update(

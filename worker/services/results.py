@@ -116,10 +116,12 @@ CONTENT = {
     "generated_at": "timestamptz",
     "stale_after": "timestamptz",
 }
-RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN}
+# What the stored highlight covers of the input snapshot (``worker.domain.snapshot``).
+COVERED = {"covered_version": "bigint", "covered_fingerprint": "bigint"}
+RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN, **COVERED}
 RESULT_WRITE = (
     "UPDATE user_profile_highlights AS h SET "
-    + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN})
+    + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN, **COVERED})
     + f" FROM {unnest_rows(RESULT_COLUMNS, 'g_')} WHERE h.user_id = v.user_id"
 )
 

@@ -102,8 +102,7 @@ def enqueue(
         row.updated_at = now
         return False
     if sink.policy.immediate:
-        if not skip_if_unchanged(row, now):
-            request_regeneration(sink, row, reason, now, trigger, prio)
+        request_regeneration(sink, row, reason, now, trigger, prio)
         return True
     row.regen_queued_at = row.regen_last_change_at = now
     row.regen_first_change_at = first_change or now  # expiry: when it expired (oldest first)
@@ -131,10 +130,15 @@ def clear_stale(row: Requestable) -> None:
     dequeue(row)
 
 
-def skip_if_unchanged(row: Requestable, now: datetime) -> bool:
+def skip_if_unchanged(row: HighlightRow, now: datetime) -> bool:
     """A request about to go out buys nothing when the stored highlight covers exactly the
     current inputs (``worker.domain.snapshot.unchanged``): the row returns to fresh instead,
-    its ``stale_after`` unchanged, and covers the current input version (the same set)."""
+    its ``stale_after`` unchanged, and covers the current input version (the same set).
+
+    Asked where a request goes out later than the change that made it: when a queued one
+    comes due (``skip_unchanged``) and when the sweep would ask again. A request made at
+    once (the immediate policy) follows a change from a fresh row, which always moves the
+    fingerprint off the covered one: there is nothing to skip then."""
     has_content = row.generated_at is not None
     if not unchanged(
         row.covered_fingerprint, row.input_fingerprint, has_content, row.stale_after, now
@@ -297,15 +301,17 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
 
 
 async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:
-    """Before the budget: due requests whose inputs are what the stored highlight covers
-    go nowhere (``skip_if_unchanged``), spending no token and not waiting for one (nor for
-    a pause: nothing is published). Returns how many were skipped."""
+    """Before any token is counted: due requests whose inputs are what the stored highlight
+    covers go nowhere (``skip_if_unchanged``; the query narrows to its candidates), spending
+    no token and not waiting for one (nor for a pause: nothing is published). Returns how
+    many were skipped."""
     stmt = (
         select(H)
         .where(
             due_clause(now, policy),
             H.covered_fingerprint == H.input_fingerprint,
             H.generated_at.is_not(None),
+            or_(H.stale_after.is_(None), H.stale_after > now),
         )
         .order_by(H.user_id)
         .limit(MAX_PER_STEP)

@@ -184,8 +184,6 @@ class RowState:
     input_fingerprint: int = 0
     covered_version: int | None = None
     covered_fingerprint: int | None = None
-    regen_skipped_at: datetime | None = None
-    stale_after: datetime | None = None  # read, never written by the staleness rules
 
 
 class OutboxRow(Base):
