@@ -37,6 +37,7 @@ def test_older_versions_redeliveries_and_anything_after_a_deletion_change_nothin
     held = CommentInput(T0 + M, "e2")
     assert step(held, "comment.edited", T0, "e9", "k") is None  # older
     assert step(held, "comment.created", T0 + M, "e2", "k") is None  # the same event again
+    assert step(held, "comment.edited", T0 + 9 * M, "e2", "k") is None  # its clock clamped
     tie = step(held, "comment.edited", T0 + M, "e3", "k")  # same instant: the event id decides
     assert tie is not None and tie.state.version_event == "e3"
     tomb = CommentInput(None, None, deleted=True)

@@ -89,6 +89,8 @@ def step(
     old = 0
     if current is not None and current.version_event is not None:
         assert current.version_at is not None
+        if current.version_event == event_id:  # the same event again, whatever its clock
+            return None
         old = element(comment_id, current.version_event)
         if kind != "comment.deleted" and (at, event_id) <= (
             current.version_at,
