@@ -47,7 +47,8 @@ format: $(STAMP)
 schemas: $(STAMP)  ## regenerate schemas/*.json from the event models
 	$(BIN)/python -m worker.cli.schemas
 
-bench: $(STAMP)  ## throughput/latency benchmark (needs PostgreSQL: WB_BENCH_DATABASE_URL)
+bench: $(STAMP)  ## throughput/latency against the lean reference, on Tansu and Apache Kafka
+	scripts/provision
 	$(BIN)/python -m bench
 
 fuzz: $(STAMP)  ## coverage-guided fuzzing of the decoders for 60 s (on a copy of the seed corpus)

@@ -1,10 +1,13 @@
-"""`make bench` / `python -m bench [--quick]`: throughput, latency, sweep, memory, scale-out.
+"""`make bench` / `python -m bench [--quick] [--broker tansu|kafka|both]`: throughput against
+the lean reference, latency, sweep, memory, scale-out.
 
 Sets up its own data on PostgreSQL (WB_BENCH_DATABASE_URL, else WB_TEST_DATABASE_URL, else
-a throwaway server) and an embedded broker, and measures reference figures in the same run
-on the same data, so that the results are ratios that hold on a noisy machine. On a loopback
-host its database URL asks for no TLS (``ssl=disable``: ``tests.helpers.postgres``), as a
-worker next to its database would be configured; the worker's own default is untouched.
+a throwaway server) and its own brokers (the embedded Tansu, Apache Kafka 4.1.1: the
+comment stream's parts run on each, ``bench.brokers``), and measures reference figures in
+the same run on the same data, so that the results are ratios that hold on a noisy machine.
+On a loopback host its database URL asks for no TLS (``ssl=disable``:
+``tests.helpers.postgres``), as a worker next to its database would be configured; the
+worker's own default is untouched.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import streams
+from bench import brokers, streams
 from bench.decode_cost import decode_row
 from bench.harness import Bench, Row, log, ok
-from bench.ingest import ingest, latency, naive, scale
+from bench.ingest import ingest, naive, scale
+from bench.latency_part import latency
+from tests.helpers import pgcluster
 from tests.helpers import postgres as pg
-from worker.kafka.embedded import EmbeddedBroker
 from worker.storage import migrate
 from worker.storage.database import create_engine
+
+# What the tests' private cluster turns off (tests/helpers/pgcluster.py): a commit then waits
+# for its WAL to reach the disk, which is most of a small transaction's latency.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 
 
 def table(rows: list[Row]) -> str:
@@ -52,26 +60,54 @@ PARTS = (
 )
 
 
-async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path) -> None:
-    b = Bench(args, broker, db_url, logs)
+async def run(args: argparse.Namespace, db_url: str, logs: Path) -> None:
     engine = create_engine(db_url)
     await migrate.upgrade(engine)
     await engine.dispose()
     parts = set(args.only or PARTS)
     rows: list[Row] = []
     rss: list[str] = []
-    log(f"seeding {args.users} highlights")
+    for i, kind in enumerate(brokers.kinds(args.broker)):
+        log(f"[{kind}] starting the broker")
+        with brokers.started(kind, logs) as broker:
+            b = Bench(args, broker, db_url, logs)
+            try:
+                rows += await broker_parts(b, args, parts, rss, first=i == 0)
+                if i == 0:  # the other parts once, on the first broker
+                    rows += await once_parts(b, args, parts, rss)
+            finally:
+                await b.engine.dispose()
+    if rss:
+        peak = max(float(r.split()[0]) for r in rss)
+        rows.append(("peak RSS", " / ".join(rss), "-", "<= 300 MB", ok(peak <= 300)))
+    print(table(rows))
+
+
+async def broker_parts(
+    b: Bench, args: argparse.Namespace, parts: set[str], rss: list[str], first: bool
+) -> list[Row]:
+    """The comment stream's parts, on each broker (naive and scale-out on the first)."""
+    kind = b.broker.kind
+    rows: list[Row] = []
+    log(f"[{kind}] seeding {args.users} highlights")
     await b.seed_highlights(args.users)
     if parts & {"ingest", "naive", "scale"}:  # (c) and scale-out are ratios to one worker
-        ours, ingest_rows, rss_ingest = await ingest(b, args)
+        ours, ingest_rows, rss_ingest = await ingest(b, args, kind)
         rows += ingest_rows
-        rss.append(f"{rss_ingest:.0f} MB worker (ingest)")
-        if "naive" in parts:
+        rss.append(f"{rss_ingest:.0f} MB worker (ingest, {kind})")
+        if "naive" in parts and first:
             rows.append(await naive(b, args, ours))
-        if "scale" in parts:
+        if "scale" in parts and first:
             rows.append(await scale(b, args, ours))
     if "latency" in parts:
-        rows += await latency(b, args)
+        rows += await latency(b, args, kind)
+    return rows
+
+
+async def once_parts(
+    b: Bench, args: argparse.Namespace, parts: set[str], rss: list[str]
+) -> list[Row]:
+    rows: list[Row] = []
     if "sweep" in parts:
         log(f"sweep over {args.sweep_rows} rows")
         sweep = await b.sweep(args.sweep_rows)
@@ -88,12 +124,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, log
         rss.append(f"{sweep['peak_rss_mb']:.0f} MB sweep process")
     if "decode" in parts:
         rows.append(decode_row())
-    rows += await stream_parts(b, args, parts, rss)
-    await b.engine.dispose()
-    if rss:
-        peak = max(float(r.split()[0]) for r in rss)
-        rows.append(("peak RSS", " / ".join(rss), "-", "<= 300 MB", ok(peak <= 300)))
-    print(table(rows))
+    return rows + await stream_parts(b, args, parts, rss)
 
 
 async def stream_parts(
@@ -135,6 +166,19 @@ def main() -> None:
     )
     parser.add_argument("--stream-events", type=int, help="events of results/mappings/mixed")
     parser.add_argument("--roundtrip", type=int, help="expiries of the sweep round trip")
+    parser.add_argument(
+        "--broker",
+        choices=(*brokers.KINDS, "both"),
+        default="both",
+        help="the comment stream's parts on the embedded Tansu, Apache Kafka, or both "
+        "(default; the other parts run once, on the first)",
+    )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="the throwaway PostgreSQL commits durably (fsync, synchronous_commit) as a "
+        "production server does; by default it is the tests' cluster, durability off",
+    )
     args = parser.parse_args()
     args.events, args.users = (5000, 2500) if args.quick else (100_000, 50_000)
     args.rate, args.seconds = 2000, (5 if args.quick else 20)
@@ -143,14 +187,15 @@ def main() -> None:
     args.roundtrip = args.roundtrip or (10_000 if args.quick else 300_000)
     with ExitStack() as stack:
         logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
-        broker = stack.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))
         admin_url = os.environ.get("WB_BENCH_DATABASE_URL") or pg.configured_url()
         if admin_url is None:
+            if args.durable:  # this process's clusters only: the tests never see it
+                pgcluster.SETTINGS.update(DURABLE)
             admin_url = stack.enter_context(pg.throwaway_server()).get_uri()
         db_url = asyncio.run(pg.create_database(admin_url, prefix="wbbench"))
         stack.callback(lambda: asyncio.run(pg.drop_database(admin_url, db_url)))
         log(f"logs in {logs}")
-        asyncio.run(run(args, broker, db_url, logs))
+        asyncio.run(run(args, db_url, logs))
 
 
 if __name__ == "__main__":

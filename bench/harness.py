@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
+from bench.brokers import BrokerAt
 from tests.helpers.live import WorkerProcess
-from worker.kafka.embedded import EmbeddedBroker
 from worker.storage.database import create_engine
 
 PARTITIONS = 4
@@ -48,9 +48,7 @@ def ok(flag: bool) -> str:
 
 
 class Bench:
-    def __init__(
-        self, args: argparse.Namespace, broker: EmbeddedBroker, db_url: str, logs: Path
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, broker: BrokerAt, db_url: str, logs: Path) -> None:
         self.args, self.broker, self.db_url, self.logs = args, broker, db_url, logs
         self.engine = create_engine(db_url, pool_size=4)
         self.noop_cpu_us = self.ingest_cpu_us = 0.0
@@ -225,130 +223,17 @@ class Bench:
                     break
                 await asyncio.sleep(0.2)
             self.ingest_cpu_us = (cpu[1] - cpu[0]) / events * 1e6
-            span = (
-                await self.sql(
-                    "SELECT extract(epoch FROM max(processed_at) - "
-                    "min(processed_at)) FROM processed_events"
-                )
-            ).scalar()
-            return events / max(float(span), 1e-6), peak
+            return await self.claims_rate(events), peak
         finally:
             for proc in procs:
                 proc.stop()
 
-    async def latency(
-        self, topic: str, rate: int, seconds: int, users: int, workers: int = 1
-    ) -> dict[str, float]:
-        """Steady ``rate`` events/s: production -> regen request on the topic (precise,
-        consumer clock = producer clock) and -> stale mark committed (worker histogram)."""
-        await self.create_topic(topic)
-        env = {"WB_TOPIC_COMMENTS": topic, "WB_SWEEP_INTERVAL": "1h", "WB_LOG_LEVEL": "warning"}
-        proc = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env).start()
-        procs = [proc] + [
-            WorkerProcess(
-                self.broker.address, self.db_url, self.logs, app_id=proc.app_id, extra_env=env
-            ).start()
-            for _ in range(workers - 1)
-        ]
-        await asyncio.gather(*(p.wait_ready(timeout=120) for p in procs))
-        await self.warm_up(topic, users)
-        regen = AIOKafkaConsumer(
-            "profile.highlights.regen-requests",
-            bootstrap_servers=self.broker.address,
-            auto_offset_reset="latest",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=20,  # the measuring consumer must not add its own wait
-        )
-        await regen.start()
-        await regen.getmany(timeout_ms=500)
-        sent: dict[str, float] = {}
-        arrivals: list[float] = []
-        collector = asyncio.create_task(_collect_arrivals(regen, sent, arrivals))
-        try:
-            achieved = await self.steady_comments(topic, rate, seconds, users, sent)
-            await asyncio.sleep(3)
-        finally:
-            collector.cancel()
-            await regen.stop()
-        metrics = "".join([await asyncio.to_thread(_scrape, f"{p.url}/metrics") for p in procs])
-        for p in procs:
-            p.stop()
-        arrivals.sort()
-        commit = _histogram_quantiles(metrics, "wb_stale_mark_lag_seconds", (0.5, 0.99))
-        return {
-            "achieved_rate": achieved,
-            "requests_timed": len(arrivals),
-            "topic_p50": _q(arrivals, 0.5),
-            "topic_p99": _q(arrivals, 0.99),
-            "commit_p50": commit[0.5],
-            "commit_p99": commit[0.99],
-        }
-
-    async def steady_comments(
-        self, topic: str, rate: int, seconds: int, users: int, sent: dict[str, float]
-    ) -> float:
-        """Produce ``rate`` comments a second for ``seconds`` on a schedule (not as fast as
-        possible: latency is measured at a given load), noting each one's send time in
-        ``sent``; returns the rate achieved."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1, linger_ms=5)
-        await producer.start()
-        rng = random.Random(3)
-        try:
-            started = time.monotonic()
-            for i in range(rate * seconds):
-                target = started + i / rate
-                if (delay := target - time.monotonic()) > 0:
-                    await asyncio.sleep(delay)
-                user = rng.randint(1, users)
-                event_id = f"{topic}-{i}"
-                now = datetime.now(UTC)
-                value = json.dumps(
-                    {
-                        "event_id": event_id,
-                        "type": "comment.created",
-                        "comment_id": event_id,
-                        "request_id": "r",
-                        "user_id": user,
-                        "occurred_at": now.isoformat(),
-                    }
-                ).encode()
-                sent[event_id] = now.timestamp()
-                await producer.send(topic, value, key=str(user).encode())
-            achieved = rate * seconds / (time.monotonic() - started)
-            await producer.flush()
-        finally:
-            await producer.stop()
-        return achieved
-
-    async def warm_up(self, topic: str, users: int, events: int = 200) -> None:
-        """Start timing only once the agents consume: a join's first seconds are not latency."""
-        before = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
-        producer = AIOKafkaProducer(bootstrap_servers=self.broker.address, acks=1)
-        await producer.start()
-        at = datetime.now(UTC).isoformat()
-        try:
-            for i in range(events):
-                value = json.dumps(
-                    {
-                        "event_id": f"{topic}-warm-{i}",
-                        "type": "comment.created",
-                        "comment_id": "w",
-                        "request_id": "w",
-                        "user_id": 1 + i % users,
-                        "occurred_at": at,
-                    }
-                ).encode()
-                await producer.send(topic, value, key=str(1 + i % users).encode())
-            await producer.flush()
-        finally:
-            await producer.stop()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            done = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
-            if done - before >= events:
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError("the workers did not start consuming")
+    async def claims_rate(self, events: int) -> float:
+        """``events`` over the span from the first claim's batch to the last's (each batch's
+        clock at its start): the worker and the lean reference are read the same way."""
+        query = "SELECT extract(epoch FROM max(processed_at) - min(processed_at)) FROM "
+        span = (await self.sql(query + "processed_events")).scalar()
+        return events / max(float(span), 1e-6)
 
     async def sweep(self, rows: int) -> dict[str, float]:
         await self.seed_highlights(rows, expired_share=0.3)
@@ -386,54 +271,3 @@ def run_child(module: str, env: dict[str, str], timeout: float) -> subprocess.Co
         timeout=timeout,
         cwd=Path(__file__).parent.parent,
     )
-
-
-async def _collect_arrivals(
-    regen: AIOKafkaConsumer, sent: dict[str, float], arrivals: list[float]
-) -> None:
-    """Until cancelled: for each regen request whose trigger names a comment in ``sent``,
-    the seconds from that comment's send to the request's arrival."""
-    while True:
-        for records in (await regen.getmany(timeout_ms=200)).values():
-            now = time.time()
-            for record in records:
-                trigger = json.loads(record.value).get("trigger", "")
-                event_id = trigger.removeprefix("comment:")
-                if event_id in sent:
-                    arrivals.append(now - sent[event_id])
-
-
-def _scrape(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return str(resp.read().decode())
-
-
-def _q(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
-
-
-def _histogram_quantiles(exposition: str, name: str, qs: tuple[float, ...]) -> dict[float, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    summed: dict[float, float] = {}  # several workers' expositions add up
-    for family in text_string_to_metric_families(exposition):
-        if family.name == name:
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    le = float(sample.labels["le"])
-                    summed[le] = summed.get(le, 0.0) + sample.value
-    buckets = sorted(summed.items())
-    total = buckets[-1][1] if buckets else 0
-    out = {}
-    for q in qs:
-        rank, low, below = q * total, 0.0, 0.0
-        out[q] = float("nan")
-        for le, count in buckets:
-            if count >= rank and total:
-                width = (le - low) if le != float("inf") else 0
-                out[q] = low + width * ((rank - below) / max(count - below, 1e-9))
-                break
-            low, below = le, count
-    return out

@@ -1,5 +1,6 @@
-"""Bench parts of the comment stream: ingest rate against the no-op Faust agent and raw
-aiokafka, the naive one-transaction-per-event design, two workers, and latency."""
+"""Bench parts of the comment stream: ingest rate against the lean reference, the no-op
+Faust agent and raw aiokafka, the naive one-transaction-per-event design, and two workers
+(latency: ``bench.latency_part``)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,35 @@ import argparse
 
 from bench import streams
 from bench.harness import Bench, Row, log, ok
+from bench.references import lean_ingest
 
 
-async def ingest(b: Bench, args: argparse.Namespace) -> tuple[float, list[Row], float]:
+async def ingest(b: Bench, args: argparse.Namespace, kind: str) -> tuple[float, list[Row], float]:
+    """The comment stream on broker ``kind``: the lean reference, the no-op Faust agent and
+    the worker, one after the other on the same pre-produced events (each from the start,
+    in a consumer group of its own), and raw aiokafka's fetch rate."""
     n = args.events
-    log(f"producing {n} comments")
+    log(f"[{kind}] producing {n} comments")
     await b.produce_comments("bench.ingest", n, args.users)
-    log("raw aiokafka consumption")
+    log(f"[{kind}] raw aiokafka consumption")
     raw = await b.raw_consume("bench.ingest", n)
-    log("no-op Faust agent")
+    log(f"[{kind}] lean reference")
+    lean, lean_cpu_us = await lean_ingest(b, "bench.ingest", n)
+    await b.reset_highlights()
+    log(f"[{kind}] no-op Faust agent")
     noop = b.noop_faust("bench.ingest", n)
-    log("worker ingest (1 process)")
+    log(f"[{kind}] worker ingest (1 process)")
     ours, rss = await b.worker_ingest("bench.ingest", n)
     await b.reset_highlights()
+    ratio = f"{lean / noop:.2f}x"
     rows = [
-        streams.rate_row("ingest events/s vs no-op Faust (a)", ours, noop, 0.75),
+        streams.rate_row(f"[{kind}] comments events/s vs the lean reference", ours, lean, 0.6),
+        streams.cpu_row(b.ingest_cpu_us, lean_cpu_us, "lean"),
+        streams.rate_row(f"[{kind}] comments events/s vs no-op Faust (a)", ours, noop, 0.75),
         streams.cpu_row(b.ingest_cpu_us, b.noop_cpu_us),
+        ("  lean reference vs no-op Faust", f"{lean:,.0f}", f"{noop:,.0f}", "-", ratio),
         (
-            "ingest events/s vs raw aiokafka (b)",
+            f"[{kind}] ingest events/s vs raw aiokafka (b)",
             f"{ours:,.0f}",
             f"{raw:,.0f}",
             "(physical limit)",
@@ -55,31 +67,3 @@ async def scale(b: Bench, args: argparse.Namespace, ours: float) -> Row:
     two, _ = await b.worker_ingest("bench.scale", args.events, workers=2)
     await b.reset_highlights()
     return ("scale-out: 2 workers vs 1", f"{two:,.0f}", f"{ours:,.0f}", "-", f"{two / ours:.2f}x")
-
-
-async def latency(b: Bench, args: argparse.Namespace) -> list[Row]:
-    rows = []
-    for workers in (1, 2):
-        log(f"latency at {args.rate}/s for {args.seconds}s, {workers} worker(s)")
-        lat = await b.latency(
-            f"bench.latency{workers}", args.rate, args.seconds, args.users, workers=workers
-        )
-        await b.reset_highlights()
-        label = f"{workers} worker{'s' if workers > 1 else ''} @{lat['achieved_rate']:,.0f}/s"
-        rows += [
-            (
-                f"p50 / p99 event -> stale mark committed, {label}",
-                f"{lat['commit_p50'] * 1000:.0f} / {lat['commit_p99'] * 1000:.0f} ms",
-                "-",
-                "p99 <= 250 ms",
-                ok(lat["commit_p99"] <= 0.25),
-            ),
-            (
-                f"p50 / p99 event -> regen request on topic, {label}",
-                f"{lat['topic_p50'] * 1000:.0f} / {lat['topic_p99'] * 1000:.0f} ms",
-                f"{lat['requests_timed']} requests",
-                "-",
-                "-",
-            ),
-        ]
-    return rows

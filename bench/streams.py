@@ -16,16 +16,17 @@ from bench.harness import NOW, Bench, Message, Row, ok, run_child
 from tests.helpers.live import WorkerProcess
 
 
-def cpu_row(ours_us: float, noop_us: float) -> Row:
-    """The worker's CPU per event from its first to its last claim, against the no-op
-    agent's over its events: what the code costs, which the shared machine's load moves
-    much less than the rates (there the ratio is the no-op's over ours)."""
+def cpu_row(ours_us: float, reference_us: float, reference: str = "no-op") -> Row:
+    """The worker's CPU per event from its first to its last claim, against a reference's
+    (the no-op agent's, the lean reference's) over its events: what the code costs, which
+    the shared machine's load moves much less than the rates (there the ratio is the
+    reference's over ours)."""
     return (
-        "  worker CPU per event vs no-op",
+        f"  worker CPU per event vs {reference}",
         f"{ours_us:.0f} us",
-        f"{noop_us:.0f} us",
+        f"{reference_us:.0f} us",
         "-",
-        f"{noop_us / max(ours_us, 1e-9):.2f}x",
+        f"{reference_us / max(ours_us, 1e-9):.2f}x",
     )
 
 

@@ -90,7 +90,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> HighlightStore:
-    return HighlightStore(sessions, ttl=timedelta(days=7), clock=clock)
+    return HighlightStore(sessions, ttl=timedelta(days=7), clock=clock, budget_clock=clock.database)
 
 
 # The tests written before the scheduler test immediate requests: no settle time and no

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.domain.clock_skew import DEFAULT_MAX_CLOCK_SKEW
+
 DEFAULT_SQLITE_PATH = Path("var") / "wb-highlights.sqlite3"
 
 
@@ -113,6 +115,10 @@ class Settings(BaseSettings):
     parked_retention: Duration = timedelta(days=7)
     db_retry_max_backoff: float = Field(default=5.0, gt=0)
     serve_stale_for: Duration = timedelta(0)
+    # Input timestamps further ahead of their receipt than this are clamped to the receipt
+    # time (``worker.domain.clock_skew``): NTP keeps machines milliseconds apart and batch
+    # latency only makes timestamps late, so minutes ahead is a broken clock.
+    max_clock_skew: Duration = Field(default=DEFAULT_MAX_CLOCK_SKEW, ge=timedelta(0))
     shutdown_timeout: Duration = timedelta(seconds=30)
     consumer_fetch_wait: Duration = timedelta(milliseconds=100)
     gauge_interval: Duration = timedelta(seconds=15)

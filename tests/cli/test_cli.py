@@ -22,13 +22,6 @@ from worker.storage.database import create_engine, session_factory
 from worker.storage.models import AuditRow, HighlightRow, ScanCheckpointRow, SignalActivityRow
 
 
-@pytest.fixture
-def sqlite_env(tmp_path: Path) -> dict[str, str]:
-    env = {"WB_DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite3"}
-    assert wb("db", "upgrade", env=env).returncode == 0
-    return env
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

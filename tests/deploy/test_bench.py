@@ -13,9 +13,28 @@ def test_bench_imports_and_shows_its_parts() -> None:
     assert done.returncode == 0, done.stderr
     for part in ("ingest", "latency", "sweep", "decode", "results", "mappings", "mixed"):
         assert part in done.stdout
+    assert "--broker" in done.stdout and "kafka" in done.stdout
     import bench.streams  # the stream parts import only when run: import them here
 
     assert bench.streams.mixed_messages(100, 10, {"c": "c", "r": "r", "g": "g"})[1] == 100
+    import bench.latency_part
+    import bench.lean  # the reference child module imports too
+
+    assert bench.latency_part.VARIANTS
+
+
+def test_the_latency_clock_pairs_each_comment_with_its_commit() -> None:
+    """A notification names the ids one transaction committed; only the first counts, and
+    a comment never seen committed is counted as unseen, not as a lag."""
+    from bench.commit_latency import Clock, hot_users, own_users
+
+    clock = Clock(sent={"a": 1.0, "b": 2.0, "c": 3.0})
+    clock.on_notify(None, 0, "bench_claims", "a,b")
+    first = clock.committed["a"]
+    clock.on_notify(None, 0, "bench_claims", "a")
+    assert clock.committed["a"] == first and clock.missing() == 1
+    assert clock.lags(clock.sent) == sorted([first - 1.0, clock.committed["b"] - 2.0])
+    assert own_users(10)(12) == (3, "3") and hot_users(5)(12) == (3, "k12")
 
 
 def test_the_decode_line_measures_the_hostile_corpus_against_json_loads() -> None:

@@ -70,3 +70,17 @@ def test_unpublished_requests_count_against_the_burst_and_a_pause_earns_nothing(
     paused = Bucket(3.0, T).paused(T + 60 * S)  # a minute's pause
     assert paused == Bucket(3.0, T + 60 * S)
     assert paused.refilled(T + 61 * S, 120, 10).available() == 5
+
+
+def test_the_bucket_never_moves_back_so_no_interval_is_credited_twice() -> None:
+    """Two steps reading clocks 10 s apart, alternating: the one behind earns nothing and
+    leaves ``at`` where the one ahead put it (before, it moved ``at`` back 10 s and the
+    next step was paid the same 10 s again)."""
+    bucket, taken = Bucket(0.0, T), 0
+    for second in range(1, 41):  # a step a second, every other one 10 s behind
+        now = T + second * S - (10 * S if second % 2 else 0 * S)
+        bucket = bucket.refilled(now, 60, 5)
+        taken += bucket.available()
+        bucket = bucket.take(bucket.available())
+    assert taken <= 40 and bucket.at == T + 40 * S  # 40 s at one a second
+    assert Bucket(1.0, T).paused(T - 10 * S) == Bucket(1.0, T)

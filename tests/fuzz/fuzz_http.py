@@ -29,7 +29,7 @@ with atheris.instrument_imports(include=["worker"]):
     from worker.domain.ids import MAX_USER_ID
     from worker.domain.values import valid_text
     from worker.services.auth import Signer
-    from worker.services.profiles import ProfileQuery, Sort
+    from worker.services.profile_list import ProfileQuery, Sort
     from worker.web.requests import parse_user_id, read_form, read_json, safe_next, text_field
     from worker.web.responses import Refused
 

@@ -21,7 +21,7 @@ from worker.runtime.metrics import Metrics
 from worker.services import report
 from worker.services.documents import served_document
 from worker.services.overview import OverviewService
-from worker.services.profiles import ProfileFilter, ProfileQuery, ProfileService
+from worker.services.profile_list import ProfileFilter, ProfileListService, ProfileQuery
 from worker.services.store import HighlightStore
 from worker.services.sweep import Sweeper
 from worker.storage.models import HighlightRow
@@ -115,7 +115,7 @@ async def test_the_gate_the_gauges_the_panel_and_clients_count_the_same(
     assert sorted(p.user_id for p in listed) == sorted(
         u for u, s in meant.items() if s in STALE_STATES
     )
-    profiles = ProfileService(sessions, clock=lambda: now)
+    profiles = ProfileListService(sessions, clock=lambda: now)
     for state in FreshnessState:
         page = await profiles.page(ProfileQuery(ProfileFilter(state=state)))
         assert {r["user_id"] for r in page.rows} == {u for u, s in client.items() if s == state}

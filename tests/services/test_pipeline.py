@@ -180,9 +180,10 @@ async def test_answered_but_outdated_result_is_requested_again(
 
 
 async def test_conflicting_and_superseded_results_are_counted_not_applied(
-    pipeline: Pipeline, store: HighlightStore
+    pipeline: Pipeline, store: HighlightStore, clock: FakeClock
 ) -> None:
     await store.upsert_auto(result(1, generated_at=later(5)), "snap-a")
+    clock.now = later(10)  # received after they were generated (or clamped to receipt)
     res = await pipeline.process(
         G,
         [

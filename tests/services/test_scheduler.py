@@ -45,7 +45,7 @@ def scheduled(
         chosen = RegenPolicy(**kwargs)
         return Scheduled(
             chosen,
-            HighlightStore(sessions, clock=clock, policy=chosen),
+            HighlightStore(sessions, clock=clock, policy=chosen, budget_clock=clock.database),
             Pipeline(sessions, clock=clock, policy=chosen),
             Sweeper(sessions, retry_after=timedelta(minutes=15), clock=clock, policy=chosen),
         )

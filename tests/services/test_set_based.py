@@ -18,6 +18,7 @@ from tests.helpers.clock import T0, FakeClock
 from tests.helpers.database import truncate_all, waiting_on_lock
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
 from worker.domain.batch import RawMessage
+from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.snapshot import element, signed
 from worker.domain.wire import InputStream
 from worker.services import outbox
@@ -187,7 +188,7 @@ def _one(rnd: random.Random, stream: InputStream, n: int) -> RawMessage:
 
 
 async def _run(
-    sessions: async_sessionmaker[AsyncSession], seed: int, set_based: bool
+    sessions: async_sessionmaker[AsyncSession], seed: int, set_based: bool, policy: RegenPolicy
 ) -> dict[str, Any]:
     engine: AsyncEngine = sessions.kw["bind"]
     await truncate_all(engine)
@@ -195,7 +196,7 @@ async def _run(
     patch = pytest.MonkeyPatch()
     patch.setattr(outbox, "new_request_id", lambda: f"{next(counter):032x}")
     clock = FakeClock(now=T0 + timedelta(hours=1), step=timedelta(seconds=1))
-    pipeline = Pipeline(sessions, clock=clock, set_based=set_based)
+    pipeline = Pipeline(sessions, clock=clock, set_based=set_based, policy=policy)
     batches = []
     try:
         for stream, batch in _events(seed):
@@ -245,15 +246,29 @@ async def _state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
     return {**state, "outbox": queued}
 
 
-@pytest.mark.parametrize("seed", range(12))
+# Under a settle time or a budget a stale mark queues its request on the row (settling,
+# priority, unseen comments: the rows compared) instead of writing it to the outbox.
+SETTLE = RegenPolicy(settle=timedelta(seconds=5), max_wait=timedelta(seconds=30))
+BUDGET = RegenPolicy(rate_per_min=60, burst=2)
+POLICIES = {"immediate": IMMEDIATE, "settle": SETTLE, "budget": BUDGET}
+RUNS = [("immediate", seed) for seed in range(12)] + [
+    (name, seed) for name in ("settle", "budget") for seed in range(6)
+]
+
+
+@pytest.mark.parametrize(("policy", "seed"), RUNS)
 async def test_the_set_based_path_agrees_with_the_orm_path(
-    sessions: async_sessionmaker[AsyncSession], seed: int
+    sessions: async_sessionmaker[AsyncSession], policy: str, seed: int
 ) -> None:
-    """Same events, same clock, same request ids: the same outcomes and the same rows, map,
-    parked comments, activity, processed events and queued requests. On SQLite both runs
-    take the ORM path (the test then checks that it is deterministic)."""
-    orm = await _run(sessions, seed, set_based=False)
-    assert await _run(sessions, seed, set_based=True) == orm
+    """Same events, same clock, same request ids, same policy: the same outcomes and the
+    same rows (queued requests included), map, parked comments, activity, processed events
+    and outbox. On SQLite both runs take the ORM path (the test then checks that it is
+    deterministic)."""
+    orm = await _run(sessions, seed, False, POLICIES[policy])
+    assert await _run(sessions, seed, True, POLICIES[policy]) == orm
+    requested = sum(sum(regen.values()) for _, regen, _, _ in orm["batches"])
+    assert requested > 0  # the events asked for regenerations ...
+    assert (orm["outbox"] == []) is (policy != "immediate")  # ... queued unless immediate
     # Each row's snapshot is its stored live input set's: the fingerprint is the digest of
     # the live comments, the version moved once per change (at most one per event).
     live: dict[int, int] = {}
@@ -359,7 +374,7 @@ async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own
     import asyncio
 
     from tests.helpers.live import eventually
-    from worker.services import mappings
+    from worker.services import locking, mappings
 
     engine = _postgres_only(sessions)
     clock.now = T0 + timedelta(hours=2)
@@ -371,7 +386,7 @@ async def test_a_released_comments_row_created_concurrently_is_locked_on_its_own
         late.append(users)
         return await original(session, users, now)
 
-    original = mappings.lock_states
+    original = locking.lock_states
     monkeypatch.setattr(mappings, "lock_states", lock_states)
     async with engine.connect() as other:
         await other.execute(

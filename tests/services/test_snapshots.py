@@ -22,11 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.helpers.clock import FakeClock
 from tests.helpers.factories import C, comment_doc, raw, result
 from worker.services import report
-from worker.services.admin import AdminService
 from worker.services.documents import profile_document, served_document
 from worker.services.overview import OverviewService
 from worker.services.pipeline import Pipeline
-from worker.services.profiles import ProfileQuery, ProfileService
+from worker.services.profile_list import ProfileListService, ProfileQuery
 from worker.services.store import HighlightStore
 from worker.storage.database import is_postgresql, snapshot
 
@@ -118,7 +117,7 @@ Reader = Callable[[async_sessionmaker[AsyncSession], int], Awaitable[dict[str, A
 READERS: list[Reader] = [
     lambda s, user: served_document(HighlightStore(s), user, GRACE),  # a client
     lambda s, user: profile_document(HighlightStore(s), user, GRACE),  # wb signal-profile show
-    lambda s, user: AdminService(HighlightStore(s), GRACE).profile(user),  # the panel
+    lambda s, user: profile_document(HighlightStore(s), user, GRACE, audit=20),  # the panel
 ]
 
 
@@ -196,7 +195,7 @@ async def test_a_profile_list_page_is_of_one_moment(
     for user in (1, 2, 3):
         await store.upsert_auto(result(user, generated_at=clock.now - timedelta(hours=1)), "s")
     between = Between(lambda: store.mark_stale(2, "manual"), 2)
-    profiles = ProfileService(interleaved(engine, between), clock=clock)
+    profiles = ProfileListService(interleaved(engine, between), clock=clock)
     page = await profiles.page(ProfileQuery())
     committed_or_held(between)
     assert [(r["user_id"], r["state"]) for r in page.rows] == [

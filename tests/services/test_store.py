@@ -196,6 +196,8 @@ async def test_regenerate_replaces_pending_request(
         (lambda s: s.regenerate(1, actor="\udcff"), "actor must be UTF-8"),
         (lambda s: s.clear_manual_override(404, actor="a"), "no highlight"),
         (lambda s: s.mark_stale(1, "bogus"), "unknown stale reason"),
+        # a request reason, never a row's stale reason (the two enums stay apart for this)
+        (lambda s: s.mark_stale(1, "retry"), "unknown stale reason"),
         (lambda s: s.get(-1), "positive"),
         (lambda s: s.upsert_auto(result(1, generated_at=datetime(2026, 1, 1)), "s"), "timezone"),
         (lambda s: s.upsert_auto(result(1, generated_at=T0 + timedelta(days=3)), "s"), "future"),

@@ -15,7 +15,7 @@ from tests.helpers.clock import T0
 from tests.helpers.plans import plan_nodes
 from worker.domain.freshness import FreshnessState
 from worker.domain.values import StaleReason
-from worker.services.profiles import Cursor, ProfileFilter, ProfileQuery, Sort, list_statements
+from worker.services.profile_list import Cursor, ProfileFilter, ProfileQuery, Sort, list_statements
 
 ROWS = 200_000
 TABLE = "user_profile_highlights"

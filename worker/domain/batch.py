@@ -40,6 +40,8 @@ class BatchResult:
     regen_requests: Counter[str] = field(default_factory=Counter)
     stale_event_times: list[datetime] = field(default_factory=list)
     turnaround_s: list[float] = field(default_factory=list)
+    # Timestamps clamped to the receipt time, per (stream, field) (``domain.clock_skew``).
+    clamped: Counter[tuple[str, str]] = field(default_factory=Counter)
     retries: int = 0
 
     def count(self, stream: InputStream, outcome: str) -> None:
@@ -51,4 +53,5 @@ class BatchResult:
         self.regen_requests.update(other.regen_requests)
         self.stale_event_times.extend(other.stale_event_times)
         self.turnaround_s.extend(other.turnaround_s)
+        self.clamped.update(other.clamped)
         self.retries += other.retries

@@ -116,15 +116,19 @@ class Bucket:
         on the topic (``unpublished``): tokens and the outbox together never exceed the
         burst, so a backlog the relay publishes late (Kafka away, a worker killed before
         its relay ran) is never followed by a full bucket on top of it, and ordinary
-        relay lag costs nothing (the cap only bites when the bucket is full)."""
+        relay lag costs nothing (the cap only bites when the bucket is full).
+
+        ``at`` never moves back: a ``now`` behind it (a step that read the clock before
+        another step's later refill committed) earns nothing and leaves ``at`` where it
+        is, so no interval is ever credited twice."""
         elapsed = max(0.0, (now - self.at).total_seconds())
         room = max(0.0, float(burst - unpublished))
-        return Bucket(min(room, self.tokens + elapsed * rate_per_min / 60.0), now)
+        return Bucket(min(room, self.tokens + elapsed * rate_per_min / 60.0), max(self.at, now))
 
     def paused(self, now: datetime) -> Bucket:
         """The bucket while an operator pauses regeneration: it earns nothing meanwhile
-        (a resume does not release a burst the pause saved up)."""
-        return Bucket(self.tokens, now)
+        (a resume does not release a burst the pause saved up); ``at`` never moves back."""
+        return Bucket(self.tokens, max(self.at, now))
 
     def available(self) -> int:
         return int(self.tokens + 1e-9)

@@ -23,6 +23,7 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# Why a row is stale (``stale_reason``; what an operator may name to ``mark_stale``).
 class StaleReason(StrEnum):
     NEW_COMMENT = "new_comment"
     COMMENT_EDITED = "comment_edited"
@@ -32,6 +33,10 @@ class StaleReason(StrEnum):
     MANUAL = "manual"
 
 
+# Why a regeneration is requested (the request's ``reason`` on the wire): a stale reason,
+# or ``RETRY`` for a pending request asked again, which makes no row stale. Two enums so
+# that a retry can never become a ``stale_reason``; tests/domain/test_values.py ties them.
+# (No docstring: it would enter the wire schema, schemas/regen-request.json.)
 class RegenReason(StrEnum):
     NEW_COMMENT = "new_comment"
     COMMENT_EDITED = "comment_edited"

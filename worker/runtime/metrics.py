@@ -25,6 +25,7 @@ from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.domain.wire import InputStream
 from worker.services import outbox, parking, scheduler
 from worker.services.overview import Figures, current_figures
+from worker.storage.db_clock import database_now
 
 # Fine steps around the 250 ms objective for "event -> stale mark committed".
 LATENCY_BUCKETS = (
@@ -127,6 +128,12 @@ class Metrics:
             "wb_dead_letters",
             "Events sent to a dead-letter topic",
             ["stream", "reason"],
+            registry=r,
+        )
+        self.clock_skew_clamped = Counter(
+            "wb_clock_skew_clamped",
+            "Input timestamps clamped to their receipt time (further ahead than WB_MAX_CLOCK_SKEW)",
+            ["stream", "field"],
             registry=r,
         )
         self.regen_requests = Counter(
@@ -256,6 +263,8 @@ class Metrics:
                 self.regen_settled.inc(n)
         for letter in result.dead_letters:
             self.dead_letters.labels(stream, letter.reason.value).inc()
+        for (event_stream, name), n in result.clamped.items():
+            self.clock_skew_clamped.labels(event_stream, name).inc(n)
         for reason, n in result.regen_requests.items():
             self.regen_requests.labels(reason).inc(n)
         observe_many(self.handling.labels(stream), elapsed_s, sum(result.outcomes.values()))
@@ -283,7 +292,7 @@ class Metrics:
             since = waiting.get(int(p))
             age = (now - since).total_seconds() if since else 0.0
             self.regen_queued_age.labels(p.name.lower()).set(max(age, 0.0))
-        left = await scheduler.budget_left(session, now, policy)
+        left = await scheduler.budget_left(session, await database_now(session), policy)
         self.regen_budget.set(-1 if left is None else left)
         figures = await current_figures(session, now)
         for key, n in figures.counts.items():

@@ -23,20 +23,15 @@ from worker.domain.snapshot import UNCHANGED
 from worker.domain.values import utcnow
 from worker.domain.wire import InputStream
 from worker.runtime.metrics import Metrics
+from worker.runtime.services import Services
 from worker.services import outbox, overview, parking, scheduler
 from worker.services.outbox import OutboxMessage
-from worker.services.pipeline import Pipeline
-from worker.services.store import HighlightStore
-from worker.services.sweep import ScanTotals, Sweeper
+from worker.services.sweep import ScanTotals
 from worker.settings import Settings
-from worker.storage.database import (
-    create_engine,
-    database_answers,
-    is_transient,
-    needs_new_connection,
-    session_factory,
-)
+from worker.storage.database import database_answers
+from worker.storage.db_clock import database_now
 from worker.storage.models import ProcessedEventRow
+from worker.storage.outage import retry_through_outage
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +56,13 @@ class Runtime:
     unsaved_dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.engine = create_engine(self.settings.database_url)
-        self.sessions = session_factory(self.engine)
+        services = Services.open(self.settings)
+        self.engine, self.sessions = services.engine, services.sessions
         # One policy for everything this worker marks stale (the web views reach it through
         # the store and ``regen_policy``); another Runtime in the process may hold another.
-        self.regen_policy = scheduler.policy_from(self.settings)
-        self.store = HighlightStore(
-            self.sessions, ttl=self.settings.highlight_ttl, policy=self.regen_policy
-        )
-        self.pipeline = Pipeline(
-            self.sessions,
-            ttl=self.settings.highlight_ttl,
-            max_backoff_s=self.settings.db_retry_max_backoff,
-            on_retry=self.metrics.count_retry,
-            policy=self.regen_policy,
-        )
-        self.sweeper = Sweeper(
-            self.sessions,
-            retry_after=self.settings.regen_retry_after,
-            chunk_size=self.settings.sweep_chunk,
-            policy=self.regen_policy,
-        )
+        self.regen_policy, self.store = services.policy, services.store
+        self.pipeline = services.pipeline(on_retry=self.metrics.count_retry)
+        self.sweeper = services.sweeper()
         self.relay_wakeup = asyncio.Event()
         self.relay_backoff = 0.0  # after a publish that timed out; doubles up to the max
 
@@ -102,24 +83,21 @@ class Runtime:
         return result
 
     async def retry_transient(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until it succeeds, backing off while the database is unreachable:
-        an error of an outage class, or any error while the database does not answer at all
-        (a server refusing new connections raises codes that are not outages elsewhere)."""
-        delay = 0.1
-        while True:
-            try:
-                value = await action()
-                self.db_ok = True
-                return value
-            except Exception as exc:
-                if not is_transient(exc) and await self.database_reachable():
-                    raise
-                self.db_ok = False
-                log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
-                if needs_new_connection(exc):  # pooled connections may point at a standby
-                    await self.engine.dispose()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.db_retry_max_backoff)
+        """Run ``action`` until it succeeds, backing off while the database is away
+        (``retry_through_outage``); readiness says not ready meanwhile."""
+
+        def waiting(exc: Exception, delay: float) -> None:
+            self.db_ok = False
+            log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+
+        value = await retry_through_outage(
+            self.sessions,
+            action,
+            max_backoff_s=self.settings.db_retry_max_backoff,
+            on_outage=waiting,
+        )
+        self.db_ok = True
+        return value
 
     async def relay_once(self, publish: Publish) -> int:
         """Publish one chunk of the outbox; its rows' deletion commits only after the broker
@@ -194,9 +172,10 @@ class Runtime:
     async def schedule_once(self) -> int:
         """One scheduler step: publish (to the outbox) the due queued requests the shared
         budget allows, highest priority first. Every worker runs it; the budget row's lock
-        serialises them."""
+        serialises them, and its clock is the database's (``storage.db_clock``)."""
         async with self.sessions.begin() as session:
-            done = await scheduler.publish_due(session, utcnow(), self.regen_policy)
+            now = await database_now(session)  # the budget's clock, the same for every worker
+            done = await scheduler.publish_due(session, now, self.regen_policy)
         self.metrics.record_scheduled(done)
         if done.count:
             self.relay_wakeup.set()

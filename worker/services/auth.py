@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.errors import InvalidInput
 from worker.domain.values import utcnow
-from worker.services.store import check_actor
+from worker.services.checks import check_actor
 from worker.storage.models import AdminSessionRow, AdminTokenRow
 
 TOKEN_PREFIX = "wbt_"

@@ -1,10 +1,11 @@
-"""Comment events: the staleness rule, and its set-based form for PostgreSQL batches.
+"""Comment events: which comment makes a row stale, and its set-based form for PostgreSQL.
 
 ``apply_comment`` is the one rule (a comment newer than the highlight, or any deletion,
-makes it stale; no highlight yet asks for a first one) and works on an ORM row as well as
-on the plain ``RowState`` values below. ``apply_comment_batch`` applies a batch of
-comments on PostgreSQL in three statements after the claim, whatever its size: create the
-missing rows and lock them all, read the input states of its comments
+makes it stale; no highlight yet asks for a first one; the mark itself is
+``staleness.mark_stale_row``) and works on an ORM row as well as on the plain
+``RowState`` values. ``apply_comment_batch`` applies a batch of comments on PostgreSQL in
+three statements after the claim, whatever its size: create the missing rows and lock them
+all (``locking.lock_states``), read the input states of its comments
 (``worker.services.input_snapshots``: after the lock, so that no concurrent change is
 missed), then (rules applied in Python on the plain values) write the changed rows, the
 outbox row, Signal activity, the input states and the outcomes together. The ORM's
@@ -16,23 +17,23 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult, RawMessage
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.domain.wire import Comment, CommentEvent, InputStream
-from worker.services import signal_records as signal
+from worker.services import signal_records
 from worker.services.input_snapshots import InputSets
+from worker.services.locking import WRITTEN, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
-from worker.services.store import mark_stale_row
+from worker.services.staleness import StaleMark, mark_stale_row
 from worker.storage.database import dialect_insert
 from worker.storage.models import DeletedCommentRow, RowState
-from worker.storage.pgarray import Write, array, columns_of, literal, unnest_rows, write_together
+from worker.storage.pgarray import Write, columns_of, literal, unnest_rows, write_together
 
 COMMENT_REASONS = {
     "comment.created": StaleReason.NEW_COMMENT,
@@ -73,7 +74,8 @@ def apply_comment(
         reason = COMMENT_REASONS[event.type]
     else:
         return ALREADY_INCLUDED
-    outcome = mark_stale_row(sink, row, reason, now, f"comment:{event.event_id}", unseen=1)
+    mark = StaleMark.stale(reason, now, f"comment:{event.event_id}", unseen=1)
+    outcome = mark_stale_row(sink, row, mark)
     result.stale_event_times.append(event.occurred_at)
     if outcome is StaleOutcome.REQUESTED:
         result.regen_requests[reason.value] += 1
@@ -87,57 +89,17 @@ async def resolve_or_park(
 ) -> int | None:
     """The comment's user from the request map, or park the comment (None) with where it
     came from (``source``)."""
-    resolved = await signal.resolve_users(session, {event.request_id})
+    resolved = await signal_records.resolve_users(session, {event.request_id})
     if event.request_id not in resolved:
-        await signal.lock_request(session, event.request_id)
-        resolved = await signal.resolve_users(session, {event.request_id})
+        await signal_records.lock_request(session, event.request_id)
+        resolved = await signal_records.resolve_users(session, {event.request_id})
     if event.request_id in resolved:
         return resolved[event.request_id]
-    signal.park(session, source, event, now)
+    signal_records.park(session, source, event, now)
     await session.flush()  # the parked row must exist before the lock is released
     return None
 
 
-# The columns a stale mark may change, with their PostgreSQL types (for unnest arrays).
-WRITTEN = {
-    "is_stale": "boolean",
-    "stale_since": "timestamptz",
-    "stale_reason": "text",
-    "generation": "bigint",
-    "regen_request_id": "text",
-    "regen_requested_at": "timestamptz",
-    "regen_generation": "bigint",
-    "regen_attempts": "integer",
-    "updated_at": "timestamptz",
-    "regen_queued_at": "timestamptz",
-    "regen_first_change_at": "timestamptz",
-    "regen_last_change_at": "timestamptz",
-    "regen_priority": "integer",
-    "regen_queued_reason": "text",
-    "regen_queued_trigger": "text",
-    "regen_unseen": "integer",
-    # A comment moves the input snapshot; what a highlight covers is a result's to change
-    # (``worker.services.results.COVERED``: a comment's non-input mark is the first
-    # generation's, and a row without a highlight covers nothing).
-    "input_version": "bigint",
-    "input_fingerprint": "bigint",
-}
-
-
-STATE = ", ".join(f.name for f in fields(RowState))
-LOCK = (
-    f"SELECT {STATE} FROM user_profile_highlights "
-    f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
-)
-CREATE_AND_LOCK = text(
-    "WITH created AS ("
-    "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
-    "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
-    f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
-    f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
-    f"locked AS ({LOCK}) "
-    "SELECT * FROM created UNION ALL SELECT * FROM locked"
-)
 WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN}
 WRITE = (
     "UPDATE user_profile_highlights AS h SET "
@@ -181,52 +143,18 @@ async def record_deleted(
         )
 
 
-# A result creates a row only where it will write to it: the rows to create are a subset.
-CREATE_SOME_AND_LOCK = text(
-    "WITH created AS ("
-    "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
-    "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
-    f"FROM unnest({array('create', 'bigint')}) AS u ORDER BY u "
-    f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
-    f"locked AS ({LOCK}) "
-    "SELECT * FROM created UNION ALL SELECT * FROM locked"
-)
-
-
-async def lock_states(
-    session: AsyncSession, user_ids: set[int], now: datetime, create: set[int] | None = None
-) -> dict[int, RowState]:
-    """Create the missing rows of ``create`` (default: all of ``user_ids``) and lock all of
-    ``user_ids``, in user-id order (a fixed order keeps concurrent batches from
-    deadlocking), in one statement: the rows it creates come back from the insert, the
-    others from the lock. A row another transaction created meanwhile is in neither (the
-    statement's snapshot predates it): locked on its own. Users without a row (not in
-    ``create``) are left out."""
-    ids = literal("bigint", sorted(user_ids))
-    if create is None:
-        found = await session.execute(CREATE_AND_LOCK, {"ids": ids, "now": now})
-    else:
-        made = literal("bigint", sorted(create))
-        found = await session.execute(
-            CREATE_SOME_AND_LOCK, {"ids": ids, "create": made, "now": now}
-        )
-    states = {state.user_id: state for state in (RowState(*r) for r in found)}
-    if late := user_ids - states.keys():
-        rows = await session.execute(text(LOCK), {"ids": literal("bigint", sorted(late))})
-        states.update((state.user_id, state) for state in (RowState(*r) for r in rows))
-    return states
-
-
 async def resolve_batch(session: AsyncSession, request_ids: set[str]) -> dict[str, int]:
     """The users of ``request_ids`` from the request map; the requests it does not know are
     locked (``signal_records.LOCK_REQUESTS``, all at once, in one order) and looked up
     again, so that the comments still unresolved can be parked under the lock (the
     park/map race of ``resolve_or_park``, closed for a whole batch in at most three
     statements whatever its size)."""
-    resolved = await signal.resolve_users(session, request_ids)
+    resolved = await signal_records.resolve_users(session, request_ids)
     if unknown := request_ids - resolved.keys():
-        await session.execute(signal.LOCK_REQUESTS, {"ids": literal("text", sorted(unknown))})
-        resolved.update(await signal.resolve_users(session, unknown))
+        await session.execute(
+            signal_records.LOCK_REQUESTS, {"ids": literal("text", sorted(unknown))}
+        )
+        resolved.update(await signal_records.resolve_users(session, unknown))
     return resolved
 
 
@@ -255,7 +183,7 @@ async def apply_comment_batch(
             outcomes.setdefault("parked", []).append(event.event_id)
             continue
         targets.append((event, user_id))
-    park = signal.park_write(parked, now)
+    park = signal_records.park_write(parked, now)
     rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
     applied = await apply_locked(
         session, targets, rows, now, result, outcomes, record, policy, park
@@ -283,20 +211,20 @@ async def apply_locked(
     with theirs (``worker.services.mappings``' map-and-unpark statement locks them)."""
     queued: list[OutboxEntry] = []
     sink = OutboxSink(queued.append, policy)  # the batch's one outbox row
-    activity: dict[int, signal.ActivityDelta] = {}
+    activity: dict[int, signal_records.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
     deleted: set[tuple[int, str]] = set()
     inputs = InputSets()
     await inputs.load(session, ((user_id, event.comment_id) for event, user_id in targets))
     for event, user_id in targets:
-        activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        activity.setdefault(user_id, signal_records.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             deleted.add((user_id, event.comment_id))
         outcome = apply_comment(sink, rows[user_id], event, now, result, inputs)
         if outcome != UNCHANGED_INPUT:  # already included: its input snapshot moved
             touched[user_id] = rows[user_id]
         outcomes.setdefault(outcome, []).append(event.event_id)
-    activity_upsert, falling = signal.activity_write(activity, now)
+    activity_upsert, falling = signal_records.activity_write(activity, now)
     changed = list(touched.values())
     rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
     await write_together(
@@ -311,5 +239,7 @@ async def apply_locked(
             also,
         ],
     )
-    await signal.record_activity(session, falling, now)  # rare: more deletions than comments
+    await signal_records.record_activity(
+        session, falling, now
+    )  # rare: more deletions than comments
     return outcomes

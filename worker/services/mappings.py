@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.batch import BatchResult
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.wire import InputEvent, InputStream, ParkedComment, RequestEvent
-from worker.services import signal_records as signal
-from worker.services.comments import STATE, apply_locked, lock_states
+from worker.services import signal_records
+from worker.services.comments import apply_locked
+from worker.services.locking import STATE, lock_states
 from worker.storage.models import RowState
 from worker.storage.pgarray import Write
 
@@ -46,7 +47,7 @@ from worker.storage.pgarray import Write
 # sequential scan of parked_comments, each row compared with every id of the batch (1-2 s
 # per batch with 25,000 parked: the slow runs of bench's mappings part, 0.2-0.3x).
 MAP_UNPARK_AND_LOCK = text(
-    f"WITH m AS ({signal.upsert_mappings('m_')}), "
+    f"WITH m AS ({signal_records.upsert_mappings('m_')}), "
     "r AS (DELETE FROM parked_comments AS p USING m WHERE p.request_id = m.request_id "
     "RETURNING p.event_id, p.request_id, p.payload, p.parked_at, m.user_id), "
     "u AS (SELECT ARRAY(SELECT DISTINCT user_id FROM r ORDER BY user_id) AS ids), "
@@ -57,7 +58,7 @@ MAP_UNPARK_AND_LOCK = text(
     f"locked AS (SELECT {STATE} FROM user_profile_highlights "
     "WHERE user_id = ANY(CAST((SELECT ids FROM u) AS bigint[])) ORDER BY user_id FOR UPDATE), "
     "s AS (SELECT * FROM created UNION ALL SELECT * FROM locked) "
-    f"SELECT {signal.RELEASED}, s.* FROM r LEFT JOIN s ON s.user_id = r.user_id"
+    f"SELECT {signal_records.RELEASED}, s.* FROM r LEFT JOIN s ON s.user_id = r.user_id"
 )
 
 _STATE_AT = 7  # the row state's first column in MAP_UNPARK_AND_LOCK's answer
@@ -99,7 +100,7 @@ async def apply_mapping_batch(
         else:
             first[event.request_id] = event
     found = await session.execute(
-        MAP_UNPARK_AND_LOCK, signal.mapping_params(list(first.values()), now)
+        MAP_UNPARK_AND_LOCK, signal_records.mapping_params(list(first.values()), now)
     )
     targets, rows = await _released(session, found.all(), list(first), now)
     again = _remapped(later, now)  # rare: the request mapped again in this batch
@@ -142,5 +143,5 @@ def _remapped(later: list[RequestEvent], now: datetime) -> Write | None:
         kept = newest.get(event.request_id)
         if kept is None or event.occurred_at > kept.occurred_at:
             newest[event.request_id] = event
-    params = signal.mapping_params(list(newest.values()), now, "l_")
-    return Write(signal.upsert_mappings("l_"), params)
+    params = signal_records.mapping_params(list(newest.values()), now, "l_")
+    return Write(signal_records.upsert_mappings("l_"), params)

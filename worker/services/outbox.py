@@ -162,8 +162,9 @@ def request_regeneration(
     priority: int | None = None,
 ) -> str:
     """Make ``row``'s pending request a new one and queue it in the outbox; returns the
-    request id. Stale marks do not call this directly: they go through the scheduler
-    (``worker.services.scheduler.enqueue``), which calls this when the request is due.
+    request id. Stale marks do not call this directly: they go through
+    ``worker.services.staleness.enqueue``, which calls this at once under an immediate
+    policy; otherwise the scheduler's step does, when the request is due.
 
     The caller holds the row lock; the one-pending-per-user rule is the caller's to keep.
     """

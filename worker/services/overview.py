@@ -7,7 +7,7 @@ after ``WB_HISTORY_RETENTION``:
 - ``freshness_samples``: the figures, sampled by each worker's gauge timer, at most one
   sample per ``WB_HISTORY_INTERVAL`` across workers (the 24-hour charts);
 - ``fresh_transitions``: written by the store in the transaction where a result makes a
-  stale row fresh (``worker.services.store``): time-to-fresh percentiles;
+  stale row fresh (``worker.services.results``): time-to-fresh percentiles;
 - ``dead_letter_counts``: each worker's in-process dead-letter counts, written by its gauge
   timer (dead letters in the last hour, by stream).
 """

@@ -8,7 +8,6 @@ offsets (at-least-once), and the dedup table makes redelivery a no-op (idempoten
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.clock_skew import DEFAULT_MAX_CLOCK_SKEW, clamped_to_receipt
 from worker.domain.decoder import Rejected, RejectReason, decode
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
@@ -25,8 +25,7 @@ from worker.domain.values import (
     utcnow,
 )
 from worker.domain.wire import CommentEvent, GeneratedEvent, InputEvent, InputStream, RequestEvent
-from worker.services import scheduler
-from worker.services import signal_records as signal
+from worker.services import scheduler, signal_records
 from worker.services.comments import (
     apply_comment,
     apply_comment_batch,
@@ -34,23 +33,14 @@ from worker.services.comments import (
     resolve_or_park,
 )
 from worker.services.input_snapshots import InputSets
+from worker.services.locking import create_placeholders, lock_or_create_row, lock_rows
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
-from worker.services.results import apply_result, apply_result_batch, result_of
-from worker.services.store import (
-    create_placeholders,
-    lock_or_create_row,
-    lock_rows,
-    upsert_auto_row,
-)
+from worker.services.results import apply_result, apply_result_batch, result_of, upsert_auto_row
 from worker.storage import dedup
-from worker.storage.database import (
-    database_answers,
-    is_postgresql,
-    is_transient,
-    needs_new_connection,
-)
+from worker.storage.database import is_postgresql
 from worker.storage.models import HighlightRow
+from worker.storage.outage import is_outage, retry_through_outage
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +55,7 @@ class _Tx:
     rows: dict[int, HighlightRow]
     result: BatchResult
     sink: OutboxSink
-    activity: dict[int, signal.ActivityDelta] = field(default_factory=dict)
+    activity: dict[int, signal_records.ActivityDelta] = field(default_factory=dict)
     inputs: InputSets = field(default_factory=InputSets)
 
     async def row(self, user_id: int) -> HighlightRow:
@@ -91,18 +81,34 @@ class Pipeline:
     set_based: bool = True
     # When the stale marks of a batch ask for their regeneration (at once, or queued).
     policy: RegenPolicy = IMMEDIATE
+    # Input timestamps further ahead of a batch's receipt are clamped to it
+    # (``WB_MAX_CLOCK_SKEW``, ``domain.clock_skew``).
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
 
     async def process(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Decode and apply one batch; transient database failures are retried until done."""
         result = BatchResult()
         events: list[tuple[RawMessage, InputEvent]] = []
-        now = self.clock()
+        now = self.clock()  # the batch's receipt time
         for message in messages:
             try:
-                events.append((message, decode(stream, message.value, now)))
+                event = decode(stream, message.value, now)
             except Rejected as exc:
                 result.dead_letters.append(DeadLetter(message, exc.reason, exc.detail))
                 result.count(stream, "dead_lettered")
+                continue
+            event, clamped = clamped_to_receipt(event, now, self.max_clock_skew)
+            for name in clamped:
+                result.clamped[(stream.value, name)] += 1
+            events.append((message, event))
+        if result.clamped:
+            log.warning(
+                "%s: clamped to the receipt time %s, as more than %s ahead of it: %s",
+                stream.value,
+                now.isoformat(),
+                self.max_clock_skew,
+                dict(result.clamped),
+            )
         if events:
             result.merge(await self._retrying(stream, events))
         return result
@@ -110,25 +116,30 @@ class Pipeline:
     async def _retrying(
         self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
     ) -> BatchResult:
-        delay, retries = 0.1, 0
-        while True:
-            try:
-                result = await self._apply_isolating(stream, events)
-                result.retries = retries
-                self.outages.pop(stream, None)
-                return result
-            except Exception as exc:
-                if not await self._database_trouble(exc):
-                    self.outages.pop(stream, None)
-                    raise
-                retries += 1
-                self.on_retry(stream)
-                self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
-                if needs_new_connection(exc):  # pooled connections may point at a standby
-                    await self.sessions.kw["bind"].dispose()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+        """The batch, waiting out outages; ``outages`` names the stream while it waits
+        (readiness) and is cleared however the wait ends but cancellation."""
+        retries = 0
+
+        def waiting(exc: Exception, delay: float) -> None:
+            nonlocal retries
+            retries += 1
+            self.on_retry(stream)
+            self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
+
+        try:
+            result = await retry_through_outage(
+                self.sessions,
+                lambda: self._apply_isolating(stream, events),
+                max_backoff_s=self.max_backoff_s,
+                on_outage=waiting,
+            )
+        except Exception:
+            self.outages.pop(stream, None)
+            raise
+        result.retries = retries
+        self.outages.pop(stream, None)
+        return result
 
     async def _apply_isolating(
         self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
@@ -139,7 +150,7 @@ class Pipeline:
         try:
             return await self._apply(stream, events)
         except Exception as exc:
-            if await self._database_trouble(exc):
+            if await is_outage(self.sessions, exc):
                 raise
             if len(events) == 1:
                 return self._internal_error(stream, events[0][0], exc)
@@ -149,15 +160,10 @@ class Pipeline:
             try:
                 result.merge(await self._apply(stream, [item]))
             except Exception as exc:
-                if await self._database_trouble(exc):
+                if await is_outage(self.sessions, exc):
                     raise
                 result.merge(self._internal_error(stream, item[0], exc))
         return result
-
-    async def _database_trouble(self, exc: Exception) -> bool:
-        """A transient error, or any error while the database does not answer: an outage
-        must never send good events to the dead-letter topic, however it surfaces."""
-        return is_transient(exc) or not await database_answers(self.sessions)
 
     @staticmethod
     def _internal_error(stream: InputStream, message: RawMessage, exc: Exception) -> BatchResult:
@@ -208,7 +214,7 @@ class Pipeline:
                 else:
                     result.count(stream, outcome)
                 outcomes.setdefault(outcome, []).append(event.event_id)
-            await signal.record_activity(session, tx.activity, now)
+            await signal_records.record_activity(session, tx.activity, now)
             await tx.inputs.save(session)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
@@ -260,7 +266,7 @@ class Pipeline:
         return await self._generated(tx, event)
 
     async def _comment(self, tx: _Tx, event: CommentEvent, user_id: int) -> str:
-        tx.activity.setdefault(user_id, signal.ActivityDelta()).add(event)
+        tx.activity.setdefault(user_id, signal_records.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)
         row = await tx.row(user_id)
@@ -268,10 +274,11 @@ class Pipeline:
         return apply_comment(tx.sink, row, event, tx.now, tx.result, tx.inputs)
 
     async def _request(self, tx: _Tx, event: RequestEvent) -> str:
-        await signal.lock_request(tx.session, event.request_id)
-        await signal.save_mapping(tx.session, event, tx.now)
-        user_id = (await signal.resolve_users(tx.session, {event.request_id}))[event.request_id]
-        for parked in await signal.unpark(tx.session, event.request_id):
+        await signal_records.lock_request(tx.session, event.request_id)
+        await signal_records.save_mapping(tx.session, event, tx.now)
+        mapped = await signal_records.resolve_users(tx.session, {event.request_id})
+        user_id = mapped[event.request_id]
+        for parked in await signal_records.unpark(tx.session, event.request_id):
             outcome = await self._comment(tx, parked, user_id)
             tx.result.count(InputStream.COMMENTS, outcome)
             tx.result.count(InputStream.COMMENTS, "unparked")
@@ -306,7 +313,7 @@ async def _lock_batch_rows(
     need (a comment about an unknown user asks for a first generation)."""
     commented = {e.user_id for _, e in events if isinstance(e, CommentEvent) and e.user_id}
     unresolved = {e.request_id for _, e in events if isinstance(e, CommentEvent) and not e.user_id}
-    commented.update((await signal.resolve_users(session, unresolved)).values())
+    commented.update((await signal_records.resolve_users(session, unresolved)).values())
     others = {e.user_id for _, e in events if isinstance(e, GeneratedEvent)}
     await create_placeholders(session, commented, now)
     return await lock_rows(session, commented | others)

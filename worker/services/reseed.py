@@ -1,7 +1,7 @@
 """``wb signal-profile reseed``: mark many highlights stale on purpose, at a bounded rate.
 
 Used after a prompt or model change, and by the panel's bulk regenerate (a selection of
-the profile list, ``worker.services.profiles``). Only rows with generated content are
+the profile list, ``worker.services.profile_list``). Only rows with generated content are
 reseeded (``RESEEDABLE``). Rows are taken in user-id order in chunks and each
 chunk is committed before the next, paced so that at most ``rate`` regeneration requests
 per second reach the generators; an interrupted reseed can simply be run again with
@@ -22,7 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
-from worker.services.store import audited, check_actor, lock_rows, mark_stale_row
+from worker.services.audit import audited
+from worker.services.checks import check_actor
+from worker.services.locking import lock_rows
+from worker.services.staleness import StaleMark, is_queued, mark_stale_row
 from worker.storage.models import HighlightRow as H
 
 # What a reseed may mark: rows with generated content (a first generation is not a reseed).
@@ -123,11 +126,8 @@ class Reseeder:
             with audited(
                 session, row, actor=self.actor, action=self.action, reason=self.note, now=now
             ):
-                outcome = mark_stale_row(
-                    sink, row, StaleReason.MANUAL, now, self.action, Priority.RESEED
-                )
+                mark = StaleMark.stale(StaleReason.MANUAL, now, self.action, Priority.RESEED)
+                outcome = mark_stale_row(sink, row, mark)
             result.marked += 1
             result.requested += outcome is StaleOutcome.REQUESTED
-            result.queued += outcome is StaleOutcome.REQUESTED and scheduler.is_queued(
-                rows[user_id]
-            )
+            result.queued += outcome is StaleOutcome.REQUESTED and is_queued(rows[user_id])

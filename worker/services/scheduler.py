@@ -1,7 +1,8 @@
 """The regeneration scheduler: stale marks queue requests; due ones are published within
 a budget shared by every worker.
 
-A queued request lives on its user's row (``regen_queued_at`` and friends), so it is as
+A queued request lives on its user's row (``regen_queued_at`` and friends; queued by the
+stale rules, ``worker.services.staleness.enqueue``), so it is as
 durable as the stale mark that made it and "one request per user" holds by construction:
 further marks are absorbed (the settle timer is pushed back, the priority raised). The
 scheduler step (``publish_due``, run by every worker) locks the one-row token bucket
@@ -43,19 +44,17 @@ from worker.domain.scheduling import (
     Priority,
     RegenPolicy,
     due_at,
-    priority_for,
 )
-from worker.domain.snapshot import unchanged
 from worker.domain.values import RegenReason
 from worker.services.outbox import (
     OutboxEntry,
     OutboxSink,
-    Requestable,
     batch_rows,
     request_regeneration,
     requests_unpublished,
     session_sink,
 )
+from worker.services.staleness import dequeue, skip_if_unchanged
 from worker.storage.database import dialect_insert
 from worker.storage.models import HighlightRow, RegenBudgetRow
 
@@ -72,82 +71,6 @@ def policy_from(settings: Settings) -> RegenPolicy:
     return RegenPolicy(
         settings.regen_settle, settings.regen_max_wait, settings.regen_rate, settings.regen_burst
     )
-
-
-def is_queued(row: Requestable) -> bool:
-    return row.regen_queued_at is not None
-
-
-def enqueue(
-    sink: OutboxSink,
-    row: Requestable,
-    reason: RegenReason,
-    now: datetime,
-    trigger: str | None = None,
-    priority: int | None = None,
-    unseen: int = 0,
-    first_change: datetime | None = None,
-) -> bool:
-    """Queue ``row``'s regeneration (``sink.policy`` immediate: request it now). Returns
-    False when the change was absorbed by a request already queued (settling), True
-    otherwise."""
-    prio = priority_for(reason.value, trigger) if priority is None else priority
-    if row.regen_queued_at is not None:
-        row.regen_last_change_at = now
-        row.regen_priority = min(
-            row.regen_priority if row.regen_priority is not None else prio, prio
-        )
-        row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
-        row.regen_unseen += unseen
-        row.updated_at = now
-        return False
-    if sink.policy.immediate:
-        request_regeneration(sink, row, reason, now, trigger, prio)
-        return True
-    row.regen_queued_at = row.regen_last_change_at = now
-    row.regen_first_change_at = first_change or now  # expiry: when it expired (oldest first)
-    row.regen_priority, row.regen_unseen = prio, unseen
-    row.regen_queued_reason, row.regen_queued_trigger = reason.value, trigger
-    row.updated_at = now
-    return True
-
-
-def dequeue(row: Requestable) -> None:
-    row.regen_queued_at = row.regen_first_change_at = row.regen_last_change_at = None
-    row.regen_priority = row.regen_queued_reason = row.regen_queued_trigger = None
-    row.regen_unseen = 0
-
-
-def clear_stale(row: Requestable) -> None:
-    """Fresh: nothing left to ask for, nor queued."""
-    row.is_stale = False
-    row.stale_reason = None
-    row.stale_since = None
-    row.regen_request_id = None
-    row.regen_requested_at = None
-    row.regen_generation = None
-    row.regen_attempts = 0
-    dequeue(row)
-
-
-def skip_if_unchanged(row: HighlightRow, now: datetime) -> bool:
-    """A request about to go out buys nothing when the stored highlight covers exactly the
-    current inputs (``worker.domain.snapshot.unchanged``): the row returns to fresh instead,
-    its ``stale_after`` unchanged, and covers the current input version (the same set).
-
-    Asked where a request goes out later than the change that made it: when a queued one
-    comes due (``skip_unchanged``) and when the sweep would ask again. A request made at
-    once (the immediate policy) follows a change from a fresh row, which always moves the
-    fingerprint off the covered one: there is nothing to skip then."""
-    has_content = row.generated_at is not None
-    if not unchanged(
-        row.covered_fingerprint, row.input_fingerprint, has_content, row.stale_after, now
-    ):
-        return False
-    clear_stale(row)
-    row.covered_version = row.input_version
-    row.regen_skipped_at = row.updated_at = now
-    return True
 
 
 def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
@@ -259,7 +182,9 @@ async def sink_in_force(session: AsyncSession, now: datetime, policy: RegenPolic
 
 async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:
     """One scheduler step in the caller's transaction: take as many due requests as the
-    budget allows, highest priority first, and queue them in the outbox."""
+    budget allows, highest priority first, and queue them in the outbox. ``now`` is the
+    database's clock (``storage.db_clock``), never a worker's: every worker refills the
+    one bucket, and a pause set by that clock ends by it."""
     done = Published()
     budget = await lock_budget(session, now, policy)
     done.skipped = await skip_unchanged(session, now, policy)
@@ -326,7 +251,8 @@ async def pause(
 ) -> datetime | None:
     """Pause releasing queued requests until ``until`` for every worker (None: resume);
     requests keep queueing meanwhile, nothing is dropped, and under an immediate policy
-    the stale marks queue theirs too (``policy_in_force``). Returns the pause in force."""
+    the stale marks queue theirs too (``policy_in_force``). Returns the pause in force.
+    ``now`` is the database's clock, as the scheduler step's (``publish_due``)."""
     budget = await lock_budget(session, now, policy, pausing=True)
     if budget.paused_until is not None and budget.paused_until > now:
         budget.refilled_at = max(budget.refilled_at, now)  # the pause earned nothing

@@ -26,12 +26,15 @@ from worker.domain.snapshot import UNCHANGED, behind_inputs
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
+from worker.services.locking import lock_or_create_row, lock_rows
 from worker.services.outbox import REGEN_STREAM, OutboxSink
-from worker.services.store import (
-    lock_or_create_row,
-    lock_rows,
+from worker.services.staleness import (
+    StaleMark,
+    enqueue,
+    is_queued,
     mark_stale_row,
     request_if_unanswered,
+    skip_if_unchanged,
 )
 from worker.storage.database import is_postgresql
 from worker.storage.freshness import EXPIRY_DUE_SQL, expiry_due_clause
@@ -148,7 +151,7 @@ def _act(
         last_type = activity.last_comment_type if activity is not None else None
         reason = COMMENT_REASONS.get(last_type or "", StaleReason.NEW_COMMENT)
         _mark(sink, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals)
-    elif _would_ask(row, opts) and scheduler.skip_if_unchanged(row, now):
+    elif _would_ask(row, opts) and skip_if_unchanged(row, now):
         totals.actions[UNCHANGED] += 1  # a request (again) would buy nothing
     elif (
         not row.manual_override
@@ -156,10 +159,9 @@ def _act(
         and row.regen_requested_at is not None
         and row.regen_requested_at <= now - opts.retry_after
     ):
-        if not scheduler.is_queued(row):
-            scheduler.enqueue(
-                sink, row, RegenReason.RETRY, now, "sweep", priority_for(row.stale_reason)
-            )
+        if not is_queued(row):
+            retry = StaleMark(RegenReason.RETRY, now, "sweep", priority_for(row.stale_reason))
+            enqueue(sink, row, retry)
             totals.actions["retried"] += 1
             totals.requests[RegenReason.RETRY.value] += 1
     elif request_if_unanswered(sink, row, now, "sweep"):
@@ -170,7 +172,7 @@ def _act(
 def _would_ask(row: HighlightRow, opts: ScanOptions) -> bool:
     """The row is about to be asked for (again) by the scan: a stuck request, or a stale
     row without one (a queued request is the scheduler's to skip or publish)."""
-    if row.manual_override or scheduler.is_queued(row):
+    if row.manual_override or is_queued(row):
         return False
     if row.regen_request_id is None:
         return row.is_stale
@@ -182,7 +184,7 @@ def _mark(
     sink: OutboxSink, row: HighlightRow, reason: StaleReason, now: datetime, totals: ScanTotals
 ) -> None:
     since = row.stale_after if reason is StaleReason.EXPIRED else None
-    outcome = mark_stale_row(sink, row, reason, now, "sweep", first_change=since)
+    outcome = mark_stale_row(sink, row, StaleMark.stale(reason, now, "sweep", first_change=since))
     totals.actions[reason.value] += 1
     if outcome is StaleOutcome.REQUESTED:
         totals.requests[reason.value] += 1
@@ -293,7 +295,7 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED"""
 )
 
-# The same rules as mark_stale_row + request_regeneration (see store.py / outbox.py), as
+# The same rules as mark_stale_row + request_regeneration (see staleness.py / outbox.py), as
 # one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
 # for the next sweep), mark (joined by ctid: the locked rows cannot move before commit),
 # and queue a request for the unlocked rows without one, all in one outbox row. Request ids
@@ -335,7 +337,7 @@ SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
 """
 )
 
-# The same with a scheduler (``worker.services.scheduler.enqueue``): the chunk's requests
+# The same with a scheduler (``worker.services.staleness.enqueue``): the chunk's requests
 # are queued on their rows (priority ``expired``, oldest ``stale_after`` first) instead of
 # written to the outbox; the scheduler publishes them within the budget.
 EXPIRE_QUEUE_CHUNK = text(

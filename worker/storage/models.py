@@ -117,7 +117,7 @@ class HighlightRow(Base):
     __table_args__ = (
         Index("ix_user_profile_highlights_stale_after", "stale_after"),
         Index("ix_user_profile_highlights_regen_requested_at", "regen_requested_at"),
-        # Keyset orders of the panel's profile list (``worker.services.profiles``): by
+        # Keyset orders of the panel's profile list (``worker.services.profile_list``): by
         # staleness (also the oldest-stale gauge) and by change, whole or per model / group.
         Index(
             "ix_user_profile_highlights_is_stale_stale_since_user_id",

@@ -11,7 +11,7 @@ from worker.domain.freshness import FreshnessState
 from worker.domain.values import StaleReason
 from worker.services.auth import Principal
 from worker.services.overview import STATES, Overview
-from worker.services.profiles import BulkJob, ProfileFilter, ProfilePage, ProfileQuery, Sort
+from worker.services.profile_list import BulkJob, ProfileFilter, ProfilePage, ProfileQuery, Sort
 from worker.web.charts import Point, data_table, line_chart, peaks
 from worker.web.humanize import duration, share
 from worker.web.pages import esc, page, since, when

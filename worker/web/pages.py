@@ -258,6 +258,8 @@ def glaze_page(
     error: str | None = None,
     now: datetime | None = None,
 ) -> str:
+    """The glaze page (the seed's name for the page of one profile): the profile document
+    ``services.documents.profile_document`` rendered, with the actions ``principal`` may take."""
     now = now or utcnow()
     user_id, activity = doc["user_id"], doc["signal_activity"]
     message = f'<section class="error">{esc(error)}</section>' if error else ""

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.runtime.process import Runtime
 from worker.services.documents import served_document
-from worker.web.admin import api, register_admin
+from worker.web.panel import api, register_panel
 from worker.web.requests import parse_user_id
 from worker.web.responses import json_response
 
@@ -63,4 +63,4 @@ def register_views(app: faust.App, rt: Runtime) -> None:
     """Attach the runtime the views read and register both blueprints."""
     app.wb_runtime = rt  # type: ignore[attr-defined]
     blueprint.register(app, url_prefix="/")
-    register_admin(app, rt)
+    register_panel(app, rt)

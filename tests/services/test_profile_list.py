@@ -13,11 +13,11 @@ from tests.helpers.factories import queued_requests, result
 from worker.domain.errors import InvalidInput
 from worker.domain.freshness import FreshnessState
 from worker.domain.values import StaleReason
-from worker.services.profiles import (
+from worker.services.profile_list import (
     Cursor,
     ProfileFilter,
+    ProfileListService,
     ProfileQuery,
-    ProfileService,
     SelectionChanged,
     Sort,
 )
@@ -46,11 +46,11 @@ async def _population(store: HighlightStore, clock: FakeClock) -> None:
 
 
 @pytest.fixture
-def service(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> ProfileService:
-    return ProfileService(sessions, bulk_rate=1000, clock=lambda: clock.now)
+def service(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> ProfileListService:
+    return ProfileListService(sessions, bulk_rate=1000, clock=lambda: clock.now)
 
 
-async def _all(service: ProfileService, query: ProfileQuery) -> list[int]:
+async def _all(service: ProfileListService, query: ProfileQuery) -> list[int]:
     """Every page's user ids, following the cursors."""
     seen: list[int] = []
     while True:
@@ -80,7 +80,7 @@ async def _all(service: ProfileService, query: ProfileQuery) -> list[int]:
 async def test_filters_narrow_the_list(
     store: HighlightStore,
     clock: FakeClock,
-    service: ProfileService,
+    service: ProfileListService,
     params: dict[str, str],
     expected: set[int],
 ) -> None:
@@ -93,7 +93,7 @@ async def test_filters_narrow_the_list(
 
 
 async def test_keyset_pages_follow_each_order_without_gaps_or_repeats(
-    store: HighlightStore, clock: FakeClock, service: ProfileService
+    store: HighlightStore, clock: FakeClock, service: ProfileListService
 ) -> None:
     await _population(store, clock)
     by_staleness = await _all(service, ProfileQuery(sort=Sort.STALENESS, limit=4))
@@ -143,7 +143,7 @@ def test_unknown_filter_values_and_forged_cursors_are_refused(params: dict[str, 
     ],
 )
 async def test_cursors_at_the_edges_of_time_page_on_both_databases(
-    store: HighlightStore, clock: FakeClock, service: ProfileService, after: str, sort: Sort
+    store: HighlightStore, clock: FakeClock, service: ProfileListService, after: str, sort: Sort
 ) -> None:
     """What the boundary lets through, the database takes: the edges of the range page."""
     await _population(store, clock)
@@ -166,7 +166,7 @@ def test_a_filter_reads_back_from_its_parameters() -> None:
 async def test_bulk_regenerate_marks_the_confirmed_selection_audited_per_user(
     store: HighlightStore,
     clock: FakeClock,
-    service: ProfileService,
+    service: ProfileListService,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await _population(store, clock)

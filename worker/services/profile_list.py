@@ -295,7 +295,10 @@ class BulkJob:
 
 
 @dataclass
-class ProfileService:
+class ProfileListService:
+    """Many profiles at once, for the panel: a page of the list, how many a selection holds,
+    and the bulk regenerate jobs this worker runs (one profile: ``services.documents``)."""
+
     sessions: async_sessionmaker[AsyncSession]
     bulk_rate: float = 50.0
     on_requests: Callable[[], None] | None = None  # wakes the outbox relay

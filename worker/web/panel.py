@@ -1,9 +1,15 @@
-"""The admin panel (HTML) and its JSON API, declared on a Faust blueprint.
+"""The admin panel (HTML under ``/admin/``) and its JSON API, declared on a Faust blueprint.
 
-Thin adapters over ``AdminService`` / ``HighlightStore``: parse and check the request,
-authenticate, authorise (viewer looks, admin acts), call the service, render. Every state
-change goes through the store, which writes the audit row in the same transaction. The
-views find their shared state (``Panel``) on the Faust app, where ``register_admin`` puts it.
+Thin adapters over the services: parse and check the request, authenticate (tokens and
+sessions: ``worker.services.auth``; ``wb admin`` creates the tokens), authorise (viewer
+looks, admin acts), call the service, render. Every state change goes through the store,
+which writes the audit row in the same transaction. The views find their shared state
+(``Panel``) on the Faust app, where ``register_panel`` puts it.
+
+The glaze page (``/admin/profiles/{id}/glaze``, the seed's name for it, kept so links and
+bookmarks hold) is the page of one profile: its profile document
+(``worker.services.documents.profile_document``: served answer, stored highlight and
+provenance, freshness, queue, override, latest audit entries) and the admin actions.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ from aiohttp import web
 from worker.domain.errors import InvalidInput, StoreError
 from worker.domain.values import utcnow
 from worker.runtime.process import Runtime
-from worker.services.admin import AdminService
+from worker.services.audit import AuditReader
 from worker.services.auth import SESSION_TTL, Principal, SessionService, Signer, TokenService
+from worker.services.documents import profile_document
 from worker.services.overview import OverviewService
-from worker.services.profiles import ProfileFilter, ProfileQuery, ProfileService, SelectionChanged
+from worker.services.profile_list import (
+    ProfileFilter,
+    ProfileListService,
+    ProfileQuery,
+    SelectionChanged,
+)
 from worker.web import overview_pages, pages
 from worker.web.requests import (
     count_field,
@@ -44,6 +56,7 @@ SESSION_COOKIE = "wb_admin_session"
 LOGIN_COOKIE = "wb_admin_login"  # binds the login form's CSRF token to this browser
 STATIC = Path(__file__).resolve().parent / "static"
 ACTIONS = ("regenerate", "override", "clear-override", "mark-stale")
+AUDIT_SHOWN = 20  # the latest audit entries in a profile document the panel shows
 
 blueprint = faust.web.Blueprint("admin")
 
@@ -54,9 +67,9 @@ class Panel:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.tokens = TokenService(rt.sessions)
-        self.service = AdminService(rt.store, rt.settings.serve_stale_for)
+        self.audit_reader = AuditReader(rt.sessions)
         self.overview = OverviewService(rt.sessions)
-        self.profiles = ProfileService(
+        self.profiles = ProfileListService(
             rt.sessions,
             rt.settings.bulk_rate,
             on_requests=rt.relay_wakeup.set,
@@ -68,6 +81,11 @@ class Panel:
         self.signer = Signer(key.encode())
         self.panel_sessions = SessionService(rt.sessions, self.signer)
         self.secure_cookie = rt.settings.secure_admin_cookie
+
+    async def profile(self, user_id: int) -> dict[str, Any]:
+        """The profile document the glaze page and the API show, with its audit entries."""
+        grace = self.rt.settings.serve_stale_for
+        return await profile_document(self.rt.store, user_id, grace, audit=AUDIT_SHOWN)
 
     def set_cookie(self, response: web.Response, name: str, value: str) -> None:
         response.set_cookie(
@@ -137,7 +155,7 @@ def html_refusal(exc: Refused, principal: Principal | None = None, csrf: str = "
 
 
 class PanelView(faust.web.View):
-    """A view of the panel: finds the ``Panel`` that ``register_admin`` attached."""
+    """A view of the panel: finds the ``Panel`` that ``register_panel`` attached."""
 
     @property
     def panel(self) -> Panel:
@@ -323,9 +341,11 @@ class Bulk(PanelView):
 
 @blueprint.route("/profiles/{user_id}/glaze", name="glaze")
 class Glaze(PanelView):
+    """The glaze page: one profile's document and, for admins, its actions (``Act``)."""
+
     @html_page(act=False)
     async def get(self, request: web.Request, visit: Visit, user_id: str) -> web.StreamResponse:
-        doc = await self.panel.service.profile(parse_user_id(user_id))
+        doc = await self.panel.profile(parse_user_id(user_id))
         return html_response(pages.glaze_page(doc, visit.principal, visit.csrf))
 
 
@@ -342,7 +362,7 @@ class Act(PanelView):
         try:
             await self.panel.act(visit.principal, uid, action, form)
         except (StoreError, InvalidInput) as exc:
-            doc = await self.panel.service.profile(uid)
+            doc = await self.panel.profile(uid)
             page = pages.glaze_page(doc, visit.principal, visit.csrf, str(exc))
             return html_response(page, 400)
         return see_other(f"/admin/profiles/{uid}/glaze")
@@ -361,7 +381,7 @@ class ApiProfile(PanelView):
     @api
     async def get(self, request: web.Request, user_id: str) -> web.StreamResponse:
         await self.panel.bearer_principal(request)
-        return json_response(await self.panel.service.profile(parse_user_id(user_id)))
+        return json_response(await self.panel.profile(parse_user_id(user_id)))
 
 
 @blueprint.route("/api/profiles/{user_id}/audit", name="api_audit")
@@ -369,7 +389,7 @@ class ApiAudit(PanelView):
     @api
     async def get(self, request: web.Request, user_id: str) -> web.StreamResponse:
         await self.panel.bearer_principal(request)
-        entries = await self.panel.service.audit(parse_user_id(user_id))
+        entries = await self.panel.audit_reader.trail(parse_user_id(user_id))
         return json_response({"entries": entries})
 
 
@@ -382,10 +402,10 @@ class ApiAct(PanelView):
         if action not in ACTIONS:
             raise Refused(404, "not_found", f"no action {action!r}")
         await self.panel.act(principal, uid, action, await read_json(request))
-        return json_response(await self.panel.service.profile(uid))
+        return json_response(await self.panel.profile(uid))
 
 
-def register_admin(app: faust.App, rt: Runtime) -> Panel:
+def register_panel(app: faust.App, rt: Runtime) -> Panel:
     panel = Panel(rt)
     app.wb_panel = panel  # type: ignore[attr-defined]
     blueprint.register(app, url_prefix="/admin/")

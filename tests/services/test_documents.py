@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers.clock import T0
 from tests.helpers.factories import result
-from worker.services.serving import serve
+from worker.services.documents import serve
 from worker.services.store import HighlightStore
 
 LATER = T0 + timedelta(hours=1)
