@@ -308,13 +308,13 @@ async def test_a_comment_created_and_deleted_while_settling_publishes_nothing(
     """The inputs end as the stored highlight covers them: the due request is skipped (one
     skip counted), the row is fresh again with its ``stale_after``, nothing is published,
     and ``wb signal-profile show`` says when."""
-    user = 7301
+    user = 7401
     covered = UpsertMeta(input_version=0)  # a generator that echoes: coverage known
-    await live_store.upsert_auto(result(user, generated_at=HOUR_AGO), "snap-7301", covered)
+    await live_store.upsert_auto(result(user, generated_at=HOUR_AGO), "snap-7401", covered)
     before = await live_store.get(user)
     assert before is not None and before.covered_fingerprint == before.input_fingerprint
     for kind, eid in (("created", "cd-1"), ("deleted", "cd-2")):
-        doc = {**comment_doc(eid, user, datetime.now(UTC), kind, "r"), "comment_id": "c-7301"}
+        doc = {**comment_doc(eid, user, datetime.now(UTC), kind, "r"), "comment_id": "c-7401"}
         await kafka.send(COMMENTS, doc, key=str(user))
 
     async def skipped() -> bool:

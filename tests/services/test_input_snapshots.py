@@ -64,6 +64,7 @@ async def test_requests_name_the_input_snapshot_and_a_result_behind_it_stays_sta
 async def test_a_fresh_row_judged_by_timestamps_becomes_stale_under_an_older_echo(
     store: HighlightStore, sessions: async_sessionmaker[AsyncSession], clock: FakeClock
 ) -> None:
+    clock.advance(timedelta(minutes=15))  # received after they happened (no skew clamp)
     pipeline = Pipeline(sessions, clock=clock)
     await store.upsert_auto(result(1, generated_at=later(10)), "s0")  # no echo: timestamps
     res = await pipeline.process(C, [comment("e1", 1, later(5), cid="k1")])

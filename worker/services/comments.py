@@ -100,10 +100,13 @@ async def resolve_or_park(
     return None
 
 
-WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN}
+# Besides a stale mark's columns, a comment moves the row's input snapshot
+# (``worker.services.input_snapshots``).
+INPUT_COLUMNS = {"input_version": "bigint", "input_fingerprint": "bigint"}
+WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN, **INPUT_COLUMNS}
 WRITE = (
     "UPDATE user_profile_highlights AS h SET "
-    + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
+    + ", ".join(f"{name} = v.{name}" for name in {**WRITTEN, **INPUT_COLUMNS})
     + f" FROM {unnest_rows(WRITE_COLUMNS, 'h_')} WHERE h.user_id = v.user_id"
 )
 

@@ -98,11 +98,10 @@ WRITTEN = {
     "regen_queued_reason": "text",
     "regen_queued_trigger": "text",
     "regen_unseen": "integer",
-    # A comment moves the input snapshot; what a highlight covers is a result's to change
-    # (``worker.services.results.COVERED``: a comment's non-input mark is the first
-    # generation's, and a row without a highlight covers nothing).
-    "input_version": "bigint",
-    "input_fingerprint": "bigint",
+    # A mark not caused by the inputs alone is never skipped as "unchanged"
+    # (``staleness.mark_stale_row``); what a highlight covers is otherwise a result's to
+    # change (``worker.services.results.COVERED``).
+    "covered_fingerprint": "bigint",
 }
 
 
