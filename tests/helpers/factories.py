@@ -41,13 +41,19 @@ def later(minutes: int) -> datetime:
 
 
 def comment_doc(
-    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
+    eid: str,
+    user: int | None,
+    at: datetime,
+    kind: str = "created",
+    req: str = "r1",
+    cid: str | None = None,
 ) -> dict[str, Any]:
-    """A ``signal.comments`` message; without ``user`` it names only its request."""
+    """A ``signal.comments`` message (about comment ``cid``, default ``c-<eid>``); without
+    ``user`` it names only its request."""
     doc: dict[str, Any] = {
         "event_id": eid,
         "type": f"comment.{kind}",
-        "comment_id": f"c-{eid}",
+        "comment_id": cid or f"c-{eid}",
         "request_id": req,
         "occurred_at": at.isoformat(),
     }
@@ -77,9 +83,14 @@ def raw(doc: dict[str, Any] | bytes) -> RawMessage:
 
 
 def comment(
-    eid: str, user: int | None, at: datetime, kind: str = "created", req: str = "r1"
+    eid: str,
+    user: int | None,
+    at: datetime,
+    kind: str = "created",
+    req: str = "r1",
+    cid: str | None = None,
 ) -> RawMessage:
-    return raw(comment_doc(eid, user, at, kind, req))
+    return raw(comment_doc(eid, user, at, kind, req, cid))
 
 
 def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:

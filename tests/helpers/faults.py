@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers.budget import assert_within_budget, first_seen
 from tests.helpers.factories import result
 from tests.helpers.live import Kafka, eventually
+from worker.domain.snapshot import element, signed
 from worker.services import outbox
 from worker.services.store import HighlightStore
 from worker.storage.models import (
@@ -168,10 +169,9 @@ class Workload:
             )
             await asyncio.sleep(0.1)
 
-    def expected(self) -> tuple[dict[int, tuple[datetime, str]], set[int], dict[int, int]]:
-        """Per user: final content (generated_at, snapshot) by the newest-wins rule; users
-        that must be stale; comment counts for users whose comments were never deleted."""
-        content = {u: (self.base, s) for u, s in self.seeded.items()}
+    def comments_by_user(self) -> dict[int, dict[str, dict[str, Any]]]:
+        """The good comments by user (through the request map), by event id (redeliveries
+        are one event)."""
         owner = {
             m.value["request_id"]: m.value["user_id"]
             for m in self.messages
@@ -179,16 +179,22 @@ class Workload:
         }
         comments: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
         for m in self.messages:
-            if not isinstance(m.value, dict):
-                continue
-            v = m.value
-            if m.topic == GENERATED:
+            if m.topic == COMMENTS and isinstance(m.value, dict):
+                v = m.value
+                comments[v.get("user_id") or owner[v["request_id"]]][v["event_id"]] = v
+        return comments
+
+    def expected(self) -> tuple[dict[int, tuple[datetime, str]], set[int], dict[int, int]]:
+        """Per user: final content (generated_at, snapshot) by the newest-wins rule; users
+        that must be stale; comment counts for users whose comments were never deleted."""
+        content = {u: (self.base, s) for u, s in self.seeded.items()}
+        for m in self.messages:
+            if m.topic == GENERATED and isinstance(m.value, dict):
+                v = m.value
                 candidate = (datetime.fromisoformat(v["generated_at"]), v["snapshot_hash"])
                 content[v["user_id"]] = max(content.get(v["user_id"], candidate), candidate)
-            elif m.topic == COMMENTS:
-                comments[v.get("user_id") or owner[v["request_id"]]][v["event_id"]] = v
         must_be_stale, counts = set(), {}
-        for user, by_id in comments.items():
+        for user, by_id in self.comments_by_user().items():
             final = content.get(user)
             if any(
                 c["type"] == "comment.deleted"
@@ -200,6 +206,25 @@ class Workload:
             if all(c["type"] != "comment.deleted" for c in by_id.values()):
                 counts[user] = sum(c["type"] == "comment.created" for c in by_id.values())
         return content, must_be_stale, counts
+
+    def inputs(self) -> dict[int, tuple[int, int]]:
+        """Per user with comments: the input snapshot (version, fingerprint) the worker must
+        hold, from scratch. Each comment here has one event, so each event is one change
+        (``input_version`` counts them: none lost, none applied twice) and the live set is
+        the comments not deleted, each at its only version."""
+        return {
+            user: (
+                len(by_id),
+                signed(
+                    sum(
+                        element(c["comment_id"], c["event_id"])
+                        for c in by_id.values()
+                        if c["type"] != "comment.deleted"
+                    )
+                ),
+            )
+            for user, by_id in self.comments_by_user().items()
+        }
 
 
 async def converged(
@@ -261,6 +286,9 @@ def _check_rows(
         assert rows[user].is_stale, f"user {user} has a newer comment but is not stale"
     for user, count in counts.items():
         assert activity.get(user) == count, f"user {user}: {activity.get(user)} != {count}"
+    for user, snapshot in workload.inputs().items():
+        got = (rows[user].input_version, rows[user].input_fingerprint)
+        assert got == snapshot, f"user {user}: input snapshot {got}, expected {snapshot}"
 
 
 def _check_requests(on_topic: list[dict[str, Any]], rows: dict[int, HighlightRow]) -> int:

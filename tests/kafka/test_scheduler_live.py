@@ -26,6 +26,7 @@ from tests.helpers.budget import assert_within_budget
 from tests.helpers.cli import wb
 from tests.helpers.factories import comment_doc, result
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
+from worker.domain.values import UpsertMeta
 from worker.services.store import HighlightStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
@@ -295,3 +296,42 @@ async def test_a_pause_holds_a_worker_that_requests_at_once(
 
     found = await eventually(everyone, timeout=30, what="every request after the pause")
     assert sorted(p["user_id"] for _, p in found) == list(users)  # one each
+
+
+async def test_a_comment_created_and_deleted_while_settling_publishes_nothing(
+    settle_worker: WorkerProcess,
+    kafka: Kafka,
+    live_store: HighlightStore,
+    live_sessions: async_sessionmaker[AsyncSession],
+    live_db_url: str,
+) -> None:
+    """The inputs end as the stored highlight covers them: the due request is skipped (one
+    skip counted), the row is fresh again with its ``stale_after``, nothing is published,
+    and ``wb signal-profile show`` says when."""
+    user = 7401
+    covered = UpsertMeta(input_version=0)  # a generator that echoes: coverage known
+    await live_store.upsert_auto(result(user, generated_at=HOUR_AGO), "snap-7401", covered)
+    before = await live_store.get(user)
+    assert before is not None and before.covered_fingerprint == before.input_fingerprint
+    for kind, eid in (("created", "cd-1"), ("deleted", "cd-2")):
+        doc = {**comment_doc(eid, user, datetime.now(UTC), kind, "r"), "comment_id": "c-7401"}
+        await kafka.send(COMMENTS, doc, key=str(user))
+
+    async def skipped() -> bool:
+        row = await live_store.get(user)
+        return row is not None and row.regen_skipped_at is not None
+
+    await eventually(skipped, timeout=30, what="the settled request skipped")
+    row = await live_store.get(user)
+    assert row is not None and not row.is_stale and row.input_version == 2
+    assert row.stale_after == before.stale_after and row.covered_version == 2
+    assert row.input_fingerprint == before.input_fingerprint
+    assert row.regen_skipped_at is not None
+    await quiet_after(live_sessions, user, row.regen_skipped_at.timestamp() + QUIET_S)
+    assert await published(kafka, range(user, user + 1)) == []
+    _, body = await asyncio.to_thread(http_get, f"{settle_worker.url}/metrics")
+    assert 'wb_regen_skipped_total{reason="unchanged"} 1.0' in str(body)
+    shown = wb("signal-profile", "show", str(user), env={"WB_DATABASE_URL": live_db_url})
+    stored = json.loads(shown.stdout)["highlight"]
+    assert datetime.fromisoformat(stored["regen_skipped_at"]) == row.regen_skipped_at
+    assert stored["input_fingerprint"] == stored["covered_fingerprint"]

@@ -321,7 +321,7 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
 ) -> None:
     """Set-based: the statement count of a batch does not grow with its events (a mix of
     stale marks, coalesced marks, already-included comments and unknown users), and is
-    three: each round trip waits for the worker's event loop."""
+    four: each round trip waits for the worker's event loop."""
     engine = sessions.kw["bind"]
     if engine.dialect.name != "postgresql":
         pytest.skip("the set-based comment path is PostgreSQL's")
@@ -346,7 +346,9 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
             counts.append(len(statements))
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
-    assert counts == [3, 3]  # claim; create and lock; every write as one statement
+    # claim; create and lock; the input states (read after the lock: a statement's snapshot
+    # would predate it); every write as one statement
+    assert counts == [4, 4]
     async with sessions() as session:
         stale = await session.scalar(
             select(func.count()).select_from(HighlightRow).where(HighlightRow.is_stale)

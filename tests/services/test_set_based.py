@@ -19,11 +19,13 @@ from tests.helpers.database import truncate_all, waiting_on_lock
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
 from worker.domain.batch import RawMessage
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
+from worker.domain.snapshot import element, signed
 from worker.domain.wire import InputStream
 from worker.services import outbox
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.storage.models import (
+    CommentInputRow,
     FreshTransitionRow,
     HighlightRow,
     ParkedCommentRow,
@@ -116,7 +118,8 @@ async def test_a_mapping_batch_costs_the_same_statements_at_any_size(
             res = await pipeline.process(R, batch)
         counts.append(len(statements.seen))
         released.append(res.outcomes[("comments", "unparked")])
-    assert counts == [3, 3]  # claim + locks; map, unpark, create and lock; writes
+    # claim + locks; map, unpark, create and lock; the input states; writes
+    assert counts == [4, 4]
     assert released == [10, 800]
     async with sessions() as session:
         assert (await session.scalars(select(ParkedCommentRow))).all() == []
@@ -168,7 +171,8 @@ def _one(rnd: random.Random, stream: InputStream, n: int) -> RawMessage:
     req = f"q{rnd.randint(1, 4)}"
     if stream is C:
         kind = rnd.choice(["created", "created", "edited", "deleted"])
-        return comment(f"c{n}", rnd.choice([user, None]), later(at), kind, req=req)
+        cid = f"k{rnd.randint(1, 6)}"  # few comments: edits and deletions meet their own
+        return comment(f"c{n}", rnd.choice([user, None]), later(at), kind, req=req, cid=cid)
     if stream is R:
         return mapping(f"m{n}", req, user, at)
     extra: dict[str, Any] = {}
@@ -178,6 +182,8 @@ def _one(rnd: random.Random, stream: InputStream, n: int) -> RawMessage:
         extra["base_snapshot_hash"] = f"s{rnd.randint(0, 3)}"
     if rnd.random() < 0.3:
         extra["regen_request_id"] = f"{rnd.randint(0, 12):032x}"
+    if rnd.random() < 0.5:
+        extra["input_version"] = rnd.randint(0, 5)
     return generated(f"g{n}", user, later(at), f"s{rnd.randint(0, 3)}", **extra)
 
 
@@ -229,6 +235,9 @@ async def _state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
                 FreshTransitionRow, FreshTransitionRow.user_id, FreshTransitionRow.id
             ),
             "activity": await rows(SignalActivityRow, SignalActivityRow.user_id),
+            "inputs": await rows(
+                CommentInputRow, CommentInputRow.user_id, CommentInputRow.comment_id
+            ),
             "processed": await rows(
                 ProcessedEventRow, ProcessedEventRow.stream, ProcessedEventRow.event_id
             ),
@@ -260,6 +269,16 @@ async def test_the_set_based_path_agrees_with_the_orm_path(
     requested = sum(sum(regen.values()) for _, regen, _, _ in orm["batches"])
     assert requested > 0  # the events asked for regenerations ...
     assert (orm["outbox"] == []) is (policy != "immediate")  # ... queued unless immediate
+    # Each row's snapshot is its stored live input set's: the fingerprint is the digest of
+    # the live comments, the version moved once per change (at most one per event).
+    live: dict[int, int] = {}
+    for held in orm["inputs"]:
+        if not held["deleted"]:
+            add = element(held["comment_id"], held["version_event"])
+            live[held["user_id"]] = signed(live.get(held["user_id"], 0) + add)
+    for row in orm["highlights"]:
+        assert row["input_fingerprint"] == live.get(row["user_id"], 0)
+        assert row["input_version"] <= sum(1 for i in orm["processed"] if i["stream"] == "comments")
     async with sessions() as session:
         assert await session.scalar(text("SELECT 1")) == 1
 

@@ -17,7 +17,7 @@ from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, UpsertMeta
 from worker.services.locking import WRITTEN
 from worker.services.outbox import OutboxEntry, OutboxSink
-from worker.services.results import CONTENT, settle_result
+from worker.services.results import CONTENT, COVERED, settle_result
 from worker.services.staleness import (
     StaleMark,
     enqueue,
@@ -62,6 +62,11 @@ def _row(**state: Any) -> HighlightRow:
         "regen_queued_reason": None,
         "regen_queued_trigger": None,
         "regen_unseen": 0,
+        "input_version": 4,
+        "input_fingerprint": 11,
+        "covered_version": 4,
+        "covered_fingerprint": 11,
+        "regen_skipped_at": None,
         "created_at": T0,
         "updated_at": T0,
     }
@@ -136,7 +141,8 @@ STALE_RULES = ["mark", "expire", "ask again", "retry"]
 def test_a_rule_changes_only_the_columns_written_back(
     start: str, policy: RegenPolicy, rule: str
 ) -> None:
-    allowed = set(WRITTEN) | ({"snapshot_hash", "generated_at"} if rule == "result" else set())
+    written_with_content = {"snapshot_hash", "generated_at", *COVERED}
+    allowed = set(WRITTEN) | (written_with_content if rule == "result" else set())
     assert _apply(start, policy, rule) <= allowed
 
 
@@ -154,7 +160,8 @@ def test_the_plain_row_state_carries_the_written_columns_and_what_the_rules_read
     plus the columns the rules only read (a result writes two of them with its content)."""
     state = {f.name for f in fields(RowState)}
     assert set(WRITTEN) <= state <= set(COLUMNS)
-    assert state - set(WRITTEN) == {"user_id", "snapshot_hash", "generated_at", "manual_override"}
+    read = {"user_id", "snapshot_hash", "generated_at", "manual_override"}
+    assert state - set(WRITTEN) == read | {"input_version", "input_fingerprint", "covered_version"}
     assert not set(WRITTEN) & set(CONTENT)
 
 

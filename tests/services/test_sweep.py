@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
@@ -18,7 +18,7 @@ from worker.domain.wire import RegenRequestEvent, regen_request_payload
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
 from worker.services.sweep import FreshnessScan, ScanTotals, Sweeper
-from worker.storage.models import ScanCheckpointRow
+from worker.storage.models import HighlightRow, ScanCheckpointRow
 
 RETRY = timedelta(minutes=15)
 
@@ -30,6 +30,12 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
     await store.upsert_auto(result(2, stale_after=later(600)), "b")
     await store.upsert_auto(result(3, stale_after=later(600)), "c")
     await store.mark_stale(3, "new_comment")
+    async with sessions.begin() as session:  # a fingerprint past 2^63: negative as stored
+        await session.execute(
+            update(HighlightRow)
+            .where(HighlightRow.user_id == 1)
+            .values(input_version=7, input_fingerprint=-2)
+        )
     clock.advance(timedelta(minutes=61))
     sweeper = Sweeper(sessions, retry_after=RETRY, chunk_size=1, clock=clock)
     totals = await sweeper.run()
@@ -45,7 +51,15 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
     # builder makes for the same row, and valid by the published model.
     assert row.regen_request_id is not None
     assert expired == regen_request_payload(
-        row.regen_request_id, 1, RegenReason.EXPIRED, row.generation, "a", clock.now, "sweep", 4
+        row.regen_request_id,
+        1,
+        RegenReason.EXPIRED,
+        row.generation,
+        "a",
+        clock.now,
+        "sweep",
+        4,
+        (7, "fffffffffffffffe"),
     )
     assert RegenRequestEvent.model_validate(expired).snapshot_hash == "a"
     assert row.regen_generation == row.generation == 1

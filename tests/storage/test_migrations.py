@@ -12,6 +12,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers.clock import T0
+from worker.domain.snapshot import baseline
 from worker.services import outbox
 from worker.storage import migrate
 from worker.storage.database import session_factory
@@ -93,3 +94,41 @@ async def test_outbox_messages_use_lz4_where_postgresql_has_it(
         downgraded = await conn.scalar(compression)
     await migrate.upgrade(migrated_engine)
     assert (upgraded, downgraded) == (("l", "p") if available else ("", ""))
+
+
+async def test_input_snapshot_migration_starts_rows_at_their_recorded_activity(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """0011: version 0; the fingerprint of the recorded activity where there is some; a fresh
+    highlight covers it, a stale one or a placeholder covers nothing known."""
+    await migrate.downgrade(migrated_engine, "0010")
+    rows = {1: (False, T0), 2: (True, T0), 3: (False, None)}  # user: (is_stale, generated_at)
+    async with migrated_engine.begin() as conn:
+        for table in ("user_profile_highlights", "signal_activity"):
+            await conn.execute(text(f"DELETE FROM {table}"))
+        for user, (stale, at) in rows.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO user_profile_highlights (user_id, is_stale, generated_at, "
+                    "created_at, updated_at) VALUES (:u, :s, :g, :c, :c)"
+                ),
+                {"u": user, "s": stale, "g": at, "c": T0},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO signal_activity (user_id, comment_count, last_comment_at, "
+                "last_comment_id, updated_at) VALUES (1, 3, :t, 'c-9', :t), (2, 1, :t, 'c-4', :t)"
+            ),
+            {"t": T0},
+        )
+    await migrate.upgrade(migrated_engine)
+    async with migrated_engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT user_id, input_version, input_fingerprint, covered_version, "
+                "covered_fingerprint FROM user_profile_highlights ORDER BY user_id"
+            )
+        )
+        got = [tuple(r) for r in found]
+    first, second = baseline(3, "c-9", T0), baseline(1, "c-4", T0)
+    assert got == [(1, 0, first, 0, first), (2, 0, second, None, None), (3, 0, 0, None, None)]

@@ -194,6 +194,7 @@ class UpsertMeta(BaseModel):
     base_snapshot_hash: str | None = None
     generation: int | None = Field(default=None, ge=0)
     regen_request_id: str | None = None
+    input_version: int | None = Field(default=None, ge=0)  # the request's, echoed
 
 
 class Highlight(BaseModel):
@@ -222,6 +223,11 @@ class Highlight(BaseModel):
     regen_requested_at: datetime | None
     regen_generation: int | None
     regen_attempts: int
+    input_version: int = 0
+    input_fingerprint: int = 0
+    covered_version: int | None = None
+    covered_fingerprint: int | None = None
+    regen_skipped_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -42,6 +42,7 @@ class InputStream(StrEnum):
 
 
 ID_PATTERN = r"^[\x21-\x7e]+$"
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
 
 
 class _IdSchema:
@@ -221,6 +222,9 @@ class GeneratedEvent(_Event):
     regen_request_id: Id | None = None
     generation: Annotated[StrictInt, Field(ge=0, le=MAX_BIGINT)] | None = None
     base_snapshot_hash: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # The request's ``input_version``, echoed: the result covers the input changes up to
+    # it (``worker.domain.snapshot``). Without it the timestamp rule decides.
+    input_version: Annotated[StrictInt, Field(ge=0, le=MAX_BIGINT)] | None = None
 
     def timestamps(self) -> dict[str, datetime | None]:
         return {"generated_at": self.generated_at, "stale_after": self.stale_after}
@@ -264,6 +268,11 @@ class RegenRequestEvent(BaseModel):
     # 0 most urgent: deleted comment (privacy), missing, new/edited comments, operator,
     # expired, reseed (``worker.domain.scheduling.Priority``).
     priority: Annotated[StrictInt, Field(ge=0, le=9)] = 3
+    # The input snapshot the request is for (``worker.domain.snapshot``): a generator
+    # echoes ``input_version`` in its result; the fingerprint (16 hex digits) names the
+    # live input set, the same for the same set whatever order its events came in.
+    input_version: Annotated[StrictInt, Field(ge=0)]
+    input_fingerprint: Annotated[str, Field(pattern=FINGERPRINT_PATTERN)]
 
 
 def regen_request_payload(
@@ -274,12 +283,13 @@ def regen_request_payload(
     snapshot_hash: str | None,
     now: datetime,
     trigger: str | None,
-    priority: int = 3,
+    priority: int,
+    inputs: tuple[int, str],
 ) -> dict[str, Any]:
     """The JSON of a ``RegenRequestEvent``, built as a dict on the hot path (a model per
     request costs more than the rest of its handling). Its one twin, the sweep's SQL
     ``format()``, and this builder are both tested to validate against the model and to
-    agree on the same row."""
+    agree on the same row. ``inputs``: the input version and wire fingerprint."""
     payload: dict[str, Any] = {
         "event_id": request_id,
         "user_id": user_id,
@@ -291,6 +301,7 @@ def regen_request_payload(
     if trigger:
         payload["trigger"] = trigger
     payload["priority"] = priority
+    payload["input_version"], payload["input_fingerprint"] = inputs
     return payload
 
 

@@ -20,6 +20,7 @@ from worker.domain.batch import BatchResult
 from worker.domain.decoder import RejectReason
 from worker.domain.freshness import FreshnessState
 from worker.domain.scheduling import Priority, RegenPolicy
+from worker.domain.snapshot import UNCHANGED
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.domain.wire import InputStream
 from worker.services import outbox, parking, scheduler
@@ -55,6 +56,7 @@ EVENT_OUTCOMES = (
     "settled",
     "override_locked",
     "already_included",
+    "unchanged_input",
     "missing_requested",
     "parked",
     "unparked",
@@ -63,12 +65,14 @@ EVENT_OUTCOMES = (
     "dead_lettered",
     *(o.value for o in UpsertOutcome),
 )
-SWEEP_ACTIONS = (*(r.value for r in StaleReason), "retried", "requested")
+SWEEP_ACTIONS = (*(r.value for r in StaleReason), "retried", "requested", UNCHANGED)
 # Every label value the worker can emit, per label name: a test holds the exposition to it.
 LABEL_VALUES: dict[str, frozenset[str]] = {
     "stream": frozenset(s.value for s in InputStream),
     "outcome": frozenset(EVENT_OUTCOMES),
-    "reason": frozenset({*(r.value for r in RejectReason), *(r.value for r in RegenReason)}),
+    "reason": frozenset(
+        {*(r.value for r in RejectReason), *(r.value for r in RegenReason), UNCHANGED}
+    ),
     "state": frozenset(STATES),
     "action": frozenset(SWEEP_ACTIONS),
     "priority": frozenset(p.name.lower() for p in Priority),
@@ -212,6 +216,14 @@ class Metrics:
             ["priority"],
             registry=r,
         )
+        self.regen_skipped = Counter(
+            "wb_regen_skipped",
+            "Due regen requests not published, by reason (unchanged: the inputs are what "
+            "the stored highlight covers)",
+            ["reason"],
+            registry=r,
+        )
+        self.regen_skipped.labels(UNCHANGED)
         for p in Priority:
             self.regen_queued.labels(p.name.lower())
             self.regen_queued_age.labels(p.name.lower())
@@ -265,6 +277,7 @@ class Metrics:
             self.regen_queued_time.observe(max(seconds, 0.0))
         for priority in done.priorities:
             self.regen_scheduled.labels(_priority_name(priority)).inc()
+        self.regen_skipped.labels(UNCHANGED).inc(done.skipped)
         if done.budget_left is not None:
             self.regen_budget.set(done.budget_left)
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
 from worker.domain.decoder import RejectReason
+from worker.domain.snapshot import UNCHANGED
 from worker.domain.values import utcnow
 from worker.domain.wire import InputStream
 from worker.runtime.metrics import Metrics
@@ -184,6 +185,7 @@ class Runtime:
         totals = await self.retry_transient("sweep", self.sweeper.run)
         for action, n in totals.actions.items():
             self.metrics.sweep_actions.labels(action).inc(n)
+        self.metrics.regen_skipped.labels(UNCHANGED).inc(totals.actions[UNCHANGED])
         for reason, n in totals.requests.items():
             self.metrics.regen_requests.labels(reason).inc(n)
         if totals.requests:

@@ -4,9 +4,11 @@
 makes it stale; no highlight yet asks for a first one; the mark itself is
 ``staleness.mark_stale_row``) and works on an ORM row as well as on the plain
 ``RowState`` values. ``apply_comment_batch`` applies a batch of comments on PostgreSQL in
-two statements after the claim, whatever its size: create the missing rows and lock them
-all (``locking.lock_states``), then (rules applied in Python on the plain values) write
-the changed rows, the outbox row, Signal activity and the outcomes together. The ORM's
+three statements after the claim, whatever its size: create the missing rows and lock them
+all (``locking.lock_states``), read the input states of its comments
+(``worker.services.input_snapshots``: after the lock, so that no concurrent change is
+missed), then (rules applied in Python on the plain values) write the changed rows, the
+outbox row, Signal activity, the input states and the outcomes together. The ORM's
 unit of work cost more than the database did, and every round trip waits its turn on the
 worker's event loop: comments are the hot stream, bursts of tens of thousands a minute.
 SQLite and the other streams keep the ORM path; both call the same rules.
@@ -25,6 +27,7 @@ from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.domain.wire import Comment, CommentEvent, InputStream
 from worker.services import signal_records
+from worker.services.input_snapshots import InputSets
 from worker.services.locking import WRITTEN, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.staleness import StaleMark, mark_stale_row
@@ -44,15 +47,30 @@ STALE_OUTCOMES = {
     StaleOutcome.OVERRIDE_LOCKED: "override_locked",
 }
 ALREADY_INCLUDED = "already_included"
+UNCHANGED_INPUT = "unchanged_input"  # the input set already held it (redelivered, older)
 
 
 def apply_comment(
-    sink: OutboxSink, row: Requestable, event: Comment, now: datetime, result: BatchResult
+    sink: OutboxSink,
+    row: Requestable,
+    event: Comment,
+    now: datetime,
+    result: BatchResult,
+    inputs: InputSets,
 ) -> str:
-    """Apply one comment to its user's locked row; returns the outcome's name."""
+    """Apply one comment to its user's locked row (its input state loaded in ``inputs``);
+    returns the outcome's name. A change the input set already holds changes nothing; one
+    it did not is later than a highlight of known coverage (``covered_version``: the
+    snapshot rule), else than one generated before the comment (the timestamp rule)."""
+    if not inputs.apply(row, event):
+        return UNCHANGED_INPUT
     if row.generated_at is None:
         reason = StaleReason.MISSING
-    elif event.type == "comment.deleted" or event.occurred_at > row.generated_at:
+    elif (
+        event.type == "comment.deleted"
+        or row.covered_version is not None
+        or event.occurred_at > row.generated_at
+    ):
         reason = COMMENT_REASONS[event.type]
     else:
         return ALREADY_INCLUDED
@@ -82,10 +100,13 @@ async def resolve_or_park(
     return None
 
 
-WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN}
+# Besides a stale mark's columns, a comment moves the row's input snapshot
+# (``worker.services.input_snapshots``).
+INPUT_COLUMNS = {"input_version": "bigint", "input_fingerprint": "bigint"}
+WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN, **INPUT_COLUMNS}
 WRITE = (
     "UPDATE user_profile_highlights AS h SET "
-    + ", ".join(f"{name} = v.{name}" for name in WRITTEN)
+    + ", ".join(f"{name} = v.{name}" for name in {**WRITTEN, **INPUT_COLUMNS})
     + f" FROM {unnest_rows(WRITE_COLUMNS, 'h_')} WHERE h.user_id = v.user_id"
 )
 
@@ -196,12 +217,14 @@ async def apply_locked(
     activity: dict[int, signal_records.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
     deleted: set[tuple[int, str]] = set()
+    inputs = InputSets()
+    await inputs.load(session, ((user_id, event.comment_id) for event, user_id in targets))
     for event, user_id in targets:
         activity.setdefault(user_id, signal_records.ActivityDelta()).add(event)
         if event.type == "comment.deleted":
             deleted.add((user_id, event.comment_id))
-        outcome = apply_comment(sink, rows[user_id], event, now, result)
-        if outcome != ALREADY_INCLUDED:
+        outcome = apply_comment(sink, rows[user_id], event, now, result, inputs)
+        if outcome != UNCHANGED_INPUT:  # already included: its input snapshot moved
             touched[user_id] = rows[user_id]
         outcomes.setdefault(outcome, []).append(event.event_id)
     activity_upsert, falling = signal_records.activity_write(activity, now)
@@ -214,6 +237,7 @@ async def apply_locked(
             insert_write(queued),
             activity_upsert,
             deleted_write(deleted, now),
+            inputs.write(),
             record(outcomes),
             also,
         ],

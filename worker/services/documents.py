@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.freshness import STALE_STATES, FreshnessState, stale_since, state_of
+from worker.domain.snapshot import wire
 from worker.domain.values import Highlight, quote_comment_id, utcnow, withhold
 from worker.services.audit import audit_trail
 from worker.services.checks import check_user_id
@@ -141,6 +142,9 @@ async def profile_document(
     async with snapshot(store.sessions) as session:
         row, highlight, activity, deleted = await load(session, user_id)
         stored = highlight.model_dump(mode="json") if highlight else None
+        if stored is not None:  # as requests name them (16 hex digits)
+            for name in ("input_fingerprint", "covered_fingerprint"):
+                stored[name] = None if stored[name] is None else wire(stored[name])
         if stored is not None and deleted:  # the panel shows these: withheld there too
             shown = withhold(stored["quotes"], deleted)
             stored["withheld_quotes"] = len(stored["quotes"]) - len(shown)

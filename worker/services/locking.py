@@ -98,6 +98,10 @@ WRITTEN = {
     "regen_queued_reason": "text",
     "regen_queued_trigger": "text",
     "regen_unseen": "integer",
+    # A mark not caused by the inputs alone is never skipped as "unchanged"
+    # (``staleness.mark_stale_row``); what a highlight covers is otherwise a result's to
+    # change (``worker.services.results.COVERED``).
+    "covered_fingerprint": "bigint",
 }
 
 

@@ -1,5 +1,5 @@
 """Request mappings (``signal.requests``), set-based on PostgreSQL: the parked comments of
-a batch's requests released exactly once, in three statements whatever the batch's size
+a batch's requests released exactly once, in four statements whatever the batch's size
 (as comments and results).
 
 The claim's own statement also stores the mappings' outcome (``MAPPED``: known before they

@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy, priority_for
+from worker.domain.snapshot import wire
 from worker.domain.values import RegenReason
 from worker.domain.wire import regen_request_payload
 from worker.storage.models import HighlightRow, OutboxRow, RowState
@@ -137,9 +138,18 @@ def regen_payload(
     trigger: str | None,
     priority: int,
 ) -> dict[str, Any]:
-    """The request ``row`` stands for (its generation and snapshot, as of now)."""
+    """The request ``row`` stands for (its generation, snapshot and inputs, as of now)."""
+    inputs = (row.input_version, wire(row.input_fingerprint))
     return regen_request_payload(
-        request_id, row.user_id, reason, row.generation, row.snapshot_hash, now, trigger, priority
+        request_id,
+        row.user_id,
+        reason,
+        row.generation,
+        row.snapshot_hash,
+        now,
+        trigger,
+        priority,
+        inputs,
     )
 
 

@@ -32,6 +32,7 @@ from worker.services.comments import (
     record_deleted,
     resolve_or_park,
 )
+from worker.services.input_snapshots import InputSets
 from worker.services.locking import create_placeholders, lock_or_create_row, lock_rows
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
@@ -55,6 +56,7 @@ class _Tx:
     result: BatchResult
     sink: OutboxSink
     activity: dict[int, signal_records.ActivityDelta] = field(default_factory=dict)
+    inputs: InputSets = field(default_factory=InputSets)
 
     async def row(self, user_id: int) -> HighlightRow:
         row = self.rows.get(user_id)
@@ -213,6 +215,7 @@ class Pipeline:
                     result.count(stream, outcome)
                 outcomes.setdefault(outcome, []).append(event.event_id)
             await signal_records.record_activity(session, tx.activity, now)
+            await tx.inputs.save(session)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
 
@@ -267,7 +270,8 @@ class Pipeline:
         if event.type == "comment.deleted":
             await record_deleted(tx.session, {(user_id, event.comment_id)}, tx.now)
         row = await tx.row(user_id)
-        return apply_comment(tx.sink, row, event, tx.now, tx.result)
+        await tx.inputs.load(tx.session, [(user_id, event.comment_id)])
+        return apply_comment(tx.sink, row, event, tx.now, tx.result, tx.inputs)
 
     async def _request(self, tx: _Tx, event: RequestEvent) -> str:
         await signal_records.lock_request(tx.session, event.request_id)

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.domain import snapshot
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
 from worker.domain.decoder import RejectReason
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
@@ -30,6 +31,7 @@ from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import (
     AttributedQuote,
     GeneratedHighlight,
+    StaleReason,
     UpsertMeta,
     UpsertOutcome,
     check_aware,
@@ -38,7 +40,7 @@ from worker.domain.values import (
 from worker.domain.wire import GeneratedEvent, InputStream
 from worker.services.locking import WRITTEN, lock_or_create_row, lock_row, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
-from worker.services.staleness import dequeue, request_if_unanswered
+from worker.services.staleness import clear_stale, request_if_unanswered
 from worker.storage import dedup
 from worker.storage.models import FreshTransitionRow, HighlightRow, RowState
 from worker.storage.pgarray import Write, literal, unnest_rows, write_together
@@ -89,17 +91,6 @@ def _write_content(
     row.stale_after = payload.stale_after or payload.generated_at + ttl
 
 
-def _clear_stale(row: Requestable) -> None:
-    row.is_stale = False
-    row.stale_reason = None
-    row.stale_since = None
-    row.regen_request_id = None
-    row.regen_requested_at = None
-    row.regen_generation = None
-    row.regen_attempts = 0
-    dequeue(row)  # fresh: nothing left to ask for
-
-
 def judge_result(
     row: Requestable | None, payload: GeneratedHighlight, snapshot_hash: str, meta: UpsertMeta
 ) -> UpsertOutcome | None:
@@ -113,9 +104,11 @@ def judge_result(
     stored_hash, stored_at = row.snapshot_hash, row.generated_at
     if stored_hash == snapshot_hash and stored_at == payload.generated_at:
         return UpsertOutcome.DUPLICATE
-    if stored_at is not None and (payload.generated_at, snapshot_hash) <= (
-        stored_at,
-        stored_hash or "",
+    if stored_at is not None and not snapshot.supersedes(
+        meta.input_version,
+        row.covered_version,
+        (payload.generated_at, snapshot_hash),
+        (stored_at, stored_hash or ""),
     ):
         raise SupersededResult(
             payload.user_id,
@@ -125,6 +118,15 @@ def judge_result(
     if meta.base_snapshot_hash is not None and meta.base_snapshot_hash != stored_hash:
         raise SnapshotConflict(payload.user_id, meta.base_snapshot_hash, stored_hash)
     return None
+
+
+def stale_again(row: Requestable, now: datetime) -> None:
+    """A result behind the inputs leaves its row stale, or makes a fresh one stale (its
+    inputs changed while a highlight of unknown coverage was judged by timestamps)."""
+    if not row.is_stale:
+        row.is_stale, row.stale_since = True, now
+        row.stale_reason = StaleReason.NEW_COMMENT.value
+        row.generation += 1
 
 
 def settle_result(
@@ -141,11 +143,17 @@ def settle_result(
     row.snapshot_hash = snapshot_hash
     row.generated_at = payload.generated_at
     row.updated_at = now
+    covers = snapshot.coverage(meta.input_version, row.input_version, row.input_fingerprint)
+    row.covered_version, row.covered_fingerprint = covers.version, covers.fingerprint
+    if covers.behind:  # the inputs moved on since the result's snapshot
+        stale_again(row, now)
+        return UpsertOutcome.APPLIED_STILL_STALE
     if meta.generation is not None and meta.generation < row.generation:
+        row.covered_fingerprint = None  # marked since, not only by inputs: never skipped
         return UpsertOutcome.APPLIED_STILL_STALE
     if (transition := fresh_transition(row, now)) is not None:
         fresh(transition)
-    _clear_stale(row)
+    clear_stale(row)
     return UpsertOutcome.APPLIED
 
 
@@ -201,6 +209,7 @@ def result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
         base_snapshot_hash=event.base_snapshot_hash,
         generation=event.generation,
         regen_request_id=event.regen_request_id,
+        input_version=event.input_version,
     )
     return payload, meta
 
@@ -229,9 +238,11 @@ def apply_result(
     """What follows a stored result on its row; returns the outcome's name."""
     if outcome is UpsertOutcome.APPLIED and pending_since is not None:
         result.turnaround_s.append((now - pending_since).total_seconds())
-    if outcome is UpsertOutcome.APPLIED_STILL_STALE and answers_pending(row, event):
-        # The pending request was answered, but by content older than the latest mark.
-        row.regen_request_id = None
+    if outcome is UpsertOutcome.APPLIED_STILL_STALE:
+        if answers_pending(row, event):
+            # The pending request was answered, but by content older than the latest mark.
+            row.regen_request_id = None
+        # A result behind the inputs may leave a row stale without a request: ask now.
         if request_if_unanswered(sink, row, now, f"result:{event.event_id}"):
             result.regen_requests[row.stale_reason or "manual"] += 1
     return outcome.value
@@ -248,10 +259,12 @@ CONTENT = {
     "generated_at": "timestamptz",
     "stale_after": "timestamptz",
 }
-RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN}
+# What the stored highlight covers of the input snapshot (``worker.domain.snapshot``).
+COVERED = {"covered_version": "bigint", "covered_fingerprint": "bigint"}
+RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN, **COVERED}
 RESULT_WRITE = (
     "UPDATE user_profile_highlights AS h SET "
-    + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN})
+    + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN, **COVERED})
     + f" FROM {unnest_rows(RESULT_COLUMNS, 'g_')} WHERE h.user_id = v.user_id"
 )
 

@@ -54,7 +54,7 @@ from worker.services.outbox import (
     requests_unpublished,
     session_sink,
 )
-from worker.services.staleness import dequeue
+from worker.services.staleness import dequeue, skip_if_unchanged
 from worker.storage.database import dialect_insert
 from worker.storage.models import HighlightRow, RegenBudgetRow
 
@@ -114,6 +114,7 @@ def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[Highlight
 @dataclass
 class Published:
     count: int = 0
+    skipped: int = 0  # due requests dropped: the inputs are what the highlight covers
     waits_s: list[float] = field(default_factory=list)
     priorities: list[int] = field(default_factory=list)
     budget_left: float | None = None
@@ -186,6 +187,7 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     one bucket, and a pause set by that clock ends by it."""
     done = Published()
     budget = await lock_budget(session, now, policy)
+    done.skipped = await skip_unchanged(session, now, policy)
     bucket = Bucket(budget.tokens, budget.refilled_at)
     if budget.paused_until is not None:
         if now < budget.paused_until:
@@ -221,6 +223,27 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
     done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
     return done
+
+
+async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:
+    """Before any token is counted: due requests whose inputs are what the stored highlight
+    covers go nowhere (``skip_if_unchanged``; the query narrows to its candidates), spending
+    no token and not waiting for one (nor for a pause: nothing is published). Returns how
+    many were skipped."""
+    stmt = (
+        select(H)
+        .where(
+            due_clause(now, policy),
+            H.covered_fingerprint == H.input_fingerprint,
+            H.generated_at.is_not(None),
+            or_(H.stale_after.is_(None), H.stale_after > now),
+        )
+        .order_by(H.user_id)
+        .limit(MAX_PER_STEP)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return sum(skip_if_unchanged(row, now) for row in (await session.scalars(stmt)).all())
 
 
 async def pause(

@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from worker.domain import snapshot
 from worker.domain.scheduling import priority_for
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason
 from worker.services.outbox import OutboxSink, Requestable, request_regeneration
+from worker.storage.models import HighlightRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ def mark_stale_row(sink: OutboxSink, row: Requestable, mark: StaleMark) -> Stale
         row.stale_since = now
     row.stale_reason = mark.reason.value
     row.updated_at = now
+    if not snapshot.input_driven(StaleReason(mark.reason.value), mark.trigger):
+        row.covered_fingerprint = None  # never skipped as "unchanged"
     if row.manual_override:
         return StaleOutcome.OVERRIDE_LOCKED
     if is_queued(row):
@@ -138,3 +142,35 @@ def dequeue(row: Requestable) -> None:
     row.regen_queued_at = row.regen_first_change_at = row.regen_last_change_at = None
     row.regen_priority = row.regen_queued_reason = row.regen_queued_trigger = None
     row.regen_unseen = 0
+
+
+def clear_stale(row: Requestable) -> None:
+    """Fresh: nothing left to ask for, nor queued."""
+    row.is_stale = False
+    row.stale_reason = None
+    row.stale_since = None
+    row.regen_request_id = None
+    row.regen_requested_at = None
+    row.regen_generation = None
+    row.regen_attempts = 0
+    dequeue(row)
+
+
+def skip_if_unchanged(row: HighlightRow, now: datetime) -> bool:
+    """A request about to go out buys nothing when the stored highlight covers exactly the
+    current inputs (``worker.domain.snapshot.unchanged``): the row returns to fresh instead,
+    its ``stale_after`` unchanged, and covers the current input version (the same set).
+
+    Asked where a request goes out later than the change that made it: when a queued one
+    comes due (``scheduler.skip_unchanged``) and when the sweep would ask again. A request
+    made at once (the immediate policy) follows a change from a fresh row, which always
+    moves the fingerprint off the covered one: there is nothing to skip then."""
+    has_content = row.generated_at is not None
+    if not snapshot.unchanged(
+        row.covered_fingerprint, row.input_fingerprint, has_content, row.stale_after, now
+    ):
+        return False
+    clear_stale(row)
+    row.covered_version = row.input_version
+    row.regen_skipped_at = row.updated_at = now
+    return True

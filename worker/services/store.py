@@ -130,6 +130,7 @@ class HighlightStore:
             sink = await scheduler.sink_in_force(session, now, self.policy)
             with audited(session, row, actor=actor, action="regenerate", reason=note, now=now):
                 row.generation += 1
+                row.covered_fingerprint = None  # an operator's request is never skipped
                 if not row.is_stale:
                     row.is_stale, row.stale_since = True, now
                 row.stale_reason = (

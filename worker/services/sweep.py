@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select, text, true
+from sqlalchemy import and_, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from worker.domain.freshness import expiry_due
-from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy, priority_for
+from worker.domain.scheduling import IMMEDIATE, RegenPolicy, priority_for
+from worker.domain.snapshot import UNCHANGED, behind_inputs
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
+from worker.services.expiry_sql import EXPIRE_CHUNK, EXPIRE_QUEUE_CHUNK
 from worker.services.locking import lock_or_create_row, lock_rows
 from worker.services.outbox import REGEN_STREAM, OutboxSink
 from worker.services.staleness import (
@@ -33,9 +35,10 @@ from worker.services.staleness import (
     is_queued,
     mark_stale_row,
     request_if_unanswered,
+    skip_if_unchanged,
 )
 from worker.storage.database import is_postgresql
-from worker.storage.freshness import EXPIRY_DUE_SQL, expiry_due_clause
+from worker.storage.freshness import expiry_due_clause
 from worker.storage.models import HighlightRow, ScanCheckpointRow, SignalActivityRow
 
 H = HighlightRow
@@ -95,12 +98,29 @@ def _unrequested() -> ColumnElement[bool]:
 
 
 def _behind_activity() -> ColumnElement[bool]:
-    """Activity newer than the highlight (a deletion counts only if newer too: the scan
-    catches missed events, and re-marking an old deletion would regenerate forever)."""
-    return and_(
-        A.last_comment_at.is_not(None),
-        or_(H.generated_at.is_(None), A.last_comment_at > H.generated_at),
+    """SQL of ``_behind``: input changes the highlight does not cover, by the snapshot
+    where its coverage is known; else activity newer than the highlight (a deletion counts
+    only if newer too: the scan catches missed events, and re-marking an old deletion
+    would regenerate forever)."""
+    return or_(
+        and_(H.covered_version.is_not(None), H.input_version > H.covered_version),
+        and_(
+            H.covered_version.is_(None),
+            A.last_comment_at.is_not(None),
+            or_(H.generated_at.is_(None), A.last_comment_at > H.generated_at),
+        ),
     )
+
+
+def _behind(row: HighlightRow, activity: A | None) -> bool:
+    """The scans' inclusion rule (``worker.domain.snapshot.behind_inputs``), the same as a
+    result's: a highlight covering a known input version is behind only if the inputs
+    moved on, whatever the timestamps; one of unknown coverage, by recorded activity."""
+    by_snapshot = behind_inputs(row.covered_version, row.input_version)
+    if by_snapshot is not None:
+        return by_snapshot
+    last = activity.last_comment_at if activity is not None else None
+    return last is not None and (row.generated_at is None or last > row.generated_at)
 
 
 async def _candidate_ids(
@@ -128,14 +148,12 @@ def _act(
     now = opts.now
     if expiry_due(row.is_stale, row.stale_after, now):
         _mark(sink, row, StaleReason.EXPIRED, now, totals)
-    elif (
-        not row.is_stale
-        and activity is not None
-        and activity.last_comment_at is not None
-        and (row.generated_at is None or activity.last_comment_at > row.generated_at)
-    ):
-        reason = COMMENT_REASONS.get(activity.last_comment_type or "", StaleReason.NEW_COMMENT)
+    elif opts.include_activity and not row.is_stale and _behind(row, activity):
+        last_type = activity.last_comment_type if activity is not None else None
+        reason = COMMENT_REASONS.get(last_type or "", StaleReason.NEW_COMMENT)
         _mark(sink, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals)
+    elif _would_ask(row, opts) and skip_if_unchanged(row, now):
+        totals.actions[UNCHANGED] += 1  # a request (again) would buy nothing
     elif (
         not row.manual_override
         and row.regen_request_id is not None
@@ -150,6 +168,17 @@ def _act(
     elif request_if_unanswered(sink, row, now, "sweep"):
         totals.actions["requested"] += 1
         totals.requests[row.stale_reason or "manual"] += 1
+
+
+def _would_ask(row: HighlightRow, opts: ScanOptions) -> bool:
+    """The row is about to be asked for (again) by the scan: a stuck request, or a stale
+    row without one (a queued request is the scheduler's to skip or publish)."""
+    if row.manual_override or is_queued(row):
+        return False
+    if row.regen_request_id is None:
+        return row.is_stale
+    requested = row.regen_requested_at
+    return requested is not None and requested <= opts.now - opts.retry_after
 
 
 def _mark(
@@ -250,89 +279,6 @@ class Sweeper:
             if requested:
                 totals.requests[StaleReason.EXPIRED.value] += requested
             after = last
-
-
-# Both expiry statements start by locking a chunk of due rows (SKIP LOCKED: rows busy in the
-# pipeline are left for the next sweep), noting which still need a request.
-_PICK_EXPIRED = (
-    """
-WITH picked AS (
-    SELECT ctid AS tid, user_id, (NOT manual_override AND regen_request_id IS NULL
-                                  AND regen_queued_at IS NULL) AS ask
-    FROM user_profile_highlights
-    WHERE user_id > :after AND """
-    + EXPIRY_DUE_SQL
-    + """
-    ORDER BY user_id LIMIT :limit
-    FOR UPDATE SKIP LOCKED"""
-)
-
-# The same rules as mark_stale_row + request_regeneration (see staleness.py / outbox.py), as
-# one statement per chunk: lock the chunk (SKIP LOCKED: rows busy in the pipeline are left
-# for the next sweep), mark (joined by ctid: the locked rows cannot move before commit),
-# and queue a request for the unlocked rows without one, all in one outbox row. Request ids
-# are 32 hex digits like ``outbox.new_request_id``'s: 64 random bits per chunk, then the
-# user id (once per chunk), which costs a fifth of the sweep less than a random uuid per row.
-EXPIRE_CHUNK = text(
-    _PICK_EXPIRED
-    + """
-), marked AS (
-    UPDATE user_profile_highlights h SET
-        generation = h.generation + 1, is_stale = true, stale_since = :now,
-        stale_reason = 'expired', updated_at = :now,
-        regen_request_id = CASE WHEN p.ask
-            THEN CAST(:ids AS text) || lpad(to_hex(h.user_id), 16, '0')
-            ELSE h.regen_request_id END,
-        regen_requested_at = CASE WHEN p.ask THEN :now ELSE h.regen_requested_at END,
-        regen_generation = CASE WHEN p.ask THEN h.generation + 1 ELSE h.regen_generation END,
-        regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END
-    FROM picked p WHERE h.ctid = p.tid
-    RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask
-), queued AS (
-    INSERT INTO outbox (topic, messages, message_count, created_at)
-    SELECT :stream, string_agg(format(
-        E'%s\\t{"event_id":"%s","user_id":%s,"reason":"expired","generation":%s,'
-        '"snapshot_hash":%s,"requested_at":%s,"trigger":"sweep","priority"\\:"""
-    + str(int(Priority.EXPIRED))
-    + """}',
-        user_id, regen_request_id, user_id, generation,
-        coalesce(to_json(snapshot_hash)::text, 'null'), to_json(CAST(:requested_at AS text))
-    ), E'\\n'), count(*), :now
-    FROM marked WHERE ask HAVING count(*) > 0
-    RETURNING message_count
-)
-SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
-       (SELECT coalesce(sum(message_count), 0) FROM queued)
-"""
-)
-
-# The same with a scheduler (``worker.services.staleness.enqueue``): the chunk's requests
-# are queued on their rows (priority ``expired``, oldest ``stale_after`` first) instead of
-# written to the outbox; the scheduler publishes them within the budget.
-EXPIRE_QUEUE_CHUNK = text(
-    _PICK_EXPIRED
-    + """
-), marked AS (
-    UPDATE user_profile_highlights h SET
-        generation = h.generation + 1, is_stale = true, stale_since = :now,
-        stale_reason = 'expired', updated_at = :now,
-        regen_queued_at = CASE WHEN p.ask THEN :now ELSE h.regen_queued_at END,
-        regen_first_change_at = CASE WHEN p.ask THEN coalesce(h.stale_after, :now)
-            ELSE h.regen_first_change_at END,
-        regen_last_change_at = CASE WHEN p.ask THEN :now ELSE h.regen_last_change_at END,
-        regen_priority = CASE WHEN p.ask THEN """
-    + str(int(Priority.EXPIRED))
-    + """ ELSE h.regen_priority END,
-        regen_queued_reason = CASE WHEN p.ask THEN 'expired' ELSE h.regen_queued_reason END,
-        regen_queued_trigger = CASE WHEN p.ask THEN 'sweep' ELSE h.regen_queued_trigger END,
-        regen_unseen = CASE WHEN p.ask THEN 0 ELSE h.regen_unseen END
-    FROM picked p WHERE h.ctid = p.tid
-    RETURNING h.user_id, p.ask
-)
-SELECT (SELECT max(user_id) FROM marked), (SELECT count(*) FROM marked),
-       (SELECT count(*) FILTER (WHERE ask) FROM marked)
-"""
-)
 
 
 PHASES = ("highlights", "missing")

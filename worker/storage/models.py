@@ -103,6 +103,14 @@ class HighlightRow(Base):
     regen_queued_reason: Mapped[str | None] = mapped_column(String(32))
     regen_queued_trigger: Mapped[str | None] = mapped_column(Text)
     regen_unseen: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The input snapshot (``worker.domain.snapshot``): the live input set's version and
+    # fingerprint, and those the stored highlight covers (NULL: unknown, or to be replaced
+    # whatever the inputs); when a regeneration was last skipped as buying nothing.
+    input_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    input_fingerprint: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    covered_version: Mapped[int | None] = mapped_column(BigInteger)
+    covered_fingerprint: Mapped[int | None] = mapped_column(BigInteger)
+    regen_skipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -172,6 +180,10 @@ class RowState:
     regen_queued_reason: str | None = None
     regen_queued_trigger: str | None = None
     regen_unseen: int = 0
+    input_version: int = 0
+    input_fingerprint: int = 0
+    covered_version: int | None = None
+    covered_fingerprint: int | None = None
 
 
 class OutboxRow(Base):
@@ -204,6 +216,20 @@ class RegenBudgetRow(Base):
     # An operator's pause (``wb signal-profile pause-regeneration``): nothing is released
     # and nothing earned before then, by any worker.
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CommentInputRow(Base):
+    """A user's live input set, one comment a row (``worker.services.snapshots``): the
+    version it holds (``worker.domain.snapshot``), or a tombstone. Written only under the
+    user's row lock, in the transaction that moves the row's ``input_version``."""
+
+    __tablename__ = "comment_inputs"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    comment_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version_event: Mapped[str | None] = mapped_column(String(200))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class DeletedCommentRow(Base):

@@ -200,6 +200,13 @@ def _queue(queue: dict[str, Any] | None) -> str:
     )
 
 
+def _snapshot(version: int | None, fingerprint: str | None) -> str:
+    """An input snapshot (``worker.domain.snapshot``) as operators compare them."""
+    if version is None and fingerprint is None:
+        return "unknown"
+    return f"version {'?' if version is None else version}, fingerprint {fingerprint or '?'}"
+
+
 def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
     """The stored row: content, provenance, freshness and override."""
     h, status = doc["highlight"], doc["served"]["status"]
@@ -225,6 +232,9 @@ def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
         ("pending for", duration(doc["pending_regeneration_age_s"])),
         ("attempts", h["regen_attempts"]),
         ("queued request", _queue(doc.get("regen_queue"))),
+        ("inputs", _snapshot(h["input_version"], h["input_fingerprint"])),
+        ("highlight covers", _snapshot(h["covered_version"], h["covered_fingerprint"])),
+        ("last skipped (inputs unchanged)", Html(when(h["regen_skipped_at"], now))),
     ]
     override = [
         ("locked", h["manual_override"]),

@@ -1,0 +1,133 @@
+"""The live input sets as stored (``comment_inputs``), and what comments do to them.
+
+A transaction that applies comments reads the stored state of the comments it names,
+changes it in order with ``worker.domain.snapshot.step`` (moving each user's
+``input_version`` and ``input_fingerprint`` on the locked row, the same object the stale
+mark then changes), and writes the changed comments back with the rest of its writes:
+the set-based path as one more ``Write`` of its one statement, the ORM path as one upsert.
+Every writer holds the user's row lock (``lock_states`` / ``lock_rows``) first, so there
+is one writer per user and the read-change-write needs no lock of its own. Both paths
+call ``InputSets.apply``: the differential test compares what they store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from worker.domain.snapshot import CommentInput, signed, step
+from worker.domain.wire import Comment
+from worker.services.outbox import Requestable
+from worker.storage.database import dialect_insert, is_postgresql
+from worker.storage.models import CommentInputRow
+from worker.storage.pgarray import Write, array, literal, unnest_rows
+
+Key = tuple[int, str]  # (user_id, comment_id)
+
+COLUMNS = {
+    "user_id": "bigint",
+    "comment_id": "text",
+    "version_at": "timestamptz",
+    "version_event": "text",
+    "deleted": "boolean",
+}
+_STATE = "c.version_at, c.version_event, c.deleted"
+# PostgreSQL: the stored state of a batch's comments, the keys as two arrays.
+FIND = text(
+    f"SELECT c.user_id, c.comment_id, {_STATE} FROM comment_inputs c "
+    f"JOIN unnest({array('u', 'bigint')}, {array('c', 'text')}) AS k(user_id, comment_id) "
+    "ON c.user_id = k.user_id AND c.comment_id = k.comment_id"
+)
+UPSERT = (
+    f"INSERT INTO comment_inputs ({', '.join(COLUMNS)}) "
+    f"SELECT * FROM {unnest_rows(COLUMNS, 'i_')} "
+    "ON CONFLICT (user_id, comment_id) DO UPDATE SET version_at = excluded.version_at, "
+    "version_event = excluded.version_event, deleted = excluded.deleted"
+)
+
+
+@dataclass
+class InputSets:
+    """The stored state of the comments a transaction applies (``known``) and those it
+    changed (``changed``, to write back)."""
+
+    known: dict[Key, CommentInput | None] = field(default_factory=dict)
+    changed: dict[Key, CommentInput] = field(default_factory=dict)
+
+    async def load(self, session: AsyncSession, keys: Iterable[Key]) -> None:
+        """Read the state of ``keys`` not read yet (a comment never seen has none)."""
+        missing = sorted(set(keys) - self.known.keys())
+        if not missing:
+            return
+        self.known.update(dict.fromkeys(missing))
+        if is_postgresql(session):
+            users = literal("bigint", [u for u, _ in missing])
+            comments = literal("text", [c for _, c in missing])
+            found = await session.execute(FIND, {"u": users, "c": comments})
+        else:
+            C = CommentInputRow
+            found = await session.execute(
+                select(C.user_id, C.comment_id, C.version_at, C.version_event, C.deleted).where(
+                    tuple_(C.user_id, C.comment_id).in_(missing)
+                )
+            )
+        for user_id, comment_id, at, event, deleted in found:
+            self.known[(user_id, comment_id)] = CommentInput(at, event, deleted)
+
+    def apply(self, row: Requestable, event: Comment) -> bool:
+        """Apply a comment about ``row``'s user (its state loaded); False when it changes
+        nothing (``worker.domain.snapshot.step``), else the row's snapshot moves on."""
+        key = (row.user_id, event.comment_id)
+        change = step(
+            self.known[key], event.type, event.occurred_at, event.event_id, event.comment_id
+        )
+        if change is None:
+            return False
+        self.known[key] = self.changed[key] = change.state
+        row.input_version += 1
+        row.input_fingerprint = signed(row.input_fingerprint + change.delta)
+        return True
+
+    def _columns(self) -> dict[str, list[object]]:
+        """The changed comments, column by column, in key order."""
+        columns: dict[str, list[object]] = {name: [] for name in COLUMNS}
+        for (user_id, comment_id), state in sorted(self.changed.items()):
+            columns["user_id"].append(user_id)
+            columns["comment_id"].append(comment_id)
+            columns["version_at"].append(state.version_at)
+            columns["version_event"].append(state.version_event)
+            columns["deleted"].append(state.deleted)
+        return columns
+
+    def write(self) -> Write | None:
+        """PostgreSQL: the changed comments as one upsert from arrays (``write_together``)."""
+        if not self.changed:
+            return None
+        columns = self._columns()
+        return Write(
+            UPSERT, {f"i_{name}": literal(COLUMNS[name], v) for name, v in columns.items()}
+        )
+
+    async def save(self, session: AsyncSession) -> None:
+        """The ORM paths' form of ``write``: one upsert, executemany."""
+        if self.changed:
+            columns = self._columns()
+            rows = [
+                dict(zip(columns, values, strict=True))
+                for values in zip(*columns.values(), strict=True)
+            ]
+            insert = dialect_insert(session)(CommentInputRow)
+            await session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["user_id", "comment_id"],
+                    set_={
+                        name: insert.excluded[name]
+                        for name in ("version_at", "version_event", "deleted")
+                    },
+                ),
+                rows,
+            )
+            self.changed.clear()
