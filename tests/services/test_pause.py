@@ -101,28 +101,46 @@ async def test_a_pause_holds_the_immediate_policy_on_every_path(
 async def test_without_a_pause_the_immediate_policy_requests_at_once(
     sessions: async_sessionmaker[AsyncSession], store: HighlightStore, clock: FakeClock
 ) -> None:
-    """A pause that is over holds nothing (and the pause is read, not assumed)."""
+    """A pause that is over holds nothing (and the pause is read, not assumed): over by the
+    database's clock, the one that set it, although the worker's clock (``clock``, months
+    behind) has it still in force."""
     for user in (1, 2):
         await store.upsert_auto(result(user, generated_at=clock.now - H), f"s{user}")
-    await store.pause_regeneration(clock.now + H, actor="ops")
-    clock.advance(2 * H)
+    await store.pause_regeneration(clock.now + H, actor="ops")  # ended months ago
     await store.mark_stale(1, "manual")
     await Pipeline(sessions, clock=clock).process(C, [comment("c2", 2, clock.now)])
     assert sorted(r["user_id"] for r in await queued_requests(sessions)) == [1, 2]
     assert await queued(sessions) == []
 
 
+async def test_a_pause_in_force_holds_whatever_the_workers_clock_says(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A pause set by the database's clock ends by it: a worker whose clock runs two hours
+    ahead (past the pause's end) still queues, on every path that reads the pause."""
+    now = utcnow()
+    ahead = FakeClock(now + 2 * H)
+    store = HighlightStore(sessions, clock=ahead)  # IMMEDIATE; the budget on the database's clock
+    for user in (1, 2):
+        await store.upsert_auto(result(user, generated_at=now - H), f"s{user}")
+    assert await store.pause_regeneration(now + H, actor="ops") == now + H
+    await store.mark_stale(1, "manual")
+    await Pipeline(sessions, clock=ahead).process(C, [comment("c2", 2, now)])
+    assert await drain(sessions) == []
+    assert await queued(sessions) == [1, 2]
+
+
 async def _by_query(session: AsyncSession, now: datetime) -> RegenPolicy:
-    return await scheduler.policy_in_force(session, now, IMMEDIATE)
+    return await scheduler.policy_in_force(session, IMMEDIATE)
 
 
 async def _by_claim(session: AsyncSession, now: datetime) -> RegenPolicy:
     """As a set-based batch reads it: in its claim's statement."""
     event = decode(C, comment("c1", 1, now).value, now)
     claim = await dedup.claim(
-        session, C, [(None, event)], now, BatchResult(), also=scheduler.PAUSED_UNTIL_SQL
+        session, C, [(None, event)], now, BatchResult(), also=scheduler.PAUSE_IN_FORCE_SQL
     )
-    return scheduler.held_while_paused(IMMEDIATE, claim.also, now)
+    return scheduler.held_while_paused(IMMEDIATE, claim.also)
 
 
 @pytest.mark.parametrize("read_pause", [_by_query, _by_claim], ids=["query", "claim"])
@@ -139,6 +157,7 @@ async def test_a_pause_waits_for_a_mark_that_read_no_pause_and_the_step_waits_fo
     async with sessions() as probe:
         if not is_postgresql(probe):
             pytest.skip("SQLite serialises whole write transactions")
+    clock.now = utcnow()  # the pause is judged by the database's clock: keep to it
     await store.upsert_auto(result(1, generated_at=clock.now - H), "s1")
     async with sessions.begin() as session:  # the budget row, as a first step creates it
         await scheduler.publish_due(session, clock.now, IMMEDIATE)

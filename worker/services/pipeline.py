@@ -188,7 +188,7 @@ class Pipeline:
             now = self.clock()
             set_based = self.set_based and is_postgresql(session)
             # Set-based, an immediate policy's pause is read in the claim's statement.
-            pause = scheduler.PAUSED_UNTIL_SQL if set_based and self.policy.immediate else None
+            pause = scheduler.PAUSE_IN_FORCE_SQL if set_based and self.policy.immediate else None
             if set_based and stream is InputStream.REQUESTS:  # the claim locks and records
                 claim = await dedup.claim(
                     session, stream, events, now, result, claim_lock, MAPPED, also=pause
@@ -197,11 +197,11 @@ class Pipeline:
                 claim = await dedup.claim(session, stream, events, now, result, also=pause)
             fresh = claim.events
             if set_based:
-                policy = scheduler.held_while_paused(self.policy, claim.also, now)
+                policy = scheduler.held_while_paused(self.policy, claim.also)
                 await self._apply_set_based(session, stream, fresh, now, result, policy)
                 return result
             rows = await _lock_batch_rows(session, fresh, now)
-            sink = await scheduler.sink_in_force(session, now, self.policy)
+            sink = await scheduler.sink_in_force(session, self.policy)
             tx = _Tx(session, now, rows, result, sink)
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:

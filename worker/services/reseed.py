@@ -120,7 +120,7 @@ class Reseeder:
     async def _mark(self, session: AsyncSession, ids: list[int], result: ReseedResult) -> None:
         now = utcnow()
         rows = await lock_rows(session, ids)
-        sink = await scheduler.sink_in_force(session, now, self.policy)
+        sink = await scheduler.sink_in_force(session, self.policy)
         for user_id in ids:
             row = rows[user_id]
             with audited(

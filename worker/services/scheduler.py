@@ -56,6 +56,7 @@ from worker.services.outbox import (
 )
 from worker.services.staleness import dequeue, skip_if_unchanged
 from worker.storage.database import dialect_insert
+from worker.storage.db_clock import now_sql
 from worker.storage.models import HighlightRow, RegenBudgetRow
 
 if TYPE_CHECKING:
@@ -144,40 +145,43 @@ async def lock_budget(
     return row
 
 
-# The pause as ``policy_in_force`` reads it, as SQL text: a scalar a batch's first statement
-# carries (``worker.storage.dedup.claim(also=...)``) instead of a round trip of its own.
-PAUSED_UNTIL_SQL = f"(SELECT paused_until FROM regen_budget WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
+# Whether a pause is in force, as ``policy_in_force`` reads it, as SQL text: a scalar a
+# batch's first statement carries (``worker.storage.dedup.claim(also=...)``) instead of a
+# round trip of its own. Judged by the database's clock, as the pause was set and as the
+# scheduler step ends it: a worker whose clock is off cannot end a pause early or late.
+PAUSE_IN_FORCE_SQL = (
+    "(SELECT paused_until > clock_timestamp() FROM regen_budget "
+    f"WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
+)
 
 
-def held_while_paused(
-    policy: RegenPolicy, paused_until: datetime | None, now: datetime
-) -> RegenPolicy:
+def held_while_paused(policy: RegenPolicy, pause_in_force: bool | None) -> RegenPolicy:
     """``policy``, held (``RegenPolicy.held``: its requests queue, released after the pause)
-    while a pause until ``paused_until`` is in force; only an immediate policy changes
-    (any other queues anyway)."""
-    if policy.immediate and paused_until is not None and paused_until > now:
+    while a pause is in force; only an immediate policy changes (any other queues anyway)."""
+    if policy.immediate and pause_in_force:
         return policy.held()
     return policy
 
 
-async def policy_in_force(session: AsyncSession, now: datetime, policy: RegenPolicy) -> RegenPolicy:
+async def policy_in_force(session: AsyncSession, policy: RegenPolicy) -> RegenPolicy:
     """The policy the stale marks of the caller's transaction follow (``held_while_paused``);
-    only an immediate policy reads the pause. On PostgreSQL it is read FOR KEY SHARE, which
-    a pause's FOR UPDATE waits for and which waits for a pause being made: a request made
-    at once is in a transaction that committed before the pause did, never after."""
+    only an immediate policy reads the pause, by the database's clock (``PAUSE_IN_FORCE_SQL``).
+    On PostgreSQL it is read FOR KEY SHARE, which a pause's FOR UPDATE waits for and which
+    waits for a pause being made: a request made at once is in a transaction that committed
+    before the pause did, never after."""
     if not policy.immediate:
         return policy
     stmt = (
-        select(RegenBudgetRow.paused_until)
+        select(RegenBudgetRow.paused_until > now_sql(session))
         .where(RegenBudgetRow.id == BUDGET_ROW)
         .with_for_update(read=True, key_share=True)
     )
-    return held_while_paused(policy, await session.scalar(stmt), now)
+    return held_while_paused(policy, bool(await session.scalar(stmt)))
 
 
-async def sink_in_force(session: AsyncSession, now: datetime, policy: RegenPolicy) -> OutboxSink:
+async def sink_in_force(session: AsyncSession, policy: RegenPolicy) -> OutboxSink:
     """``outbox.session_sink`` under the policy in force (``policy_in_force``)."""
-    return session_sink(session, await policy_in_force(session, now, policy))
+    return session_sink(session, await policy_in_force(session, policy))
 
 
 async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:

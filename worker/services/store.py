@@ -101,7 +101,7 @@ class HighlightStore:
             row = await lock_row(session, user_id)
             if row is None:
                 raise UnknownUser(user_id)
-            sink = await scheduler.sink_in_force(session, now, self.policy)
+            sink = await scheduler.sink_in_force(session, self.policy)
             if actor is None:
                 outcome = mark_stale_row(sink, row, StaleMark.stale(stale_reason, now))
             else:
@@ -127,7 +127,7 @@ class HighlightStore:
         async with self.sessions.begin() as session:
             now = self.clock()
             row = await lock_or_create_row(session, user_id, now)
-            sink = await scheduler.sink_in_force(session, now, self.policy)
+            sink = await scheduler.sink_in_force(session, self.policy)
             with audited(session, row, actor=actor, action="regenerate", reason=note, now=now):
                 row.generation += 1
                 row.covered_fingerprint = None  # an operator's request is never skipped
@@ -183,7 +183,7 @@ class HighlightStore:
                 raise UnknownUser(user_id)
             if not row.manual_override:
                 return Highlight.from_row(row)
-            sink = await scheduler.sink_in_force(session, now, self.policy)
+            sink = await scheduler.sink_in_force(session, self.policy)
             with audited(session, row, actor=actor, action="clear_override", reason=note, now=now):
                 row.manual_override, row.override_text = False, None
                 row.override_actor, row.override_set_at, row.updated_at = actor, now, now

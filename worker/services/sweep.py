@@ -204,7 +204,7 @@ async def scan_chunk(
     if opts.include_activity:
         found = await session.scalars(select(A).where(A.user_id.in_(ids)))
         activities = {a.user_id: a for a in found}
-    sink = await scheduler.sink_in_force(session, opts.now, opts.policy)
+    sink = await scheduler.sink_in_force(session, opts.policy)
     for user_id in ids:
         _act(sink, rows[user_id], activities.get(user_id), opts, totals)
     totals.scanned = len(ids)
@@ -226,7 +226,7 @@ async def missing_chunk(
     ids = list((await session.scalars(stmt)).all())
     if not ids:
         return None, totals
-    sink = await scheduler.sink_in_force(session, opts.now, opts.policy)
+    sink = await scheduler.sink_in_force(session, opts.policy)
     for user_id in ids:
         row = await lock_or_create_row(session, user_id, opts.now)
         if row.generated_at is None and not row.is_stale:
@@ -266,7 +266,7 @@ class Sweeper:
             params: dict[str, object] = {"after": after, "now": now, "limit": self.chunk_size}
             async with self.sessions.begin() as session:
                 statement = EXPIRE_QUEUE_CHUNK
-                if (await scheduler.policy_in_force(session, now, self.policy)).immediate:
+                if (await scheduler.policy_in_force(session, self.policy)).immediate:
                     statement = EXPIRE_CHUNK
                     params.update(
                         requested_at=now.isoformat(), stream=REGEN_STREAM, ids=secrets.token_hex(8)

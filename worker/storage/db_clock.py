@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from worker.storage.database import is_postgresql
 
@@ -35,6 +36,15 @@ async def database_now(session: AsyncSession) -> datetime:
         return value.astimezone(UTC)
     stamp: str = await session.scalar(_SQLITE_NOW)
     return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+
+
+def now_sql(session: AsyncSession) -> ColumnElement[datetime]:
+    """``database_now`` as an expression, to compare with a stored time inside a statement
+    (the pause in ``services.scheduler``). SQLite stores times as ``YYYY-MM-DD
+    HH:MM:SS.ffffff`` text, which compares in order with its ``'now'`` in the same form."""
+    if is_postgresql(session):
+        return func.clock_timestamp()
+    return func.strftime("%Y-%m-%d %H:%M:%f", "now")
 
 
 # How a service object reads the budget's clock (tests stand a controllable one in).
