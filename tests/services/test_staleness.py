@@ -67,6 +67,11 @@ def _row(**state: Any) -> HighlightRow:
         "covered_version": 4,
         "covered_fingerprint": 11,
         "regen_skipped_at": None,
+        "regen_request_lane": None,
+        "regen_request_reason": None,
+        "usage_input_tokens": 100,
+        "usage_output_tokens": 10,
+        "usage_cost_usd": 0.01,
         "created_at": T0,
         "updated_at": T0,
     }

@@ -78,6 +78,8 @@ class RegenPolicy:
     rate_per_min: float = 0.0  # 0: no budget
     burst: int = 0
     paused: bool = False  # an operator's pause is in force (``held``)
+    # How long a batch-lane request may take (its ``respond_by``; ``worker.domain.cost``).
+    batch_deadline: timedelta = timedelta(hours=24)
 
     @property
     def immediate(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker.domain.cost import Usage
 from worker.domain.errors import InvalidInput
 from worker.domain.ids import MAX_USER_ID
 
@@ -195,6 +196,7 @@ class UpsertMeta(BaseModel):
     generation: int | None = Field(default=None, ge=0)
     regen_request_id: str | None = None
     input_version: int | None = Field(default=None, ge=0)  # the request's, echoed
+    usage: Usage | None = None  # what the generation used (``worker.domain.cost``)
 
 
 class Highlight(BaseModel):

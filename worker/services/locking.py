@@ -90,6 +90,8 @@ WRITTEN = {
     "regen_requested_at": "timestamptz",
     "regen_generation": "bigint",
     "regen_attempts": "integer",
+    "regen_request_lane": "text",
+    "regen_request_reason": "text",
     "updated_at": "timestamptz",
     "regen_queued_at": "timestamptz",
     "regen_first_change_at": "timestamptz",

@@ -36,7 +36,15 @@ from worker.services.input_snapshots import InputSets
 from worker.services.locking import create_placeholders, lock_or_create_row, lock_rows
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
-from worker.services.results import apply_result, apply_result_batch, result_of, upsert_auto_row
+from worker.services.results import (
+    apply_result,
+    apply_result_batch,
+    book_spend,
+    result_of,
+    spend_key,
+    upsert_auto_row,
+)
+from worker.services.spend import record_spend
 from worker.storage import dedup
 from worker.storage.database import is_postgresql
 from worker.storage.models import HighlightRow
@@ -216,6 +224,7 @@ class Pipeline:
                 outcomes.setdefault(outcome, []).append(event.event_id)
             await signal_records.record_activity(session, tx.activity, now)
             await tx.inputs.save(session)
+            await record_spend(session, result.spend)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
 
@@ -285,6 +294,12 @@ class Pipeline:
         return "mapped"
 
     async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
+        key = spend_key(tx.rows.get(event.user_id), event)
+        outcome = await self._apply_generated(tx, event)
+        book_spend(tx.result, key, event, outcome)
+        return outcome
+
+    async def _apply_generated(self, tx: _Tx, event: GeneratedEvent) -> str:
         payload, meta = result_of(event)
         pending_since = (
             tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None

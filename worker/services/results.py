@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain import snapshot
 from worker.domain.batch import BatchResult, DeadLetter, RawMessage
+from worker.domain.cost import UNREQUESTED, lane_for
 from worker.domain.decoder import RejectReason
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
-from worker.domain.scheduling import RegenPolicy
+from worker.domain.scheduling import RegenPolicy, priority_for
 from worker.domain.values import (
     AttributedQuote,
     GeneratedHighlight,
@@ -40,6 +41,7 @@ from worker.domain.values import (
 from worker.domain.wire import GeneratedEvent, InputStream
 from worker.services.locking import WRITTEN, lock_or_create_row, lock_row, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
+from worker.services.spend import spend_write
 from worker.services.staleness import clear_stale, request_if_unanswered
 from worker.storage import dedup
 from worker.storage.models import FreshTransitionRow, HighlightRow, RowState
@@ -89,6 +91,32 @@ def _write_content(
     row.llm_model = payload.llm_model
     row.generated_at = payload.generated_at
     row.stale_after = payload.stale_after or payload.generated_at + ttl
+
+
+def _write_usage(row: HighlightRow | _Content, meta: UpsertMeta) -> None:
+    """The stored highlight's generation's usage (None where not reported)."""
+    usage = meta.usage
+    row.usage_input_tokens = usage.input_tokens if usage else None
+    row.usage_output_tokens = usage.output_tokens if usage else None
+    row.usage_cost_usd = usage.cost_usd if usage else None
+
+
+def spend_key(row: Requestable | None, event: GeneratedEvent) -> tuple[str, str]:
+    """The lane and reason a result's usage is booked to: its pending request's (read
+    before the result settles it), ``unrequested`` when it answers none. A request made
+    before requests recorded their lane has the lane of its stale reason's priority."""
+    if row is None or not answers_pending(row, event):
+        return lane_for(priority_for(None)).value, UNREQUESTED
+    reason = row.regen_request_reason or row.stale_reason or "manual"
+    return row.regen_request_lane or lane_for(priority_for(row.stale_reason)).value, reason
+
+
+def book_spend(
+    result: BatchResult, key: tuple[str, str], event: GeneratedEvent, outcome: str
+) -> None:
+    """Count a result's usage, unless it is one already stored (the same generation again)."""
+    if outcome != UpsertOutcome.DUPLICATE.value:
+        result.spend.book(*key, event.usage.usage() if event.usage else None)
 
 
 def judge_result(
@@ -182,6 +210,7 @@ async def upsert_auto_row(
     if (judged := judge_result(row, payload, snapshot_hash, meta)) is not None:
         return row, judged
     _write_content(row, payload, snapshot_hash, ttl)
+    _write_usage(row, meta)
     transitions: list[FreshTransition] = []
     outcome = settle_result(row, payload, snapshot_hash, meta, now, transitions.append)
     session.add_all(
@@ -210,6 +239,7 @@ def result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
         generation=event.generation,
         regen_request_id=event.regen_request_id,
         input_version=event.input_version,
+        usage=event.usage.usage() if event.usage else None,
     )
     return payload, meta
 
@@ -258,6 +288,9 @@ CONTENT = {
     "llm_model": "text",
     "generated_at": "timestamptz",
     "stale_after": "timestamptz",
+    "usage_input_tokens": "bigint",
+    "usage_output_tokens": "bigint",
+    "usage_cost_usd": "double precision",
 }
 # What the stored highlight covers of the input snapshot (``worker.domain.snapshot``).
 COVERED = {"covered_version": "bigint", "covered_fingerprint": "bigint"}
@@ -280,10 +313,13 @@ class _Content:
     source_group: str
     llm_model: str
     stale_after: datetime
+    usage_input_tokens: int | None = None
+    usage_output_tokens: int | None = None
+    usage_cost_usd: float | None = None
 
 
-def _content(payload: GeneratedHighlight, ttl: timedelta) -> _Content:
-    return _Content(
+def _content(payload: GeneratedHighlight, meta: UpsertMeta, ttl: timedelta) -> _Content:
+    content = _Content(
         payload.bio_text,
         json.dumps(list(payload.proof_points)),
         json.dumps([quote_json(q) for q in payload.quotes]),
@@ -291,6 +327,8 @@ def _content(payload: GeneratedHighlight, ttl: timedelta) -> _Content:
         payload.llm_model,
         payload.stale_after or payload.generated_at + ttl,
     )
+    _write_usage(content, meta)
+    return content
 
 
 def rows_write(states: dict[int, RowState], contents: dict[int, _Content]) -> Write | None:
@@ -348,6 +386,12 @@ class _Batch:
         self.sink = OutboxSink(self.queued.append, self.policy)
 
     def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
+        key = spend_key(self.states.get(event.user_id), event)
+        outcome = self._apply(event, payload, meta)
+        book_spend(self.result, key, event, outcome)
+        return outcome
+
+    def _apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
         state = self.states.get(event.user_id)
         try:
             judged = judge_result(state, payload, event.snapshot_hash, meta)
@@ -359,7 +403,7 @@ class _Batch:
         if judged is not None:
             return judged.value
         pending_since = state.regen_requested_at
-        self.contents[event.user_id] = _content(payload, self.ttl)
+        self.contents[event.user_id] = _content(payload, meta, self.ttl)
         outcome = settle_result(
             state, payload, event.snapshot_hash, meta, self.now, self.transitions.append
         )
@@ -404,6 +448,7 @@ async def apply_result_batch(
         rows_write(batch.states, batch.contents),
         insert_write(batch.queued),
         transitions_write(batch.transitions, now),
+        spend_write(result.spend),
     ]
     await write_together(session, [*writes, *record(batch.outcomes)])
     return batch.outcomes

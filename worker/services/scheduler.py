@@ -68,9 +68,14 @@ MAX_PER_STEP = 500  # requests one step publishes at most (one outbox row)
 
 
 def policy_from(settings: Settings) -> RegenPolicy:
-    """The policy ``WB_REGEN_SETTLE`` / ``_MAX_WAIT`` / ``_RATE`` / ``_BURST`` describe."""
+    """The policy ``WB_REGEN_SETTLE`` / ``_MAX_WAIT`` / ``_RATE`` / ``_BURST`` /
+    ``_BATCH_DEADLINE`` describe."""
     return RegenPolicy(
-        settings.regen_settle, settings.regen_max_wait, settings.regen_rate, settings.regen_burst
+        settings.regen_settle,
+        settings.regen_max_wait,
+        settings.regen_rate,
+        settings.regen_burst,
+        batch_deadline=settings.regen_batch_deadline,
     )
 
 

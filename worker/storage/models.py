@@ -111,6 +111,14 @@ class HighlightRow(Base):
     covered_version: Mapped[int | None] = mapped_column(BigInteger)
     covered_fingerprint: Mapped[int | None] = mapped_column(BigInteger)
     regen_skipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The pending (or last) request's lane and reason (``worker.domain.cost``): the spend of
+    # the result that answers it is booked to them.
+    regen_request_lane: Mapped[str | None] = mapped_column(String(16))
+    regen_request_reason: Mapped[str | None] = mapped_column(String(32))
+    # What the stored highlight's generation used, as its result reported (NULL: not reported).
+    usage_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_cost_usd: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -184,6 +192,8 @@ class RowState:
     input_fingerprint: int = 0
     covered_version: int | None = None
     covered_fingerprint: int | None = None
+    regen_request_lane: str | None = None
+    regen_request_reason: str | None = None
 
 
 class OutboxRow(Base):
@@ -382,6 +392,25 @@ class FreshTransitionRow(Base):
     user_id: Mapped[int] = mapped_column(BigInteger)
     stale_s: Mapped[float] = mapped_column(Float)
     wait_s: Mapped[float | None] = mapped_column(Float)
+
+
+class RegenSpendRow(Base):
+    """Results and the usage they reported, per minute (the database's clock), lane and
+    reason of the request answered (``worker.domain.cost``): the overview's and the
+    report's spend, and the daily cap's. Incremented in the results' own transaction, so a
+    result is counted exactly when it is applied or refused as superseded, once (its claim
+    is in the same transaction). Pruned by the sweep after ``WB_HISTORY_RETENTION``."""
+
+    __tablename__ = "regen_spend"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    lane: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    results: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class DeadLetterCountRow(Base):

@@ -1,0 +1,57 @@
+"""What regeneration costs: each request's lane and reason on its row, each highlight's
+reported usage, and the spend per minute, lane and reason (``worker.domain.cost``).
+
+Existing rows have no usage reported and no lane (a result answering a request made before
+this revision is booked to the lane of its priority's reason: interactive); nothing to
+backfill.
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+H = "user_profile_highlights"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table(H) as batch:
+        batch.add_column(sa.Column("regen_request_lane", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("regen_request_reason", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("usage_input_tokens", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("usage_output_tokens", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("usage_cost_usd", sa.Float(), nullable=True))
+    op.create_table(
+        "regen_spend",
+        sa.Column("minute", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lane", sa.String(16), nullable=False),
+        sa.Column("reason", sa.String(32), nullable=False),
+        sa.Column("results", sa.BigInteger(), nullable=False),
+        sa.Column("reported", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_usd", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("minute", "lane", "reason", name=op.f("pk_regen_spend")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("regen_spend")
+    with op.batch_alter_table(H) as batch:
+        for name in (
+            "usage_cost_usd",
+            "usage_output_tokens",
+            "usage_input_tokens",
+            "regen_request_reason",
+            "regen_request_lane",
+        ):
+            batch.drop_column(name)
