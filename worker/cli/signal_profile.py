@@ -173,6 +173,9 @@ def resume_regeneration(actor: str) -> None:
     click.echo("regeneration resumed")
 
 
+SPEND_LINE = "${cost_usd} over {results} results, {input_tokens} in + {output_tokens} out tokens"
+
+
 @signal_profile.command("freshness-report")
 @click.option("--warn-after", callback=duration, help="Warn when the oldest stale is older.")
 @click.option("--error-after", callback=duration, help="Error when the oldest stale is older.")
@@ -199,6 +202,8 @@ def freshness_report(
     else:
         width = max(len(k) for k in figures)
         for key, value in figures.items():
+            if key == "spend_today_utc":  # its total; --json has it by lane and reason
+                value = SPEND_LINE.format(**value["total"])
             click.echo(f"{key:<{width}}  {value}")
         click.echo(
             f"{'level':<{width}}  {level.name.lower()}" + "".join(f"\n  - {r}" for r in reasons)

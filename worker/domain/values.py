@@ -230,6 +230,11 @@ class Highlight(BaseModel):
     covered_version: int | None = None
     covered_fingerprint: int | None = None
     regen_skipped_at: datetime | None = None
+    regen_request_lane: str | None = None
+    regen_request_reason: str | None = None
+    usage_input_tokens: int | None = None
+    usage_output_tokens: int | None = None
+    usage_cost_usd: float | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -110,12 +110,16 @@ class SpendReport:
     today: Spend
 
 
+async def spend_today(session: AsyncSession, now: datetime) -> Spend:
+    """Since 00:00 UTC of ``now`` (the daily cap's day)."""
+    return await spend_since(session, now.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
 async def spend_report(session: AsyncSession, now: datetime) -> SpendReport:
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return SpendReport(
         await spend_since(session, now - timedelta(hours=1)),
         await spend_since(session, now - timedelta(days=1)),
-        await spend_since(session, midnight),
+        await spend_today(session, now),
     )
 
 

@@ -15,6 +15,7 @@ from worker.services.profile_list import BulkJob, ProfileFilter, ProfilePage, Pr
 from worker.web.charts import Point, data_table, line_chart, peaks
 from worker.web.humanize import duration, share
 from worker.web.pages import esc, page, since, when
+from worker.web.spend_pages import spend_section
 
 CHART_STEP = timedelta(minutes=15)
 TABLE_STEP = timedelta(hours=1)
@@ -169,7 +170,7 @@ def overview_page(
     body = (
         f"{lookup}<div class=figures>{_state_table(ov)}{_regeneration(ov)}</div>"
         f"{_charts(ov)}<div class=figures>{_oldest_stale(ov)}{_dead_letters(ov)}</div>"
-        f"{_jobs(jobs, ov)}"
+        f"{spend_section(ov.spend)}{_jobs(jobs, ov)}"
     )
     return page("Overview", body, principal, csrf)
 
