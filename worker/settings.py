@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     regen_burst: int = Field(default=100, ge=0)  # 0 = one minute's worth
     regen_tick: Duration = timedelta(milliseconds=250)
     regen_batch_deadline: Duration = Field(default=timedelta(hours=24), gt=timedelta(0))
+    # The daily spend cap in US dollars, all workers (0 = off): README "What regeneration costs".
+    regen_max_usd_per_day: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     sweep_interval: Duration = timedelta(seconds=60)
     sweep_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     relay_interval: Duration = timedelta(seconds=1)

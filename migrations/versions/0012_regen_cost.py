@@ -1,5 +1,6 @@
 """What regeneration costs: each request's lane and reason on its row, each highlight's
-reported usage, and the spend per minute, lane and reason (``worker.domain.cost``).
+reported usage, the spend per minute, lane and reason (``worker.domain.cost``), and the
+budget's daily spend cap (``regen_budget.capped_until``).
 
 Existing rows have no usage reported and no lane (a result answering a request made before
 this revision is booked to the lane of its priority's reason: interactive); nothing to
@@ -30,6 +31,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("usage_input_tokens", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("usage_output_tokens", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("usage_cost_usd", sa.Float(), nullable=True))
+    with op.batch_alter_table("regen_budget") as batch:
+        batch.add_column(sa.Column("capped_until", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "regen_spend",
         sa.Column("minute", sa.DateTime(timezone=True), nullable=False),
@@ -46,6 +49,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("regen_spend")
+    with op.batch_alter_table("regen_budget") as batch:
+        batch.drop_column("capped_until")
     with op.batch_alter_table(H) as batch:
         for name in (
             "usage_cost_usd",

@@ -80,6 +80,8 @@ class RegenPolicy:
     paused: bool = False  # an operator's pause is in force (``held``)
     # How long a batch-lane request may take (its ``respond_by``; ``worker.domain.cost``).
     batch_deadline: timedelta = timedelta(hours=24)
+    # Once the UTC day's reported cost reaches it, only privacy requests go out (0: no cap).
+    max_usd_per_day: float = 0.0
 
     @property
     def immediate(self) -> bool:

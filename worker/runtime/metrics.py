@@ -141,6 +141,11 @@ class Metrics:
             "Reported regeneration cost since 00:00 UTC (the database's day), all workers",
             registry=r,
         )
+        self.regen_spend_cap = Gauge(
+            "wb_regen_spend_cap_usd",
+            "WB_REGEN_MAX_USD_PER_DAY: at the day's spend only privacy requests go out (0: off)",
+            registry=r,
+        )
 
     def _stream_metrics(self, r: CollectorRegistry) -> None:
         """What the input streams did: outcomes, dead letters, retries, timings."""
@@ -326,6 +331,7 @@ class Metrics:
         left = await scheduler.budget_left(session, db_now, policy)
         self.regen_budget.set(-1 if left is None else left)
         self.regen_spend_today.set((await spend.spend_today(session, db_now)).total().cost_usd)
+        self.regen_spend_cap.set(policy.max_usd_per_day)
         figures = await current_figures(session, now)
         for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)

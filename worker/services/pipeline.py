@@ -196,7 +196,7 @@ class Pipeline:
             now = self.clock()
             set_based = self.set_based and is_postgresql(session)
             # Set-based, an immediate policy's pause is read in the claim's statement.
-            pause = scheduler.PAUSE_IN_FORCE_SQL if set_based and self.policy.immediate else None
+            pause = scheduler.HOLD_IN_FORCE_SQL if set_based and self.policy.immediate else None
             if set_based and stream is InputStream.REQUESTS:  # the claim locks and records
                 claim = await dedup.claim(
                     session, stream, events, now, result, claim_lock, MAPPED, also=pause

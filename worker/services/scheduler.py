@@ -31,7 +31,7 @@ they make; a stale mark reads it from the outbox sink it writes to (``OutboxSink
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -54,6 +54,7 @@ from worker.services.outbox import (
     requests_unpublished,
     session_sink,
 )
+from worker.services.spend import spend_today
 from worker.services.staleness import dequeue, skip_if_unchanged
 from worker.storage.database import dialect_insert
 from worker.storage.db_clock import now_sql
@@ -69,13 +70,14 @@ MAX_PER_STEP = 500  # requests one step publishes at most (one outbox row)
 
 def policy_from(settings: Settings) -> RegenPolicy:
     """The policy ``WB_REGEN_SETTLE`` / ``_MAX_WAIT`` / ``_RATE`` / ``_BURST`` /
-    ``_BATCH_DEADLINE`` describe."""
+    ``_BATCH_DEADLINE`` / ``_MAX_USD_PER_DAY`` describe."""
     return RegenPolicy(
         settings.regen_settle,
         settings.regen_max_wait,
         settings.regen_rate,
         settings.regen_burst,
         batch_deadline=settings.regen_batch_deadline,
+        max_usd_per_day=settings.regen_max_usd_per_day,
     )
 
 
@@ -103,13 +105,17 @@ def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
 QUEUE_ORDER = (H.regen_priority, H.regen_unseen.desc(), H.regen_first_change_at, H.user_id)
 
 
-def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[HighlightRow]:
+def due_rows(
+    now: datetime, policy: RegenPolicy, limit: int, *, privacy_only: bool = False
+) -> Select[HighlightRow]:
     """The step's pick: the first ``limit`` due rows in queue order, locked, skipping rows
-    another worker's step holds. The queue's index has this order, so the step reads
-    about ``limit`` index entries whatever the queue's length."""
+    another worker's step holds (``privacy_only``: deletions' alone, under the spend cap).
+    The queue's index has this order, so the step reads about ``limit`` index entries
+    whatever the queue's length."""
+    only = [H.regen_priority == int(Priority.PRIVACY)] if privacy_only else []
     return (
         select(H)
-        .where(due_clause(now, policy))
+        .where(due_clause(now, policy), *only)
         .order_by(*QUEUE_ORDER)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -121,6 +127,7 @@ def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[Highlight
 class Published:
     count: int = 0
     skipped: int = 0  # due requests dropped: the inputs are what the highlight covers
+    capped: bool = False  # the day's spend reached the cap: only privacy requests went
     waits_s: list[float] = field(default_factory=list)
     priorities: list[int] = field(default_factory=list)
     budget_left: float | None = None
@@ -150,35 +157,39 @@ async def lock_budget(
     return row
 
 
-# Whether a pause is in force, as ``policy_in_force`` reads it, as SQL text: a scalar a
-# batch's first statement carries (``worker.storage.dedup.claim(also=...)``) instead of a
-# round trip of its own. Judged by the database's clock, as the pause was set and as the
-# scheduler step ends it: a worker whose clock is off cannot end a pause early or late.
-PAUSE_IN_FORCE_SQL = (
-    "(SELECT paused_until > clock_timestamp() FROM regen_budget "
-    f"WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
+# Whether a hold is in force (an operator's pause, or the daily spend cap reached), as
+# ``policy_in_force`` reads it, as SQL text: a scalar a batch's first statement carries
+# (``worker.storage.dedup.claim(also=...)``) instead of a round trip of its own. Judged by
+# the database's clock, as the pause was set and as the scheduler step ends it: a worker
+# whose clock is off cannot end a pause early or late.
+HOLD_IN_FORCE_SQL = (
+    "(SELECT paused_until > clock_timestamp() OR capped_until > clock_timestamp() "
+    f"FROM regen_budget WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
 )
 
 
-def held_while_paused(policy: RegenPolicy, pause_in_force: bool | None) -> RegenPolicy:
-    """``policy``, held (``RegenPolicy.held``: its requests queue, released after the pause)
-    while a pause is in force; only an immediate policy changes (any other queues anyway)."""
-    if policy.immediate and pause_in_force:
+def held_while_paused(policy: RegenPolicy, hold_in_force: bool | None) -> RegenPolicy:
+    """``policy``, held (``RegenPolicy.held``: its requests queue, released by the step after
+    the pause; under the spend cap, deletions' at once) while a pause or the cap is in
+    force; only an immediate policy changes (any other queues anyway)."""
+    if policy.immediate and hold_in_force:
         return policy.held()
     return policy
 
 
 async def policy_in_force(session: AsyncSession, policy: RegenPolicy) -> RegenPolicy:
     """The policy the stale marks of the caller's transaction follow (``held_while_paused``);
-    only an immediate policy reads the pause, by the database's clock (``PAUSE_IN_FORCE_SQL``).
+    only an immediate policy reads the hold, by the database's clock (``HOLD_IN_FORCE_SQL``).
     On PostgreSQL it is read FOR KEY SHARE, which a pause's FOR UPDATE waits for and which
     waits for a pause being made: a request made at once is in a transaction that committed
     before the pause did, never after."""
     if not policy.immediate:
         return policy
+    db_now = now_sql(session)
+    B = RegenBudgetRow
     stmt = (
-        select(RegenBudgetRow.paused_until > now_sql(session))
-        .where(RegenBudgetRow.id == BUDGET_ROW)
+        select(or_(B.paused_until > db_now, B.capped_until > db_now))
+        .where(B.id == BUDGET_ROW)
         .with_for_update(read=True, key_share=True)
     )
     return held_while_paused(policy, bool(await session.scalar(stmt)))
@@ -197,6 +208,7 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     done = Published()
     budget = await lock_budget(session, now, policy)
     done.skipped = await skip_unchanged(session, now, policy)
+    done.capped = await spend_capped(session, budget, now, policy)
     bucket = Bucket(budget.tokens, budget.refilled_at)
     if budget.paused_until is not None:
         if now < budget.paused_until:
@@ -214,7 +226,8 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
         limit = MAX_PER_STEP
     rows: list[HighlightRow] = []
     if limit > 0:
-        rows = list((await session.scalars(due_rows(now, policy, limit))).all())
+        pick = due_rows(now, policy, limit, privacy_only=done.capped)
+        rows = list((await session.scalars(pick)).all())
     entries: list[OutboxEntry] = []
     sink = OutboxSink(entries.append, policy)  # one outbox row for the whole step
     for row in rows:
@@ -232,6 +245,22 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
     done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
     return done
+
+
+async def spend_capped(
+    session: AsyncSession, budget: RegenBudgetRow, now: datetime, policy: RegenPolicy
+) -> bool:
+    """Whether the UTC day's reported cost (``services.spend``, the database's day) has
+    reached ``WB_REGEN_MAX_USD_PER_DAY``; if so only privacy requests are published until
+    the day turns, and ``capped_until`` holds the stale marks of an immediate policy too
+    (``HOLD_IN_FORCE_SQL``). Summed every step, so a raised cap takes effect at once."""
+    capped = False
+    if policy.max_usd_per_day > 0:
+        spent = (await spend_today(session, now)).total().cost_usd
+        capped = spent >= policy.max_usd_per_day
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    budget.capped_until = midnight + timedelta(days=1) if capped else None
+    return capped
 
 
 async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:

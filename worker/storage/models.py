@@ -226,6 +226,9 @@ class RegenBudgetRow(Base):
     # An operator's pause (``wb signal-profile pause-regeneration``): nothing is released
     # and nothing earned before then, by any worker.
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The daily spend cap was reached: until this time (the next 00:00 UTC) only privacy
+    # requests are published (``worker.services.scheduler.spend_capped``).
+    capped_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CommentInputRow(Base):
