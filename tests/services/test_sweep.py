@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
 from tests.helpers.factories import C, comment, later, queued_requests, result
-from worker.domain.values import RegenReason
 from worker.domain.cost import Lane
+from worker.domain.values import RegenReason
 from worker.domain.wire import RegenRequestEvent, regen_request_payload
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
