@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     regen_batch_deadline: Duration = Field(default=timedelta(hours=24), gt=timedelta(0))
     # The daily spend cap in US dollars, all workers (0 = off): README "What regeneration costs".
     regen_max_usd_per_day: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # LLM tokens a minute, all workers (0 = no token budget), and a request's charge before
+    # any usage was reported (README "What regeneration costs").
+    regen_tokens_per_min: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    regen_tokens_estimate: int = Field(default=2000, ge=1, le=10_000_000)
+    # The batch lane's own budget (both 0: it shares the one above, after interactive work).
+    regen_batch_rate: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    regen_batch_tokens_per_min: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     sweep_interval: Duration = timedelta(seconds=60)
     sweep_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     relay_interval: Duration = timedelta(seconds=1)

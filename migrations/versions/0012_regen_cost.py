@@ -1,6 +1,7 @@
 """What regeneration costs: each request's lane and reason on its row, each highlight's
-reported usage, the spend per minute, lane and reason (``worker.domain.cost``), and the
-budget's daily spend cap (``regen_budget.capped_until``).
+reported usage, the spend per minute, lane and reason (``worker.domain.cost``), the
+budget's daily spend cap (``regen_budget.capped_until``), and the LLM-token budget (a
+bucket per budget row, each request's estimate, the results' settlements).
 
 Existing rows have no usage reported and no lane (a result answering a request made before
 this revision is booked to the lane of its priority's reason: interactive); nothing to
@@ -31,8 +32,18 @@ def upgrade() -> None:
         batch.add_column(sa.Column("usage_input_tokens", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("usage_output_tokens", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("usage_cost_usd", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("regen_token_estimate", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("regen_budget") as batch:
         batch.add_column(sa.Column("capped_until", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("llm_tokens", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("llm_tokens_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "regen_token_settlements",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True),
+        sa.Column("lane", sa.String(16), nullable=False),
+        sa.Column("amount", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_regen_token_settlements")),
+    )
     op.create_table(
         "regen_spend",
         sa.Column("minute", sa.DateTime(timezone=True), nullable=False),
@@ -49,10 +60,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("regen_spend")
+    op.drop_table("regen_token_settlements")
     with op.batch_alter_table("regen_budget") as batch:
-        batch.drop_column("capped_until")
+        for column in ("llm_tokens_at", "llm_tokens", "capped_until"):
+            batch.drop_column(column)
     with op.batch_alter_table(H) as batch:
         for name in (
+            "regen_token_estimate",
             "usage_cost_usd",
             "usage_output_tokens",
             "usage_input_tokens",

@@ -72,6 +72,7 @@ def _row(**state: Any) -> HighlightRow:
         "usage_input_tokens": 100,
         "usage_output_tokens": 10,
         "usage_cost_usd": 0.01,
+        "regen_token_estimate": None,
         "created_at": T0,
         "updated_at": T0,
     }
@@ -166,7 +167,9 @@ def test_the_plain_row_state_carries_the_written_columns_and_what_the_rules_read
     state = {f.name for f in fields(RowState)}
     assert set(WRITTEN) <= state <= set(COLUMNS)
     read = {"user_id", "snapshot_hash", "generated_at", "manual_override"}
-    assert state - set(WRITTEN) == read | {"input_version", "input_fingerprint", "covered_version"}
+    snapshot = {"input_version", "input_fingerprint", "covered_version"}
+    # A result reads what its request was charged, to settle it (``results.cost_share``).
+    assert state - set(WRITTEN) == read | snapshot | {"regen_token_estimate"}
     assert not set(WRITTEN) & set(CONTENT)
 
 

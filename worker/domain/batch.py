@@ -45,6 +45,8 @@ class BatchResult:
     clamped: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Results' reported usage by lane and reason (``worker.domain.cost``), for the counters.
     spend: Spend = field(default_factory=Spend)
+    # (lane, estimate - actual LLM tokens) of the requests results answered with usage.
+    token_settlements: list[tuple[str, float]] = field(default_factory=list)
     retries: int = 0
 
     def count(self, stream: InputStream, outcome: str) -> None:
@@ -58,4 +60,5 @@ class BatchResult:
         self.turnaround_s.extend(other.turnaround_s)
         self.clamped.update(other.clamped)
         self.spend.merge(other.spend)
+        self.token_settlements.extend(other.token_settlements)
         self.retries += other.retries

@@ -235,11 +235,14 @@ async def pending(session: AsyncSession) -> list[OutboxMessage]:
     return [m for topic, text in rows.all() for m in _messages(topic, text)]
 
 
-async def requests_unpublished(session: AsyncSession) -> int:
-    """Regeneration requests waiting in the outbox (a relay publishing them holds its
-    delete uncommitted until the broker acked: they count as waiting until then)."""
+async def requests_unpublished(
+    session: AsyncSession, streams: Iterable[str] = REGEN_STREAMS
+) -> int:
+    """Regeneration requests of ``streams`` (lanes) waiting in the outbox (a relay
+    publishing them holds its delete uncommitted until the broker acked: they count as
+    waiting until then)."""
     stmt = select(func.coalesce(func.sum(OutboxRow.message_count), 0)).where(
-        OutboxRow.topic.in_(REGEN_STREAMS)
+        OutboxRow.topic.in_(list(streams))
     )
     return int((await session.scalar(stmt)) or 0)
 

@@ -39,12 +39,12 @@ from worker.services.outbox import OutboxSink
 from worker.services.results import (
     apply_result,
     apply_result_batch,
-    book_spend,
+    book_cost,
+    cost_share,
     result_of,
-    spend_key,
     upsert_auto_row,
 )
-from worker.services.spend import record_spend
+from worker.services.spend import record_costs
 from worker.storage import dedup
 from worker.storage.database import is_postgresql
 from worker.storage.models import HighlightRow
@@ -224,7 +224,7 @@ class Pipeline:
                 outcomes.setdefault(outcome, []).append(event.event_id)
             await signal_records.record_activity(session, tx.activity, now)
             await tx.inputs.save(session)
-            await record_spend(session, result.spend)
+            await record_costs(session, result)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
 
@@ -294,9 +294,9 @@ class Pipeline:
         return "mapped"
 
     async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
-        key = spend_key(tx.rows.get(event.user_id), event)
+        share = cost_share(tx.rows.get(event.user_id), event)
         outcome = await self._apply_generated(tx, event)
-        book_spend(tx.result, key, event, outcome)
+        book_cost(tx.result, share, event, outcome)
         return outcome
 
     async def _apply_generated(self, tx: _Tx, event: GeneratedEvent) -> str:

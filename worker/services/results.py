@@ -41,7 +41,7 @@ from worker.domain.values import (
 from worker.domain.wire import GeneratedEvent, InputStream
 from worker.services.locking import WRITTEN, lock_or_create_row, lock_row, lock_states
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
-from worker.services.spend import spend_write
+from worker.services.spend import cost_writes
 from worker.services.staleness import clear_stale, request_if_unanswered
 from worker.storage import dedup
 from worker.storage.models import FreshTransitionRow, HighlightRow, RowState
@@ -101,22 +101,41 @@ def _write_usage(row: HighlightRow | _Content, meta: UpsertMeta) -> None:
     row.usage_cost_usd = usage.cost_usd if usage else None
 
 
-def spend_key(row: Requestable | None, event: GeneratedEvent) -> tuple[str, str]:
-    """The lane and reason a result's usage is booked to: its pending request's (read
-    before the result settles it), ``unrequested`` when it answers none. A request made
-    before requests recorded their lane has the lane of its stale reason's priority."""
+@dataclass(frozen=True, slots=True)
+class CostShare:
+    """Where a result's usage is booked (``worker.domain.cost``): the lane and reason of
+    the pending request it answers, read before the result settles it, ``unrequested``
+    when it answers none; and what its request's token estimate missed by (estimate -
+    actual), when the request was charged one and the result reports tokens."""
+
+    lane: str
+    reason: str
+    settlement: float | None = None
+
+
+def cost_share(row: Requestable | None, event: GeneratedEvent) -> CostShare:
+    """A request made before requests recorded their lane has its stale reason's."""
     if row is None or not answers_pending(row, event):
-        return lane_for(priority_for(None)).value, UNREQUESTED
+        return CostShare(lane_for(priority_for(None)).value, UNREQUESTED)
+    lane = row.regen_request_lane or lane_for(priority_for(row.stale_reason)).value
     reason = row.regen_request_reason or row.stale_reason or "manual"
-    return row.regen_request_lane or lane_for(priority_for(row.stale_reason)).value, reason
+    usage = event.usage
+    if row.regen_token_estimate is None or usage is None:
+        return CostShare(lane, reason)
+    if usage.input_tokens is None and usage.output_tokens is None:
+        return CostShare(lane, reason)
+    actual = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+    return CostShare(lane, reason, float(row.regen_token_estimate - actual))
 
 
-def book_spend(
-    result: BatchResult, key: tuple[str, str], event: GeneratedEvent, outcome: str
-) -> None:
-    """Count a result's usage, unless it is one already stored (the same generation again)."""
-    if outcome != UpsertOutcome.DUPLICATE.value:
-        result.spend.book(*key, event.usage.usage() if event.usage else None)
+def book_cost(result: BatchResult, share: CostShare, event: GeneratedEvent, outcome: str) -> None:
+    """Count a result's usage and settle its request's estimate, unless it is one already
+    stored (the same generation again)."""
+    if outcome == UpsertOutcome.DUPLICATE.value:
+        return
+    result.spend.book(share.lane, share.reason, event.usage.usage() if event.usage else None)
+    if share.settlement is not None:
+        result.token_settlements.append((share.lane, share.settlement))
 
 
 def judge_result(
@@ -386,9 +405,9 @@ class _Batch:
         self.sink = OutboxSink(self.queued.append, self.policy)
 
     def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
-        key = spend_key(self.states.get(event.user_id), event)
+        share = cost_share(self.states.get(event.user_id), event)
         outcome = self._apply(event, payload, meta)
-        book_spend(self.result, key, event, outcome)
+        book_cost(self.result, share, event, outcome)
         return outcome
 
     def _apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
@@ -448,7 +467,7 @@ async def apply_result_batch(
         rows_write(batch.states, batch.contents),
         insert_write(batch.queued),
         transitions_write(batch.transitions, now),
-        spend_write(result.spend),
+        *cost_writes(result),
     ]
     await write_together(session, [*writes, *record(batch.outcomes)])
     return batch.outcomes

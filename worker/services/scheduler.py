@@ -46,17 +46,24 @@ from worker.domain.scheduling import (
     due_at,
 )
 from worker.domain.values import RegenReason
+from worker.services import lane_budget
+from worker.services.lane_budget import (
+    LaneGrant,
+    average_tokens,
+    estimate,
+    grant,
+    lane_limits,
+    lock_budget_row,
+)
 from worker.services.outbox import (
     OutboxEntry,
     OutboxSink,
     batch_rows,
     request_regeneration,
-    requests_unpublished,
     session_sink,
 )
 from worker.services.spend import spend_today
 from worker.services.staleness import dequeue, skip_if_unchanged
-from worker.storage.database import dialect_insert
 from worker.storage.db_clock import now_sql
 from worker.storage.models import HighlightRow, RegenBudgetRow
 
@@ -78,6 +85,10 @@ def policy_from(settings: Settings) -> RegenPolicy:
         settings.regen_burst,
         batch_deadline=settings.regen_batch_deadline,
         max_usd_per_day=settings.regen_max_usd_per_day,
+        tokens_per_min=settings.regen_tokens_per_min,
+        tokens_estimate=settings.regen_tokens_estimate,
+        batch_rate_per_min=settings.regen_batch_rate,
+        batch_tokens_per_min=settings.regen_batch_tokens_per_min,
     )
 
 
@@ -106,13 +117,20 @@ QUEUE_ORDER = (H.regen_priority, H.regen_unseen.desc(), H.regen_first_change_at,
 
 
 def due_rows(
-    now: datetime, policy: RegenPolicy, limit: int, *, privacy_only: bool = False
+    now: datetime,
+    policy: RegenPolicy,
+    limit: int,
+    *,
+    privacy_only: bool = False,
+    among: list[int] | None = None,
 ) -> Select[HighlightRow]:
     """The step's pick: the first ``limit`` due rows in queue order, locked, skipping rows
-    another worker's step holds (``privacy_only``: deletions' alone, under the spend cap).
-    The queue's index has this order, so the step reads about ``limit`` index entries
-    whatever the queue's length."""
+    another worker's step holds (``privacy_only``: deletions' alone, under the spend cap;
+    ``among``: these priorities only, one budget's lanes). The queue's index has this
+    order, so the step reads about ``limit`` index entries whatever the queue's length."""
     only = [H.regen_priority == int(Priority.PRIVACY)] if privacy_only else []
+    if among is not None and len(among) < len(Priority):
+        only.append(H.regen_priority.in_(among))
     return (
         select(H)
         .where(due_clause(now, policy), *only)
@@ -131,30 +149,16 @@ class Published:
     waits_s: list[float] = field(default_factory=list)
     priorities: list[int] = field(default_factory=list)
     budget_left: float | None = None
+    # LLM tokens left by lane (token budgets only): negative is a debt the refill repays.
+    llm_tokens_left: dict[str, float] = field(default_factory=dict)
 
 
 async def lock_budget(
     session: AsyncSession, now: datetime, policy: RegenPolicy, *, pausing: bool = False
 ) -> RegenBudgetRow:
-    """The budget row, locked (created full on first use). A scheduler step takes it FOR
-    NO KEY UPDATE, which the stale marks reading the pause (FOR KEY SHARE, in
-    ``policy_in_force``) do not wait for; a pause (``pausing``) takes it FOR UPDATE, which
-    waits for them (PostgreSQL; SQLite serialises whole write transactions)."""
-    lock: Any = True if pausing else {"key_share": True}
-    row = await session.get(
-        RegenBudgetRow, BUDGET_ROW, with_for_update=lock, populate_existing=True
-    )
-    if row is None:
-        await session.execute(
-            dialect_insert(session)(RegenBudgetRow)
-            .values(id=BUDGET_ROW, tokens=float(policy.burst_size), refilled_at=now)
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        row = await session.get(
-            RegenBudgetRow, BUDGET_ROW, with_for_update=lock, populate_existing=True
-        )
-        assert row is not None
-    return row
+    """The first budget row (the pause and the spend cap are its), locked
+    (``lane_budget.lock_budget_row``)."""
+    return await lock_budget_row(session, BUDGET_ROW, now, policy.burst_size, pausing=pausing)
 
 
 # Whether a hold is in force (an operator's pause, or the daily spend cap reached), as
@@ -201,50 +205,76 @@ async def sink_in_force(session: AsyncSession, policy: RegenPolicy) -> OutboxSin
 
 
 async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:
-    """One scheduler step in the caller's transaction: take as many due requests as the
-    budget allows, highest priority first, and queue them in the outbox. ``now`` is the
-    database's clock (``storage.db_clock``), never a worker's: every worker refills the
-    one bucket, and a pause set by that clock ends by it."""
+    """One scheduler step in the caller's transaction: take as many due requests as each
+    lane's budget allows (``lane_budget``), highest priority first, and queue them in the
+    outbox. ``now`` is the database's clock (``storage.db_clock``), never a worker's: every
+    worker refills the same buckets, and a pause set by that clock ends by it."""
     done = Published()
     budget = await lock_budget(session, now, policy)
     done.skipped = await skip_unchanged(session, now, policy)
     done.capped = await spend_capped(session, budget, now, policy)
-    bucket = Bucket(budget.tokens, budget.refilled_at)
+    budgets = [
+        (limits, budget if limits.row_id == BUDGET_ROW else None) for limits in lane_limits(policy)
+    ]
+    rows = [
+        row or await lock_budget_row(session, limits.row_id, now, limits.burst)
+        for limits, row in budgets
+    ]
     if budget.paused_until is not None:
         if now < budget.paused_until:
-            budget.refilled_at = bucket.paused(now).at
-            done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
+            for row in rows:
+                lane_budget.paused(row, now)
+            done.budget_left = budget.tokens if policy.rate_per_min > 0 else None
             return done
-        bucket = bucket.paused(max(bucket.at, budget.paused_until))  # over since then
+        for row in rows:  # over since then: nothing earned before its end
+            lane_budget.paused(row, budget.paused_until)
         budget.paused_until = None
-    if policy.rate_per_min > 0:
-        # The budget is kept on the topic: what the outbox still holds counts against it.
-        unpublished = await requests_unpublished(session)
-        bucket = bucket.refilled(now, policy.rate_per_min, policy.burst_size, unpublished)
-        limit = min(MAX_PER_STEP, bucket.available())
-    else:
-        limit = MAX_PER_STEP
-    rows: list[HighlightRow] = []
-    if limit > 0:
-        pick = due_rows(now, policy, limit, privacy_only=done.capped)
-        rows = list((await session.scalars(pick)).all())
     entries: list[OutboxEntry] = []
     sink = OutboxSink(entries.append, policy)  # one outbox row for the whole step
+    for (limits, _), row in zip(budgets, rows, strict=True):
+        allowed = await grant(session, row, limits, now, MAX_PER_STEP - done.count)
+        await _release(session, allowed, now, policy, sink, done)
+        if limits.row_id == BUDGET_ROW:
+            done.budget_left = allowed.credits.tokens if policy.rate_per_min > 0 else None
+        if allowed.tokens is not None:
+            done.llm_tokens_left.update(dict.fromkeys(limits.lanes, allowed.tokens.tokens))
+    if entries:
+        session.add_all(batch_rows(entries))
+    return done
+
+
+async def _release(
+    session: AsyncSession,
+    allowed: LaneGrant,
+    now: datetime,
+    policy: RegenPolicy,
+    sink: OutboxSink,
+    done: Published,
+) -> None:
+    """Publish (to ``sink``) the due requests of one budget's lanes that it allows."""
+    rows: list[HighlightRow] = []
+    if allowed.limit > 0:
+        pick = due_rows(
+            now, policy, allowed.limit, privacy_only=done.capped, among=allowed.limits.priorities
+        )
+        rows = list((await session.scalars(pick)).all())
+    average = await average_tokens(session, now) if rows and allowed.tokens else None
+    taken = 0
     for row in rows:
+        if not allowed.allows():
+            break
         assert row.regen_queued_at is not None and row.regen_priority is not None
+        if allowed.tokens is not None:
+            row.regen_token_estimate = estimate(row, average, policy.tokens_estimate)
+            allowed.charge(row.regen_token_estimate)
         done.waits_s.append((now - row.regen_queued_at).total_seconds())
         done.priorities.append(row.regen_priority)
         reason = RegenReason(row.regen_queued_reason or RegenReason.MANUAL.value)
         request_regeneration(sink, row, reason, now, row.regen_queued_trigger, row.regen_priority)
         dequeue(row)
-    if entries:
-        session.add_all(batch_rows(entries))
-    done.count = len(rows)
-    if policy.rate_per_min > 0:
-        bucket = bucket.take(len(rows))
-    budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
-    done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
-    return done
+        taken += 1
+    done.count += taken
+    allowed.save(taken)
 
 
 async def spend_capped(

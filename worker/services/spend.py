@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.domain.batch import BatchResult
 from worker.domain.cost import Spend, SpendTotals
 from worker.storage.database import dialect_insert, is_postgresql
-from worker.storage.models import RegenSpendRow
+from worker.storage.models import RegenSpendRow, TokenSettlementRow
 from worker.storage.pgarray import Write, literal, unnest_rows, write_together
 
 S = RegenSpendRow
@@ -69,13 +70,43 @@ def spend_write(spend: Spend) -> Write | None:
     )
 
 
-async def record_spend(session: AsyncSession, spend: Spend) -> None:
-    """Book ``spend`` in the caller's transaction (the ORM path's form of ``spend_write``)."""
-    if not spend:
-        return
+SETTLEMENT_COLUMNS = {"lane": "text", "amount": "double precision"}
+SETTLEMENTS = (
+    "INSERT INTO regen_token_settlements (lane, amount) "
+    f"SELECT v.lane, v.amount FROM {unnest_rows(SETTLEMENT_COLUMNS, 't_')}"
+)
+
+
+def settlements_write(settlements: list[tuple[str, float]]) -> Write | None:
+    """PostgreSQL: the results' token settlements (``services.lane_budget``) as one insert."""
+    if not settlements:
+        return None
+    lanes, amounts = zip(*settlements, strict=True)
+    return Write(
+        SETTLEMENTS,
+        {
+            "t_lane": literal("text", list(lanes)),
+            "t_amount": literal("double precision", list(amounts)),
+        },
+    )
+
+
+def cost_writes(result: BatchResult) -> list[Write | None]:
+    """PostgreSQL: what a result batch spent and settled, for its one statement."""
+    return [spend_write(result.spend), settlements_write(result.token_settlements)]
+
+
+async def record_costs(session: AsyncSession, result: BatchResult) -> None:
+    """Book what ``result`` spent and settled in the caller's transaction (the ORM path's
+    form of ``cost_writes``)."""
     if is_postgresql(session):
-        await write_together(session, [spend_write(spend)])
+        await write_together(session, cost_writes(result))
         return
+    session.add_all(TokenSettlementRow(lane=n, amount=a) for n, a in result.token_settlements)
+    await _record_spend_sqlite(session, result.spend)
+
+
+async def _record_spend_sqlite(session: AsyncSession, spend: Spend) -> None:
     insert = dialect_insert(session)(RegenSpendRow)
     for row in _values(spend):
         stmt = insert.values(minute=_SQLITE_MINUTE, **row).on_conflict_do_update(

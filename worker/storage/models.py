@@ -119,6 +119,9 @@ class HighlightRow(Base):
     usage_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_cost_usd: Mapped[float | None] = mapped_column(Float)
+    # The LLM tokens the pending request was charged against its lane's token budget
+    # (``worker.services.lane_budget``); its result settles the difference to actual usage.
+    regen_token_estimate: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -194,6 +197,7 @@ class RowState:
     covered_fingerprint: int | None = None
     regen_request_lane: str | None = None
     regen_request_reason: str | None = None
+    regen_token_estimate: int | None = None
 
 
 class OutboxRow(Base):
@@ -215,8 +219,11 @@ class OutboxRow(Base):
 
 
 class RegenBudgetRow(Base):
-    """The regeneration budget shared by every worker: one token bucket (``id`` = 1),
-    updated under its row lock in the transaction that publishes queued requests."""
+    """The regeneration budget shared by every worker: per lane's budget
+    (``worker.services.lane_budget``: ``id`` 1 the interactive lane, or both lanes; 2 the
+    batch lane when it has a budget of its own) a bucket of request credits (``tokens``)
+    and one of LLM tokens (``llm_tokens``), updated under the row's lock in the
+    transaction that publishes queued requests. The pause and the spend cap are row 1's."""
 
     __tablename__ = "regen_budget"
 
@@ -229,6 +236,23 @@ class RegenBudgetRow(Base):
     # The daily spend cap was reached: until this time (the next 00:00 UTC) only privacy
     # requests are published (``worker.services.scheduler.spend_capped``).
     capped_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The LLM-token bucket (``WB_REGEN_TOKENS_PER_MIN``); may be negative (a debt: the
+    # estimates charged ran ahead of the refill). NULL: never used (full).
+    llm_tokens: Mapped[float | None] = mapped_column(Float)
+    llm_tokens_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TokenSettlementRow(Base):
+    """A result's actual LLM tokens against the estimate its request was charged
+    (``amount`` = estimate - actual: positive gives tokens back). Inserted in the result's
+    transaction (insert-only: results never wait for the budget row's lock); the next
+    scheduler step of the lane's budget adds them up and deletes them under that lock."""
+
+    __tablename__ = "regen_token_settlements"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    lane: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[float] = mapped_column(Float)
 
 
 class CommentInputRow(Base):
