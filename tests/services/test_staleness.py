@@ -17,7 +17,8 @@ from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, UpsertMeta
 from worker.services.locking import WRITTEN
 from worker.services.outbox import OutboxEntry, OutboxSink
-from worker.services.results import CONTENT, COVERED, settle_result
+from worker.services.result_batch import CONTENT, COVERED
+from worker.services.results import settle_result
 from worker.services.staleness import (
     StaleMark,
     enqueue,

@@ -24,7 +24,7 @@ from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.snapshot import UNCHANGED
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.domain.wire import InputStream
-from worker.services import outbox, parking, scheduler, spend
+from worker.services import lane_budget, outbox, parking, scheduler, spend
 from worker.services.overview import Figures, current_figures
 from worker.storage.db_clock import database_now
 
@@ -139,6 +139,12 @@ class Metrics:
         self.regen_spend_today = Gauge(
             "wb_regen_spend_today_usd",
             "Reported regeneration cost since 00:00 UTC (the database's day), all workers",
+            registry=r,
+        )
+        self.regen_llm_tokens = Gauge(
+            "wb_regen_budget_llm_tokens",
+            "LLM tokens left in the lane's token budget (negative: a debt the refill repays)",
+            ["lane"],
             registry=r,
         )
         self.regen_spend_cap = Gauge(
@@ -315,6 +321,8 @@ class Metrics:
         self.regen_skipped.labels(UNCHANGED).inc(done.skipped)
         if done.budget_left is not None:
             self.regen_budget.set(done.budget_left)
+        for lane, left in done.llm_tokens_left.items():
+            self.regen_llm_tokens.labels(lane).set(left)
 
     async def refresh_gauges(
         self, session: AsyncSession, now: datetime, policy: RegenPolicy
@@ -332,6 +340,8 @@ class Metrics:
         self.regen_budget.set(-1 if left is None else left)
         self.regen_spend_today.set((await spend.spend_today(session, db_now)).total().cost_usd)
         self.regen_spend_cap.set(policy.max_usd_per_day)
+        for lane, tokens in (await lane_budget.tokens_left(session, policy)).items():
+            self.regen_llm_tokens.labels(lane).set(tokens)
         figures = await current_figures(session, now)
         for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)

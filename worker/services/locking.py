@@ -102,7 +102,7 @@ WRITTEN = {
     "regen_unseen": "integer",
     # A mark not caused by the inputs alone is never skipped as "unchanged"
     # (``staleness.mark_stale_row``); what a highlight covers is otherwise a result's to
-    # change (``worker.services.results.COVERED``).
+    # change (``worker.services.result_batch.COVERED``).
     "covered_fingerprint": "bigint",
 }
 

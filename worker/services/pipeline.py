@@ -36,14 +36,9 @@ from worker.services.input_snapshots import InputSets
 from worker.services.locking import create_placeholders, lock_or_create_row, lock_rows
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
-from worker.services.results import (
-    apply_result,
-    apply_result_batch,
-    book_cost,
-    cost_share,
-    result_of,
-    upsert_auto_row,
-)
+from worker.services.result_batch import apply_result_batch
+from worker.services.result_costs import book_cost, cost_share
+from worker.services.results import apply_result, result_of, upsert_auto_row
 from worker.services.spend import record_costs
 from worker.storage import dedup
 from worker.storage.database import is_postgresql
