@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
 from tests.helpers.factories import C, G, comment, generated, queued_messages, raw, result
-from worker.domain.cost import Lane, Spend, SpendTotals
+from worker.domain.cost import Lane, Spend, SpendTotals, Usage
 from worker.domain.scheduling import Priority, RegenPolicy
-from worker.domain.values import utcnow
+from worker.domain.values import UpsertMeta, utcnow
 from worker.runtime.metrics import Metrics
-from worker.services import scheduler, spend
+from worker.services import lane_budget, scheduler, spend
 from worker.services.outbox import REGEN_BATCH_STREAM, REGEN_STREAM
 from worker.services.pipeline import Pipeline
 from worker.services.reseed import Reseeder, ReseedSelection
@@ -214,3 +214,34 @@ async def test_at_the_daily_cap_only_privacy_requests_go_out(
     async with sessions.begin() as session:  # a raised cap releases the queue at once
         after = await scheduler.publish_due(session, await database_now(session), raised)
     assert not after.capped and after.count == 1
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["no usage yet", "recent usage"])
+async def test_the_cost_preview_sums_each_profiles_token_estimate_and_cost(
+    sessions: async_sessionmaker[AsyncSession], now_clock: FakeClock, history: bool
+) -> None:
+    """The SQL sum is the token budget's own rule (``lane_budget.estimate``) per row."""
+    store = HighlightStore(sessions, clock=now_clock)
+    usages = [Usage(1000, 200, 0.02), Usage(500, None, None), None, Usage(None, None, 0.5)]
+    for user, usage in enumerate(usages, start=1):
+        meta = UpsertMeta(usage=usage)
+        await store.upsert_auto(result(user, generated_at=now_clock.now - H), "s", meta)
+    if history:  # a result that answered nothing: 3,000 tokens for $0.10
+        usage = {"input_tokens": 2500, "output_tokens": 500, "cost_usd": 0.1}
+        await Pipeline(sessions, clock=now_clock).process(
+            G, [generated("g9", 9, now_clock.now, "s9", usage=usage)]
+        )
+    reseeder = Reseeder(sessions, "ops", rate=1000)
+    cost = await reseeder.preview(ReseedSelection(user_ids=[1, 2, 3, 4]))
+    async with sessions() as session:
+        average = await lane_budget.average_tokens(session, now_clock.now)
+        rows = [await session.get(HighlightRow, user) for user in (1, 2, 3, 4)]
+    expected = sum(lane_budget.estimate(r, average, 2000) for r in rows if r is not None)
+    assert (cost.profiles, cost.tokens) == (4, expected)
+    assert expected == 1200 + 500 + (3000 if history else 2000) + (3000 if history else 2000)
+    if history:
+        assert cost.cost_usd == pytest.approx(0.02 + 0.1 + 0.1 + 0.5)
+        assert cost.describe() == "4 profiles ≈ 7,700 tokens ≈ $0.72"
+    else:
+        assert cost.cost_usd is None  # two profiles never reported a cost
+        assert cost.describe() == "4 profiles ≈ 5,700 tokens ≈ an unknown cost"

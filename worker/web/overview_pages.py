@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from worker.domain.freshness import FreshnessState
 from worker.domain.values import StaleReason
 from worker.services.auth import Principal
+from worker.services.cost_preview import CostPreview
 from worker.services.overview import STATES, Overview
 from worker.services.profile_list import BulkJob, ProfileFilter, ProfilePage, ProfileQuery, Sort
 from worker.web.charts import Point, data_table, line_chart, peaks
@@ -263,7 +264,7 @@ def profiles_page(
 
 def bulk_page(
     selection: ProfileFilter,
-    count: int,
+    cost: CostPreview,
     rate: float,
     principal: Principal,
     csrf: str,
@@ -274,9 +275,12 @@ def bulk_page(
         f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'
         for k, v in selection.params().items()
     )
+    count = cost.profiles
     summary = (
         f'<p><strong id="bulk-count">{count:,}</strong> profiles with generated content match '
         f"({esc(_filter_text(selection))}).</p>"
+        f'<p>Cost preview, from the usage results reported: <strong id="bulk-cost">'
+        f"{esc(cost.describe())}</strong>.</p>"
     )
     if count == 0:
         form = f'<p>Nothing to regenerate. <a href="{esc(back)}">Back to the list</a></p>'
