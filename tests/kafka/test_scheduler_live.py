@@ -12,16 +12,14 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.helpers.brokers import TestBroker
 from tests.helpers.budget import assert_within_budget
 from tests.helpers.cli import wb
 from tests.helpers.factories import comment_doc, result
@@ -42,21 +40,9 @@ SCHEDULED = {"WB_SWEEP_INTERVAL": "30", "WB_GAUGE_INTERVAL": "1", "WB_REGEN_TICK
 
 
 @pytest.fixture
-def spawn(
-    broker: TestBroker, live_db_url: str, logs: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(env: dict[str, str], app_id: str) -> WorkerProcess:
-        proc = WorkerProcess(
-            broker.address, live_db_url, logs, app_id=app_id, extra_env={**SCHEDULED, **env}
-        ).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+def spawn_defaults() -> dict[str, str]:
+    """Every worker of this module: sweeps, gauges and scheduler steps often."""
+    return SCHEDULED
 
 
 async def seed(store: HighlightStore, users: range) -> None:

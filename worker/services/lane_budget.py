@@ -182,6 +182,8 @@ async def grant(
         unpublished = await requests_unpublished(session, limits.streams)
         credits = credits.refilled(now, limits.rate_per_min, limits.burst, unpublished)
         limit = min(limit, credits.available())
+    else:  # no request budget: time without one earns nothing if one is set later
+        credits = credits.paused(now)
     settled = await settle_tokens(session, limits.lanes)
     tokens = None
     if limits.tokens_per_min > 0:
