@@ -20,13 +20,16 @@ from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.values import UpsertMeta, utcnow
 from worker.runtime.metrics import Metrics
 from worker.services import lane_budget, scheduler, spend
+from worker.services.auth import Principal, Role
 from worker.services.outbox import REGEN_BATCH_STREAM, REGEN_STREAM
+from worker.services.overview import OverviewService
 from worker.services.pipeline import Pipeline
 from worker.services.reseed import Reseeder, ReseedSelection
 from worker.services.store import HighlightStore
 from worker.services.sweep import Sweeper
 from worker.storage.db_clock import database_now
 from worker.storage.models import HighlightRow, RegenBudgetRow
+from worker.web.overview_pages import overview_page
 
 H = timedelta(hours=1)
 USAGE = {"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.25}
@@ -78,6 +81,12 @@ async def test_usage_is_stored_and_booked_once_to_the_request_it_answers(
     assert spent.total().average_cost_usd == pytest.approx(1.25 / 4)
     assert done.by_key == spent.by_key  # what the counters are given is what was stored
 
+    overview = await OverviewService(sessions).overview(utcnow())  # one snapshot, one rule
+    assert overview.spend.hour.by_key == overview.spend.day.by_key == spent.by_key
+    shown = overview.as_dict()["spend"]["last_day"]["total"]
+    assert (shown["results"], shown["cost_usd"], shown["average_cost_usd"]) == (5, 1.25, 0.3125)
+    page = overview_page(overview, [], Principal(1, "ops", Role.ADMIN), "csrf")
+    assert '<strong id="spend-average">$0.3125</strong>' in page
     metrics = Metrics()
     metrics.record_spend(done)
     exposed = metrics.exposition().decode()
