@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.budget import assert_within_budget
+from tests.helpers.database import until_queued
 from tests.helpers.factories import comment_doc, generated_doc, result
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.domain.cost import Usage
@@ -47,12 +48,6 @@ async def requests_on(kafka: Kafka, topic: str, users: set[int]) -> list[tuple[f
     return sorted(((t, p) for t, p in found if p["user_id"] in users), key=lambda tp: tp[0])
 
 
-QUEUED = (
-    "SELECT count(*) FROM user_profile_highlights WHERE regen_queued_at IS NOT NULL "
-    "AND user_id = ANY(:ids)"
-)
-
-
 @pytest.mark.timeout(240)
 async def test_a_token_budget_shared_by_two_workers_holds_on_the_topic(
     spawn: Callable[[dict[str, str], str], WorkerProcess],
@@ -76,11 +71,7 @@ async def test_a_token_budget_shared_by_two_workers_holds_on_the_topic(
         doc = comment_doc(f"tok-{user}", user, datetime.now(UTC), "created", "r")
         await kafka.send(COMMENTS, doc, key=str(user))
 
-    async def all_queued() -> bool:
-        async with live_sessions() as session:
-            return await session.scalar(text(QUEUED), {"ids": list(users)}) == len(users)
-
-    await eventually(all_queued, timeout=60, what="every request queued")
+    await until_queued(live_sessions, users, 60, "every request queued")
     await live_store.pause_regeneration(None, actor="test")
 
     async def everyone() -> list[tuple[float, Any]] | None:
