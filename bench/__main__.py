@@ -20,7 +20,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import brokers, streams
+from bench import brokers, cost_parts, streams
 from bench.decode_cost import decode_row
 from bench.harness import Bench, Row, log, ok
 from bench.ingest import ingest, naive, scale
@@ -57,6 +57,8 @@ PARTS = (
     "mixed",
     "roundtrip",
     "decode",
+    "budget",
+    "relay",
 )
 
 
@@ -124,6 +126,12 @@ async def once_parts(
         rss.append(f"{sweep['peak_rss_mb']:.0f} MB sweep process")
     if "decode" in parts:
         rows.append(decode_row())
+    if "budget" in parts:
+        log("budget: scheduler steps at 100,000 queued")
+        rows += await cost_parts.budget_part(b)
+    if "relay" in parts:
+        log(f"relay: {args.relay} requests to one topic, then two")
+        rows += await cost_parts.relay_part(b, args.relay)
     return rows + await stream_parts(b, args, parts, rss)
 
 
@@ -185,6 +193,7 @@ def main() -> None:
     args.sweep_rows = 20_000 if args.quick else 1_000_000
     args.stream_events = args.stream_events or (5000 if args.quick else 50_000)
     args.roundtrip = args.roundtrip or (10_000 if args.quick else 300_000)
+    args.relay = 10_000 if args.quick else 100_000
     with ExitStack() as stack:
         logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
         admin_url = os.environ.get("WB_BENCH_DATABASE_URL") or pg.configured_url()

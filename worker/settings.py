@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     topic_requests: str = "signal.requests"
     topic_generated: str = "profile.highlights.generated"
     topic_regen_requests: str = "profile.highlights.regen-requests"
+    # The batch lane's requests (expiry, reseed, bulk; ``worker.domain.cost``) on a topic of
+    # their own, for a generator that sends them to a provider's batch API; unset: the one
+    # request topic.
+    topic_regen_requests_batch: str | None = None
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
 
@@ -103,6 +107,16 @@ class Settings(BaseSettings):
     regen_rate: float = Field(default=600.0, ge=0)  # requests a minute, all workers; 0 = no cap
     regen_burst: int = Field(default=100, ge=0)  # 0 = one minute's worth
     regen_tick: Duration = timedelta(milliseconds=250)
+    regen_batch_deadline: Duration = Field(default=timedelta(hours=24), gt=timedelta(0))
+    # The daily spend cap in US dollars, all workers (0 = off): README "What regeneration costs".
+    regen_max_usd_per_day: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # LLM tokens a minute, all workers (0 = no token budget), and a request's charge before
+    # any usage was reported (README "What regeneration costs").
+    regen_tokens_per_min: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    regen_tokens_estimate: int = Field(default=2000, ge=1, le=10_000_000)
+    # The batch lane's own budget (both 0: it shares the one above, after interactive work).
+    regen_batch_rate: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    regen_batch_tokens_per_min: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     sweep_interval: Duration = timedelta(seconds=60)
     sweep_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     relay_interval: Duration = timedelta(seconds=1)
@@ -169,6 +183,11 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("topic_regen_requests_batch")
+    @classmethod
+    def _optional_topic(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("kafka_broker")
     @classmethod

@@ -107,13 +107,19 @@ def test_schema_and_model_agree_on_comment_variants(label: str, change: dict[str
     assert validator("comment-event").is_valid(doc) == model_accepts("comment-event", doc), label
 
 
+# WB_TOPIC_REGEN_REQUESTS_BATCH has no default (unset: the one request topic); the
+# document names the batch lane's channel by this example.
+BATCH_TOPIC_EXAMPLE = "profile.highlights.regen-requests.batch"
+
+
 def test_asyncapi_document_matches_settings_and_schemas() -> None:
     doc = yaml.safe_load((ROOT / "schemas" / "asyncapi.yaml").read_text())
     assert doc["asyncapi"].startswith("3.")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     addresses = {c["address"] for c in doc["channels"].values()}
     inputs = {settings.topic_comments, settings.topic_requests, settings.topic_generated}
-    assert addresses == inputs | {settings.topic_regen_requests} | {f"{t}.dlq" for t in inputs}
+    requests = {settings.topic_regen_requests, BATCH_TOPIC_EXAMPLE}
+    assert addresses == inputs | requests | {f"{t}.dlq" for t in inputs}
     for op in doc["operations"].values():
         channel = op["channel"]["$ref"].split("/")[-1]
         assert channel in doc["channels"]

@@ -55,7 +55,7 @@ def test_every_alert_has_a_case_where_it_fires_and_one_where_it_is_quiet() -> No
         for check in case.get("alert_rule_test", []):
             (fires if check["exp_alerts"] else quiet).add(check["alertname"])
     names = set(alert_names())
-    assert len(names) == 11
+    assert len(names) == 12
     assert names - fires == set(), "alerts never shown to fire"
     assert names - quiet == set(), "alerts never shown to stay quiet"
 

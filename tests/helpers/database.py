@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests.helpers.live import eventually
 from worker.storage.models import Base
 
 
@@ -47,3 +48,22 @@ class Database:
 
     async def alter(self, setting: str) -> None:
         await self.admin.execute(f'ALTER DATABASE "{self.name}" {setting}')
+
+
+QUEUED = text(
+    "SELECT count(*) FROM user_profile_highlights WHERE regen_queued_at IS NOT NULL "
+    "AND user_id = ANY(:ids)"
+)
+
+
+async def until_queued(
+    sessions: async_sessionmaker[AsyncSession], users: range, timeout: float, what: str
+) -> None:
+    """Until every one of ``users`` has a request queued with the scheduler (a pause holds
+    them: then their release order is the queue's, not the order they were applied in)."""
+
+    async def all_queued() -> bool:
+        async with sessions() as session:
+            return await session.scalar(QUEUED, {"ids": list(users)}) == len(users)
+
+    await eventually(all_queued, timeout=timeout, what=what)

@@ -93,8 +93,9 @@ def comment(
     return raw(comment_doc(eid, user, at, kind, req, cid))
 
 
-def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
-    doc = {
+def generated_doc(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> dict[str, Any]:
+    """A generator's result (``profile.highlights.generated``) as JSON values."""
+    return {
         "event_id": eid,
         "user_id": user,
         "bio_text": f"bio {snap}",
@@ -106,7 +107,10 @@ def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> Raw
         "generated_at": at.isoformat(),
         **extra,
     }
-    return raw(doc)
+
+
+def generated(eid: str, user: int, at: datetime, snap: str, **extra: Any) -> RawMessage:
+    return raw(generated_doc(eid, user, at, snap, **extra))
 
 
 def batch(users: tuple[int, ...] = (1, 2, 3), prefix: str = "e") -> list[RawMessage]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -82,6 +82,32 @@ async def kafka(broker: TestBroker) -> AsyncIterator[Kafka]:
     await client.start()
     yield client
     await client.stop()
+
+
+@pytest.fixture
+def spawn_defaults() -> dict[str, str]:
+    """Settings every worker ``spawn`` starts gets (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def spawn(
+    broker: TestBroker, live_db_url: str, logs: Path, spawn_defaults: dict[str, str]
+) -> Iterator[Callable[[dict[str, str], str], WorkerProcess]]:
+    """Start workers of the module's broker and database for one test, ``spawn(env,
+    app_id)`` (workers with the same app id form one consumer group); stopped at its end,
+    even when it fails."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], app_id: str) -> WorkerProcess:
+        extra = {**spawn_defaults, **env}
+        proc = WorkerProcess(broker.address, live_db_url, logs, app_id=app_id, extra_env=extra)
+        started.append(proc.start())
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.helpers.brokers import TestBroker
 from tests.helpers.budget import assert_within_budget, first_seen
 from tests.helpers.cli import wb
-from tests.helpers.factories import comment_doc, result
+from tests.helpers.factories import comment_doc, generated_doc, result
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.services.store import HighlightStore
 
@@ -36,37 +36,9 @@ LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 HOUR_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-@pytest.fixture
-def spawn(
-    broker: TestBroker, live_db_url: str, logs: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(env: dict[str, str], app_id: str) -> WorkerProcess:
-        proc = WorkerProcess(broker.address, live_db_url, logs, app_id=app_id, extra_env=env)
-        started.append(proc.start())
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
 def answer(user: int, snap: str, generation: int | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "event_id": f"g-{user}-{snap}",
-        "user_id": user,
-        "bio_text": f"bio {snap}",
-        "proof_points": ["p"],
-        "quotes": ["q"],
-        "source_group": "g",
-        "snapshot_hash": snap,
-        "llm_model": "m",
-        "generated_at": datetime.now(UTC).isoformat(),
-    }
-    if generation is not None:
-        doc["generation"] = generation
-    return doc
+    extra = {} if generation is None else {"generation": generation}
+    return generated_doc(f"g-{user}-{snap}", user, datetime.now(UTC), snap, **extra)
 
 
 async def requests_for(kafka: Kafka, user: int) -> list[dict[str, Any]]:

@@ -12,18 +12,17 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.helpers.brokers import TestBroker
 from tests.helpers.budget import assert_within_budget
 from tests.helpers.cli import wb
+from tests.helpers.database import until_queued
 from tests.helpers.factories import comment_doc, result
 from tests.helpers.live import Kafka, WorkerProcess, eventually, http_get
 from worker.domain.values import UpsertMeta
@@ -42,32 +41,14 @@ SCHEDULED = {"WB_SWEEP_INTERVAL": "30", "WB_GAUGE_INTERVAL": "1", "WB_REGEN_TICK
 
 
 @pytest.fixture
-def spawn(
-    broker: TestBroker, live_db_url: str, logs: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(env: dict[str, str], app_id: str) -> WorkerProcess:
-        proc = WorkerProcess(
-            broker.address, live_db_url, logs, app_id=app_id, extra_env={**SCHEDULED, **env}
-        ).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+def spawn_defaults() -> dict[str, str]:
+    """Every worker of this module: sweeps, gauges and scheduler steps often."""
+    return SCHEDULED
 
 
 async def seed(store: HighlightStore, users: range) -> None:
     for user in users:
         await store.upsert_auto(result(user, generated_at=HOUR_AGO), f"seed-{user}")
-
-
-QUEUED = (
-    "SELECT count(*) FROM user_profile_highlights WHERE regen_queued_at IS NOT NULL "
-    "AND user_id = ANY(:ids)"
-)
 
 
 async def published(kafka: Kafka, users: range) -> list[tuple[float, dict[str, Any]]]:
@@ -172,11 +153,7 @@ async def test_budget_shared_by_two_workers_in_priority_order_one_killed_midway(
             *(kafka.send(COMMENTS, d, key=str(d["user_id"])) for d in docs[start : start + 100])
         )
 
-    async def all_queued() -> bool:
-        async with live_sessions() as session:
-            return await session.scalar(text(QUEUED), {"ids": list(users)}) == len(users)
-
-    await eventually(all_queued, timeout=60, what="every user's request queued")
+    await until_queued(live_sessions, users, 60, "every user's request queued")
     await live_store.pause_regeneration(None, actor="test")
 
     async def half() -> bool:
@@ -280,11 +257,7 @@ async def test_a_pause_holds_a_worker_that_requests_at_once(
             doc = comment_doc(f"pause-{user}", user, datetime.now(UTC), "created", "req-pause")
             await kafka.send(COMMENTS, doc, key=str(user))
 
-        async def all_queued() -> bool:
-            async with live_sessions() as session:
-                return await session.scalar(text(QUEUED), {"ids": list(users)}) == len(users)
-
-        await eventually(all_queued, timeout=30, what="the 20 stale marks queued, not requested")
+        await until_queued(live_sessions, users, 30, "the 20 stale marks queued, not requested")
         assert await published(kafka, users) == []
     finally:
         resumed = await asyncio.to_thread(wb, "signal-profile", "resume-regeneration", env=env)

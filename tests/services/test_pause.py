@@ -138,7 +138,7 @@ async def _by_claim(session: AsyncSession, now: datetime) -> RegenPolicy:
     """As a set-based batch reads it: in its claim's statement."""
     event = decode(C, comment("c1", 1, now).value, now)
     claim = await dedup.claim(
-        session, C, [(None, event)], now, BatchResult(), also=scheduler.PAUSE_IN_FORCE_SQL
+        session, C, [(None, event)], now, BatchResult(), also=scheduler.HOLD_IN_FORCE_SQL
     )
     return scheduler.held_while_paused(IMMEDIATE, claim.also)
 

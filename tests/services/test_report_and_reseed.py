@@ -86,6 +86,12 @@ def test_report_exit_codes(tmp_path: Path) -> None:
     assert figures["level"] == "error"
     assert (figures["stale"], figures["overridden"], figures["stale_share"]) == (2, 1, 0.6667)
     assert 600 <= figures["oldest_stale_age_s"] < 3600  # since stale_after, not the lock's mark
+    assert figures["spend_today_utc"]["total"]["cost_usd"] == 0  # no result reported usage
+    assert "spend_today_utc" in ok.stdout and "$0.00 over 0 results" in ok.stdout
+    dry = wb("signal-profile", "reseed", "--all", "--dry-run", "--actor", "ops", env=env)
+    assert dry.returncode == 0, dry.stderr
+    # No usage reported yet: each profile is the default estimate, its cost unknown.
+    assert "cost preview: 2 profiles ≈ 4,000 tokens ≈ an unknown cost" in dry.stdout
     bad = wb("signal-profile", "freshness-report", "--warn-after", "soon", env=env)
     assert bad.returncode == 2
     assert "duration" in bad.stderr

@@ -18,11 +18,13 @@ from tests.helpers.clock import T0, FakeClock
 from tests.helpers.database import truncate_all, waiting_on_lock
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
 from worker.domain.batch import RawMessage
+from worker.domain.cost import Spend
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.snapshot import element, signed
 from worker.domain.wire import InputStream
 from worker.services import outbox
 from worker.services.pipeline import Pipeline
+from worker.services.spend import spend_since
 from worker.services.store import HighlightStore
 from worker.storage.models import (
     CommentInputRow,
@@ -80,8 +82,9 @@ async def test_a_result_batch_costs_the_same_statements_at_any_size(
             user, kind = 1 + i, i % 6
             if kind in (0, 1, 2):  # a row to create
                 batch.append(generated(f"g{i}", 5000 + i, later(5), "new"))
-            elif kind == 3:  # answers the pending request
-                batch.append(generated(f"g{i}", user, later(5), "b", generation=1))
+            elif kind == 3:  # answers the pending request, reporting its usage
+                usage = {"input_tokens": i, "output_tokens": 7, "cost_usd": 0.01}
+                batch.append(generated(f"g{i}", user, later(5), "b", generation=1, usage=usage))
             elif kind == 4:  # superseded (older than the stored one)
                 batch.append(generated(f"g{i}", user, later(-5), "old"))
             else:  # a conflict, then a duplicate of the first event
@@ -184,6 +187,8 @@ def _one(rnd: random.Random, stream: InputStream, n: int) -> RawMessage:
         extra["regen_request_id"] = f"{rnd.randint(0, 12):032x}"
     if rnd.random() < 0.5:
         extra["input_version"] = rnd.randint(0, 5)
+    if rnd.random() < 0.5:
+        extra["usage"] = {"input_tokens": rnd.randint(0, 9), "cost_usd": rnd.randint(0, 9) / 8}
     return generated(f"g{n}", user, later(at), f"s{rnd.randint(0, 3)}", **extra)
 
 
@@ -207,6 +212,7 @@ async def _run(
                     dict(res.regen_requests),
                     sorted(res.turnaround_s),
                     [d.reason.value for d in res.dead_letters],
+                    sorted(res.spend.by_key.items()),
                 )
             )
     finally:
@@ -241,9 +247,19 @@ async def _state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
             "processed": await rows(
                 ProcessedEventRow, ProcessedEventRow.stream, ProcessedEventRow.event_id
             ),
+            # Booked by the database's minute: the two runs may straddle one, so by key.
+            "spend": sorted((await spend_since(session, T0 - timedelta(days=3650))).by_key.items()),
         }
     queued = [(m.key, m.payload()) for m in await queued_messages(sessions)]
     return {**state, "outbox": queued}
+
+
+def _merged(batches: list[Any]) -> Spend:
+    """The spend the batches reported (what the counters add), merged."""
+    merged = Spend()
+    for *_, booked in batches:
+        merged.merge(Spend(dict(booked)))
+    return merged
 
 
 # Under a settle time or a budget a stale mark queues its request on the row (settling,
@@ -266,9 +282,10 @@ async def test_the_set_based_path_agrees_with_the_orm_path(
     deterministic)."""
     orm = await _run(sessions, seed, False, POLICIES[policy])
     assert await _run(sessions, seed, True, POLICIES[policy]) == orm
-    requested = sum(sum(regen.values()) for _, regen, _, _ in orm["batches"])
+    requested = sum(sum(batch[1].values()) for batch in orm["batches"])
     assert requested > 0  # the events asked for regenerations ...
     assert (orm["outbox"] == []) is (policy != "immediate")  # ... queued unless immediate
+    assert orm["spend"] and orm["spend"] == sorted(_merged(orm["batches"]).by_key.items())
     # Each row's snapshot is its stored live input set's: the fingerprint is the digest of
     # the live comments, the version moved once per change (at most one per event).
     live: dict[int, int] = {}

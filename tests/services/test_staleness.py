@@ -17,7 +17,8 @@ from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, UpsertMeta
 from worker.services.locking import WRITTEN
 from worker.services.outbox import OutboxEntry, OutboxSink
-from worker.services.results import CONTENT, COVERED, settle_result
+from worker.services.result_batch import CONTENT, COVERED
+from worker.services.results import settle_result
 from worker.services.staleness import (
     StaleMark,
     enqueue,
@@ -67,6 +68,12 @@ def _row(**state: Any) -> HighlightRow:
         "covered_version": 4,
         "covered_fingerprint": 11,
         "regen_skipped_at": None,
+        "regen_request_lane": None,
+        "regen_request_reason": None,
+        "usage_input_tokens": 100,
+        "usage_output_tokens": 10,
+        "usage_cost_usd": 0.01,
+        "regen_token_estimate": None,
         "created_at": T0,
         "updated_at": T0,
     }
@@ -161,7 +168,9 @@ def test_the_plain_row_state_carries_the_written_columns_and_what_the_rules_read
     state = {f.name for f in fields(RowState)}
     assert set(WRITTEN) <= state <= set(COLUMNS)
     read = {"user_id", "snapshot_hash", "generated_at", "manual_override"}
-    assert state - set(WRITTEN) == read | {"input_version", "input_fingerprint", "covered_version"}
+    snapshot = {"input_version", "input_fingerprint", "covered_version"}
+    # A result reads what its request was charged, to settle it (``results.cost_share``).
+    assert state - set(WRITTEN) == read | snapshot | {"regen_token_estimate"}
     assert not set(WRITTEN) & set(CONTENT)
 
 

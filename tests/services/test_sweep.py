@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
 from tests.helpers.factories import C, comment, later, queued_requests, result
+from worker.domain.cost import Lane
 from worker.domain.values import RegenReason
 from worker.domain.wire import RegenRequestEvent, regen_request_payload
 from worker.services.pipeline import Pipeline
@@ -60,6 +61,7 @@ async def test_sweep_expires_rows_past_stale_after_and_retries_stuck_requests(
         "sweep",
         4,
         (7, "fffffffffffffffe"),
+        (Lane.BATCH, clock.now + timedelta(hours=24)),  # an expiry can wait: the batch lane
     )
     assert RegenRequestEvent.model_validate(expired).snapshot_hash == "a"
     assert row.regen_generation == row.generation == 1

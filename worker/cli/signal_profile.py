@@ -20,6 +20,7 @@ from worker.settings import get_settings
 
 if TYPE_CHECKING:
     from worker.runtime.services import Services
+    from worker.services.cost_preview import CostPreview
     from worker.services.reseed import ReseedResult
 
 
@@ -173,6 +174,11 @@ def resume_regeneration(actor: str) -> None:
     click.echo("regeneration resumed")
 
 
+SPEND_LINE = (
+    "${cost_usd:,.2f} over {results:,} results, {input_tokens:,} in + {output_tokens:,} out tokens"
+)
+
+
 @signal_profile.command("freshness-report")
 @click.option("--warn-after", callback=duration, help="Warn when the oldest stale is older.")
 @click.option("--error-after", callback=duration, help="Error when the oldest stale is older.")
@@ -199,6 +205,8 @@ def freshness_report(
     else:
         width = max(len(k) for k in figures)
         for key, value in figures.items():
+            if key == "spend_today_utc":  # its total; --json has it by lane and reason
+                value = SPEND_LINE.format(**value["total"])
             click.echo(f"{key:<{width}}  {value}")
         click.echo(
             f"{'level':<{width}}  {level.name.lower()}" + "".join(f"\n  - {r}" for r in reasons)
@@ -249,16 +257,20 @@ def reseed(
                 err=True,
             )
 
-    result = with_services(
-        get_settings(),
-        lambda s: s.reseeder(actor, rate, dry_run, on_chunk=progress).run(selection, after),
-    )
+    async def run(services: Services) -> tuple[ReseedResult, CostPreview | None]:
+        reseeder = services.reseeder(actor, rate, dry_run, on_chunk=progress)
+        cost = await reseeder.preview(selection) if dry_run else None
+        return await reseeder.run(selection, after), cost
+
+    result, cost = with_services(get_settings(), run)
     click.echo(
         f"reseed{' (dry run)' if dry_run else ''}: {result.marked} marked stale, "
         f"{result.requested} regen requests"
         + (f" ({result.queued} queued within the budget)" if result.queued else "")
         + f", last user id {result.last_user_id}"
     )
+    if cost is not None:  # from the usage results reported (README "What regeneration costs")
+        click.echo(f"cost preview: {cost.describe()}")
 
 
 @signal_profile.command("audit")

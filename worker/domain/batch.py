@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from worker.domain.cost import Spend
 from worker.domain.decoder import RejectReason
 from worker.domain.wire import InputStream
 
@@ -42,6 +43,10 @@ class BatchResult:
     turnaround_s: list[float] = field(default_factory=list)
     # Timestamps clamped to the receipt time, per (stream, field) (``domain.clock_skew``).
     clamped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Results' reported usage by lane and reason (``worker.domain.cost``), for the counters.
+    spend: Spend = field(default_factory=Spend)
+    # (lane, estimate - actual LLM tokens) of the requests results answered with usage.
+    token_settlements: list[tuple[str, float]] = field(default_factory=list)
     retries: int = 0
 
     def count(self, stream: InputStream, outcome: str) -> None:
@@ -54,4 +59,6 @@ class BatchResult:
         self.stale_event_times.extend(other.stale_event_times)
         self.turnaround_s.extend(other.turnaround_s)
         self.clamped.update(other.clamped)
+        self.spend.merge(other.spend)
+        self.token_settlements.extend(other.token_settlements)
         self.retries += other.retries

@@ -37,6 +37,7 @@ class RejectReason(StrEnum):
     NOT_OBJECT = "not_object"
     INVALID = "invalid"
     BAD_TIMESTAMP = "bad_timestamp"
+    BAD_USAGE = "bad_usage"  # a result's ``usage`` is not what a generation can report
     REJECTED_BY_STORE = "rejected_by_store"
     INTERNAL_ERROR = "internal_error"
     UNMAPPED = "unmapped"  # a parked comment whose request was not mapped in time
@@ -157,6 +158,16 @@ def _explain(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def _reason_of(exc: ValidationError) -> RejectReason:
+    """``bad_timestamp`` or ``bad_usage`` when that is all that is wrong, else ``invalid``."""
+    errors = exc.errors()
+    if all(e["type"] == "timestamp_range" for e in errors):
+        return RejectReason.BAD_TIMESTAMP
+    if all(e["loc"][:1] == ("usage",) for e in errors):
+        return RejectReason.BAD_USAGE
+    return RejectReason.INVALID
+
+
 def decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent:
     """Decode one message of ``stream``; raises ``Rejected`` and nothing else.
 
@@ -179,10 +190,7 @@ def _decode(stream: InputStream, raw: bytes | None, now: datetime) -> InputEvent
     try:
         event = MODELS[stream].model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        timestamps_only = all(e["type"] == "timestamp_range" for e in errors)
-        reason = RejectReason.BAD_TIMESTAMP if timestamps_only else RejectReason.INVALID
-        raise Rejected(reason, _explain(exc)) from None
+        raise Rejected(_reason_of(exc), _explain(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise Rejected(RejectReason.INVALID, str(exc)[:300]) from None
     try:

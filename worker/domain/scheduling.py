@@ -78,12 +78,35 @@ class RegenPolicy:
     rate_per_min: float = 0.0  # 0: no budget
     burst: int = 0
     paused: bool = False  # an operator's pause is in force (``held``)
+    # How long a batch-lane request may take (its ``respond_by``; ``worker.domain.cost``).
+    batch_deadline: timedelta = timedelta(hours=24)
+    # Once the UTC day's reported cost reaches it, only privacy requests go out (0: no cap).
+    max_usd_per_day: float = 0.0
+    # LLM tokens a minute (0: no token budget), and what a request is charged when neither
+    # its user nor recent results reported usage (``worker.services.lane_budget``).
+    tokens_per_min: float = 0.0
+    tokens_estimate: int = 2000
+    # The batch lane's own budget (``worker.domain.cost``): both 0, it draws from the one
+    # budget above, after the interactive lane by priority.
+    batch_rate_per_min: float = 0.0
+    batch_tokens_per_min: float = 0.0
 
     @property
     def immediate(self) -> bool:
         """No settle time, no budget and no pause: a stale mark makes its request at once
         (the behaviour before the scheduler; no scheduler step is needed)."""
-        return not self.paused and self.settle <= timedelta(0) and self.rate_per_min <= 0
+        budgets = (
+            self.rate_per_min,
+            self.tokens_per_min,
+            self.batch_rate_per_min,
+            self.batch_tokens_per_min,
+        )
+        return not self.paused and self.settle <= timedelta(0) and max(budgets) <= 0
+
+    @property
+    def batch_budget(self) -> bool:
+        """Whether the batch lane has a budget of its own."""
+        return self.batch_rate_per_min > 0 or self.batch_tokens_per_min > 0
 
     def held(self) -> RegenPolicy:
         """This policy while an operator pauses regeneration: never immediate, so a stale
@@ -137,3 +160,13 @@ class Bucket:
         if n > self.available():
             raise ValueError(f"taking {n} tokens from {self.tokens:.3f}")
         return Bucket(self.tokens - n, self.at)
+
+    def charged(self, amount: float) -> Bucket:
+        """An LLM-token bucket after a request's estimate: it may go below zero (a debt the
+        refill repays), so one request larger than a minute's worth still goes, alone."""
+        return Bucket(self.tokens - amount, self.at)
+
+    def settled(self, amount: float, burst: int) -> Bucket:
+        """After results gave back (``amount`` > 0) or took (< 0) what their estimates
+        missed by; never above ``burst``."""
+        return Bucket(min(float(burst), self.tokens + amount), self.at)

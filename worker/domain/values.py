@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker.domain.cost import Usage
 from worker.domain.errors import InvalidInput
 from worker.domain.ids import MAX_USER_ID
 
@@ -195,6 +196,7 @@ class UpsertMeta(BaseModel):
     generation: int | None = Field(default=None, ge=0)
     regen_request_id: str | None = None
     input_version: int | None = Field(default=None, ge=0)  # the request's, echoed
+    usage: Usage | None = None  # what the generation used (``worker.domain.cost``)
 
 
 class Highlight(BaseModel):
@@ -228,6 +230,11 @@ class Highlight(BaseModel):
     covered_version: int | None = None
     covered_fingerprint: int | None = None
     regen_skipped_at: datetime | None = None
+    regen_request_lane: str | None = None
+    regen_request_reason: str | None = None
+    usage_input_tokens: int | None = None
+    usage_output_tokens: int | None = None
+    usage_cost_usd: float | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from worker.domain.cost import MAX_COST_USD, MAX_TOKENS, Lane, Usage
 from worker.domain.ids import MAX_BIGINT, MAX_USER_ID
 from worker.domain.values import (
     MAX_BIO_CHARS,
@@ -145,6 +146,26 @@ class WireQuote(BaseModel):
         return refuse_nul(value)
 
 
+Tokens = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
+
+
+class WireUsage(BaseModel):
+    """What one generation used, as its generator reports it (``worker.domain.cost``).
+    Numbers only (a string, a boolean, NaN or an infinity is refused), none negative,
+    tokens up to 10,000,000 and cost up to 1,000 US dollars; every field optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cost_usd: (
+        Annotated[float, Field(ge=0, le=MAX_COST_USD, strict=True, allow_inf_nan=False)] | None
+    ) = None
+
+    def usage(self) -> Usage:
+        return Usage(self.input_tokens, self.output_tokens, self.cost_usd)
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -225,6 +246,8 @@ class GeneratedEvent(_Event):
     # The request's ``input_version``, echoed: the result covers the input changes up to
     # it (``worker.domain.snapshot``). Without it the timestamp rule decides.
     input_version: Annotated[StrictInt, Field(ge=0, le=MAX_BIGINT)] | None = None
+    # What the generation used (tokens, dollars): stored with the row, summed as spend.
+    usage: WireUsage | None = None
 
     def timestamps(self) -> dict[str, datetime | None]:
         return {"generated_at": self.generated_at, "stale_after": self.stale_after}
@@ -273,6 +296,11 @@ class RegenRequestEvent(BaseModel):
     # live input set, the same for the same set whatever order its events came in.
     input_version: Annotated[StrictInt, Field(ge=0)]
     input_fingerprint: Annotated[str, Field(pattern=FINGERPRINT_PATTERN)]
+    # ``interactive`` (someone is waiting) or ``batch`` (expiry, reseed, bulk: may go to a
+    # provider's cheaper batch tier), which must be answered by ``respond_by``
+    # (``worker.domain.cost``).
+    lane: Lane
+    respond_by: Timestamp | None = None
 
 
 def regen_request_payload(
@@ -285,11 +313,13 @@ def regen_request_payload(
     trigger: str | None,
     priority: int,
     inputs: tuple[int, str],
+    lane: tuple[Lane, datetime | None],
 ) -> dict[str, Any]:
     """The JSON of a ``RegenRequestEvent``, built as a dict on the hot path (a model per
     request costs more than the rest of its handling). Its one twin, the sweep's SQL
     ``format()``, and this builder are both tested to validate against the model and to
-    agree on the same row. ``inputs``: the input version and wire fingerprint."""
+    agree on the same row. ``inputs``: the input version and wire fingerprint; ``lane``: the
+    request's lane and, in the batch lane, when it must be answered by."""
     payload: dict[str, Any] = {
         "event_id": request_id,
         "user_id": user_id,
@@ -302,6 +332,9 @@ def regen_request_payload(
         payload["trigger"] = trigger
     payload["priority"] = priority
     payload["input_version"], payload["input_fingerprint"] = inputs
+    payload["lane"] = lane[0].value
+    if lane[1] is not None:
+        payload["respond_by"] = lane[1].isoformat()
     return payload
 
 

@@ -31,7 +31,7 @@ from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
 from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
-from worker.services.outbox import REGEN_STREAM, OutboxMessage
+from worker.services.outbox import REGEN_BATCH_STREAM, REGEN_STREAM, OutboxMessage
 from worker.settings import Settings
 from worker.web.public import register_views
 from worker.web.responses import guard
@@ -285,18 +285,34 @@ def _input_topics(app: faust.App, rt: Runtime) -> list[Any]:
 def worker_topics(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes: inputs, their dead letters, requests."""
     inputs = [settings.topic_comments, settings.topic_requests, settings.topic_generated]
-    return [*inputs, *(dead_letter_topic(t) for t in inputs), settings.topic_regen_requests]
+    return [*inputs, *(dead_letter_topic(t) for t in inputs), *request_topics(settings)]
+
+
+def request_topics(settings: Settings) -> list[str]:
+    """The request topics: one, or two with the batch lane on its own."""
+    batch = settings.topic_regen_requests_batch
+    return [settings.topic_regen_requests, *([batch] if batch else [])]
+
+
+def stream_topics(settings: Settings) -> dict[str, str]:
+    """The topic of each outbox stream: the batch lane's is the one request topic unless
+    ``WB_TOPIC_REGEN_REQUESTS_BATCH`` names its own."""
+    requests = settings.topic_regen_requests
+    return {
+        REGEN_STREAM: requests,
+        REGEN_BATCH_STREAM: settings.topic_regen_requests_batch or requests,
+    }
 
 
 def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
     """The outbox relay: declares the output topics, then publishes queued requests,
     woken by a commit that queued some or every ``WB_RELAY_INTERVAL``."""
     settings = rt.settings
-    stream_topics = {REGEN_STREAM: settings.topic_regen_requests}
+    topics = stream_topics(settings)
 
     async def publish(messages: Sequence[OutboxMessage]) -> None:
         outgoing = [
-            Outgoing(stream_topics.get(m.stream, m.stream), m.key.encode(), m.value.encode())
+            Outgoing(topics.get(m.stream, m.stream), m.key.encode(), m.value.encode())
             for m in messages
         ]
         await _send_until_delivered(app, outgoing)
@@ -359,7 +375,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
     rt = runtime or Runtime(settings)
     dead_letter_topics = _input_topics(app, rt)
-    _relay(app, rt, [app.topic(settings.topic_regen_requests, **RAW), *dead_letter_topics])
+    outputs = [app.topic(t, **RAW) for t in request_topics(settings)]
+    _relay(app, rt, [*outputs, *dead_letter_topics])
     _timers(app, rt)
     register_views(app, rt)
     return app

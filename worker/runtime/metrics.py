@@ -17,13 +17,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
+from worker.domain.cost import Spend
 from worker.domain.decoder import RejectReason
 from worker.domain.freshness import FreshnessState
 from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.snapshot import UNCHANGED
 from worker.domain.values import RegenReason, StaleReason, UpsertOutcome
 from worker.domain.wire import InputStream
-from worker.services import outbox, parking, scheduler
+from worker.services import lane_budget, outbox, parking, scheduler, spend
 from worker.services.overview import Figures, current_figures
 from worker.storage.db_clock import database_now
 
@@ -118,6 +119,39 @@ class Metrics:
         self._stream_metrics(self.registry)
         self._scheduler_metrics(self.registry)
         self._state_gauges(self.registry)
+        self._cost_metrics(self.registry)
+
+    def _cost_metrics(self, r: CollectorRegistry) -> None:
+        """What regeneration cost, as results reported it (``worker.domain.cost``), by the
+        lane and reason of the request answered; the day's spend from the database."""
+        self.regen_tokens = Counter(
+            "wb_regen_tokens",
+            "Tokens results reported using, by direction, lane and reason of the request",
+            ["direction", "lane", "reason"],
+            registry=r,
+        )
+        self.regen_cost = Counter(
+            "wb_regen_cost_usd",
+            "US dollars results reported costing, by lane and reason of the request",
+            ["lane", "reason"],
+            registry=r,
+        )
+        self.regen_spend_today = Gauge(
+            "wb_regen_spend_today_usd",
+            "Reported regeneration cost since 00:00 UTC (the database's day), all workers",
+            registry=r,
+        )
+        self.regen_llm_tokens = Gauge(
+            "wb_regen_budget_llm_tokens",
+            "LLM tokens left in the lane's token budget (negative: a debt the refill repays)",
+            ["lane"],
+            registry=r,
+        )
+        self.regen_spend_cap = Gauge(
+            "wb_regen_spend_cap_usd",
+            "WB_REGEN_MAX_USD_PER_DAY: at the day's spend only privacy requests go out (0: off)",
+            registry=r,
+        )
 
     def _stream_metrics(self, r: CollectorRegistry) -> None:
         """What the input streams did: outcomes, dead letters, retries, timings."""
@@ -267,10 +301,17 @@ class Metrics:
             self.clock_skew_clamped.labels(event_stream, name).inc(n)
         for reason, n in result.regen_requests.items():
             self.regen_requests.labels(reason).inc(n)
+        self.record_spend(result.spend)
         observe_many(self.handling.labels(stream), elapsed_s, sum(result.outcomes.values()))
         lags = (max((committed_at - t).total_seconds(), 0.0) for t in result.stale_event_times)
         observe_each(self.stale_lag, lags)
         observe_each(self.turnaround, result.turnaround_s)
+
+    def record_spend(self, spend: Spend) -> None:
+        for (lane, reason), totals in spend.by_key.items():
+            self.regen_tokens.labels("input", lane, reason).inc(totals.input_tokens)
+            self.regen_tokens.labels("output", lane, reason).inc(totals.output_tokens)
+            self.regen_cost.labels(lane, reason).inc(totals.cost_usd)
 
     def record_scheduled(self, done: scheduler.Published) -> None:
         for seconds in done.waits_s:
@@ -280,6 +321,8 @@ class Metrics:
         self.regen_skipped.labels(UNCHANGED).inc(done.skipped)
         if done.budget_left is not None:
             self.regen_budget.set(done.budget_left)
+        for lane, left in done.llm_tokens_left.items():
+            self.regen_llm_tokens.labels(lane).set(left)
 
     async def refresh_gauges(
         self, session: AsyncSession, now: datetime, policy: RegenPolicy
@@ -292,8 +335,13 @@ class Metrics:
             since = waiting.get(int(p))
             age = (now - since).total_seconds() if since else 0.0
             self.regen_queued_age.labels(p.name.lower()).set(max(age, 0.0))
-        left = await scheduler.budget_left(session, await database_now(session), policy)
+        db_now = await database_now(session)
+        left = await scheduler.budget_left(session, db_now, policy)
         self.regen_budget.set(-1 if left is None else left)
+        self.regen_spend_today.set((await spend.spend_today(session, db_now)).total().cost_usd)
+        self.regen_spend_cap.set(policy.max_usd_per_day)
+        for lane, tokens in (await lane_budget.tokens_left(session, policy)).items():
+            self.regen_llm_tokens.labels(lane).set(tokens)
         figures = await current_figures(session, now)
         for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)

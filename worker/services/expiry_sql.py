@@ -46,7 +46,9 @@ EXPIRE_CHUNK = text(
             ELSE h.regen_request_id END,
         regen_requested_at = CASE WHEN p.ask THEN :now ELSE h.regen_requested_at END,
         regen_generation = CASE WHEN p.ask THEN h.generation + 1 ELSE h.regen_generation END,
-        regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END
+        regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END,
+        regen_request_lane = CASE WHEN p.ask THEN 'batch' ELSE h.regen_request_lane END,
+        regen_request_reason = CASE WHEN p.ask THEN 'expired' ELSE h.regen_request_reason END
     FROM picked p WHERE h.ctid = p.tid
     RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask,
         h.input_version, h.input_fingerprint
@@ -57,10 +59,11 @@ EXPIRE_CHUNK = text(
         '"snapshot_hash":%s,"requested_at":%s,"trigger":"sweep","priority"\\:"""
     + str(int(Priority.EXPIRED))
     + """,'
-        '"input_version":%s,"input_fingerprint":"%s"}',
+        '"input_version":%s,"input_fingerprint":"%s","lane":"batch","respond_by":%s}',
         user_id, regen_request_id, user_id, generation,
         coalesce(to_json(snapshot_hash)::text, 'null'), to_json(CAST(:requested_at AS text)),
-        input_version, lpad(to_hex(input_fingerprint), 16, '0')
+        input_version, lpad(to_hex(input_fingerprint), 16, '0'),
+        to_json(CAST(:respond_by AS text))
     ), E'\\n'), count(*), :now
     FROM marked WHERE ask HAVING count(*) > 0
     RETURNING message_count

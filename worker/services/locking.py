@@ -90,6 +90,8 @@ WRITTEN = {
     "regen_requested_at": "timestamptz",
     "regen_generation": "bigint",
     "regen_attempts": "integer",
+    "regen_request_lane": "text",
+    "regen_request_reason": "text",
     "updated_at": "timestamptz",
     "regen_queued_at": "timestamptz",
     "regen_first_change_at": "timestamptz",
@@ -100,7 +102,7 @@ WRITTEN = {
     "regen_unseen": "integer",
     # A mark not caused by the inputs alone is never skipped as "unchanged"
     # (``staleness.mark_stale_row``); what a highlight covers is otherwise a result's to
-    # change (``worker.services.results.COVERED``).
+    # change (``worker.services.result_batch.COVERED``).
     "covered_fingerprint": "bigint",
 }
 

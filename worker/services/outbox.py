@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.domain.cost import Lane, lane_for
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy, priority_for
 from worker.domain.snapshot import wire
 from worker.domain.values import RegenReason
@@ -32,6 +33,11 @@ from worker.storage.pgarray import Write
 # The topic is stored per row so that renaming WB_TOPIC_REGEN_REQUESTS never strands rows;
 # rows are written with this logical name and resolved to the configured topic on publish.
 REGEN_STREAM = "regen-requests"
+# The batch lane's requests (``worker.domain.cost``): ``WB_TOPIC_REGEN_REQUESTS_BATCH``, or
+# the one request topic when it is unset (the relay resolves both).
+REGEN_BATCH_STREAM = "regen-requests-batch"
+REGEN_STREAMS = (REGEN_STREAM, REGEN_BATCH_STREAM)
+LANE_STREAMS = {Lane.INTERACTIVE: REGEN_STREAM, Lane.BATCH: REGEN_BATCH_STREAM}
 # Compact JSON, one encoder for all (``json.dumps`` with options builds one per call).
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
@@ -137,8 +143,10 @@ def regen_payload(
     now: datetime,
     trigger: str | None,
     priority: int,
+    respond_by: datetime | None,
 ) -> dict[str, Any]:
-    """The request ``row`` stands for (its generation, snapshot and inputs, as of now)."""
+    """The request ``row`` stands for (its generation, snapshot and inputs, as of now), in
+    the lane of ``priority`` (``respond_by``: a batch request's deadline)."""
     inputs = (row.input_version, wire(row.input_fingerprint))
     return regen_request_payload(
         request_id,
@@ -150,6 +158,7 @@ def regen_payload(
         trigger,
         priority,
         inputs,
+        (lane_for(priority), respond_by),
     )
 
 
@@ -170,17 +179,20 @@ def request_regeneration(
     """
     if priority is None:
         priority = priority_for(row.stale_reason, trigger)
+    lane = lane_for(priority)
+    respond_by = now + sink.policy.batch_deadline if lane is Lane.BATCH else None
     request_id = new_request_id()
     row.regen_attempts = row.regen_attempts + 1 if reason is RegenReason.RETRY else 1
     row.regen_request_id = request_id
     row.regen_requested_at = now
     row.regen_generation = row.generation
+    row.regen_request_lane, row.regen_request_reason = lane.value, reason.value
     row.updated_at = now
     sink.add(
         OutboxEntry(
-            topic=REGEN_STREAM,
+            topic=LANE_STREAMS[lane],
             key=str(row.user_id),
-            payload=regen_payload(row, request_id, reason, now, trigger, priority),
+            payload=regen_payload(row, request_id, reason, now, trigger, priority, respond_by),
             created_at=now,
         )
     )
@@ -223,11 +235,14 @@ async def pending(session: AsyncSession) -> list[OutboxMessage]:
     return [m for topic, text in rows.all() for m in _messages(topic, text)]
 
 
-async def requests_unpublished(session: AsyncSession) -> int:
-    """Regeneration requests waiting in the outbox (a relay publishing them holds its
-    delete uncommitted until the broker acked: they count as waiting until then)."""
+async def requests_unpublished(
+    session: AsyncSession, streams: Iterable[str] = REGEN_STREAMS
+) -> int:
+    """Regeneration requests of ``streams`` (lanes) waiting in the outbox (a relay
+    publishing them holds its delete uncommitted until the broker acked: they count as
+    waiting until then)."""
     stmt = select(func.coalesce(func.sum(OutboxRow.message_count), 0)).where(
-        OutboxRow.topic == REGEN_STREAM
+        OutboxRow.topic.in_(list(streams))
     )
     return int((await session.scalar(stmt)) or 0)
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from worker.domain.freshness import STALE_STATES, FreshnessState
 from worker.domain.wire import InputStream
+from worker.services.spend import SpendReport, prune_spend, spend_json, spend_report
 from worker.storage.database import snapshot
 from worker.storage.freshness import (
     expiry_due_clause,
@@ -135,6 +136,7 @@ async def prune_history(session: AsyncSession, cutoff: datetime) -> None:
     await session.execute(delete(FreshnessSampleRow).where(FreshnessSampleRow.sampled_at < cutoff))
     await session.execute(delete(FreshTransitionRow).where(FreshTransitionRow.at < cutoff))
     await session.execute(delete(DeadLetterCountRow).where(DeadLetterCountRow.at < cutoff))
+    await prune_spend(session, cutoff)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class Overview:
     oldest_stale: list[StaleProfile]
     dead_letters: dict[str, int]
     samples: list[Sample]
+    spend: SpendReport
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as plain JSON values (for scripts; the panel renders the object)."""
@@ -209,6 +212,11 @@ class Overview:
                 for t in self.time_to_fresh
             },
             "dead_letters_last_hour": self.dead_letters,
+            "spend": {
+                "last_hour": spend_json(self.spend.hour),
+                "last_day": spend_json(self.spend.day),
+                "today_utc": spend_json(self.spend.today),
+            },
         }
 
 
@@ -280,4 +288,5 @@ class OverviewService:
                 oldest_stale=await _oldest_stale(session, now),
                 dead_letters=await _dead_letters(session, now - timedelta(hours=1)),
                 samples=await _samples(session, now - CHART_SPAN),
+                spend=await spend_report(session, now),
             )

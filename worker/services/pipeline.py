@@ -36,7 +36,10 @@ from worker.services.input_snapshots import InputSets
 from worker.services.locking import create_placeholders, lock_or_create_row, lock_rows
 from worker.services.mappings import MAPPED, apply_mapping_batch, claim_lock
 from worker.services.outbox import OutboxSink
-from worker.services.results import apply_result, apply_result_batch, result_of, upsert_auto_row
+from worker.services.result_batch import apply_result_batch
+from worker.services.result_costs import book_cost, cost_share
+from worker.services.results import apply_result, result_of, upsert_auto_row
+from worker.services.spend import record_costs
 from worker.storage import dedup
 from worker.storage.database import is_postgresql
 from worker.storage.models import HighlightRow
@@ -188,7 +191,7 @@ class Pipeline:
             now = self.clock()
             set_based = self.set_based and is_postgresql(session)
             # Set-based, an immediate policy's pause is read in the claim's statement.
-            pause = scheduler.PAUSE_IN_FORCE_SQL if set_based and self.policy.immediate else None
+            pause = scheduler.HOLD_IN_FORCE_SQL if set_based and self.policy.immediate else None
             if set_based and stream is InputStream.REQUESTS:  # the claim locks and records
                 claim = await dedup.claim(
                     session, stream, events, now, result, claim_lock, MAPPED, also=pause
@@ -216,6 +219,7 @@ class Pipeline:
                 outcomes.setdefault(outcome, []).append(event.event_id)
             await signal_records.record_activity(session, tx.activity, now)
             await tx.inputs.save(session)
+            await record_costs(session, result)
             await dedup.record_outcomes(session, stream, outcomes)
         return result
 
@@ -285,6 +289,12 @@ class Pipeline:
         return "mapped"
 
     async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
+        share = cost_share(tx.rows.get(event.user_id), event)
+        outcome = await self._apply_generated(tx, event)
+        book_cost(tx.result, share, event, outcome)
+        return outcome
+
+    async def _apply_generated(self, tx: _Tx, event: GeneratedEvent) -> str:
         payload, meta = result_of(event)
         pending_since = (
             tx.rows[event.user_id].regen_requested_at if event.user_id in tx.rows else None

@@ -32,6 +32,7 @@ from worker.domain.freshness import FreshnessState
 from worker.domain.ids import user_id_from_text
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import TIMESTAMP_RANGE, StaleReason, in_utc, utcnow
+from worker.services.cost_preview import CostPreview
 from worker.services.reseed import Reseeder, ReseedResult
 from worker.storage.database import snapshot
 from worker.storage.freshness import state_column
@@ -327,6 +328,10 @@ class ProfileListService:
     async def count(self, selection: ProfileFilter) -> int:
         """How many profiles a bulk regenerate of ``selection`` would mark now."""
         return await self.reseeder("count").count(BulkSelection(selection, self.clock()))
+
+    async def preview(self, selection: ProfileFilter) -> CostPreview:
+        """What a bulk regenerate of ``selection`` would likely cost (the confirmation's)."""
+        return await self.reseeder("count").preview(BulkSelection(selection, self.clock()))
 
     async def start_bulk(
         self, selection: ProfileFilter, actor: str, expected: int, note: str | None = None

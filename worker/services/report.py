@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from worker.domain.freshness import FreshnessState
 from worker.services import outbox, scheduler
 from worker.services.overview import current_figures
+from worker.services.spend import spend_json, spend_today
 from worker.storage.database import snapshot
 
 
@@ -61,6 +62,7 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "regen_paused_until": paused.isoformat() if paused else None,
         "stale_share": round(figures.stale_share, 4),
         "oldest_stale_age_s": round((now - oldest).total_seconds(), 1) if oldest else 0.0,
+        "spend_today_utc": spend_json(await spend_today(session, now)),
     }
 
 

@@ -24,6 +24,7 @@ from worker.domain.values import StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
 from worker.services.audit import audited
 from worker.services.checks import check_actor
+from worker.services.cost_preview import CostPreview, preview
 from worker.services.locking import lock_rows
 from worker.services.staleness import StaleMark, is_queued, mark_stale_row
 from worker.storage.models import HighlightRow as H
@@ -86,6 +87,12 @@ class Reseeder:
         async with self.sessions() as session:
             stmt = select(func.count()).where(RESEEDABLE, selection.condition())
             return int(await session.scalar(stmt) or 0)
+
+    async def preview(self, selection: Selection) -> CostPreview:
+        """What regenerating the rows ``run`` would mark now is likely to cost."""
+        async with self.sessions() as session:
+            where = and_(RESEEDABLE, selection.condition())
+            return await preview(session, where, utcnow(), self.policy.tokens_estimate)
 
     async def run(self, selection: Selection, after: int = 0) -> ReseedResult:
         result = ReseedResult()

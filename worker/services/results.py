@@ -1,4 +1,4 @@
-"""Generated results: the rules a result meets on its row, and their set-based form.
+"""Generated results: the rules a result meets on its row.
 
 A result is checked (``validate_result``), refused when superseded or conflicting with its
 base snapshot (``judge_result``), and settled behind the generation fence
@@ -7,27 +7,23 @@ fresh is a ``FreshTransition``); an override is untouched. ``upsert_auto_row`` i
 rules on one locked ORM row (the store's façade and the pipeline's ORM path). After a stored
 result, ``apply_result``: a pending request the result answers is cleared, and asked again
 when the row stays stale. The rules work on an ORM row as well as on plain ``RowState``
-values. ``apply_result_batch`` applies a batch of results on PostgreSQL in two statements
-after the claim, whatever its size: create the rows results will write to and lock them all,
-then (rules applied in Python) write the rows, the outbox row and the outcomes
-(dead-lettered events unclaimed) together. SQLite keeps the ORM path.
+values; their set-based form for a whole batch on PostgreSQL is
+``worker.services.result_batch``, and what a result costs, ``worker.services.result_costs``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain import snapshot
-from worker.domain.batch import BatchResult, DeadLetter, RawMessage
-from worker.domain.decoder import RejectReason
+from worker.domain.batch import BatchResult
+from worker.domain.cost import Usage
 from worker.domain.errors import InvalidInput, SnapshotConflict, SupersededResult
-from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import (
     AttributedQuote,
     GeneratedHighlight,
@@ -37,13 +33,11 @@ from worker.domain.values import (
     check_aware,
     quote_json,
 )
-from worker.domain.wire import GeneratedEvent, InputStream
-from worker.services.locking import WRITTEN, lock_or_create_row, lock_row, lock_states
-from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
+from worker.domain.wire import GeneratedEvent
+from worker.services.locking import lock_or_create_row, lock_row
+from worker.services.outbox import OutboxSink, Requestable
 from worker.services.staleness import clear_stale, request_if_unanswered
-from worker.storage import dedup
-from worker.storage.models import FreshTransitionRow, HighlightRow, RowState
-from worker.storage.pgarray import Write, literal, unnest_rows, write_together
+from worker.storage.models import FreshTransitionRow, HighlightRow
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +83,12 @@ def _write_content(
     row.llm_model = payload.llm_model
     row.generated_at = payload.generated_at
     row.stale_after = payload.stale_after or payload.generated_at + ttl
+
+
+def usage_columns(meta: UpsertMeta) -> tuple[int | None, int | None, float | None]:
+    """The stored highlight's generation's usage columns (None where not reported)."""
+    usage = meta.usage or Usage()
+    return usage.input_tokens, usage.output_tokens, usage.cost_usd
 
 
 def judge_result(
@@ -182,6 +182,7 @@ async def upsert_auto_row(
     if (judged := judge_result(row, payload, snapshot_hash, meta)) is not None:
         return row, judged
     _write_content(row, payload, snapshot_hash, ttl)
+    row.usage_input_tokens, row.usage_output_tokens, row.usage_cost_usd = usage_columns(meta)
     transitions: list[FreshTransition] = []
     outcome = settle_result(row, payload, snapshot_hash, meta, now, transitions.append)
     session.add_all(
@@ -210,6 +211,7 @@ def result_of(event: GeneratedEvent) -> tuple[GeneratedHighlight, UpsertMeta]:
         generation=event.generation,
         regen_request_id=event.regen_request_id,
         input_version=event.input_version,
+        usage=event.usage.usage() if event.usage else None,
     )
     return payload, meta
 
@@ -246,164 +248,3 @@ def apply_result(
         if request_if_unanswered(sink, row, now, f"result:{event.event_id}"):
             result.regen_requests[row.stale_reason or "manual"] += 1
     return outcome.value
-
-
-# The content columns a result writes besides the freshness ones (``WRITTEN``).
-CONTENT = {
-    "bio_text": "text",
-    "proof_points_json": "jsonb",
-    "quotes_json": "jsonb",
-    "source_group": "text",
-    "snapshot_hash": "text",
-    "llm_model": "text",
-    "generated_at": "timestamptz",
-    "stale_after": "timestamptz",
-}
-# What the stored highlight covers of the input snapshot (``worker.domain.snapshot``).
-COVERED = {"covered_version": "bigint", "covered_fingerprint": "bigint"}
-RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN, **COVERED}
-RESULT_WRITE = (
-    "UPDATE user_profile_highlights AS h SET "
-    + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN, **COVERED})
-    + f" FROM {unnest_rows(RESULT_COLUMNS, 'g_')} WHERE h.user_id = v.user_id"
-)
-
-
-_FROM_CONTENT = frozenset(CONTENT) - {"snapshot_hash", "generated_at"}  # the rest: RowState
-
-
-@dataclass(slots=True)
-class _Content:
-    bio_text: str
-    proof_points_json: str
-    quotes_json: str
-    source_group: str
-    llm_model: str
-    stale_after: datetime
-
-
-def _content(payload: GeneratedHighlight, ttl: timedelta) -> _Content:
-    return _Content(
-        payload.bio_text,
-        json.dumps(list(payload.proof_points)),
-        json.dumps([quote_json(q) for q in payload.quotes]),
-        payload.source_group,
-        payload.llm_model,
-        payload.stale_after or payload.generated_at + ttl,
-    )
-
-
-def rows_write(states: dict[int, RowState], contents: dict[int, _Content]) -> Write | None:
-    """The changed rows (content and freshness columns) as one UPDATE from arrays."""
-    users = sorted(contents)
-    if not users:
-        return None
-    params: dict[str, object] = {}
-    for name, kind in RESULT_COLUMNS.items():
-        source: Mapping[int, object] = contents if name in _FROM_CONTENT else states
-        values = [getattr(source[u], name) for u in users]
-        params["g_" + name] = literal("text" if kind == "jsonb" else kind, values)
-    return Write(RESULT_WRITE, params)
-
-
-TRANSITION_COLUMNS = {
-    "user_id": "bigint",
-    "stale_s": "double precision",
-    "wait_s": "double precision",
-}
-TRANSITIONS = (
-    "INSERT INTO fresh_transitions (at, user_id, stale_s, wait_s) "
-    "SELECT CAST(:f_at AS timestamptz), v.user_id, v.stale_s, v.wait_s "
-    f"FROM {unnest_rows(TRANSITION_COLUMNS, 'f_')}"
-)
-
-
-def transitions_write(transitions: list[FreshTransition], now: datetime) -> Write | None:
-    """The batch's stale-to-fresh transitions (the overview's time-to-fresh), in order."""
-    if not transitions:
-        return None
-    params: dict[str, object] = {"f_at": now}
-    for name, kind in TRANSITION_COLUMNS.items():
-        params["f_" + name] = literal(kind, [getattr(t, name) for t in transitions])
-    return Write(TRANSITIONS, params)
-
-
-@dataclass
-class _Batch:
-    """A result batch's working set on plain values; its requests go to ``queued`` (one
-    outbox row) under ``policy``."""
-
-    now: datetime
-    ttl: timedelta
-    result: BatchResult
-    policy: RegenPolicy
-    states: dict[int, RowState] = field(default_factory=dict)
-    contents: dict[int, _Content] = field(default_factory=dict)
-    queued: list[OutboxEntry] = field(default_factory=list)
-    outcomes: dict[str, list[str]] = field(default_factory=dict)
-    transitions: list[FreshTransition] = field(default_factory=list)
-    sink: OutboxSink = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sink = OutboxSink(self.queued.append, self.policy)
-
-    def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
-        state = self.states.get(event.user_id)
-        try:
-            judged = judge_result(state, payload, event.snapshot_hash, meta)
-        except (SupersededResult, SnapshotConflict) as exc:
-            log.info("result %s: %s", event.event_id, exc)
-            refused = isinstance(exc, SupersededResult)
-            return (UpsertOutcome.SUPERSEDED if refused else UpsertOutcome.CONFLICT).value
-        assert state is not None  # created by lock_states: the result names no base snapshot
-        if judged is not None:
-            return judged.value
-        pending_since = state.regen_requested_at
-        self.contents[event.user_id] = _content(payload, self.ttl)
-        outcome = settle_result(
-            state, payload, event.snapshot_hash, meta, self.now, self.transitions.append
-        )
-        return apply_result(self.sink, state, event, outcome, pending_since, self.now, self.result)
-
-
-async def apply_result_batch(
-    session: AsyncSession,
-    events: list[tuple[RawMessage, GeneratedEvent]],
-    now: datetime,
-    ttl: timedelta,
-    result: BatchResult,
-    record: Callable[[dict[str, list[str]]], list[Write | None]],
-    policy: RegenPolicy,
-) -> dict[str, list[str]]:
-    """Apply already-claimed results in order; returns event ids by outcome. A result the
-    store refuses as invalid is dead-lettered (``record`` unclaims it); a request asked
-    again follows ``policy``."""
-    stream = InputStream.GENERATED
-    batch = _Batch(now, ttl, result, policy)
-    valid: list[tuple[GeneratedEvent, GeneratedHighlight, UpsertMeta]] = []
-    for message, event in events:
-        payload, meta = result_of(event)  # once per event: a model with validation
-        try:
-            validate_result(payload, event.snapshot_hash, now)
-        except InvalidInput as exc:
-            result.dead_letters.append(
-                DeadLetter(message, RejectReason.REJECTED_BY_STORE, str(exc))
-            )
-            batch.outcomes.setdefault(dedup.DEAD_LETTERED, []).append(event.event_id)
-            result.count(stream, dedup.DEAD_LETTERED)
-            continue
-        valid.append((event, payload, meta))
-    if valid:
-        creating = {e.user_id for e, _, _ in valid if e.base_snapshot_hash is None}
-        batch.states = await lock_states(session, {e.user_id for e, _, _ in valid}, now, creating)
-    for event, payload, meta in valid:
-        outcome = batch.apply(event, payload, meta)
-        result.count(stream, outcome)
-        batch.outcomes.setdefault(outcome, []).append(event.event_id)
-    writes = [
-        rows_write(batch.states, batch.contents),
-        insert_write(batch.queued),
-        transitions_write(batch.transitions, now),
-    ]
-    await write_together(session, [*writes, *record(batch.outcomes)])
-    return batch.outcomes

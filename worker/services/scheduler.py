@@ -31,7 +31,7 @@ they make; a stale mark reads it from the outbox sink it writes to (``OutboxSink
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -46,16 +46,24 @@ from worker.domain.scheduling import (
     due_at,
 )
 from worker.domain.values import RegenReason
+from worker.services import lane_budget
+from worker.services.lane_budget import (
+    LaneGrant,
+    average_tokens,
+    estimate,
+    grant,
+    lane_limits,
+    lock_budget_row,
+)
 from worker.services.outbox import (
     OutboxEntry,
     OutboxSink,
     batch_rows,
     request_regeneration,
-    requests_unpublished,
     session_sink,
 )
+from worker.services.spend import spend_today
 from worker.services.staleness import dequeue, skip_if_unchanged
-from worker.storage.database import dialect_insert
 from worker.storage.db_clock import now_sql
 from worker.storage.models import HighlightRow, RegenBudgetRow
 
@@ -68,9 +76,19 @@ MAX_PER_STEP = 500  # requests one step publishes at most (one outbox row)
 
 
 def policy_from(settings: Settings) -> RegenPolicy:
-    """The policy ``WB_REGEN_SETTLE`` / ``_MAX_WAIT`` / ``_RATE`` / ``_BURST`` describe."""
+    """The policy ``WB_REGEN_SETTLE`` / ``_MAX_WAIT`` / ``_RATE`` / ``_BURST`` /
+    ``_BATCH_DEADLINE`` / ``_MAX_USD_PER_DAY`` describe."""
     return RegenPolicy(
-        settings.regen_settle, settings.regen_max_wait, settings.regen_rate, settings.regen_burst
+        settings.regen_settle,
+        settings.regen_max_wait,
+        settings.regen_rate,
+        settings.regen_burst,
+        batch_deadline=settings.regen_batch_deadline,
+        max_usd_per_day=settings.regen_max_usd_per_day,
+        tokens_per_min=settings.regen_tokens_per_min,
+        tokens_estimate=settings.regen_tokens_estimate,
+        batch_rate_per_min=settings.regen_batch_rate,
+        batch_tokens_per_min=settings.regen_batch_tokens_per_min,
     )
 
 
@@ -98,13 +116,24 @@ def due_clause(now: datetime, policy: RegenPolicy) -> ColumnElement[bool]:
 QUEUE_ORDER = (H.regen_priority, H.regen_unseen.desc(), H.regen_first_change_at, H.user_id)
 
 
-def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[HighlightRow]:
+def due_rows(
+    now: datetime,
+    policy: RegenPolicy,
+    limit: int,
+    *,
+    privacy_only: bool = False,
+    among: list[int] | None = None,
+) -> Select[HighlightRow]:
     """The step's pick: the first ``limit`` due rows in queue order, locked, skipping rows
-    another worker's step holds. The queue's index has this order, so the step reads
-    about ``limit`` index entries whatever the queue's length."""
+    another worker's step holds (``privacy_only``: deletions' alone, under the spend cap;
+    ``among``: these priorities only, one budget's lanes). The queue's index has this
+    order, so the step reads about ``limit`` index entries whatever the queue's length."""
+    only = [H.regen_priority == int(Priority.PRIVACY)] if privacy_only else []
+    if among is not None and len(among) < len(Priority):
+        only.append(H.regen_priority.in_(among))
     return (
         select(H)
-        .where(due_clause(now, policy))
+        .where(due_clause(now, policy), *only)
         .order_by(*QUEUE_ORDER)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -116,64 +145,55 @@ def due_rows(now: datetime, policy: RegenPolicy, limit: int) -> Select[Highlight
 class Published:
     count: int = 0
     skipped: int = 0  # due requests dropped: the inputs are what the highlight covers
+    capped: bool = False  # the day's spend reached the cap: only privacy requests went
     waits_s: list[float] = field(default_factory=list)
     priorities: list[int] = field(default_factory=list)
     budget_left: float | None = None
+    # LLM tokens left by lane (token budgets only): negative is a debt the refill repays.
+    llm_tokens_left: dict[str, float] = field(default_factory=dict)
 
 
 async def lock_budget(
     session: AsyncSession, now: datetime, policy: RegenPolicy, *, pausing: bool = False
 ) -> RegenBudgetRow:
-    """The budget row, locked (created full on first use). A scheduler step takes it FOR
-    NO KEY UPDATE, which the stale marks reading the pause (FOR KEY SHARE, in
-    ``policy_in_force``) do not wait for; a pause (``pausing``) takes it FOR UPDATE, which
-    waits for them (PostgreSQL; SQLite serialises whole write transactions)."""
-    lock: Any = True if pausing else {"key_share": True}
-    row = await session.get(
-        RegenBudgetRow, BUDGET_ROW, with_for_update=lock, populate_existing=True
-    )
-    if row is None:
-        await session.execute(
-            dialect_insert(session)(RegenBudgetRow)
-            .values(id=BUDGET_ROW, tokens=float(policy.burst_size), refilled_at=now)
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        row = await session.get(
-            RegenBudgetRow, BUDGET_ROW, with_for_update=lock, populate_existing=True
-        )
-        assert row is not None
-    return row
+    """The first budget row (the pause and the spend cap are its), locked
+    (``lane_budget.lock_budget_row``)."""
+    return await lock_budget_row(session, BUDGET_ROW, now, policy.burst_size, pausing=pausing)
 
 
-# Whether a pause is in force, as ``policy_in_force`` reads it, as SQL text: a scalar a
-# batch's first statement carries (``worker.storage.dedup.claim(also=...)``) instead of a
-# round trip of its own. Judged by the database's clock, as the pause was set and as the
-# scheduler step ends it: a worker whose clock is off cannot end a pause early or late.
-PAUSE_IN_FORCE_SQL = (
-    "(SELECT paused_until > clock_timestamp() FROM regen_budget "
-    f"WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
+# Whether a hold is in force (an operator's pause, or the daily spend cap reached), as
+# ``policy_in_force`` reads it, as SQL text: a scalar a batch's first statement carries
+# (``worker.storage.dedup.claim(also=...)``) instead of a round trip of its own. Judged by
+# the database's clock, as the pause was set and as the scheduler step ends it: a worker
+# whose clock is off cannot end a pause early or late.
+HOLD_IN_FORCE_SQL = (
+    "(SELECT paused_until > clock_timestamp() OR capped_until > clock_timestamp() "
+    f"FROM regen_budget WHERE id = {BUDGET_ROW} FOR KEY SHARE)"
 )
 
 
-def held_while_paused(policy: RegenPolicy, pause_in_force: bool | None) -> RegenPolicy:
-    """``policy``, held (``RegenPolicy.held``: its requests queue, released after the pause)
-    while a pause is in force; only an immediate policy changes (any other queues anyway)."""
-    if policy.immediate and pause_in_force:
+def held_while_paused(policy: RegenPolicy, hold_in_force: bool | None) -> RegenPolicy:
+    """``policy``, held (``RegenPolicy.held``: its requests queue, released by the step after
+    the pause; under the spend cap, deletions' at once) while a pause or the cap is in
+    force; only an immediate policy changes (any other queues anyway)."""
+    if policy.immediate and hold_in_force:
         return policy.held()
     return policy
 
 
 async def policy_in_force(session: AsyncSession, policy: RegenPolicy) -> RegenPolicy:
     """The policy the stale marks of the caller's transaction follow (``held_while_paused``);
-    only an immediate policy reads the pause, by the database's clock (``PAUSE_IN_FORCE_SQL``).
+    only an immediate policy reads the hold, by the database's clock (``HOLD_IN_FORCE_SQL``).
     On PostgreSQL it is read FOR KEY SHARE, which a pause's FOR UPDATE waits for and which
     waits for a pause being made: a request made at once is in a transaction that committed
     before the pause did, never after."""
     if not policy.immediate:
         return policy
+    db_now = now_sql(session)
+    B = RegenBudgetRow
     stmt = (
-        select(RegenBudgetRow.paused_until > now_sql(session))
-        .where(RegenBudgetRow.id == BUDGET_ROW)
+        select(or_(B.paused_until > db_now, B.capped_until > db_now))
+        .where(B.id == BUDGET_ROW)
         .with_for_update(read=True, key_share=True)
     )
     return held_while_paused(policy, bool(await session.scalar(stmt)))
@@ -185,48 +205,92 @@ async def sink_in_force(session: AsyncSession, policy: RegenPolicy) -> OutboxSin
 
 
 async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy) -> Published:
-    """One scheduler step in the caller's transaction: take as many due requests as the
-    budget allows, highest priority first, and queue them in the outbox. ``now`` is the
-    database's clock (``storage.db_clock``), never a worker's: every worker refills the
-    one bucket, and a pause set by that clock ends by it."""
+    """One scheduler step in the caller's transaction: take as many due requests as each
+    lane's budget allows (``lane_budget``), highest priority first, and queue them in the
+    outbox. ``now`` is the database's clock (``storage.db_clock``), never a worker's: every
+    worker refills the same buckets, and a pause set by that clock ends by it."""
     done = Published()
     budget = await lock_budget(session, now, policy)
     done.skipped = await skip_unchanged(session, now, policy)
-    bucket = Bucket(budget.tokens, budget.refilled_at)
+    done.capped = await spend_capped(session, budget, now, policy)
+    budgets = [
+        (limits, budget if limits.row_id == BUDGET_ROW else None) for limits in lane_limits(policy)
+    ]
+    rows = [
+        row or await lock_budget_row(session, limits.row_id, now, limits.burst)
+        for limits, row in budgets
+    ]
     if budget.paused_until is not None:
         if now < budget.paused_until:
-            budget.refilled_at = bucket.paused(now).at
-            done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
+            for row in rows:
+                lane_budget.paused(row, now)
+            done.budget_left = budget.tokens if policy.rate_per_min > 0 else None
             return done
-        bucket = bucket.paused(max(bucket.at, budget.paused_until))  # over since then
+        for row in rows:  # over since then: nothing earned before its end
+            lane_budget.paused(row, budget.paused_until)
         budget.paused_until = None
-    if policy.rate_per_min > 0:
-        # The budget is kept on the topic: what the outbox still holds counts against it.
-        unpublished = await requests_unpublished(session)
-        bucket = bucket.refilled(now, policy.rate_per_min, policy.burst_size, unpublished)
-        limit = min(MAX_PER_STEP, bucket.available())
-    else:
-        limit = MAX_PER_STEP
-    rows: list[HighlightRow] = []
-    if limit > 0:
-        rows = list((await session.scalars(due_rows(now, policy, limit))).all())
     entries: list[OutboxEntry] = []
     sink = OutboxSink(entries.append, policy)  # one outbox row for the whole step
+    for (limits, _), row in zip(budgets, rows, strict=True):
+        allowed = await grant(session, row, limits, now, MAX_PER_STEP - done.count)
+        await _release(session, allowed, now, policy, sink, done)
+        if limits.row_id == BUDGET_ROW:
+            done.budget_left = allowed.credits.tokens if policy.rate_per_min > 0 else None
+        if allowed.tokens is not None:
+            done.llm_tokens_left.update(dict.fromkeys(limits.lanes, allowed.tokens.tokens))
+    if entries:
+        session.add_all(batch_rows(entries))
+    return done
+
+
+async def _release(
+    session: AsyncSession,
+    allowed: LaneGrant,
+    now: datetime,
+    policy: RegenPolicy,
+    sink: OutboxSink,
+    done: Published,
+) -> None:
+    """Publish (to ``sink``) the due requests of one budget's lanes that it allows."""
+    rows: list[HighlightRow] = []
+    if allowed.limit > 0:
+        pick = due_rows(
+            now, policy, allowed.limit, privacy_only=done.capped, among=allowed.limits.priorities
+        )
+        rows = list((await session.scalars(pick)).all())
+    average = await average_tokens(session, now) if rows and allowed.tokens else None
+    taken = 0
     for row in rows:
+        if not allowed.allows():
+            break
         assert row.regen_queued_at is not None and row.regen_priority is not None
+        if allowed.tokens is not None:
+            row.regen_token_estimate = estimate(row, average, policy.tokens_estimate)
+            allowed.charge(row.regen_token_estimate)
         done.waits_s.append((now - row.regen_queued_at).total_seconds())
         done.priorities.append(row.regen_priority)
         reason = RegenReason(row.regen_queued_reason or RegenReason.MANUAL.value)
         request_regeneration(sink, row, reason, now, row.regen_queued_trigger, row.regen_priority)
         dequeue(row)
-    if entries:
-        session.add_all(batch_rows(entries))
-    done.count = len(rows)
-    if policy.rate_per_min > 0:
-        bucket = bucket.take(len(rows))
-    budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
-    done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
-    return done
+        taken += 1
+    done.count += taken
+    allowed.save(taken)
+
+
+async def spend_capped(
+    session: AsyncSession, budget: RegenBudgetRow, now: datetime, policy: RegenPolicy
+) -> bool:
+    """Whether the UTC day's reported cost (``services.spend``, the database's day) has
+    reached ``WB_REGEN_MAX_USD_PER_DAY``; if so only privacy requests are published until
+    the day turns, and ``capped_until`` holds the stale marks of an immediate policy too
+    (``HOLD_IN_FORCE_SQL``). Summed every step, so a raised cap takes effect at once."""
+    capped = False
+    if policy.max_usd_per_day > 0:
+        spent = (await spend_today(session, now)).total().cost_usd
+        capped = spent >= policy.max_usd_per_day
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    budget.capped_until = midnight + timedelta(days=1) if capped else None
+    return capped
 
 
 async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:

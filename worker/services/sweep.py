@@ -28,7 +28,7 @@ from worker.services import scheduler
 from worker.services.comments import COMMENT_REASONS
 from worker.services.expiry_sql import EXPIRE_CHUNK, EXPIRE_QUEUE_CHUNK
 from worker.services.locking import lock_or_create_row, lock_rows
-from worker.services.outbox import REGEN_STREAM, OutboxSink
+from worker.services.outbox import REGEN_BATCH_STREAM, OutboxSink
 from worker.services.staleness import (
     StaleMark,
     enqueue,
@@ -269,7 +269,10 @@ class Sweeper:
                 if (await scheduler.policy_in_force(session, self.policy)).immediate:
                     statement = EXPIRE_CHUNK
                     params.update(
-                        requested_at=now.isoformat(), stream=REGEN_STREAM, ids=secrets.token_hex(8)
+                        requested_at=now.isoformat(),
+                        respond_by=(now + self.policy.batch_deadline).isoformat(),
+                        stream=REGEN_BATCH_STREAM,  # an expiry is in the batch lane
+                        ids=secrets.token_hex(8),
                     )
                 last, marked, requested = (await session.execute(statement, params)).one()
             if not marked:

@@ -111,6 +111,17 @@ class HighlightRow(Base):
     covered_version: Mapped[int | None] = mapped_column(BigInteger)
     covered_fingerprint: Mapped[int | None] = mapped_column(BigInteger)
     regen_skipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The pending (or last) request's lane and reason (``worker.domain.cost``): the spend of
+    # the result that answers it is booked to them.
+    regen_request_lane: Mapped[str | None] = mapped_column(String(16))
+    regen_request_reason: Mapped[str | None] = mapped_column(String(32))
+    # What the stored highlight's generation used, as its result reported (NULL: not reported).
+    usage_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_cost_usd: Mapped[float | None] = mapped_column(Float)
+    # The LLM tokens the pending request was charged against its lane's token budget
+    # (``worker.services.lane_budget``); its result settles the difference to actual usage.
+    regen_token_estimate: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -184,6 +195,9 @@ class RowState:
     input_fingerprint: int = 0
     covered_version: int | None = None
     covered_fingerprint: int | None = None
+    regen_request_lane: str | None = None
+    regen_request_reason: str | None = None
+    regen_token_estimate: int | None = None
 
 
 class OutboxRow(Base):
@@ -205,8 +219,11 @@ class OutboxRow(Base):
 
 
 class RegenBudgetRow(Base):
-    """The regeneration budget shared by every worker: one token bucket (``id`` = 1),
-    updated under its row lock in the transaction that publishes queued requests."""
+    """The regeneration budget shared by every worker: per lane's budget
+    (``worker.services.lane_budget``: ``id`` 1 the interactive lane, or both lanes; 2 the
+    batch lane when it has a budget of its own) a bucket of request credits (``tokens``)
+    and one of LLM tokens (``llm_tokens``), updated under the row's lock in the
+    transaction that publishes queued requests. The pause and the spend cap are row 1's."""
 
     __tablename__ = "regen_budget"
 
@@ -216,6 +233,26 @@ class RegenBudgetRow(Base):
     # An operator's pause (``wb signal-profile pause-regeneration``): nothing is released
     # and nothing earned before then, by any worker.
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The daily spend cap was reached: until this time (the next 00:00 UTC) only privacy
+    # requests are published (``worker.services.scheduler.spend_capped``).
+    capped_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The LLM-token bucket (``WB_REGEN_TOKENS_PER_MIN``); may be negative (a debt: the
+    # estimates charged ran ahead of the refill). NULL: never used (full).
+    llm_tokens: Mapped[float | None] = mapped_column(Float)
+    llm_tokens_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TokenSettlementRow(Base):
+    """A result's actual LLM tokens against the estimate its request was charged
+    (``amount`` = estimate - actual: positive gives tokens back). Inserted in the result's
+    transaction (insert-only: results never wait for the budget row's lock); the next
+    scheduler step of the lane's budget adds them up and deletes them under that lock."""
+
+    __tablename__ = "regen_token_settlements"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    lane: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[float] = mapped_column(Float)
 
 
 class CommentInputRow(Base):
@@ -382,6 +419,25 @@ class FreshTransitionRow(Base):
     user_id: Mapped[int] = mapped_column(BigInteger)
     stale_s: Mapped[float] = mapped_column(Float)
     wait_s: Mapped[float | None] = mapped_column(Float)
+
+
+class RegenSpendRow(Base):
+    """Results and the usage they reported, per minute (the database's clock), lane and
+    reason of the request answered (``worker.domain.cost``): the overview's and the
+    report's spend, and the daily cap's. Incremented in the results' own transaction, so a
+    result is counted exactly when it is applied or refused as superseded, once (its claim
+    is in the same transaction). Pruned by the sweep after ``WB_HISTORY_RETENTION``."""
+
+    __tablename__ = "regen_spend"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    lane: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    results: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class DeadLetterCountRow(Base):

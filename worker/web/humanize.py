@@ -66,3 +66,10 @@ def parse_time(value: datetime | str | None) -> datetime | None:
 def share(part: int, whole: int) -> str:
     """A share as a percentage with one decimal ("12.5 %"); "-" of nothing."""
     return f"{100 * part / whole:.1f} %" if whole else "-"
+
+
+def usd(value: float | None) -> str:
+    """Dollars with cents, or with four decimals below a dollar (one generation's cost)."""
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"

@@ -10,11 +10,13 @@ from urllib.parse import urlencode
 from worker.domain.freshness import FreshnessState
 from worker.domain.values import StaleReason
 from worker.services.auth import Principal
+from worker.services.cost_preview import CostPreview
 from worker.services.overview import STATES, Overview
 from worker.services.profile_list import BulkJob, ProfileFilter, ProfilePage, ProfileQuery, Sort
 from worker.web.charts import Point, data_table, line_chart, peaks
 from worker.web.humanize import duration, share
 from worker.web.pages import esc, page, since, when
+from worker.web.spend_pages import spend_section
 
 CHART_STEP = timedelta(minutes=15)
 TABLE_STEP = timedelta(hours=1)
@@ -169,7 +171,7 @@ def overview_page(
     body = (
         f"{lookup}<div class=figures>{_state_table(ov)}{_regeneration(ov)}</div>"
         f"{_charts(ov)}<div class=figures>{_oldest_stale(ov)}{_dead_letters(ov)}</div>"
-        f"{_jobs(jobs, ov)}"
+        f"{spend_section(ov.spend)}{_jobs(jobs, ov)}"
     )
     return page("Overview", body, principal, csrf)
 
@@ -262,7 +264,7 @@ def profiles_page(
 
 def bulk_page(
     selection: ProfileFilter,
-    count: int,
+    cost: CostPreview,
     rate: float,
     principal: Principal,
     csrf: str,
@@ -273,9 +275,12 @@ def bulk_page(
         f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'
         for k, v in selection.params().items()
     )
+    count = cost.profiles
     summary = (
         f'<p><strong id="bulk-count">{count:,}</strong> profiles with generated content match '
         f"({esc(_filter_text(selection))}).</p>"
+        f'<p>Cost preview, from the usage results reported: <strong id="bulk-cost">'
+        f"{esc(cost.describe())}</strong>.</p>"
     )
     if count == 0:
         form = f'<p>Nothing to regenerate. <a href="{esc(back)}">Back to the list</a></p>'

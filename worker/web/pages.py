@@ -10,7 +10,7 @@ from typing import Any
 
 from worker.domain.values import utcnow
 from worker.services.auth import Principal
-from worker.web.humanize import ago, duration, parse_time, utc_text
+from worker.web.humanize import ago, duration, parse_time, usd, utc_text
 
 
 def esc(value: Any) -> str:
@@ -207,6 +207,27 @@ def _snapshot(version: int | None, fingerprint: str | None) -> str:
     return f"version {'?' if version is None else version}, fingerprint {fingerprint or '?'}"
 
 
+def _usage(h: dict[str, Any]) -> str:
+    """What the stored highlight's generation used, as its result reported."""
+    tokens_in, tokens_out, cost = (
+        h["usage_input_tokens"],
+        h["usage_output_tokens"],
+        h["usage_cost_usd"],
+    )
+    if tokens_in is None and tokens_out is None and cost is None:
+        return "not reported"
+
+    def count(n: int | None) -> str:
+        return "?" if n is None else f"{n:,}"
+
+    return f"{count(tokens_in)} tokens in, {count(tokens_out)} out, {usd(cost)}"
+
+
+def _lane(h: dict[str, Any]) -> str:
+    lane, reason = h["regen_request_lane"], h["regen_request_reason"]
+    return f"{lane}, {reason}" if lane else "-"
+
+
 def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
     """The stored row: content, provenance, freshness and override."""
     h, status = doc["highlight"], doc["served"]["status"]
@@ -222,6 +243,7 @@ def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
         ("generated_at", Html(when(h["generated_at"], now))),
         ("stale_after", Html(when(h["stale_after"], now))),
         ("generation", h["generation"]),
+        ("usage", _usage(h)),
     ]
     freshness = [
         ("status", status),
@@ -229,6 +251,7 @@ def _highlight_sections(doc: dict[str, Any], now: datetime) -> str:
         ("reason", h["stale_reason"]),
         ("stale for", Html(since(h["stale_since"], now))),
         ("pending regeneration", h["regen_request_id"] or "none"),
+        ("its lane and reason", _lane(h)),
         ("pending for", duration(doc["pending_regeneration_age_s"])),
         ("attempts", h["regen_attempts"]),
         ("queued request", _queue(doc.get("regen_queue"))),

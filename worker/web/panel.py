@@ -30,6 +30,7 @@ from worker.domain.values import utcnow
 from worker.runtime.process import Runtime
 from worker.services.audit import AuditReader
 from worker.services.auth import SESSION_TTL, Principal, SessionService, Signer, TokenService
+from worker.services.cost_preview import CostPreview
 from worker.services.documents import profile_document
 from worker.services.overview import OverviewService
 from worker.services.profile_list import (
@@ -316,14 +317,14 @@ class Bulk(PanelView):
     @html_page(act=True)
     async def get(self, request: web.Request, visit: Visit) -> web.StreamResponse:
         selection = ProfileFilter.parse(query_fields(request))
-        count = await self.panel.profiles.count(selection)
-        return html_response(self._page(selection, count, visit))
+        cost = await self.panel.profiles.preview(selection)
+        return html_response(self._page(selection, cost, visit))
 
     def _page(
-        self, selection: ProfileFilter, count: int, visit: Visit, notice: str | None = None
+        self, selection: ProfileFilter, cost: CostPreview, visit: Visit, notice: str | None = None
     ) -> str:
         rate = self.panel.profiles.bulk_rate
-        return overview_pages.bulk_page(selection, count, rate, visit.principal, visit.csrf, notice)
+        return overview_pages.bulk_page(selection, cost, rate, visit.principal, visit.csrf, notice)
 
     @html_page(act=True)
     async def post(self, request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -335,7 +336,8 @@ class Bulk(PanelView):
             await self.panel.profiles.start_bulk(selection, visit.principal.actor, expected, note)
         except SelectionChanged as exc:
             notice = f"The selection changed since you looked: it now holds {exc.count} profiles."
-            return html_response(self._page(selection, exc.count, visit, notice), 409)
+            cost = await self.panel.profiles.preview(selection)
+            return html_response(self._page(selection, cost, visit, notice), 409)
         return see_other("/admin/#bulk-jobs")
 
 

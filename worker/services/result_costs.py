@@ -1,0 +1,57 @@
+"""What a result costs, and where it is booked (``worker.domain.cost``).
+
+A result's usage is booked to the lane and reason of the pending request it answers, read
+before the result settles it, or ``unrequested``; and when that request was charged an LLM
+token estimate (``worker.services.lane_budget``) and the result reports tokens, the
+difference is settled. Both paths (the ORM one in ``services.pipeline``, the set-based one
+in ``services.result_batch``) call these two functions around the result's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.domain.batch import BatchResult
+from worker.domain.cost import UNREQUESTED, lane_for
+from worker.domain.scheduling import priority_for
+from worker.domain.values import UpsertOutcome
+from worker.domain.wire import GeneratedEvent
+from worker.services.outbox import Requestable
+from worker.services.results import answers_pending
+
+
+@dataclass(frozen=True, slots=True)
+class CostShare:
+    """Where a result's usage is booked (``worker.domain.cost``): the lane and reason of
+    the pending request it answers, read before the result settles it, ``unrequested``
+    when it answers none; and what its request's token estimate missed by (estimate -
+    actual), when the request was charged one and the result reports tokens."""
+
+    lane: str
+    reason: str
+    settlement: float | None = None
+
+
+def cost_share(row: Requestable | None, event: GeneratedEvent) -> CostShare:
+    """A request made before requests recorded their lane has its stale reason's."""
+    if row is None or not answers_pending(row, event):
+        return CostShare(lane_for(priority_for(None)).value, UNREQUESTED)
+    lane = row.regen_request_lane or lane_for(priority_for(row.stale_reason)).value
+    reason = row.regen_request_reason or row.stale_reason or "manual"
+    usage = event.usage
+    if row.regen_token_estimate is None or usage is None:
+        return CostShare(lane, reason)
+    if usage.input_tokens is None and usage.output_tokens is None:
+        return CostShare(lane, reason)
+    actual = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+    return CostShare(lane, reason, float(row.regen_token_estimate - actual))
+
+
+def book_cost(result: BatchResult, share: CostShare, event: GeneratedEvent, outcome: str) -> None:
+    """Count a result's usage and settle its request's estimate, unless it is one already
+    stored (the same generation again)."""
+    if outcome == UpsertOutcome.DUPLICATE.value:
+        return
+    result.spend.book(share.lane, share.reason, event.usage.usage() if event.usage else None)
+    if share.settlement is not None:
+        result.token_settlements.append((share.lane, share.settlement))
