@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
-from worker.domain.cost import Spend
+from worker.domain.cost import UNREQUESTED, Lane, Spend
 from worker.domain.decoder import RejectReason
 from worker.domain.freshness import FreshnessState
 from worker.domain.scheduling import Priority, RegenPolicy
@@ -72,8 +72,10 @@ LABEL_VALUES: dict[str, frozenset[str]] = {
     "stream": frozenset(s.value for s in InputStream),
     "outcome": frozenset(EVENT_OUTCOMES),
     "reason": frozenset(
-        {*(r.value for r in RejectReason), *(r.value for r in RegenReason), UNCHANGED}
+        {*(r.value for r in RejectReason), *(r.value for r in RegenReason), UNCHANGED, UNREQUESTED}
     ),
+    "lane": frozenset(lane.value for lane in Lane),
+    "direction": frozenset({"input", "output"}),
     "state": frozenset(STATES),
     "action": frozenset(SWEEP_ACTIONS),
     "priority": frozenset(p.name.lower() for p in Priority),
