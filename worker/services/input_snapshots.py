@@ -12,7 +12,7 @@ call ``InputSets.apply``: the differential test compares what they store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, text, tuple_
@@ -58,15 +58,16 @@ class InputSets:
     changed: dict[Key, CommentInput] = field(default_factory=dict)
 
     async def load(self, session: AsyncSession, keys: Iterable[Key]) -> None:
-        """Read the state of ``keys`` not read yet (a comment never seen has none)."""
-        missing = sorted(set(keys) - self.known.keys())
+        """Read the state of ``keys`` not read yet (a comment never seen has none). In no
+        order: the read takes no locks (the user's row lock is held)."""
+        missing = [key for key in dict.fromkeys(keys) if key not in self.known]
         if not missing:
             return
         self.known.update(dict.fromkeys(missing))
         if is_postgresql(session):
-            users = literal("bigint", [u for u, _ in missing])
-            comments = literal("text", [c for _, c in missing])
-            found = await session.execute(FIND, {"u": users, "c": comments})
+            users, comments = zip(*missing, strict=True)
+            params = {"u": literal("bigint", users), "c": literal("text", comments)}
+            found = await session.execute(FIND, params)
         else:
             C = CommentInputRow
             found = await session.execute(
@@ -86,21 +87,18 @@ class InputSets:
         )
         if change is None:
             return False
-        self.known[key] = self.changed[key] = change.state
+        state, delta = change
+        self.known[key] = self.changed[key] = state
         row.input_version += 1
-        row.input_fingerprint = signed(row.input_fingerprint + change.delta)
+        row.input_fingerprint = signed(row.input_fingerprint + delta)
         return True
 
-    def _columns(self) -> dict[str, list[object]]:
-        """The changed comments, column by column, in key order."""
-        columns: dict[str, list[object]] = {name: [] for name in COLUMNS}
-        for (user_id, comment_id), state in sorted(self.changed.items()):
-            columns["user_id"].append(user_id)
-            columns["comment_id"].append(comment_id)
-            columns["version_at"].append(state.version_at)
-            columns["version_event"].append(state.version_event)
-            columns["deleted"].append(state.deleted)
-        return columns
+    def _columns(self) -> dict[str, Sequence[object]]:
+        """The changed comments, column by column, in the order they changed (each key
+        once: the upsert needs no order, the user's row lock is held)."""
+        users, comments = zip(*self.changed, strict=True)
+        at, event, deleted = zip(*self.changed.values(), strict=True)
+        return dict(zip(COLUMNS, (users, comments, at, event, deleted), strict=True))
 
     def write(self) -> Write | None:
         """PostgreSQL: the changed comments as one upsert from arrays (``write_together``)."""

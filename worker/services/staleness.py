@@ -72,7 +72,7 @@ def mark_stale_row(sink: OutboxSink, row: Requestable, mark: StaleMark) -> Stale
         row.stale_since = now
     row.stale_reason = mark.reason.value
     row.updated_at = now
-    if not snapshot.input_driven(StaleReason(mark.reason.value), mark.trigger):
+    if not snapshot.input_driven(mark.reason, mark.trigger):
         row.covered_fingerprint = None  # never skipped as "unchanged"
     if row.manual_override:
         return StaleOutcome.OVERRIDE_LOCKED

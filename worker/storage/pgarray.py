@@ -69,7 +69,7 @@ _ENCODERS: dict[str, Callable[[Any], str]] = {
 
 def literal(kind: str, values: Iterable[Any]) -> str:
     """The array literal of ``values`` (None is SQL NULL) for a column of ``kind``."""
-    items = values if isinstance(values, list) else list(values)
+    items = values if isinstance(values, list | tuple) else list(values)
     if items and None not in items:  # the common shapes, joined in one go
         if kind == "text":
             together = "".join(items)
