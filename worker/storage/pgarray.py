@@ -71,7 +71,7 @@ _ENCODERS: dict[str, Callable[[Any], str]] = {
 def literal(kind: str, values: Iterable[Any]) -> str:
     """The array literal of ``values`` (None is SQL NULL) for a column of ``kind``."""
     items = values if isinstance(values, list | tuple) else list(values)
-    if items and None not in items:  # the common shapes, joined in one go
+    if items and None not in items:  # the commonest shapes, joined without a call each
         if kind == "text":
             together = "".join(items)
             if '"' not in together and "\\" not in together:  # nothing to escape
@@ -80,8 +80,13 @@ def literal(kind: str, values: Iterable[Any]) -> str:
             return "{" + ",".join(map(str, items)) + "}"
         elif kind == "boolean":
             return "{" + ",".join(["t" if v else "f" for v in items]) + "}"
+    nulls = items.count(None)
+    if nulls == len(items):  # a column the batch leaves empty (queue columns, coverage)
+        return "{" + ",".join(["NULL"] * nulls) + "}"
     encode = _ENCODERS[kind]
-    return "{" + ",".join("NULL" if v is None else encode(v) for v in items) + "}"
+    if not nulls:
+        return "{" + ",".join(map(encode, items)) + "}"
+    return "{" + ",".join(["NULL" if v is None else encode(v) for v in items]) + "}"
 
 
 def columns_of(
