@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -113,6 +114,30 @@ async def test_a_comment_created_and_deleted_while_settling_buys_nothing(
     row = await store.get(1)
     assert row is not None and not row.is_stale and row.regen_skipped_at == clock.now
     assert row.stale_after == before.stale_after and row.covered_version == 2
+
+
+async def test_unchanged_requests_past_one_steps_skip_limit_are_skipped_not_published(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The skip query takes at most MAX_PER_STEP candidates; the step's own pick of due
+    # rows, in queue order, may reach others: each is judged again before it goes out.
+    monkeypatch.setattr(scheduler, "MAX_PER_STEP", 1)
+    store = HighlightStore(sessions, clock=clock, policy=SETTLE)
+    pipeline = Pipeline(sessions, clock=clock, policy=SETTLE)
+    for user in (1, 2):
+        await _fresh(store, user, pipeline)
+        await pipeline.process(C, [comment(f"e{user}", user, later(1), cid=f"k{user}")])
+        await pipeline.process(C, [comment(f"d{user}", user, later(1), "deleted", cid=f"k{user}")])
+    await _fresh(store, 3, pipeline)
+    await pipeline.process(C, [comment("e3", 3, later(1), cid="k3")])  # a live change
+    clock.advance(timedelta(minutes=1))
+    counts = []
+    for _ in range(3):
+        async with sessions.begin() as session:
+            done = await scheduler.publish_due(session, clock.now, SETTLE)
+        counts.append((done.count, done.skipped))
+    assert sum(c for c, _ in counts) == 1 and sum(s for _, s in counts) == 2, counts
+    assert [r["user_id"] for r in await queued_requests(sessions)] == [3]
 
 
 async def test_expiry_operators_and_missing_highlights_are_never_skipped(

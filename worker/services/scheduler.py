@@ -213,17 +213,20 @@ async def publish_due(session: AsyncSession, now: datetime, policy: RegenPolicy)
     entries: list[OutboxEntry] = []
     sink = OutboxSink(entries.append, policy)  # one outbox row for the whole step
     for row in rows:
+        if skip_if_unchanged(row, now):  # past ``skip_unchanged``'s limit
+            done.skipped += 1
+            continue
         assert row.regen_queued_at is not None and row.regen_priority is not None
         done.waits_s.append((now - row.regen_queued_at).total_seconds())
         done.priorities.append(row.regen_priority)
         reason = RegenReason(row.regen_queued_reason or RegenReason.MANUAL.value)
         request_regeneration(sink, row, reason, now, row.regen_queued_trigger, row.regen_priority)
         dequeue(row)
+        done.count += 1
     if entries:
         session.add_all(batch_rows(entries))
-    done.count = len(rows)
     if policy.rate_per_min > 0:
-        bucket = bucket.take(len(rows))
+        bucket = bucket.take(done.count)
     budget.tokens, budget.refilled_at = bucket.tokens, bucket.at
     done.budget_left = bucket.tokens if policy.rate_per_min > 0 else None
     return done
@@ -233,7 +236,8 @@ async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPoli
     """Before any token is counted: due requests whose inputs are what the stored highlight
     covers go nowhere (``skip_if_unchanged``; the query narrows to its candidates), spending
     no token and not waiting for one (nor for a pause: nothing is published). Returns how
-    many were skipped."""
+    many were skipped. At most ``MAX_PER_STEP`` a step: ``publish_due`` judges the rows it
+    picks again, so that none past the limit is published."""
     stmt = (
         select(H)
         .where(
