@@ -73,7 +73,7 @@ def settle_like_the_worker() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-async def main(url: str, worker_gc: bool = True) -> None:
+async def main(url: str, worker_gc: bool = True, as_json: bool = False) -> None:
     engine = create_engine(url)
     async with engine.begin() as conn:
         await conn.execute(text("DROP SCHEMA public CASCADE"))
@@ -89,7 +89,10 @@ async def main(url: str, worker_gc: bool = True) -> None:
     for start in range(0, EVENTS, BATCH):
         await pipeline.process(InputStream.COMMENTS, messages[start : start + BATCH])
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-    print(f"{cpu / EVENTS * 1e6:.1f} us CPU per comment, {EVENTS / wall:,.0f}/s wall")
+    if as_json:  # for bench.comment_cost
+        print(json.dumps({"cpu_us": cpu / EVENTS * 1e6, "rate": EVENTS / wall}))
+    else:
+        print(f"{cpu / EVENTS * 1e6:.1f} us CPU per comment, {EVENTS / wall:,.0f}/s wall")
     await engine.dispose()
 
 
@@ -97,5 +100,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="postgresql+asyncpg://... (its public schema is dropped)")
     parser.add_argument("--gc", choices=("worker", "default"), default="worker")
+    parser.add_argument("--json", action="store_true", help="one JSON line: cpu_us, rate")
     args = parser.parse_args()
-    asyncio.run(main(args.url, args.gc == "worker"))
+    asyncio.run(main(args.url, args.gc == "worker", args.json))
