@@ -94,7 +94,7 @@ class InputSets:
         return True
 
     def _columns(self) -> dict[str, Sequence[object]]:
-        """The changed comments, column by column, in the order they changed (each key
+        """The changed comments, column by column, in the order they first changed (each key
         once: the upsert needs no order, the user's row lock is held)."""
         users, comments = zip(*self.changed, strict=True)
         at, event, deleted = zip(*self.changed.values(), strict=True)
