@@ -1,5 +1,7 @@
 """`make bench` / `python -m bench [--quick] [--broker tansu|kafka|both]`: throughput against
-the lean reference, latency, sweep, memory, scale-out.
+the lean reference, latency, sweep, memory, scale-out; in process, without a broker, the
+comment path's CPU before input snapshots and now, and the share of requests skipped on a
+workload with create-delete pairs.
 
 Sets up its own data on PostgreSQL (WB_BENCH_DATABASE_URL, else WB_TEST_DATABASE_URL, else
 a throwaway server) and its own brokers (the embedded Tansu, Apache Kafka 4.1.1: the
@@ -20,7 +22,8 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import brokers, cost_parts, streams
+from bench import brokers, cost_parts, skip_share, streams
+from bench.comment_cost import BEFORE_SNAPSHOTS, comment_cost_rows
 from bench.decode_cost import decode_row
 from bench.harness import Bench, Row, log, ok
 from bench.ingest import ingest, naive, scale
@@ -60,16 +63,17 @@ PARTS = (
     "budget",
     "relay",
 )
+LOCAL_PARTS = ("comment_cost", "skips")  # in process, no broker, a database each
 
 
 async def run(args: argparse.Namespace, db_url: str, logs: Path) -> None:
     engine = create_engine(db_url)
     await migrate.upgrade(engine)
     await engine.dispose()
-    parts = set(args.only or PARTS)
-    rows: list[Row] = []
+    parts = set(args.only or (*PARTS, *LOCAL_PARTS))
+    rows: list[Row] = await local_parts(args, parts)
     rss: list[str] = []
-    for i, kind in enumerate(brokers.kinds(args.broker)):
+    for i, kind in enumerate(brokers.kinds(args.broker) if parts - set(LOCAL_PARTS) else []):
         log(f"[{kind}] starting the broker")
         with brokers.started(kind, logs) as broker:
             b = Bench(args, broker, db_url, logs)
@@ -83,6 +87,26 @@ async def run(args: argparse.Namespace, db_url: str, logs: Path) -> None:
         peak = max(float(r.split()[0]) for r in rss)
         rows.append(("peak RSS", " / ".join(rss), "-", "<= 300 MB", ok(peak <= 300)))
     print(table(rows))
+
+
+async def local_parts(args: argparse.Namespace, parts: set[str]) -> list[Row]:
+    """The parts without a broker, each in a database of its own (both empty or drop what
+    they use): the comment path's CPU against a checkout of ``--before``, alternating, and
+    the share of requests skipped as unchanged (``bench.skip_share``)."""
+    rows: list[Row] = []
+    for part in (p for p in LOCAL_PARTS if p in parts):
+        url = await pg.create_database(args.admin_url, prefix="wbbench")
+        try:
+            if part == "comment_cost":
+                log(f"comment cost: {args.cost_pairs} pairs, {args.before} and this checkout")
+                rows += await comment_cost_rows(url, args.before, args.cost_pairs)
+            else:
+                log(f"skips: {args.skip_users} users, a quarter with create-delete pairs")
+                figures = await skip_share.measure(url, args.skip_users, 0.25)
+                rows += skip_share.skip_rows(figures)
+        finally:
+            await pg.drop_database(args.admin_url, url)
+    return rows
 
 
 async def broker_parts(
@@ -170,7 +194,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument(
-        "--only", nargs="+", choices=PARTS, help="run these parts only (default: all)"
+        "--only",
+        nargs="+",
+        choices=(*PARTS, *LOCAL_PARTS),
+        help="run these parts only (default: all)",
+    )
+    parser.add_argument(
+        "--before",
+        default=BEFORE_SNAPSHOTS,
+        help=f"git ref the comment CPU is compared with (default {BEFORE_SNAPSHOTS}: "
+        "before input snapshots)",
     )
     parser.add_argument("--stream-events", type=int, help="events of results/mappings/mixed")
     parser.add_argument("--roundtrip", type=int, help="expiries of the sweep round trip")
@@ -194,6 +227,7 @@ def main() -> None:
     args.stream_events = args.stream_events or (5000 if args.quick else 50_000)
     args.roundtrip = args.roundtrip or (10_000 if args.quick else 300_000)
     args.relay = 10_000 if args.quick else 100_000
+    args.cost_pairs, args.skip_users = (1, 2000) if args.quick else (3, 10_000)
     with ExitStack() as stack:
         logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
         admin_url = os.environ.get("WB_BENCH_DATABASE_URL") or pg.configured_url()
@@ -201,6 +235,7 @@ def main() -> None:
             if args.durable:  # this process's clusters only: the tests never see it
                 pgcluster.SETTINGS.update(DURABLE)
             admin_url = stack.enter_context(pg.throwaway_server()).get_uri()
+        args.admin_url = admin_url  # the parts with a database of their own
         db_url = asyncio.run(pg.create_database(admin_url, prefix="wbbench"))
         stack.callback(lambda: asyncio.run(pg.drop_database(admin_url, db_url)))
         log(f"logs in {logs}")

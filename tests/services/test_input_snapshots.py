@@ -3,13 +3,17 @@ are judged by it, and a due request whose inputs the highlight covers is skipped
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
+from tests.helpers.database import waiting_on_lock
 from tests.helpers.factories import C, G, comment, generated, later, queued_requests, result
+from tests.helpers.live import eventually
 from worker.domain.scheduling import RegenPolicy
 from worker.domain.snapshot import element, signed, wire
 from worker.domain.wire import RegenRequestEvent
@@ -115,6 +119,30 @@ async def test_a_comment_created_and_deleted_while_settling_buys_nothing(
     assert row.stale_after == before.stale_after and row.covered_version == 2
 
 
+async def test_unchanged_requests_past_one_steps_skip_limit_are_skipped_not_published(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The skip query takes at most MAX_PER_STEP candidates; the step's own pick of due
+    # rows, in queue order, may reach others: each is judged again before it goes out.
+    monkeypatch.setattr(scheduler, "MAX_PER_STEP", 1)
+    store = HighlightStore(sessions, clock=clock, policy=SETTLE)
+    pipeline = Pipeline(sessions, clock=clock, policy=SETTLE)
+    for user in (1, 2):
+        await _fresh(store, user, pipeline)
+        await pipeline.process(C, [comment(f"e{user}", user, later(1), cid=f"k{user}")])
+        await pipeline.process(C, [comment(f"d{user}", user, later(1), "deleted", cid=f"k{user}")])
+    await _fresh(store, 3, pipeline)
+    await pipeline.process(C, [comment("e3", 3, later(1), cid="k3")])  # a live change
+    clock.advance(timedelta(minutes=1))
+    counts = []
+    for _ in range(3):
+        async with sessions.begin() as session:
+            done = await scheduler.publish_due(session, clock.now, SETTLE)
+        counts.append((done.count, done.skipped))
+    assert sum(c for c, _ in counts) == 1 and sum(s for _, s in counts) == 2, counts
+    assert [r["user_id"] for r in await queued_requests(sessions)] == [3]
+
+
 async def test_expiry_operators_and_missing_highlights_are_never_skipped(
     sessions: async_sessionmaker[AsyncSession], clock: FakeClock
 ) -> None:
@@ -180,3 +208,62 @@ async def test_the_scans_judge_a_highlight_of_known_coverage_by_its_inputs(
         assert totals.actions == ({"new_comment": 1} if run == 0 else {})
         assert not (await store.get(1)).is_stale  # type: ignore[union-attr]
     assert (await store.get(2)).is_stale  # type: ignore[union-attr]
+
+
+# -- a concurrent batch's input changes, committed while this batch waits for the lock ------
+
+# What a concurrent comment batch does for user 5 / 6 and comment k1 (created by e1).
+_CONCURRENT_CREATE = (
+    "INSERT INTO comment_inputs (user_id, comment_id, version_at, version_event, deleted) "
+    "VALUES (:u, 'k1', CAST(:at AS timestamptz), 'e1', false)",
+    "UPDATE user_profile_highlights SET input_version = input_version + 1, "
+    "input_fingerprint = :fp, is_stale = true WHERE user_id = :u",
+)
+
+
+@pytest.mark.parametrize("row_exists", [True, False], ids=["locked", "created-meanwhile"])
+async def test_a_batch_waiting_for_the_lock_reads_the_inputs_committed_meanwhile(
+    store: HighlightStore,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    row_exists: bool,
+) -> None:
+    """Another batch changed the user's inputs (created k1) and holds the row lock (or the
+    row it just created): this batch's statement started before that commit, so what it
+    read of comment_inputs then is stale. The deletion of k1 must take k1's element off."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the set-based comment path is PostgreSQL's")
+    pipeline = Pipeline(sessions, clock=clock)
+    user = 5 if row_exists else 6
+    if row_exists:
+        await _fresh(store, user, pipeline)
+    params = {"u": user, "at": later(1), "fp": signed(element("k1", "e1"))}
+    async with engine.connect() as other:
+        if not row_exists:
+            await other.execute(
+                text(
+                    "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
+                    "VALUES (:u, now(), now())"
+                ),
+                params,
+            )
+        else:
+            await other.execute(text(f"{LOCK_ROW} FOR UPDATE"), params)
+        for statement in _CONCURRENT_CREATE:
+            await other.execute(text(statement), params)
+        batch = asyncio.create_task(
+            pipeline.process(C, [comment("d1", user, later(2), "deleted", cid="k1")])
+        )
+        await eventually(
+            lambda: waiting_on_lock(engine, wait_event="transactionid"),
+            timeout=10,
+            what="lock wait",
+        )
+        await other.commit()
+    await asyncio.wait_for(batch, timeout=10)
+    row = await store.get(user)
+    assert row is not None and (row.input_version, row.input_fingerprint) == (2, 0)
+
+
+LOCK_ROW = "SELECT user_id FROM user_profile_highlights WHERE user_id = :u"

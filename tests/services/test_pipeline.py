@@ -321,7 +321,7 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
 ) -> None:
     """Set-based: the statement count of a batch does not grow with its events (a mix of
     stale marks, coalesced marks, already-included comments and unknown users), and is
-    four: each round trip waits for the worker's event loop."""
+    three: each round trip waits for the worker's event loop."""
     engine = sessions.kw["bind"]
     if engine.dialect.name != "postgresql":
         pytest.skip("the set-based comment path is PostgreSQL's")
@@ -346,9 +346,9 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
             counts.append(len(statements))
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
-    # claim; create and lock; the input states (read after the lock: a statement's snapshot
-    # would predate it); every write as one statement
-    assert counts == [4, 4]
+    # claim; create and lock, with the input states as of the statement's snapshot (read
+    # again only for users whose input_version moved meanwhile: none here); every write
+    assert counts == [3, 3]
     async with sessions() as session:
         stale = await session.scalar(
             select(func.count()).select_from(HighlightRow).where(HighlightRow.is_stale)

@@ -4,6 +4,7 @@ what was sent, and statements run together behave like statements run one by one
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.storage.database import create_engine, session_factory
-from worker.storage.pgarray import Write, literal, write_together
+from worker.storage.pgarray import Write, columns_of, literal, write_together
 
 pytestmark = pytest.mark.postgres
 
@@ -60,6 +61,20 @@ async def test_any_values_read_back_unchanged(
 async def test_naive_timestamps_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
         literal("timestamptz", [datetime(2026, 1, 1)])
+
+
+@dataclass
+class _Item:
+    a: int
+    b: str | None
+
+
+async def test_columns_of_takes_every_column_of_every_item_in_order() -> None:
+    items = [_Item(1, "x"), _Item(2, None)]
+    both = {"a": "bigint", "b": "text"}
+    assert columns_of(both, items, "p_") == {"p_a": "{1,2}", "p_b": '{"x",NULL}'}
+    assert columns_of({"b": "text"}, items) == {"b": '{"x",NULL}'}  # one column
+    assert columns_of(both, []) == {"a": "{}", "b": "{}"}
 
 
 async def test_writes_together_apply_all_or_refuse_overlapping_names(pg: AsyncEngine) -> None:

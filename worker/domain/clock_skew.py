@@ -39,13 +39,13 @@ def clamped_to_receipt(
     event: InputEvent, received_at: datetime, max_skew: timedelta
 ) -> tuple[InputEvent, list[str]]:
     """``event`` with every timestamp more than ``max_skew`` ahead of ``received_at`` set
-    to ``received_at``, and the names of the fields it clamped (empty: ``event`` itself)."""
+    to ``received_at``, and the names of the fields it clamped (empty: ``event`` itself).
+    Runs for every event: the common case (nothing ahead) builds nothing."""
     limit = received_at + max_skew
-    ahead = {
-        name: received_at
-        for name, value in event.timestamps().items()
-        if name not in FUTURE_OK and value is not None and value > limit
-    }
+    ahead: dict[str, datetime] = {}
+    for name, value in event.timestamps().items():
+        if value is not None and value > limit and name not in FUTURE_OK:
+            ahead[name] = received_at
     if not ahead:
         return event, []
     return event.model_copy(update=ahead), sorted(ahead)

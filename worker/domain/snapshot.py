@@ -41,15 +41,20 @@ _SIGN = 1 << 63
 
 
 def signed(value: int) -> int:
-    """``value`` modulo 2^64 in BIGINT's range."""
-    value %= MODULUS
-    return value - MODULUS if value >= _SIGN else value
+    """``value`` modulo 2^64 in BIGINT's range (one expression: it runs per comment)."""
+    return (value + _SIGN) % MODULUS - _SIGN
+
+
+# BLAKE2b with 8-byte digests, ready to copy: copying a prepared hash costs less than
+# making one with its parameters (one or two per comment on the hot path).
+_BLAKE2B_64 = blake2b(digest_size=8)
 
 
 def element(comment_id: str, version: str) -> int:
     """One live comment's share of the fingerprint (the NUL cannot occur in an id)."""
-    digest = blake2b(f"{comment_id}\x00{version}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    hashed = _BLAKE2B_64.copy()
+    hashed.update(f"{comment_id}\x00{version}".encode())
+    return int.from_bytes(hashed.digest(), "big")
 
 
 def baseline(comment_count: int, last_comment_id: str | None, last_at: datetime | None) -> int:
@@ -66,40 +71,41 @@ def wire(fingerprint: int) -> str:
 
 class CommentInput(NamedTuple):
     """One comment of the live input set: its version, or a tombstone (``deleted``). Tuples,
-    not frozen dataclasses: one or two are made per comment on the hot path."""
+    not frozen dataclasses: one is made per comment on the hot path."""
 
     version_at: datetime | None
     version_event: str | None
     deleted: bool = False
 
 
-class Change(NamedTuple):
-    """An accepted change: the comment's new state and the fingerprint's delta."""
-
-    state: CommentInput
-    delta: int
+TOMBSTONE = CommentInput(None, None, deleted=True)
+# An accepted change: the comment's new state and the fingerprint's delta. A plain tuple,
+# not a named one: one per comment, and building a named tuple costs as much as the rest
+# of the bookkeeping (docs/performance.md, 2026-12-06).
+Change = tuple[CommentInput, int]
+_DELETED = "comment.deleted"
 
 
 def step(
     current: CommentInput | None, kind: str, at: datetime, event_id: str, comment_id: str
 ) -> Change | None:
-    """What a comment event does to its comment's state; None when it changes nothing."""
-    if current is not None and current.deleted:
-        return None
-    old = 0
-    if current is not None and current.version_event is not None:
-        assert current.version_at is not None
-        if current.version_event == event_id:  # the same event again, whatever its clock
+    """What a comment event does to its comment's state; None when it changes nothing.
+    A comment not seen before (the common case) costs one element; replacing a version
+    costs two, and only once the new one is known to be later."""
+    if current is not None:
+        if current.deleted or current.version_event == event_id:  # final; the same again
             return None
-        old = element(comment_id, current.version_event)
-        if kind != "comment.deleted" and (at, event_id) <= (
-            current.version_at,
-            current.version_event,
-        ):
-            return None
-    if kind == "comment.deleted":
-        return Change(CommentInput(None, None, deleted=True), -old)
-    return Change(CommentInput(at, event_id), element(comment_id, event_id) - old)
+        if current.version_event is not None:
+            assert current.version_at is not None
+            if kind != _DELETED and (at, event_id) <= (current.version_at, current.version_event):
+                return None  # an older version
+            old = element(comment_id, current.version_event)
+            if kind == _DELETED:
+                return TOMBSTONE, -old
+            return CommentInput(at, event_id), element(comment_id, event_id) - old
+    if kind == _DELETED:
+        return TOMBSTONE, 0
+    return CommentInput(at, event_id), element(comment_id, event_id)
 
 
 # Marks a regeneration may be skipped for: changes of the inputs, and nothing else (an
@@ -109,8 +115,10 @@ _INPUT_REASONS = frozenset(
 )
 
 
-def input_driven(reason: StaleReason, trigger: str | None) -> bool:
-    """True for a stale mark only the inputs caused (so unchanged inputs may answer it)."""
+def input_driven(reason: str, trigger: str | None) -> bool:
+    """True for a stale mark only the inputs caused (so unchanged inputs may answer it).
+    ``reason`` is a ``StaleReason`` or the ``RegenReason`` of the same value (a mark's: both
+    are str enums, equal to their values), so a mark is judged without making an enum."""
     return reason in _INPUT_REASONS and not (trigger or "").startswith("operator:")
 
 

@@ -4,10 +4,10 @@
 makes it stale; no highlight yet asks for a first one; the mark itself is
 ``staleness.mark_stale_row``) and works on an ORM row as well as on the plain
 ``RowState`` values. ``apply_comment_batch`` applies a batch of comments on PostgreSQL in
-three statements after the claim, whatever its size: create the missing rows and lock them
-all (``locking.lock_states``), read the input states of its comments
-(``worker.services.input_snapshots``: after the lock, so that no concurrent change is
-missed), then (rules applied in Python on the plain values) write the changed rows, the
+two statements after the claim, whatever its size: create the missing rows and lock them
+all, with the input states of its comments (``input_snapshots.lock_with_inputs``: read
+again after the lock only for users whose states another batch changed meanwhile), then
+(rules applied in Python on the plain values) write the changed rows, the
 outbox row, Signal activity, the input states and the outcomes together. The ORM's
 unit of work cost more than the database did, and every round trip waits its turn on the
 worker's event loop: comments are the hot stream, bursts of tens of thousands a minute.
@@ -27,8 +27,8 @@ from worker.domain.scheduling import RegenPolicy
 from worker.domain.values import StaleOutcome, StaleReason
 from worker.domain.wire import Comment, CommentEvent, InputStream
 from worker.services import signal_records
-from worker.services.input_snapshots import InputSets
-from worker.services.locking import WRITTEN, lock_states
+from worker.services.input_snapshots import InputSets, lock_with_inputs
+from worker.services.locking import WRITTEN
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.staleness import StaleMark, mark_stale_row
 from worker.storage.database import dialect_insert
@@ -187,9 +187,13 @@ async def apply_comment_batch(
             continue
         targets.append((event, user_id))
     park = signal_records.park_write(parked, now)
-    rows = await lock_states(session, {user_id for _, user_id in targets}, now) if targets else {}
+    rows: dict[int, RowState] = {}
+    inputs = InputSets()
+    if targets:
+        keys = [(user_id, event.comment_id) for event, user_id in targets]
+        rows, inputs = await lock_with_inputs(session, keys, now)
     applied = await apply_locked(
-        session, targets, rows, now, result, outcomes, record, policy, park
+        session, targets, rows, now, result, outcomes, record, policy, park, inputs
     )
     for outcome, ids in applied.items():
         result.outcomes[(InputStream.COMMENTS.value, outcome)] += len(ids)
@@ -206,19 +210,22 @@ async def apply_locked(
     record: Callable[[dict[str, list[str]]], Write | None],
     policy: RegenPolicy,
     also: Write | None = None,
+    inputs: InputSets | None = None,
 ) -> dict[str, list[str]]:
     """Apply comments whose user is known and whose rows are created and locked (``rows``),
     in order, adding their outcomes to ``outcomes``; then write the changed rows, the outbox
     row, Signal activity and what ``record`` makes of ``outcomes`` as one statement. The
-    comment batch locks the rows first (``lock_states``); released parked comments come
-    with theirs (``worker.services.mappings``' map-and-unpark statement locks them)."""
+    comment batch locks the rows and reads their input states first (``lock_with_inputs``,
+    given as ``inputs``); released parked comments come with their rows locked
+    (``worker.services.mappings``' map-and-unpark statement) and their states are read here."""
     queued: list[OutboxEntry] = []
     sink = OutboxSink(queued.append, policy)  # the batch's one outbox row
     activity: dict[int, signal_records.ActivityDelta] = {}
     touched: dict[int, RowState] = {}
     deleted: set[tuple[int, str]] = set()
-    inputs = InputSets()
-    await inputs.load(session, ((user_id, event.comment_id) for event, user_id in targets))
+    if inputs is None:
+        inputs = InputSets()
+        await inputs.load(session, ((user_id, event.comment_id) for event, user_id in targets))
     for event, user_id in targets:
         activity.setdefault(user_id, signal_records.ActivityDelta()).add(event)
         if event.type == "comment.deleted":

@@ -5,24 +5,26 @@ changes it in order with ``worker.domain.snapshot.step`` (moving each user's
 ``input_version`` and ``input_fingerprint`` on the locked row, the same object the stale
 mark then changes), and writes the changed comments back with the rest of its writes:
 the set-based path as one more ``Write`` of its one statement, the ORM path as one upsert.
-Every writer holds the user's row lock (``lock_states`` / ``lock_rows``) first, so there
+Every writer holds the user's row lock (``lock_with_inputs`` / ``lock_rows``) first, so there
 is one writer per user and the read-change-write needs no lock of its own. Both paths
 call ``InputSets.apply``: the differential test compares what they store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.snapshot import CommentInput, signed, step
 from worker.domain.wire import Comment
+from worker.services.locking import CREATED_AND_LOCKED, lock_existing
 from worker.services.outbox import Requestable
 from worker.storage.database import dialect_insert, is_postgresql
-from worker.storage.models import CommentInputRow
+from worker.storage.models import CommentInputRow, RowState
 from worker.storage.pgarray import Write, array, literal, unnest_rows
 
 Key = tuple[int, str]  # (user_id, comment_id)
@@ -41,6 +43,26 @@ FIND = text(
     f"JOIN unnest({array('u', 'bigint')}, {array('c', 'text')}) AS k(user_id, comment_id) "
     "ON c.user_id = k.user_id AND c.comment_id = k.comment_id"
 )
+# PostgreSQL, a comment batch's first statement after the claim: create the missing rows
+# and lock all (``locking``), each with the input_version its snapshot saw (``seen``) and
+# the batch's input states of its user as the snapshot saw them (arrays; NULL: none). The
+# snapshot predates the locks the statement waits for; every change of a user's input
+# states moves the row's input_version in the same transaction (under the lock), so a
+# locked row whose input_version is not the one seen had its states changed meanwhile,
+# and only those users' are read again (``lock_with_inputs``).
+LOCK_AND_FIND = text(
+    f"{CREATED_AND_LOCKED}, found AS ("
+    "SELECT c.user_id, array_agg(c.comment_id) AS cids, array_agg(c.version_at) AS ats, "
+    "array_agg(c.version_event) AS events, array_agg(c.deleted) AS deleted "
+    f"FROM comment_inputs c JOIN unnest({array('u', 'bigint')}, {array('c', 'text')}) "
+    "AS k(user_id, comment_id) ON c.user_id = k.user_id AND c.comment_id = k.comment_id "
+    "GROUP BY c.user_id) "
+    "SELECT r.*, s.input_version AS seen, f.cids, f.ats, f.events, f.deleted "
+    "FROM (SELECT * FROM created UNION ALL SELECT * FROM locked) r "
+    "LEFT JOIN user_profile_highlights s ON s.user_id = r.user_id "
+    "LEFT JOIN found f ON f.user_id = r.user_id"
+)
+_STATE_WIDTH = len(fields(RowState))
 UPSERT = (
     f"INSERT INTO comment_inputs ({', '.join(COLUMNS)}) "
     f"SELECT * FROM {unnest_rows(COLUMNS, 'i_')} "
@@ -58,15 +80,16 @@ class InputSets:
     changed: dict[Key, CommentInput] = field(default_factory=dict)
 
     async def load(self, session: AsyncSession, keys: Iterable[Key]) -> None:
-        """Read the state of ``keys`` not read yet (a comment never seen has none)."""
-        missing = sorted(set(keys) - self.known.keys())
+        """Read the state of ``keys`` not read yet (a comment never seen has none). In no
+        order: the read takes no locks (the user's row lock is held)."""
+        missing = [key for key in dict.fromkeys(keys) if key not in self.known]
         if not missing:
             return
         self.known.update(dict.fromkeys(missing))
         if is_postgresql(session):
-            users = literal("bigint", [u for u, _ in missing])
-            comments = literal("text", [c for _, c in missing])
-            found = await session.execute(FIND, {"u": users, "c": comments})
+            users, comments = zip(*missing, strict=True)
+            params = {"u": literal("bigint", users), "c": literal("text", comments)}
+            found = await session.execute(FIND, params)
         else:
             C = CommentInputRow
             found = await session.execute(
@@ -86,21 +109,18 @@ class InputSets:
         )
         if change is None:
             return False
-        self.known[key] = self.changed[key] = change.state
+        state, delta = change
+        self.known[key] = self.changed[key] = state
         row.input_version += 1
-        row.input_fingerprint = signed(row.input_fingerprint + change.delta)
+        row.input_fingerprint = signed(row.input_fingerprint + delta)
         return True
 
-    def _columns(self) -> dict[str, list[object]]:
-        """The changed comments, column by column, in key order."""
-        columns: dict[str, list[object]] = {name: [] for name in COLUMNS}
-        for (user_id, comment_id), state in sorted(self.changed.items()):
-            columns["user_id"].append(user_id)
-            columns["comment_id"].append(comment_id)
-            columns["version_at"].append(state.version_at)
-            columns["version_event"].append(state.version_event)
-            columns["deleted"].append(state.deleted)
-        return columns
+    def _columns(self) -> dict[str, Sequence[object]]:
+        """The changed comments, column by column, in the order they first changed (each key
+        once: the upsert needs no order, the user's row lock is held)."""
+        users, comments = zip(*self.changed, strict=True)
+        at, event, deleted = zip(*self.changed.values(), strict=True)
+        return dict(zip(COLUMNS, (users, comments, at, event, deleted), strict=True))
 
     def write(self) -> Write | None:
         """PostgreSQL: the changed comments as one upsert from arrays (``write_together``)."""
@@ -131,3 +151,41 @@ class InputSets:
                 rows,
             )
             self.changed.clear()
+
+
+async def lock_with_inputs(
+    session: AsyncSession, keys: list[Key], now: datetime
+) -> tuple[dict[int, RowState], InputSets]:
+    """PostgreSQL: create the missing rows of the keys' users and lock them all
+    (``locking.lock_states``) and load the keys' input states, in one statement
+    (``LOCK_AND_FIND``) but for the users whose states changed since its snapshot or whose
+    rows it found neither created nor locked (another transaction's since): theirs are
+    locked and read after it, as a second and third statement (rare: concurrent writers
+    of one user)."""
+    unique = list(dict.fromkeys(keys))
+    user_ids = {u for u, _ in unique}
+    users, comments = zip(*unique, strict=True)
+    params = {
+        "ids": literal("bigint", sorted(user_ids)),
+        "now": now,
+        "u": literal("bigint", users),
+        "c": literal("text", comments),
+    }
+    inputs = InputSets(known=dict.fromkeys(unique))
+    states: dict[int, RowState] = {}
+    moved: set[int] = set()
+    for r in await session.execute(LOCK_AND_FIND, params):
+        state = states[r[0]] = RowState(*r[:_STATE_WIDTH])
+        seen, cids, ats, events, deleted = r[_STATE_WIDTH:]
+        if seen is not None and seen != state.input_version:
+            moved.add(state.user_id)
+        elif cids is not None:
+            for cid, at, event, gone in zip(cids, ats, events, deleted, strict=True):
+                inputs.known[(state.user_id, cid)] = CommentInput(at, event, gone)
+    if late := user_ids - states.keys():
+        states.update(await lock_existing(session, late))
+    if again := [key for key in unique if key[0] in moved or key[0] in late]:
+        for stale in again:
+            del inputs.known[stale]
+        await inputs.load(session, again)
+    return states, inputs

@@ -112,15 +112,16 @@ LOCK = (
     f"SELECT {STATE} FROM user_profile_highlights "
     f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
 )
-CREATE_AND_LOCK = text(
+# The rows of ``:ids`` created (placeholders) and locked, as CTEs ``created`` and ``locked``.
+CREATED_AND_LOCKED = (
     "WITH created AS ("
     "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
     "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
     f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
     f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
-    f"locked AS ({LOCK}) "
-    "SELECT * FROM created UNION ALL SELECT * FROM locked"
+    f"locked AS ({LOCK})"
 )
+CREATE_AND_LOCK = text(f"{CREATED_AND_LOCKED} SELECT * FROM created UNION ALL SELECT * FROM locked")
 # A result creates a row only where it will write to it: the rows to create are a subset.
 CREATE_SOME_AND_LOCK = text(
     "WITH created AS ("
@@ -152,6 +153,12 @@ async def lock_states(
         )
     states = {state.user_id: state for state in (RowState(*r) for r in found)}
     if late := user_ids - states.keys():
-        rows = await session.execute(text(LOCK), {"ids": literal("bigint", sorted(late))})
-        states.update((state.user_id, state) for state in (RowState(*r) for r in rows))
+        states.update(await lock_existing(session, late))
     return states
+
+
+async def lock_existing(session: AsyncSession, user_ids: set[int]) -> dict[int, RowState]:
+    """Lock the existing rows of ``user_ids`` (in user-id order): the rows a statement that
+    creates and locks found neither (created by another transaction since its snapshot)."""
+    rows = await session.execute(text(LOCK), {"ids": literal("bigint", sorted(user_ids))})
+    return {state.user_id: state for state in (RowState(*r) for r in rows)}

@@ -263,6 +263,9 @@ async def _release(
     for row in rows:
         if not allowed.allows():
             break
+        if skip_if_unchanged(row, now):  # past ``skip_unchanged``'s limit
+            done.skipped += 1
+            continue
         assert row.regen_queued_at is not None and row.regen_priority is not None
         if allowed.tokens is not None:
             row.regen_token_estimate = estimate(row, average, policy.tokens_estimate)
@@ -297,7 +300,8 @@ async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPoli
     """Before any token is counted: due requests whose inputs are what the stored highlight
     covers go nowhere (``skip_if_unchanged``; the query narrows to its candidates), spending
     no token and not waiting for one (nor for a pause: nothing is published). Returns how
-    many were skipped."""
+    many were skipped. At most ``MAX_PER_STEP`` a step: ``publish_due`` judges the rows it
+    picks again, so that none past the limit is published."""
     stmt = (
         select(H)
         .where(

@@ -13,8 +13,8 @@ may change are ``worker.services.locking.WRITTEN`` (the set-based paths write ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from worker.domain import snapshot
 from worker.domain.scheduling import priority_for
@@ -22,14 +22,17 @@ from worker.domain.values import RegenReason, StaleOutcome, StaleReason
 from worker.services.outbox import OutboxSink, Requestable, request_regeneration
 from worker.storage.models import HighlightRow
 
+_AS_REGEN_REASON = {reason: RegenReason(reason.value) for reason in StaleReason}
 
-@dataclass(frozen=True, slots=True)
-class StaleMark:
+
+class StaleMark(NamedTuple):
     """One change asking for a regeneration, as it travels from the stale mark to the queue
     and the request: why (a stale mark's reason, or ``RETRY``/``MANUAL`` for a request asked
     again), when, what triggered it (``comment:<id>``, ``sweep``, ``operator:<actor>``), an
     explicit priority (None: ``priority_for`` the reason and trigger), the comments it brings
-    (``unseen``) and, for an expiry, when the change really happened (``first_change``)."""
+    (``unseen``) and, for an expiry, when the change really happened (``first_change``).
+    A named tuple, not a frozen dataclass: one is made per comment, and a frozen dataclass
+    costs twice as much to make (docs/performance.md, 2026-12-06)."""
 
     reason: RegenReason
     at: datetime
@@ -50,8 +53,9 @@ class StaleMark:
         first_change: datetime | None = None,
     ) -> StaleMark:
         """A stale mark's change: its request's reason is the stale reason (the one place a
-        ``StaleReason`` becomes a ``RegenReason``; tests/domain ties the two enums)."""
-        return cls(RegenReason(reason.value), at, trigger, priority, unseen, first_change)
+        ``StaleReason`` becomes a ``RegenReason``; tests/domain ties the two enums). Looked
+        up, not converted: an enum's lookup by value costs more than the rest of a mark."""
+        return cls(_AS_REGEN_REASON[reason], at, trigger, priority, unseen, first_change)
 
 
 def mark_stale_row(sink: OutboxSink, row: Requestable, mark: StaleMark) -> StaleOutcome:
@@ -72,7 +76,7 @@ def mark_stale_row(sink: OutboxSink, row: Requestable, mark: StaleMark) -> Stale
         row.stale_since = now
     row.stale_reason = mark.reason.value
     row.updated_at = now
-    if not snapshot.input_driven(StaleReason(mark.reason.value), mark.trigger):
+    if not snapshot.input_driven(mark.reason, mark.trigger):
         row.covered_fingerprint = None  # never skipped as "unchanged"
     if row.manual_override:
         return StaleOutcome.OVERRIDE_LOCKED
