@@ -4,8 +4,9 @@ budget's daily spend cap (``regen_budget.capped_until``), and the LLM-token budg
 bucket per budget row, each request's estimate, the results' settlements).
 
 Existing rows have no usage reported and no lane (a result answering a request made before
-this revision is booked to the lane of its priority's reason: interactive); nothing to
-backfill.
+this revision is booked to the lane of its stale reason's priority); nothing to backfill.
+Stop every worker before upgrading to it: a relay of an older version would publish the
+batch lane's rows to a topic named after their stream (``regen-requests-batch``).
 
 Revision ID: 0012
 Revises: 0011
@@ -50,7 +51,8 @@ def upgrade() -> None:
         sa.Column("lane", sa.String(16), nullable=False),
         sa.Column("reason", sa.String(32), nullable=False),
         sa.Column("results", sa.BigInteger(), nullable=False),
-        sa.Column("reported", sa.BigInteger(), nullable=False),
+        sa.Column("token_reports", sa.BigInteger(), nullable=False),
+        sa.Column("cost_reports", sa.BigInteger(), nullable=False),
         sa.Column("input_tokens", sa.BigInteger(), nullable=False),
         sa.Column("output_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cost_usd", sa.Float(), nullable=False),

@@ -28,6 +28,7 @@ from worker.storage.models import Base, HighlightRow
 
 USERS = st.integers(1, 4)
 RETRY = timedelta(minutes=30)
+BATCH_DEADLINE = timedelta(hours=24)  # a batch request is asked again after its respond_by
 TTL = timedelta(hours=6)
 
 
@@ -41,6 +42,7 @@ class Row:
     stale_since: datetime | None = None
     generation: int = 0
     requested_at: datetime | None = None
+    batch: bool = False  # the pending request's lane (an expiry's is the batch lane)
     override: bool = False
 
 
@@ -51,8 +53,8 @@ class Model:
         self.rows: dict[int, Row] = {}
         self.requests = 0
 
-    def _request(self, row: Row, now: datetime) -> None:
-        row.requested_at = now
+    def _request(self, row: Row, now: datetime, batch: bool) -> None:
+        row.requested_at, row.batch = now, batch
         self.requests += 1
 
     def mark(self, user: int, reason: str, now: datetime) -> None:
@@ -62,7 +64,7 @@ class Model:
             row.is_stale, row.stale_since = True, now
         row.stale_reason = reason
         if not row.override and row.requested_at is None:
-            self._request(row, now)
+            self._request(row, now, batch=False)
 
     def upsert(
         self, user: int, at: datetime, snap: str, gen: int | None, base: str | None, now: datetime
@@ -91,13 +93,15 @@ class Model:
                 row.generation += 1
                 row.is_stale, row.stale_since, row.stale_reason = True, now, "expired"
                 if not row.override and row.requested_at is None:
-                    self._request(row, now)
+                    self._request(row, now, batch=True)
             elif (
                 not row.override
                 and row.requested_at is not None
-                and row.requested_at <= now - RETRY
-            ) or (row.is_stale and not row.override and row.requested_at is None):
-                self._request(row, now)
+                and row.requested_at <= now - (BATCH_DEADLINE if row.batch else RETRY)
+            ):
+                self._request(row, now, row.batch)  # a retry stays in its lane
+            elif row.is_stale and not row.override and row.requested_at is None:
+                self._request(row, now, batch=row.stale_reason == "expired")
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -193,7 +197,7 @@ class StoreMachine(RuleBasedStateMachine):
         if row.override:
             row.override = False
             if row.is_stale and row.requested_at is None:
-                self.model._request(row, self.clock.now)
+                self.model._request(row, self.clock.now, batch=row.stale_reason == "expired")
 
     @rule(minutes=st.integers(1, 400))
     def time_passes_and_sweep_runs(self, minutes: int) -> None:

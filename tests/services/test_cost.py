@@ -75,9 +75,9 @@ async def test_usage_is_stored_and_booked_once_to_the_request_it_answers(
     done.merge((await pipeline.process(G, [answers[0]])).spend)  # redelivered: a duplicate
 
     spent = await booked(sessions)
-    assert totals(spent, "interactive", "manual") == SpendTotals(1, 1, 1200, 300, 0.25)
-    assert totals(spent, "batch", "expired") == SpendTotals(1, 1, 0, 0, 0.5)
-    assert totals(spent, "interactive", "unrequested") == SpendTotals(3, 2, 2400, 600, 0.5)
+    assert totals(spent, "interactive", "manual") == SpendTotals(1, 1, 1, 1200, 300, 0.25)
+    assert totals(spent, "batch", "expired") == SpendTotals(1, 0, 1, 0, 0, 0.5)  # a cost only
+    assert totals(spent, "interactive", "unrequested") == SpendTotals(3, 2, 2, 2400, 600, 0.5)
     assert spent.total().average_cost_usd == pytest.approx(1.25 / 4)
     assert done.by_key == spent.by_key  # what the counters are given is what was stored
 
@@ -254,3 +254,25 @@ async def test_the_cost_preview_sums_each_profiles_token_estimate_and_cost(
     else:
         assert cost.cost_usd is None  # two profiles never reported a cost
         assert cost.describe() == "4 profiles ≈ 5,700 tokens ≈ an unknown cost"
+
+
+async def test_a_batch_request_is_asked_again_only_after_its_respond_by_in_its_lane(
+    sessions: async_sessionmaker[AsyncSession], now_clock: FakeClock
+) -> None:
+    """A provider's batch tier may take hours: the sweep's retry (``WB_REGEN_RETRY_AFTER``,
+    15 min) waits for the batch request's deadline, and the retry of a reseed stays in
+    the batch lane (its stale reason, ``manual``, is an operator's)."""
+    start = now_clock.now
+    store = HighlightStore(sessions, clock=now_clock)
+    await store.upsert_auto(result(1, generated_at=start - H), "s")
+    await store.upsert_auto(result(2, generated_at=start - H), "s")
+    await Reseeder(sessions, "ops", rate=1000).run(ReseedSelection(user_ids=[1]))
+    await store.mark_stale(2, "manual")  # interactive
+    sweeper = Sweeper(sessions, retry_after=timedelta(minutes=15), clock=now_clock)
+    now_clock.advance(timedelta(hours=1))
+    assert (await sweeper.run()).actions == {"retried": 1}  # the interactive one only
+    now_clock.advance(timedelta(hours=24))
+    assert (await sweeper.run()).actions == {"retried": 2}
+    retries = {int(m.key): m for m in await queued_messages(sessions)}
+    assert retries[1].stream == REGEN_BATCH_STREAM and retries[1].payload()["lane"] == "batch"
+    assert retries[1].payload()["reason"] == "retry"

@@ -11,11 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import FakeClock
-from tests.helpers.factories import G, generated, queued_messages, result
+from tests.helpers.factories import C, G, comment, generated, queued_messages, result
 from worker.domain.cost import Usage
 from worker.domain.scheduling import Priority, RegenPolicy
 from worker.domain.values import UpsertMeta, utcnow
 from worker.services import outbox, scheduler
+from worker.services.lane_budget import average_tokens
 from worker.services.pipeline import Pipeline
 from worker.services.reseed import Reseeder, ReseedSelection
 from worker.services.store import HighlightStore
@@ -131,3 +132,57 @@ async def test_a_batch_lane_with_its_own_budget_neither_delays_nor_is_starved(
     clock.advance(timedelta(minutes=5))
     later = await step(sessions, clock, shared)
     assert later.priorities == [Priority.OPERATOR, Priority.OPERATOR]
+
+
+async def test_an_estimate_is_settled_once_by_the_result_stored_for_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A conflicting answer settles nothing; the stored one settles and clears the charge,
+    so a later answer (a duplicate generation, a late copy) settles nothing more."""
+    clock = FakeClock(utcnow())
+    policy = RegenPolicy(tokens_per_min=4000, tokens_estimate=2000)
+    store = HighlightStore(sessions, clock=clock, policy=policy)
+    await seed(store, range(1, 2), None)
+    assert (await step(sessions, clock, policy)).count == 1
+    pipeline = Pipeline(sessions, clock=clock, policy=policy)
+    usage = {"input_tokens": 500, "output_tokens": 500}
+    answers = [
+        generated("g1", 1, clock.now, "a", generation=1, usage=usage, base_snapshot_hash="no"),
+        generated("g2", 1, clock.now, "b", generation=1, usage=usage),
+        generated("g3", 1, clock.now + S, "c", generation=1, usage=usage),
+    ]
+    settled = [(await pipeline.process(G, [a])).token_settlements for a in answers]
+    assert settled == [[], [("interactive", 1000.0)], []]
+    row = await store.get(1)
+    assert row is not None and row.regen_token_estimate is None
+
+
+async def test_privacy_goes_out_through_an_empty_token_bucket_whose_debt_is_bounded(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FakeClock(utcnow())
+    policy = RegenPolicy(tokens_per_min=6000)
+    store = HighlightStore(sessions, clock=clock, policy=policy)
+    await seed(store, range(1, 4), Usage(5_000_000, 5_000_000))  # last used 10M tokens
+    first = await step(sessions, clock, policy)
+    assert first.count == 1 and first.llm_tokens_left["interactive"] == -6000.0  # one minute
+    for user in (2, 3):  # a deletion each: privacy
+        await Pipeline(sessions, clock=clock, policy=policy).process(
+            C, [comment(f"d{user}", user, clock.now, "deleted")]
+        )
+    clock.advance(S)
+    done = await step(sessions, clock, policy)
+    assert done.priorities == [Priority.PRIVACY, Priority.PRIVACY]
+    clock.advance(timedelta(minutes=2))  # a bounded debt is repaid within two minutes
+    assert (await step(sessions, clock, policy)).llm_tokens_left["interactive"] > 0
+
+
+async def test_results_that_report_only_a_cost_leave_the_token_estimate_alone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FakeClock(utcnow())
+    pipeline = Pipeline(sessions, clock=clock)
+    await pipeline.process(G, [generated("g9", 9, clock.now, "x", usage={"cost_usd": 0.1})])
+    async with sessions() as session:
+        average = await average_tokens(session, clock.now)
+    assert average is None  # so the default estimate is charged, not zero tokens

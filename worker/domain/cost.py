@@ -57,12 +57,25 @@ class Usage:
     cost_usd: float | None = None
 
 
+def reports_tokens(usage: Usage | None) -> bool:
+    """Whether ``usage`` says how many tokens were used (a missing direction counts 0:
+    generators should report both)."""
+    return usage is not None and (usage.input_tokens is not None or usage.output_tokens is not None)
+
+
+def tokens_of(usage: Usage) -> int:
+    return (usage.input_tokens or 0) + (usage.output_tokens or 0)
+
+
 @dataclass(slots=True)
 class SpendTotals:
-    """Results counted, how many reported any usage, and what they reported."""
+    """Results counted; how many reported tokens and how many a cost (each average is over
+    its own count: a generator reporting only a cost must not make tokens look free); and
+    what they reported."""
 
     results: int = 0
-    reported: int = 0
+    token_reports: int = 0
+    cost_reports: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -71,22 +84,32 @@ class SpendTotals:
         self.results += 1
         if usage is None:
             return
-        self.reported += 1
-        self.input_tokens += usage.input_tokens or 0
-        self.output_tokens += usage.output_tokens or 0
-        self.cost_usd += usage.cost_usd or 0.0
+        if reports_tokens(usage):
+            self.token_reports += 1
+            self.input_tokens += usage.input_tokens or 0
+            self.output_tokens += usage.output_tokens or 0
+        if usage.cost_usd is not None:
+            self.cost_reports += 1
+            self.cost_usd += usage.cost_usd
 
     def merge(self, other: SpendTotals) -> None:
         self.results += other.results
-        self.reported += other.reported
+        self.token_reports += other.token_reports
+        self.cost_reports += other.cost_reports
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
 
     @property
     def average_cost_usd(self) -> float | None:
-        """The mean cost of a result that reported usage (None before any did)."""
-        return self.cost_usd / self.reported if self.reported else None
+        """The mean cost of a result that reported one (None before any did)."""
+        return self.cost_usd / self.cost_reports if self.cost_reports else None
+
+    @property
+    def average_tokens(self) -> float | None:
+        """The mean tokens of a result that reported them (None before any did)."""
+        total = self.input_tokens + self.output_tokens
+        return total / self.token_reports if self.token_reports else None
 
 
 SpendKey = tuple[str, str]  # (lane, reason)

@@ -161,12 +161,14 @@ class Bucket:
             raise ValueError(f"taking {n} tokens from {self.tokens:.3f}")
         return Bucket(self.tokens - n, self.at)
 
-    def charged(self, amount: float) -> Bucket:
+    def charged(self, amount: float, burst: int) -> Bucket:
         """An LLM-token bucket after a request's estimate: it may go below zero (a debt the
-        refill repays), so one request larger than a minute's worth still goes, alone."""
-        return Bucket(self.tokens - amount, self.at)
+        refill repays), so one request larger than a minute's worth still goes, alone; but
+        never below a minute's worth of debt, so one huge estimate (a user whose last
+        generation reported millions of tokens) cannot hold a lane for hours."""
+        return Bucket(max(-float(burst), self.tokens - amount), self.at)
 
     def settled(self, amount: float, burst: int) -> Bucket:
         """After results gave back (``amount`` > 0) or took (< 0) what their estimates
-        missed by; never above ``burst``."""
-        return Bucket(min(float(burst), self.tokens + amount), self.at)
+        missed by; within a minute's worth either side of zero, as ``charged``."""
+        return Bucket(max(-float(burst), min(float(burst), self.tokens + amount)), self.at)

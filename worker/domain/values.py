@@ -235,6 +235,7 @@ class Highlight(BaseModel):
     usage_input_tokens: int | None = None
     usage_output_tokens: int | None = None
     usage_cost_usd: float | None = None
+    regen_token_estimate: int | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -4,7 +4,7 @@
 tokens ≈ $X". Each profile counts what its request would be charged by the token budget
 (``lane_budget.estimate``: its last reported usage, else the recent average, else the
 default), summed in SQL (a twin of that rule, tested against it); its cost is its last
-reported cost, else the recent average cost of a generation. With no usage ever reported
+reported cost, else the last day's average cost of a generation. With no usage ever reported
 for some of the profiles and no recent average, the cost is unknown rather than guessed.
 """
 
@@ -17,11 +17,13 @@ from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
+from worker.services.lane_budget import average_tokens
 from worker.services.spend import spend_since
 from worker.storage.models import HighlightRow
 
 H = HighlightRow
-AVERAGE_WINDOW = timedelta(days=1)
+# A generation's cost changes with models and prices, not by the hour: a day's average.
+AVERAGE_COST_WINDOW = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +41,13 @@ async def preview(
     session: AsyncSession, where: ColumnElement[bool], now: datetime, default_tokens: int
 ) -> CostPreview:
     """The preview of regenerating the rows ``where`` selects, from usage as of ``now``."""
-    recent = (await spend_since(session, now - AVERAGE_WINDOW)).total()
-    reported = recent.reported
-    average_tokens = (recent.input_tokens + recent.output_tokens) / reported if reported else None
+    average = await average_tokens(session, now)  # the token budget's own, as ``estimate``
     unknown_tokens = and_(H.usage_input_tokens.is_(None), H.usage_output_tokens.is_(None))
     tokens = case(
-        (unknown_tokens, literal(round(average_tokens) if average_tokens else default_tokens)),
+        (unknown_tokens, literal(default_tokens if average is None else round(average))),
         else_=func.coalesce(H.usage_input_tokens, 0) + func.coalesce(H.usage_output_tokens, 0),
     )
-    average_cost = recent.average_cost_usd
+    average_cost = (await spend_since(session, now - AVERAGE_COST_WINDOW)).total().average_cost_usd
     cost = func.coalesce(H.usage_cost_usd, literal(average_cost))
     stmt = select(
         func.count(),

@@ -48,7 +48,8 @@ EXPIRE_CHUNK = text(
         regen_generation = CASE WHEN p.ask THEN h.generation + 1 ELSE h.regen_generation END,
         regen_attempts = CASE WHEN p.ask THEN 1 ELSE h.regen_attempts END,
         regen_request_lane = CASE WHEN p.ask THEN 'batch' ELSE h.regen_request_lane END,
-        regen_request_reason = CASE WHEN p.ask THEN 'expired' ELSE h.regen_request_reason END
+        regen_request_reason = CASE WHEN p.ask THEN 'expired' ELSE h.regen_request_reason END,
+        regen_token_estimate = CASE WHEN p.ask THEN NULL ELSE h.regen_token_estimate END
     FROM picked p WHERE h.ctid = p.tid
     RETURNING h.user_id, h.generation, h.snapshot_hash, h.regen_request_id, p.ask,
         h.input_version, h.input_fingerprint

@@ -127,11 +127,8 @@ async def settle_tokens(session: AsyncSession, lanes: tuple[Lane, ...]) -> float
 
 
 async def average_tokens(session: AsyncSession, now: datetime) -> float | None:
-    """Tokens per result that reported usage, over ``AVERAGE_WINDOW`` (None: none did)."""
-    spent = (await spend_since(session, now - AVERAGE_WINDOW)).total()
-    if not spent.reported:
-        return None
-    return (spent.input_tokens + spent.output_tokens) / spent.reported
+    """Tokens per result that reported them, over ``AVERAGE_WINDOW`` (None: none did)."""
+    return (await spend_since(session, now - AVERAGE_WINDOW)).total().average_tokens
 
 
 def estimate(row: HighlightRow, average: float | None, default: int) -> int:
@@ -160,7 +157,7 @@ class LaneGrant:
 
     def charge(self, amount: int) -> None:
         assert self.tokens is not None
-        self.tokens = self.tokens.charged(amount)
+        self.tokens = self.tokens.charged(amount, self.limits.token_burst)
 
     def save(self, taken: int) -> None:
         if self.limits.rate_per_min > 0:
@@ -191,8 +188,6 @@ async def grant(
         held = Bucket(full if row.llm_tokens is None else row.llm_tokens, row.llm_tokens_at or now)
         tokens = held.refilled(now, limits.tokens_per_min, limits.token_burst)
         tokens = tokens.settled(settled, limits.token_burst)
-        if tokens.tokens <= 0:
-            limit = 0
     return LaneGrant(limits, row, credits, tokens, limit)
 
 

@@ -92,6 +92,7 @@ WRITTEN = {
     "regen_attempts": "integer",
     "regen_request_lane": "text",
     "regen_request_reason": "text",
+    "regen_token_estimate": "bigint",
     "updated_at": "timestamptz",
     "regen_queued_at": "timestamptz",
     "regen_first_change_at": "timestamptz",

@@ -187,6 +187,7 @@ def request_regeneration(
     row.regen_requested_at = now
     row.regen_generation = row.generation
     row.regen_request_lane, row.regen_request_reason = lane.value, reason.value
+    row.regen_token_estimate = None  # the scheduler step charges one, under a token budget
     row.updated_at = now
     sink.add(
         OutboxEntry(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worker.domain.batch import BatchResult
-from worker.domain.cost import UNREQUESTED, lane_for
+from worker.domain.cost import UNREQUESTED, lane_for, reports_tokens, tokens_of
 from worker.domain.scheduling import priority_for
 from worker.domain.values import UpsertOutcome
 from worker.domain.wire import GeneratedEvent
@@ -25,7 +25,8 @@ class CostShare:
     """Where a result's usage is booked (``worker.domain.cost``): the lane and reason of
     the pending request it answers, read before the result settles it, ``unrequested``
     when it answers none; and what its request's token estimate missed by (estimate -
-    actual), when the request was charged one and the result reports tokens."""
+    actual), when the request was charged one and the result reports tokens. The estimate
+    is settled once, by the result that is stored for it (``book_cost``)."""
 
     lane: str
     reason: str
@@ -38,20 +39,28 @@ def cost_share(row: Requestable | None, event: GeneratedEvent) -> CostShare:
         return CostShare(lane_for(priority_for(None)).value, UNREQUESTED)
     lane = row.regen_request_lane or lane_for(priority_for(row.stale_reason)).value
     reason = row.regen_request_reason or row.stale_reason or "manual"
-    usage = event.usage
-    if row.regen_token_estimate is None or usage is None:
+    usage = event.usage.usage() if event.usage else None
+    if row.regen_token_estimate is None or usage is None or not reports_tokens(usage):
         return CostShare(lane, reason)
-    if usage.input_tokens is None and usage.output_tokens is None:
-        return CostShare(lane, reason)
-    actual = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-    return CostShare(lane, reason, float(row.regen_token_estimate - actual))
+    return CostShare(lane, reason, float(row.regen_token_estimate - tokens_of(usage)))
 
 
-def book_cost(result: BatchResult, share: CostShare, event: GeneratedEvent, outcome: str) -> None:
-    """Count a result's usage and settle its request's estimate, unless it is one already
-    stored (the same generation again)."""
+STORED = frozenset({UpsertOutcome.APPLIED.value, UpsertOutcome.APPLIED_STILL_STALE.value})
+
+
+def book_cost(
+    result: BatchResult,
+    share: CostShare,
+    row: Requestable | None,
+    event: GeneratedEvent,
+    outcome: str,
+) -> None:
+    """Count a result's usage, unless it is one already stored (the same generation
+    again); and, when it was stored, settle its request's estimate and clear it from the
+    row (``row``, written with the result), so that no later answer settles it again."""
     if outcome == UpsertOutcome.DUPLICATE.value:
         return
     result.spend.book(share.lane, share.reason, event.usage.usage() if event.usage else None)
-    if share.settlement is not None:
+    if share.settlement is not None and outcome in STORED and row is not None:
         result.token_settlements.append((share.lane, share.settlement))
+        row.regen_token_estimate = None

@@ -48,6 +48,8 @@ from worker.domain.scheduling import (
 from worker.domain.values import RegenReason
 from worker.services import lane_budget
 from worker.services.lane_budget import (
+    BATCH_ROW,
+    INTERACTIVE_ROW,
     LaneGrant,
     average_tokens,
     estimate,
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 H = HighlightRow
-BUDGET_ROW = 1
+BUDGET_ROW = INTERACTIVE_ROW  # the pause and the spend cap are its
 MAX_PER_STEP = 500  # requests one step publishes at most (one outbox row)
 
 
@@ -174,8 +176,8 @@ HOLD_IN_FORCE_SQL = (
 
 def held_while_paused(policy: RegenPolicy, hold_in_force: bool | None) -> RegenPolicy:
     """``policy``, held (``RegenPolicy.held``: its requests queue, released by the step after
-    the pause; under the spend cap, deletions' at once) while a pause or the cap is in
-    force; only an immediate policy changes (any other queues anyway)."""
+    the pause; under the spend cap, deletions' by the next step) while a pause or the cap
+    is in force; only an immediate policy changes (any other queues anyway)."""
     if policy.immediate and hold_in_force:
         return policy.held()
     return policy
@@ -251,29 +253,31 @@ async def _release(
     sink: OutboxSink,
     done: Published,
 ) -> None:
-    """Publish (to ``sink``) the due requests of one budget's lanes that it allows."""
+    """Publish (to ``sink``) the due requests of one budget's lanes that it allows. Privacy
+    comes first even when the token bucket is empty (it is charged all the same: the debt
+    delays what follows), as under the spend cap."""
     rows: list[HighlightRow] = []
     if allowed.limit > 0:
-        pick = due_rows(
-            now, policy, allowed.limit, privacy_only=done.capped, among=allowed.limits.priorities
-        )
+        only_privacy = done.capped or not allowed.allows()
+        among = allowed.limits.priorities
+        pick = due_rows(now, policy, allowed.limit, privacy_only=only_privacy, among=among)
         rows = list((await session.scalars(pick)).all())
     average = await average_tokens(session, now) if rows and allowed.tokens else None
     taken = 0
     for row in rows:
-        if not allowed.allows():
+        assert row.regen_queued_at is not None and row.regen_priority is not None
+        if row.regen_priority != Priority.PRIVACY and not allowed.allows():
             break
         if skip_if_unchanged(row, now):  # past ``skip_unchanged``'s limit
             done.skipped += 1
             continue
-        assert row.regen_queued_at is not None and row.regen_priority is not None
-        if allowed.tokens is not None:
-            row.regen_token_estimate = estimate(row, average, policy.tokens_estimate)
-            allowed.charge(row.regen_token_estimate)
         done.waits_s.append((now - row.regen_queued_at).total_seconds())
         done.priorities.append(row.regen_priority)
         reason = RegenReason(row.regen_queued_reason or RegenReason.MANUAL.value)
         request_regeneration(sink, row, reason, now, row.regen_queued_trigger, row.regen_priority)
+        if allowed.tokens is not None:
+            row.regen_token_estimate = estimate(row, average, policy.tokens_estimate)
+            allowed.charge(row.regen_token_estimate)
         dequeue(row)
         taken += 1
     done.count += taken
@@ -327,7 +331,9 @@ async def pause(
     ``now`` is the database's clock, as the scheduler step's (``publish_due``)."""
     budget = await lock_budget(session, now, policy, pausing=True)
     if budget.paused_until is not None and budget.paused_until > now:
-        budget.refilled_at = max(budget.refilled_at, now)  # the pause earned nothing
+        batch = await session.get(RegenBudgetRow, BATCH_ROW, with_for_update=True)
+        for row in (budget, *([batch] if batch else [])):
+            lane_budget.paused(row, now)  # the pause earned nothing, in either bucket
     budget.paused_until = until if until is not None and until > now else None
     return budget.paused_until
 

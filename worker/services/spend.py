@@ -3,7 +3,7 @@
 Results book their usage (``worker.domain.cost``) in their own transaction, as an upsert
 that adds to the minute's row (the database's clock, like the budget: a worker's skewed
 clock cannot move spend into another day). The set-based result batch adds it to its one
-statement (``spend_write``); the ORM path runs ``record_spend``. Every figure operators see
+statement (``spend_write``); the ORM path runs ``record_costs``. Every figure operators see
 (the overview, ``freshness-report``, the daily cap) sums these rows; the counters
 ``wb_regen_tokens_total`` and ``wb_regen_cost_usd_total`` add the same bookings in the
 process that committed them, so their sums over workers equal the table's.
@@ -28,7 +28,8 @@ COLUMNS = {
     "lane": "text",
     "reason": "text",
     "results": "bigint",
-    "reported": "bigint",
+    "token_reports": "bigint",
+    "cost_reports": "bigint",
     "input_tokens": "bigint",
     "output_tokens": "bigint",
     "cost_usd": "double precision",
@@ -50,7 +51,8 @@ def _values(spend: Spend) -> list[dict[str, object]]:
             "lane": lane,
             "reason": reason,
             "results": t.results,
-            "reported": t.reported,
+            "token_reports": t.token_reports,
+            "cost_reports": t.cost_reports,
             "input_tokens": t.input_tokens,
             "output_tokens": t.output_tokens,
             "cost_usd": t.cost_usd,
@@ -124,17 +126,26 @@ async def spend_since(session: AsyncSession, since: datetime) -> Spend:
         .group_by(S.lane, S.reason)
     )
     spend = Spend()
-    for lane, reason, results, reported, tokens_in, tokens_out, cost in await session.execute(stmt):
+    for (
+        lane,
+        reason,
+        results,
+        tokened,
+        costed,
+        tokens_in,
+        tokens_out,
+        cost,
+    ) in await session.execute(stmt):
         spend.by_key[(lane, reason)] = SpendTotals(
-            int(results), int(reported), int(tokens_in), int(tokens_out), float(cost)
+            int(results), int(tokened), int(costed), int(tokens_in), int(tokens_out), float(cost)
         )
     return spend
 
 
 @dataclass(frozen=True, slots=True)
 class SpendReport:
-    """Spend over the last hour, the last 24 hours and the UTC day so far (``now``: the
-    database's clock)."""
+    """Spend over the last hour, the last 24 hours and the UTC day so far, from ``now`` (the
+    caller's clock: the panel's; the daily cap sums by the database's, ``spend_today``)."""
 
     hour: Spend
     day: Spend
@@ -158,7 +169,8 @@ def totals_json(totals: SpendTotals) -> dict[str, object]:
     average = totals.average_cost_usd
     return {
         "results": totals.results,
-        "reported": totals.reported,
+        "token_reports": totals.token_reports,
+        "cost_reports": totals.cost_reports,
         "input_tokens": totals.input_tokens,
         "output_tokens": totals.output_tokens,
         "cost_usd": round(totals.cost_usd, 6),

@@ -20,8 +20,9 @@ from sqlalchemy import and_, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
+from worker.domain.cost import Lane
 from worker.domain.freshness import expiry_due
-from worker.domain.scheduling import IMMEDIATE, RegenPolicy, priority_for
+from worker.domain.scheduling import IMMEDIATE, Priority, RegenPolicy, priority_for
 from worker.domain.snapshot import UNCHANGED, behind_inputs
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, utcnow
 from worker.services import scheduler
@@ -85,12 +86,41 @@ class ScanTotals:
         self.requests.update(other.requests)
 
 
-def _stuck(now: datetime, retry_after: timedelta) -> ColumnElement[bool]:
+def _stuck(opts: ScanOptions) -> ColumnElement[bool]:
+    """SQL of ``_retry_due`` for rows with a pending request and no override lock."""
+    batch = H.regen_request_lane == Lane.BATCH.value
     return and_(
         H.manual_override == false(),
         H.regen_request_id.is_not(None),
-        H.regen_requested_at <= now - retry_after,
+        or_(
+            and_(batch, H.regen_requested_at <= opts.now - opts.policy.batch_deadline),
+            and_(
+                or_(H.regen_request_lane.is_(None), ~batch),
+                H.regen_requested_at <= opts.now - opts.retry_after,
+            ),
+        ),
     )
+
+
+def _retry_due(row: HighlightRow, opts: ScanOptions) -> bool:
+    """A pending request is stuck once ``WB_REGEN_RETRY_AFTER`` passed without its answer;
+    a batch-lane request only after its ``respond_by`` (``WB_REGEN_BATCH_DEADLINE``): a
+    provider's batch tier may take hours, and asking again would pay twice."""
+    requested = row.regen_requested_at
+    if requested is None:
+        return False
+    waited = (
+        opts.policy.batch_deadline if row.regen_request_lane == Lane.BATCH else opts.retry_after
+    )
+    return requested <= opts.now - waited
+
+
+def _retry_priority(row: HighlightRow) -> int:
+    """A retry stays in its request's lane: a batch request's retry is an expiry's or a
+    reseed's, whatever its stale reason says (a reseed's is ``manual``)."""
+    if row.regen_request_lane == Lane.BATCH:
+        return Priority.EXPIRED if row.stale_reason == StaleReason.EXPIRED else Priority.RESEED
+    return priority_for(row.stale_reason)
 
 
 def _unrequested() -> ColumnElement[bool]:
@@ -126,7 +156,7 @@ def _behind(row: HighlightRow, activity: A | None) -> bool:
 async def _candidate_ids(
     session: AsyncSession, after: int, limit: int, opts: ScanOptions
 ) -> list[int]:
-    conditions = [_stuck(opts.now, opts.retry_after), _unrequested()]
+    conditions = [_stuck(opts), _unrequested()]
     if opts.include_expired:
         conditions.append(expiry_due_clause(opts.now))
     stmt = select(H.user_id)
@@ -154,14 +184,9 @@ def _act(
         _mark(sink, row, StaleReason.MISSING if row.generated_at is None else reason, now, totals)
     elif _would_ask(row, opts) and skip_if_unchanged(row, now):
         totals.actions[UNCHANGED] += 1  # a request (again) would buy nothing
-    elif (
-        not row.manual_override
-        and row.regen_request_id is not None
-        and row.regen_requested_at is not None
-        and row.regen_requested_at <= now - opts.retry_after
-    ):
+    elif not row.manual_override and row.regen_request_id is not None and _retry_due(row, opts):
         if not is_queued(row):
-            retry = StaleMark(RegenReason.RETRY, now, "sweep", priority_for(row.stale_reason))
+            retry = StaleMark(RegenReason.RETRY, now, "sweep", _retry_priority(row))
             enqueue(sink, row, retry)
             totals.actions["retried"] += 1
             totals.requests[RegenReason.RETRY.value] += 1
@@ -177,8 +202,7 @@ def _would_ask(row: HighlightRow, opts: ScanOptions) -> bool:
         return False
     if row.regen_request_id is None:
         return row.is_stale
-    requested = row.regen_requested_at
-    return requested is not None and requested <= opts.now - opts.retry_after
+    return _retry_due(row, opts)
 
 
 def _mark(

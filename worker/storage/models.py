@@ -424,9 +424,10 @@ class FreshTransitionRow(Base):
 class RegenSpendRow(Base):
     """Results and the usage they reported, per minute (the database's clock), lane and
     reason of the request answered (``worker.domain.cost``): the overview's and the
-    report's spend, and the daily cap's. Incremented in the results' own transaction, so a
-    result is counted exactly when it is applied or refused as superseded, once (its claim
-    is in the same transaction). Pruned by the sweep after ``WB_HISTORY_RETENTION``."""
+    report's spend, and the daily cap's. Incremented in the results' own transaction, so an
+    event is counted once however often it is delivered (its claim is in the same
+    transaction); a result already stored (the same generation) is not counted again.
+    Pruned by the sweep after ``WB_HISTORY_RETENTION``."""
 
     __tablename__ = "regen_spend"
 
@@ -434,7 +435,8 @@ class RegenSpendRow(Base):
     lane: Mapped[str] = mapped_column(String(16), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     results: Mapped[int] = mapped_column(BigInteger, default=0)
-    reported: Mapped[int] = mapped_column(BigInteger, default=0)
+    token_reports: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_reports: Mapped[int] = mapped_column(BigInteger, default=0)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
