@@ -2,8 +2,9 @@
 set, each ``Bench.worker_ingest`` (ingest, naive, scale) writes to ``DIR``:
 
 - ``<topic>-<n>w-pyspy.txt``: py-spy's collapsed stacks (``--format raw``, 100 samples a
-  second, ``--nonblocking``: the worker is never paused) of the first worker, from its
-  first claim to the last (py-spy must be on PATH or beside the interpreter);
+  second, ``--nonblocking``: the worker is never paused; threads apart, by function) of the
+  first worker, from its first claim to the last (py-spy must be on PATH or beside the
+  interpreter); ``python -m bench.profile FILE`` sums it by owner and entry point;
 - ``<topic>-<n>w-statements.json``: ``pg_stat_statements`` over the same ingest (calls,
   execution time, rows, WAL bytes per statement), where the server preloads it: the bench's
   throwaway cluster does when ``BENCH_PROFILE`` is set (``preload``).
@@ -74,6 +75,7 @@ class IngestProfile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.where / f"{self.name}-pyspy.txt"
         argv = [spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking"]
+        argv += ["--full-filenames", "--threads", "--function"]
         self.spy = subprocess.Popen(
             [*argv, "--format", "raw", "--output", str(out)],
             stdout=subprocess.DEVNULL,
@@ -102,3 +104,77 @@ class IngestProfile:
             ]
         doc = {"events": events, "statements": rows}
         (self.where / f"{self.name}-statements.json").write_text(json.dumps(doc, indent=1))
+
+
+# Where a sample's innermost frame is (the first match of its file's path): the CPU's
+# owner. ``summary`` also counts each sample under the outermost entry point it passed.
+OWNERS = (
+    ("/worker/", "worker (our code)"),
+    ("/sqlalchemy/", "SQLAlchemy"),
+    ("/asyncpg/", "asyncpg"),
+    ("/aiokafka/", "aiokafka"),
+    ("/faust/", "Faust"),
+    ("/mode/", "mode (Faust's services)"),
+    ("/prometheus_client/", "prometheus_client"),
+    ("/json/", "json"),
+    ("/asyncio/", "asyncio (event loop)"),
+    ("/aiohttp/", "aiohttp"),
+    ("/pydantic", "pydantic"),
+    ("/site-packages/", "other libraries"),
+    ("/lib/python3", "standard library"),
+)
+ENTRIES = (
+    ("Pipeline.process", "pipeline: one batch's transaction"),
+    ("Runtime.handle", "runtime: handle (decode, metrics)"),
+    ("schedule_once", "scheduler step"),
+    ("relay_once", "outbox relay"),
+    ("refresh_gauges", "gauges"),
+    ("_drain_messages", "consumer: fetch loop (aiokafka, Faust)"),
+    ("_fetch_records", "consumer: fetch loop (aiokafka, Faust)"),
+    ("_fetcher_routine", "consumer: fetch loop (aiokafka, Faust)"),
+    ("_fetch_requests_routine", "consumer: fetch loop (aiokafka, Faust)"),
+    ("_apply_and_ack", "runtime: handle (decode, metrics)"),
+)
+
+
+def _frames(stack: str) -> list[str]:
+    return [f for f in stack.split(";") if f]
+
+
+def summary(path: Path, top: int = 25) -> str:
+    """The collapsed stacks in ``path`` summed by owner (innermost frame's package), by
+    entry point (outermost known frame), and the hottest innermost functions."""
+    from collections import Counter
+
+    owners: Counter[str] = Counter()
+    entries: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n, frames = int(count), _frames(stack)
+        total += n
+        threads[frames[0] if frames[0].startswith("thread") else "-"] += n
+        leaf = frames[-1]
+        leaves[leaf] += n
+        owners[next((o for k, o in OWNERS if k in leaf), "other (native, threads)")] += n
+        entry = next((e for f in frames for k, e in ENTRIES if k in f.split(" (")[0]), None)
+        entries[entry or "other (Faust's and aiokafka's services, idle)"] += n
+
+    def block(title: str, counts: Counter[str], k: int) -> list[str]:
+        return [title] + [f"  {n / total:6.1%}  {name}" for name, n in counts.most_common(k)]
+
+    lines = [f"{path.name}: {total} samples"]
+    lines += block("by thread", threads, 5)
+    lines += block("by owner (innermost frame)", owners, 20)
+    lines += block("by entry point", entries, 20)
+    lines += block("hottest innermost frames", leaves, top)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        print(summary(Path(name)))
