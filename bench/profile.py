@@ -1,5 +1,6 @@
 """Opt-in: where a worker's ingest spends its time (issue 28). With ``BENCH_PROFILE=DIR``
-set, each ``Bench.worker_ingest`` (ingest, naive, scale) writes to ``DIR``:
+set, each ``Bench.worker_ingest`` (ingest, naive, scale) writes to ``DIR`` (the lean
+reference's ingest: its statements only):
 
 - ``<topic>-<n>w-pyspy.txt``: py-spy's collapsed stacks (``--format raw``, 100 samples a
   second, ``--nonblocking``: the worker is never paused; threads apart, by function) of the
