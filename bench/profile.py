@@ -125,8 +125,7 @@ OWNERS = (
     ("/lib/python3", "standard library"),
 )
 ENTRIES = (
-    ("Pipeline.process", "pipeline: one batch's transaction"),
-    ("Runtime.handle", "runtime: handle (decode, metrics)"),
+    ("Runtime.handle", "input batches: decode, the pipeline's transaction, metrics"),
     ("schedule_once", "scheduler step"),
     ("relay_once", "outbox relay"),
     ("refresh_gauges", "gauges"),
@@ -134,7 +133,7 @@ ENTRIES = (
     ("_fetch_records", "consumer: fetch loop (aiokafka, Faust)"),
     ("_fetcher_routine", "consumer: fetch loop (aiokafka, Faust)"),
     ("_fetch_requests_routine", "consumer: fetch loop (aiokafka, Faust)"),
-    ("_apply_and_ack", "runtime: handle (decode, metrics)"),
+    ("_apply_and_ack", "input batches: decode, the pipeline's transaction, metrics"),
 )
 
 
