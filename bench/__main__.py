@@ -22,7 +22,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import brokers, cost_parts, skip_share, streams
+from bench import brokers, cost_parts, profile, skip_share, streams
 from bench.comment_cost import BEFORE_SNAPSHOTS, comment_cost_rows
 from bench.decode_cost import decode_row
 from bench.harness import Bench, Row, log, ok
@@ -234,6 +234,7 @@ def main() -> None:
         if admin_url is None:
             if args.durable:  # this process's clusters only: the tests never see it
                 pgcluster.SETTINGS.update(DURABLE)
+            profile.preload(pgcluster.SETTINGS)  # BENCH_PROFILE: pg_stat_statements
             admin_url = stack.enter_context(pg.throwaway_server()).get_uri()
         args.admin_url = admin_url  # the parts with a database of their own
         db_url = asyncio.run(pg.create_database(admin_url, prefix="wbbench"))

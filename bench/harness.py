@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
 from bench.brokers import BrokerAt
+from bench.profile import IngestProfile
 from tests.helpers.live import WorkerProcess
 from worker.storage.database import create_engine
 
@@ -207,6 +208,8 @@ class Bench:
             )
             for _ in range(workers - 1)
         ]
+        profile = IngestProfile(self.engine, f"{topic}-{workers}w")  # BENCH_PROFILE only
+        await profile.begin()
         for proc in procs:
             proc.start()
         peak, cpu = 0.0, [0.0, 0.0]  # the workers' CPU seconds at the first and last claim
@@ -219,12 +222,16 @@ class Bench:
                     peak, used = max(peak, rss), used + cpu_s
                 count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
                 cpu = [cpu[0] or (used if count else 0.0), used]
+                if count and first.process is not None:
+                    profile.first_claim(first.process.pid)
                 if count >= events:
                     break
                 await asyncio.sleep(0.2)
             self.ingest_cpu_us = (cpu[1] - cpu[0]) / events * 1e6
+            await profile.end(events)
             return await self.claims_rate(events), peak
         finally:
+            profile.stop()
             for proc in procs:
                 proc.stop()
 

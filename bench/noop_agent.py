@@ -51,5 +51,7 @@ async def count(stream: faust.StreamT[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    # `faust worker` sets web_enabled from its own --with-web/--without-web (default on,
+    # port 6066): without this the agent fails whenever another process holds that port.
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
     app.main()

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from bench.harness import Bench
+from bench.profile import IngestProfile
 
 ROOT = Path(__file__).parent.parent
 
@@ -59,6 +60,9 @@ def lean_cpu(proc: subprocess.Popen[str], timeout: float) -> float:
 
 async def lean_ingest(b: Bench, topic: str, events: int) -> tuple[float, float]:
     """The reference's events/s over ``topic``'s ``events`` and its CPU per event (us)."""
+    profile = IngestProfile(b.engine, f"{topic}-lean")  # BENCH_PROFILE: its statements
+    await profile.begin()
     proc = start_lean(b, topic, events)
     cpu = await asyncio.to_thread(lean_cpu, proc, 1800)
+    await profile.end(events)
     return await b.claims_rate(events), cpu / events * 1e6

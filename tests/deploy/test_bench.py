@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_bench_imports_and_shows_its_parts() -> None:
@@ -45,3 +46,20 @@ def test_the_decode_line_measures_the_hostile_corpus_against_json_loads() -> Non
     name, measured, reference, target, verdict = decode_row()
     assert "hostile messages" in name and "us/KiB" in measured and "json.loads" in reference
     assert "json.loads" in target and verdict.split()[-1] in ("yes", "NO")
+
+
+def test_the_profile_summary_sums_pyspy_stacks_by_owner_and_entry_point(tmp_path: Path) -> None:
+    """``BENCH_PROFILE``'s py-spy file (collapsed stacks, one count a line) is summed by the
+    innermost frame's package and the outermost known entry point."""
+    import bench.shared_pieces  # noqa: F401  (run by hand: it only has to import)
+    from bench.profile import summary
+
+    raw = tmp_path / "x-pyspy.txt"
+    raw.write_text(
+        "thread (1): MainThread;handle (/w/worker/runtime/process.py:1);"
+        "Runtime.handle (/w/worker/runtime/process.py:2);loads (/lib/python3.11/json/x.py:3) 3\n"
+        "thread (2): Thread-1;_fetcher_routine (/v/site-packages/aiokafka/f.py:4) 1\n"
+    )
+    text = summary(raw)
+    assert "4 samples" in text and "75.0%  json" in text and "25.0%  aiokafka" in text
+    assert "75.0%  input batches" in text and "25.0%  consumer: fetch loop" in text
