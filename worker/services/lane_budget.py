@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from worker.domain.cost import Lane, lane_for
+from worker.domain.cost import Lane, Usage, lane_for, reports_tokens, tokens_of
 from worker.domain.scheduling import Bucket, Priority, RegenPolicy
 from worker.services.outbox import LANE_STREAMS, requests_unpublished
 from worker.services.spend import spend_since
@@ -63,35 +63,24 @@ class LaneLimits:
 
 
 def lane_limits(policy: RegenPolicy) -> list[LaneLimits]:
-    """The budgets ``policy`` describes, the interactive lane's first."""
-    if not policy.batch_budget:
-        lanes = (Lane.INTERACTIVE, Lane.BATCH)
-        return [
-            LaneLimits(
-                INTERACTIVE_ROW,
-                lanes,
-                policy.rate_per_min,
-                policy.burst_size,
-                policy.tokens_per_min,
-            )
-        ]
+    """The budgets ``policy`` describes, the interactive lane's first (serving the batch
+    lane too unless that has a budget of its own)."""
+    separate = policy.batch_budget
+    lanes = (Lane.INTERACTIVE,) if separate else (Lane.INTERACTIVE, Lane.BATCH)
+    first = LaneLimits(
+        INTERACTIVE_ROW, lanes, policy.rate_per_min, policy.burst_size, policy.tokens_per_min
+    )
+    if not separate:
+        return [first]
     batch_burst = max(1, int(policy.batch_rate_per_min))  # a minute's worth
-    return [
-        LaneLimits(
-            INTERACTIVE_ROW,
-            (Lane.INTERACTIVE,),
-            policy.rate_per_min,
-            policy.burst_size,
-            policy.tokens_per_min,
-        ),
-        LaneLimits(
-            BATCH_ROW,
-            (Lane.BATCH,),
-            policy.batch_rate_per_min,
-            batch_burst,
-            policy.batch_tokens_per_min,
-        ),
-    ]
+    batch = LaneLimits(
+        BATCH_ROW,
+        (Lane.BATCH,),
+        policy.batch_rate_per_min,
+        batch_burst,
+        policy.batch_tokens_per_min,
+    )
+    return [first, batch]
 
 
 async def lock_budget_row(
@@ -134,8 +123,9 @@ async def average_tokens(session: AsyncSession, now: datetime) -> float | None:
 def estimate(row: HighlightRow, average: float | None, default: int) -> int:
     """What a request for ``row`` is charged: its user's last reported usage, else the
     recent average, else ``default``."""
-    if row.usage_input_tokens is not None or row.usage_output_tokens is not None:
-        return (row.usage_input_tokens or 0) + (row.usage_output_tokens or 0)
+    last = Usage(row.usage_input_tokens, row.usage_output_tokens)
+    if reports_tokens(last):
+        return tokens_of(last)
     if average is not None:
         return round(average)
     return default
@@ -184,11 +174,17 @@ async def grant(
     settled = await settle_tokens(session, limits.lanes)
     tokens = None
     if limits.tokens_per_min > 0:
-        full = float(limits.token_burst)
-        held = Bucket(full if row.llm_tokens is None else row.llm_tokens, row.llm_tokens_at or now)
+        held = Bucket(_tokens_held(row, limits), row.llm_tokens_at or now)
         tokens = held.refilled(now, limits.tokens_per_min, limits.token_burst)
         tokens = tokens.settled(settled, limits.token_burst)
     return LaneGrant(limits, row, credits, tokens, limit)
+
+
+def _tokens_held(row: RegenBudgetRow | None, limits: LaneLimits) -> float:
+    """The LLM-token bucket as last written; a budget never used is full."""
+    if row is None or row.llm_tokens is None:
+        return float(limits.token_burst)
+    return row.llm_tokens
 
 
 def paused(row: RegenBudgetRow, now: datetime) -> None:
@@ -204,10 +200,7 @@ async def tokens_left(session: AsyncSession, policy: RegenPolicy) -> dict[str, f
     for limits in lane_limits(policy):
         if limits.tokens_per_min <= 0:
             continue
-        row = await session.get(RegenBudgetRow, limits.row_id)
-        value = (
-            float(limits.token_burst) if row is None or row.llm_tokens is None else row.llm_tokens
-        )
+        value = _tokens_held(await session.get(RegenBudgetRow, limits.row_id), limits)
         for lane in limits.lanes:
             left[lane.value] = value
     return left

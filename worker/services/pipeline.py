@@ -291,7 +291,7 @@ class Pipeline:
     async def _generated(self, tx: _Tx, event: GeneratedEvent) -> str:
         share = cost_share(tx.rows.get(event.user_id), event)
         outcome = await self._apply_generated(tx, event)
-        book_cost(tx.result, share, tx.rows.get(event.user_id), event, outcome)
+        book_cost(tx.result, share, tx.rows.get(event.user_id), outcome)
         return outcome
 
     async def _apply_generated(self, tx: _Tx, event: GeneratedEvent) -> str:

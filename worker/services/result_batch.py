@@ -153,7 +153,7 @@ class _Batch:
     def apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:
         share = cost_share(self.states.get(event.user_id), event)
         outcome = self._apply(event, payload, meta)
-        book_cost(self.result, share, self.states.get(event.user_id), event, outcome)
+        book_cost(self.result, share, self.states.get(event.user_id), outcome)
         return outcome
 
     def _apply(self, event: GeneratedEvent, payload: GeneratedHighlight, meta: UpsertMeta) -> str:

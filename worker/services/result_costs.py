@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worker.domain.batch import BatchResult
-from worker.domain.cost import UNREQUESTED, lane_for, reports_tokens, tokens_of
+from worker.domain.cost import UNREQUESTED, Usage, lane_for, reports_tokens, tokens_of
 from worker.domain.scheduling import priority_for
 from worker.domain.values import UpsertOutcome
 from worker.domain.wire import GeneratedEvent
@@ -30,19 +30,20 @@ class CostShare:
 
     lane: str
     reason: str
+    usage: Usage | None
     settlement: float | None = None
 
 
 def cost_share(row: Requestable | None, event: GeneratedEvent) -> CostShare:
     """A request made before requests recorded their lane has its stale reason's."""
+    usage = event.usage.usage() if event.usage else None
     if row is None or not answers_pending(row, event):
-        return CostShare(lane_for(priority_for(None)).value, UNREQUESTED)
+        return CostShare(lane_for(priority_for(None)).value, UNREQUESTED, usage)
     lane = row.regen_request_lane or lane_for(priority_for(row.stale_reason)).value
     reason = row.regen_request_reason or row.stale_reason or "manual"
-    usage = event.usage.usage() if event.usage else None
     if row.regen_token_estimate is None or usage is None or not reports_tokens(usage):
-        return CostShare(lane, reason)
-    return CostShare(lane, reason, float(row.regen_token_estimate - tokens_of(usage)))
+        return CostShare(lane, reason, usage)
+    return CostShare(lane, reason, usage, float(row.regen_token_estimate - tokens_of(usage)))
 
 
 STORED = frozenset({UpsertOutcome.APPLIED.value, UpsertOutcome.APPLIED_STILL_STALE.value})
@@ -52,7 +53,6 @@ def book_cost(
     result: BatchResult,
     share: CostShare,
     row: Requestable | None,
-    event: GeneratedEvent,
     outcome: str,
 ) -> None:
     """Count a result's usage, unless it is one already stored (the same generation
@@ -60,7 +60,7 @@ def book_cost(
     row (``row``, written with the result), so that no later answer settles it again."""
     if outcome == UpsertOutcome.DUPLICATE.value:
         return
-    result.spend.book(share.lane, share.reason, event.usage.usage() if event.usage else None)
+    result.spend.book(share.lane, share.reason, share.usage)
     if share.settlement is not None and outcome in STORED and row is not None:
         result.token_settlements.append((share.lane, share.settlement))
         row.regen_token_estimate = None
