@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1)
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Batches of one input topic in flight at once, each from its own partitions and on its
+    # own connection (``worker.kafka.partition_lanes``); 1 = one after another.
+    input_lanes: int = Field(default=2, ge=1, le=16)
     regen_retry_after: Duration = timedelta(minutes=15)
     # The scheduler (README "Regeneration budget"): settle 0 and rate 0 = request at once.
     regen_settle: Duration = timedelta(seconds=5)
@@ -204,6 +207,19 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def lanes_per_input(self) -> int:
+        """Batches of one input topic in flight at once: ``input_lanes``, but one on SQLite,
+        whose one writer at a time would make a second lane only wait for the first."""
+        return 1 if self.is_sqlite else self.input_lanes
+
+    @property
+    def pool_size(self) -> int:
+        """Connections the worker keeps: one per input lane, and four for the scheduler, the
+        relay, the gauges and the panel, so that steady work never opens a connection
+        (a connection beyond the pool is closed when returned)."""
+        return 3 * self.lanes_per_input + 4
 
     @property
     def secure_admin_cookie(self) -> bool:

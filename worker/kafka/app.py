@@ -29,6 +29,7 @@ from worker.kafka.batch_chain import BatchChain
 from worker.kafka.connection import KafkaConnection
 from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
+from worker.kafka.partition_lanes import PartitionLanes
 from worker.kafka.publisher import Outgoing, produce
 from worker.runtime.process import Runtime
 from worker.services.outbox import REGEN_BATCH_STREAM, REGEN_STREAM, OutboxMessage
@@ -204,7 +205,7 @@ def _current(app: faust.App, messages: list[Message]) -> list[Message]:
 
 
 def _input_chain(app: faust.App, rt: Runtime, kind: InputStream) -> BatchChain[Message]:
-    """One input topic's batches (its ``add`` is the topic's sink): whole fetches in,
+    """One lane of an input topic's batches (``PartitionLanes``): whole fetches in,
     batches to the database one after another (order per partition holds, and what arrives
     while a batch is in the database is gathered into the next), acks after the commit.
 
@@ -267,9 +268,11 @@ def _input_topics(app: faust.App, rt: Runtime) -> list[Any]:
     }
     chains = []
     for kind, topic in topics.items():
-        chain = _input_chain(app, rt, kind)
-        deliver_whole_fetches(app, topic, chain.add)
-        chains.append(chain)
+        lanes = PartitionLanes(
+            [_input_chain(app, rt, kind) for _ in range(settings.lanes_per_input)]
+        )
+        deliver_whole_fetches(app, topic, lanes.add)
+        chains.append(lanes)
 
     @app.task
     async def input_batches() -> None:

@@ -43,7 +43,7 @@ class Services:
     def open(cls, settings: Settings) -> Services:
         """A new engine on ``WB_DATABASE_URL`` (no connection yet); the caller disposes
         ``engine`` (``connected`` does it for a scope)."""
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, pool_size=settings.pool_size)
         sessions = session_factory(engine)
         policy = policy_from(settings)
         store = HighlightStore(sessions, ttl=settings.highlight_ttl, policy=policy)
