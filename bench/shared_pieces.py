@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +30,6 @@ from worker.services import scheduler
 from worker.storage import migrate
 from worker.storage.database import create_engine, session_factory
 
-H = scheduler.H
 POLICY = RegenPolicy(timedelta(seconds=5), timedelta(seconds=60), 600.0, 100)
 QUEUED = (
     "INSERT INTO user_profile_highlights (user_id, bio_text, proof_points_json, quotes_json, "
@@ -66,18 +65,7 @@ async def step_at(engine: AsyncEngine, n: int) -> dict[str, Any]:
     async with engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await auto.execute(text("VACUUM ANALYZE user_profile_highlights"))
-    skip = (
-        select(H)
-        .where(
-            scheduler.due_clause(now, POLICY),
-            H.covered_fingerprint == H.input_fingerprint,
-            H.generated_at.is_not(None),
-        )
-        .order_by(H.user_id)
-        .limit(scheduler.MAX_PER_STEP)
-        .with_for_update(skip_locked=True)
-    )
-    plans = {"skip": await _plan(engine, skip)}
+    plans = {"skip": await _plan(engine, scheduler.skippable(now, POLICY))}
     plans["due"] = await _plan(engine, scheduler.due_rows(now, POLICY, 10))
     sessions = session_factory(engine)
     times = []

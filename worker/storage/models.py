@@ -134,6 +134,20 @@ Index(
     sqlite_where=text("regen_queued_at IS NOT NULL"),
 )
 
+# The queued rows a step may skip as unchanged (``scheduler.skippable``), in its order:
+# usually none, so the skip query reads nothing instead of the whole queue every tick. A
+# comment moves ``input_fingerprint`` off the covered one, so its update adds no entry here.
+SKIPPABLE = (
+    "regen_queued_at IS NOT NULL AND covered_fingerprint = input_fingerprint"
+    " AND generated_at IS NOT NULL"
+)
+Index(
+    "ix_user_profile_highlights_regen_skippable",
+    HighlightRow.user_id,
+    postgresql_where=text(SKIPPABLE),
+    sqlite_where=text(SKIPPABLE),
+)
+
 
 @dataclass(slots=True)
 class RowState:
