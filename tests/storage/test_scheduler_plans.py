@@ -7,6 +7,7 @@ it reads the skippable rows' index, on PostgreSQL and SQLite."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -60,32 +61,37 @@ async def _queue(engine: AsyncEngine, n: int) -> None:
         await conn.commit()
 
 
-async def test_a_step_reads_the_queue_index_in_order_and_sorts_nothing(
-    engine: AsyncEngine,
-) -> None:
+@pytest.fixture
+async def queue_on_postgres(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name != "postgresql":
-        pytest.skip("query plans are PostgreSQL's")
+        pytest.skip("PostgreSQL's plans (SQLite's: the last test)")
     await _queue(engine, QUEUED)
-    nodes = await plan_nodes(engine, due_rows(T0, POLICY, 100))
+    return engine
+
+
+async def _index_scans(engine: AsyncEngine, stmt: Any, *, analyze: bool = False) -> list[Any]:
+    """The plan's index scans, once it is known to sort nothing and scan no table whole;
+    the plan's top node first."""
+    nodes = await plan_nodes(engine, stmt, analyze=analyze)
     kinds = [n["Node Type"] for n in nodes]
     assert "Sort" not in kinds and "Seq Scan" not in kinds, kinds
-    scans = [n for n in nodes if n["Node Type"] == "Index Scan"]
+    return [nodes[0], *(n for n in nodes if n["Node Type"] == "Index Scan")]
+
+
+async def test_a_step_reads_the_queue_index_in_order_and_sorts_nothing(
+    queue_on_postgres: AsyncEngine,
+) -> None:
+    _, *scans = await _index_scans(queue_on_postgres, due_rows(T0, POLICY, 100))
     assert [n["Index Name"] for n in scans] == ["ix_user_profile_highlights_regen_queue_order"]
 
 
 async def test_the_skip_query_reads_the_skippable_rows_not_the_queue(
-    engine: AsyncEngine,
+    queue_on_postgres: AsyncEngine,
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("query plans are PostgreSQL's (SQLite's: the test below)")
-    await _queue(engine, QUEUED)
-    nodes = await plan_nodes(engine, skippable(T0, POLICY), analyze=True)
-    kinds = [n["Node Type"] for n in nodes]
-    assert "Sort" not in kinds and "Seq Scan" not in kinds, kinds
-    scans = [n for n in nodes if n["Node Type"] == "Index Scan"]
+    top, *scans = await _index_scans(queue_on_postgres, skippable(T0, POLICY), analyze=True)
     assert [n["Index Name"] for n in scans] == ["ix_user_profile_highlights_regen_skippable"]
     # Visited: the skippable rows, each locked and returned; not one of the queue's others.
-    assert scans[0]["Actual Rows"] == nodes[0]["Actual Rows"] == SKIPPABLE
+    assert scans[0]["Actual Rows"] == top["Actual Rows"] == SKIPPABLE
     assert scans[0].get("Rows Removed by Filter", 0) == 0
 
 

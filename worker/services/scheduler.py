@@ -394,20 +394,27 @@ async def budget_left(session: AsyncSession, now: datetime, policy: RegenPolicy)
     return bucket.tokens
 
 
-async def queue_state(
-    session: AsyncSession, row: HighlightRow, now: datetime, policy: RegenPolicy
-) -> dict[str, Any] | None:
-    """A user's place in the queue, for operators (None when nothing is queued)."""
-    if row.regen_queued_at is None or row.regen_priority is None:
-        return None
+def queued_due_at(row: HighlightRow, policy: RegenPolicy) -> datetime:
+    """When a queued row comes due (``due_at``: ``due_clause`` in Python, as operators see it
+    and as the tests hold the SQL to it)."""
+    assert row.regen_priority is not None
     assert row.regen_first_change_at is not None and row.regen_last_change_at is not None
-    due = due_at(
+    return due_at(
         row.regen_priority,
         row.regen_first_change_at,
         row.regen_last_change_at,
         policy.settle,
         policy.max_wait,
     )
+
+
+async def queue_state(
+    session: AsyncSession, row: HighlightRow, now: datetime, policy: RegenPolicy
+) -> dict[str, Any] | None:
+    """A user's place in the queue, for operators (None when nothing is queued)."""
+    if row.regen_queued_at is None or row.regen_priority is None:
+        return None
+    due = queued_due_at(row, policy)
     ahead = or_(
         H.regen_priority < row.regen_priority,
         and_(
