@@ -3,23 +3,24 @@ PostgreSQL's default ``max_connections`` (100) and ``max_locks_per_transaction``
 
 - the scheduler step (``scheduler.publish_due``, rolled back, five times) and the plans of
   its skip query and its due pick, at each queue length given (every row queued and due,
-  none skippable: the usual case);
+  none skippable: the usual case); each step releases the budget's burst (``--burst``,
+  100; a steady step at 600 a minute releases 2.5 a 250 ms tick: ``--burst 3``);
 - how many concurrent transactions holding 500 advisory locks each (a mapping batch's, at
   ``WB_BATCH_SIZE`` 500) the shared lock table holds before "out of shared memory".
 
-    python -m bench.shared_pieces 50000 500000
+    python -m bench.shared_pieces 50000 500000 [--burst N]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,8 +31,6 @@ from worker.services import scheduler
 from worker.storage import migrate
 from worker.storage.database import create_engine, session_factory
 
-H = scheduler.H
-POLICY = RegenPolicy(timedelta(seconds=5), timedelta(seconds=60), 600.0, 100)
 QUEUED = (
     "INSERT INTO user_profile_highlights (user_id, bio_text, proof_points_json, quotes_json, "
     "source_group, snapshot_hash, llm_model, generated_at, stale_after, manual_override, "
@@ -57,7 +56,7 @@ async def _plan(engine: AsyncEngine, stmt: Select[Any]) -> list[str]:
     return plan
 
 
-async def step_at(engine: AsyncEngine, n: int) -> dict[str, Any]:
+async def step_at(engine: AsyncEngine, n: int, policy: RegenPolicy) -> dict[str, Any]:
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE user_profile_highlights"))
@@ -66,25 +65,14 @@ async def step_at(engine: AsyncEngine, n: int) -> dict[str, Any]:
     async with engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await auto.execute(text("VACUUM ANALYZE user_profile_highlights"))
-    skip = (
-        select(H)
-        .where(
-            scheduler.due_clause(now, POLICY),
-            H.covered_fingerprint == H.input_fingerprint,
-            H.generated_at.is_not(None),
-        )
-        .order_by(H.user_id)
-        .limit(scheduler.MAX_PER_STEP)
-        .with_for_update(skip_locked=True)
-    )
-    plans = {"skip": await _plan(engine, skip)}
-    plans["due"] = await _plan(engine, scheduler.due_rows(now, POLICY, 10))
+    plans = {"skip": await _plan(engine, scheduler.skippable(now, policy))}
+    plans["due"] = await _plan(engine, scheduler.due_rows(now, policy, 10))
     sessions = session_factory(engine)
     times = []
     for _ in range(5):
         async with sessions() as session:
             started = time.perf_counter()
-            await scheduler.publish_due(session, now, POLICY)
+            await scheduler.publish_due(session, now, policy)
             await session.flush()
             times.append((time.perf_counter() - started) * 1000)
             await session.rollback()
@@ -112,13 +100,13 @@ async def advisory_capacity(url: str, per_transaction: int = 500) -> tuple[int, 
             await conn.close()
 
 
-async def measure(admin: str, sizes: list[int]) -> None:
+async def measure(admin: str, sizes: list[int], policy: RegenPolicy) -> None:
     url = await pg.create_database(admin, prefix="wbscale")
     try:
         engine = create_engine(url)
         await migrate.upgrade(engine)
         for n in sizes:
-            got = await step_at(engine, n)
+            got = await step_at(engine, n, policy)
             print(f"== queue {n:,}: step ms {', '.join(f'{t:.1f}' for t in got['step_ms'])}")
             for part in ("skip", "due"):
                 print(f"  {part} query:", *got[part][:12], sep="\n    ")
@@ -130,9 +118,14 @@ async def measure(admin: str, sizes: list[int]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sizes", type=int, nargs="+", help="queue lengths")
+    parser.add_argument("--burst", type=int, default=100, help="requests a step releases")
+    args = parser.parse_args()
+    policy = RegenPolicy(timedelta(seconds=5), timedelta(seconds=60), 600.0, args.burst)
     pgcluster.SETTINGS["max_connections"] = "100"  # PostgreSQL's default (the tests: 400)
     with pg.throwaway_server() as server:
-        asyncio.run(measure(server.get_uri(), [int(n) for n in sys.argv[1:]]))
+        asyncio.run(measure(server.get_uri(), args.sizes, policy))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0
 from worker.domain.freshness import FreshnessState, expiry_due, state_of
+from worker.storage.column_types import UTCDateTime
 from worker.storage.freshness import (
     EXPIRY_DUE_SQL,
     expiry_due_clause,
     state_column,
     state_filter,
 )
-from worker.storage.models import HighlightRow, UTCDateTime
+from worker.storage.models import HighlightRow
 
 TIMES = [None, T0 - timedelta(days=1), T0, T0 + timedelta(seconds=1)]
 

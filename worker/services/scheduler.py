@@ -300,13 +300,13 @@ async def spend_capped(
     return capped
 
 
-async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:
-    """Before any token is counted: due requests whose inputs are what the stored highlight
-    covers go nowhere (``skip_if_unchanged``; the query narrows to its candidates), spending
-    no token and not waiting for one (nor for a pause: nothing is published). Returns how
-    many were skipped. At most ``MAX_PER_STEP`` a step: ``publish_due`` judges the rows it
-    picks again, so that none past the limit is published."""
-    stmt = (
+def skippable(now: datetime, policy: RegenPolicy) -> Select[HighlightRow]:
+    """The due rows ``skip_if_unchanged`` would skip (the SQL twin of
+    ``worker.domain.snapshot.unchanged``; tests/services/test_skip_twin.py holds them to the
+    same rows), locked, in user-id order. Its terms name the skippable rows' index
+    (``ix_user_profile_highlights_regen_skippable``), so it reads only the queued rows
+    whose inputs their highlight covers (usually none), not the whole queue."""
+    return (
         select(H)
         .where(
             due_clause(now, policy),
@@ -319,7 +319,16 @@ async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPoli
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     )
-    return sum(skip_if_unchanged(row, now) for row in (await session.scalars(stmt)).all())
+
+
+async def skip_unchanged(session: AsyncSession, now: datetime, policy: RegenPolicy) -> int:
+    """Before any token is counted: due requests whose inputs are what the stored highlight
+    covers go nowhere (``skip_if_unchanged`` on the rows ``skippable`` finds), spending no
+    token and not waiting for one (nor for a pause: nothing is published). Returns how
+    many were skipped. At most ``MAX_PER_STEP`` a step: ``publish_due`` judges the rows it
+    picks again, so that none past the limit is published."""
+    rows = (await session.scalars(skippable(now, policy))).all()
+    return sum(skip_if_unchanged(row, now) for row in rows)
 
 
 async def pause(
@@ -385,20 +394,27 @@ async def budget_left(session: AsyncSession, now: datetime, policy: RegenPolicy)
     return bucket.tokens
 
 
-async def queue_state(
-    session: AsyncSession, row: HighlightRow, now: datetime, policy: RegenPolicy
-) -> dict[str, Any] | None:
-    """A user's place in the queue, for operators (None when nothing is queued)."""
-    if row.regen_queued_at is None or row.regen_priority is None:
-        return None
+def queued_due_at(row: HighlightRow, policy: RegenPolicy) -> datetime:
+    """When a queued row comes due (``due_at``: ``due_clause`` in Python, as operators see it
+    and as the tests hold the SQL to it)."""
+    assert row.regen_priority is not None
     assert row.regen_first_change_at is not None and row.regen_last_change_at is not None
-    due = due_at(
+    return due_at(
         row.regen_priority,
         row.regen_first_change_at,
         row.regen_last_change_at,
         policy.settle,
         policy.max_wait,
     )
+
+
+async def queue_state(
+    session: AsyncSession, row: HighlightRow, now: datetime, policy: RegenPolicy
+) -> dict[str, Any] | None:
+    """A user's place in the queue, for operators (None when nothing is queued)."""
+    if row.regen_queued_at is None or row.regen_priority is None:
+        return None
+    due = queued_due_at(row, policy)
     ahead = or_(
         H.regen_priority < row.regen_priority,
         and_(

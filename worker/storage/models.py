@@ -1,22 +1,16 @@
 """SQLAlchemy 2 typed models: the schema Alembic migrates and the service layer uses.
-
-Timestamps are always timezone-aware UTC in Python. SQLite has no timezone type, so
-``UTCDateTime`` stores naive UTC there and re-attaches UTC on the way out; PostgreSQL
-gets ``timestamptz``.
+Their column types (aware UTC timestamps on both databases) are ``worker.storage.column_types``'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
-    DateTime,
-    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -28,9 +22,9 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from worker.storage.column_types import AutoId, JsonDoc, UTCDateTime
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -39,30 +33,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-# Integer primary keys that autoincrement on both databases (SQLite only does it for INTEGER).
-AutoId = BigInteger().with_variant(Integer(), "sqlite")
-JsonDoc = JSON().with_variant(JSONB(), "postgresql")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on every dialect; naive input is a bug."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a timezone-aware column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -162,6 +132,20 @@ Index(
     HighlightRow.user_id,
     postgresql_where=text("regen_queued_at IS NOT NULL"),
     sqlite_where=text("regen_queued_at IS NOT NULL"),
+)
+
+# The queued rows a step may skip as unchanged (``scheduler.skippable``), in its order:
+# usually none, so the skip query reads nothing instead of the whole queue every tick. A
+# comment moves ``input_fingerprint`` off the covered one, so its update adds no entry here.
+SKIPPABLE = (
+    "regen_queued_at IS NOT NULL AND covered_fingerprint = input_fingerprint"
+    " AND generated_at IS NOT NULL"
+)
+Index(
+    "ix_user_profile_highlights_regen_skippable",
+    HighlightRow.user_id,
+    postgresql_where=text(SKIPPABLE),
+    sqlite_where=text(SKIPPABLE),
 )
 
 
