@@ -215,11 +215,11 @@ class Settings(BaseSettings):
         return 1 if self.is_sqlite else self.input_lanes
 
     @property
-    def pool_size(self) -> int:
-        """Connections the worker keeps: one per input lane, and four for the scheduler, the
-        relay, the gauges and the panel, so that steady work never opens a connection
-        (a connection beyond the pool is closed when returned)."""
-        return 3 * self.lanes_per_input + 4
+    def input_pool_size(self) -> int:
+        """Connections the input batches keep: one per lane of the three input topics, so
+        that steady work never opens one (a connection beyond the pool is closed when
+        returned)."""
+        return 3 * self.lanes_per_input
 
     @property
     def secure_admin_cookie(self) -> bool:

@@ -84,7 +84,7 @@ async def test_cancel_stops_every_lane() -> None:
 def test_postgresql_gets_the_lanes_asked_for_and_sqlite_one_with_a_pool_to_match() -> None:
     postgres = Settings(database_url="postgresql://u@localhost/db", input_lanes=3)
     assert postgres.lanes_per_input == 3
-    assert postgres.pool_size == 3 * 3 + 4  # no lane ever waits for a connection
+    assert postgres.input_pool_size == 3 * 3  # no lane ever waits for a connection
     sqlite = Settings(database_url="sqlite:///var/x.sqlite3", input_lanes=3)
     assert sqlite.lanes_per_input == 1
     assert Settings().input_lanes == 2

@@ -54,7 +54,7 @@ async def runtime(database_url: str, engine: AsyncEngine) -> AsyncIterator[Runti
     try:
         yield rt
     finally:
-        await rt.engine.dispose()
+        await rt.close()
 
 
 class Broker:

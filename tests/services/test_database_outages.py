@@ -42,7 +42,7 @@ async def runtime(database: Database) -> AsyncIterator[Runtime]:
     for user in USERS:
         await rt.store.upsert_auto(result(user, generated_at=now - timedelta(hours=1)), "s")
     yield rt
-    await rt.engine.dispose()
+    await rt.close()
 
 
 async def processed(rt: Runtime) -> int:
@@ -104,7 +104,7 @@ async def test_a_read_only_database_holds_the_batch_until_it_is_writable(
     worker's sessions are new)."""
     await database.alter("SET default_transaction_read_only = on")
     try:
-        await runtime.engine.dispose()
+        await runtime.close()
         task = asyncio.create_task(runtime.handle(C, batch()))
         await waits_for_the_database(runtime, task)
     finally:
@@ -127,7 +127,7 @@ async def test_a_timeout_behind_another_sessions_lock_holds_the_batch(
     await locker.execute("LOCK TABLE user_profile_highlights IN ACCESS EXCLUSIVE MODE")
     await database.alter(f"SET {setting} = '300ms'")
     try:
-        await runtime.engine.dispose()
+        await runtime.close()
         task = asyncio.create_task(runtime.handle(C, batch()))
         await waits_for_the_database(runtime, task)
         await lock.rollback()
@@ -172,6 +172,28 @@ async def test_the_workers_backend_terminated_mid_batch(
         await locker.close()
 
 
+@pytest.mark.postgres
+async def test_a_pooled_connection_the_server_dropped_between_batches(
+    database: Database, runtime: Runtime
+) -> None:
+    """The input batches' pool does not pre-ping (``Services.input_engine``): a connection
+    the server ended while it idled in the pool fails the next batch's first statement,
+    which is waited out and retried on a new connection, applied once, nothing dead-lettered."""
+    first = await runtime.handle(C, batch(prefix="before"))
+    assert first.retries == 0
+    ended = await database.admin.fetch(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
+        "AND pid <> pg_backend_pid() AND state = 'idle'",
+        database.name,
+    )
+    assert ended, "the pool held an idle connection"
+    res = await asyncio.wait_for(runtime.handle(C, batch(prefix="after")), timeout=30)
+    assert res.dead_letters == []
+    assert res.retries >= 1
+    assert res.outcomes == {("comments", "coalesced"): len(USERS)}
+    assert await processed(runtime) == 2 * len(USERS)
+
+
 async def test_a_read_only_sqlite_file_holds_the_batch(tmp_path: Any) -> None:
     """SQLite's "attempt to write a readonly database" (SQLITE_READONLY, here by
     ``PRAGMA query_only``) is an outage too."""
@@ -191,7 +213,7 @@ async def test_a_read_only_sqlite_file_holds_the_batch(tmp_path: Any) -> None:
 
     event.listen(rt.engine.sync_engine, "connect", query_only)
     try:
-        await rt.engine.dispose()
+        await rt.close()
         task = asyncio.create_task(rt.handle(C, batch()))
 
         async def count(_rt: Runtime) -> int:  # the worker's sessions begin with a write lock
@@ -200,10 +222,10 @@ async def test_a_read_only_sqlite_file_holds_the_batch(tmp_path: Any) -> None:
 
         await waits_for_the_database(rt, task, answers=False, count=count)
         read_only["on"] = False
-        await rt.engine.dispose()
+        await rt.close()
         await applied(rt, task)
     finally:
-        await rt.engine.dispose()
+        await rt.close()
 
 
 @pytest.mark.postgres
@@ -221,7 +243,7 @@ async def test_the_relay_waits_while_the_database_refuses_new_connections(
     await runtime.store.regenerate(USERS[0], actor="ops")  # something to publish
     await database.alter("WITH ALLOW_CONNECTIONS false")
     try:
-        await runtime.engine.dispose()
+        await runtime.close()
         task = asyncio.create_task(
             runtime.retry_transient("relay", lambda: runtime.relay_once(publish))
         )

@@ -123,4 +123,4 @@ async def test_the_gauge_timer_samples_history_and_dead_letters_and_the_sweep_pr
             assert await session.scalar(select(func.count()).select_from(FreshnessSampleRow)) == 0
             assert await session.scalar(select(func.count()).select_from(DeadLetterCountRow)) == 0
     finally:
-        await rt.engine.dispose()
+        await rt.close()

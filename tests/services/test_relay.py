@@ -109,7 +109,7 @@ async def test_a_stuck_publish_holds_no_transaction_beyond_the_bound(database: D
         stop.set()
         relay.cancel()
         await probe.close()
-        await rt.engine.dispose()
+        await rt.close()
 
 
 async def test_another_workers_relay_takes_over_what_a_stuck_one_let_go(
@@ -146,5 +146,5 @@ async def test_another_workers_relay_takes_over_what_a_stuck_one_let_go(
         for task in tasks:
             task.cancel()
         await probe.close()
-        await stuck_rt.engine.dispose()
-        await good_rt.engine.dispose()
+        await stuck_rt.close()
+        await good_rt.close()

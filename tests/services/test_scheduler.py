@@ -359,8 +359,8 @@ async def test_a_runtime_hands_its_policy_to_every_object(database_url: str) -> 
             assert {o.policy for o in objects} == {rt.regen_policy}
         assert HighlightStore(settling.sessions).policy == IMMEDIATE  # nothing to inherit
     finally:
-        await settling.engine.dispose()
-        await immediate.engine.dispose()
+        await settling.close()
+        await immediate.close()
 
 
 async def test_an_immediate_worker_still_releases_what_a_scheduled_cli_queued(
@@ -376,6 +376,6 @@ async def test_an_immediate_worker_still_releases_what_a_scheduled_cli_queued(
     try:
         assert await immediate.schedule_once() == 1
     finally:
-        await immediate.engine.dispose()
+        await immediate.close()
     (request,) = await relay(sessions)
     assert request["user_id"] == 1 and request["trigger"] == "operator:cli"

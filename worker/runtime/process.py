@@ -47,6 +47,7 @@ PARKED_CHUNK = 500  # dead letters per transaction (one produce call)
 class Runtime:
     settings: Settings
     engine: AsyncEngine = field(init=False)
+    input_engine: AsyncEngine = field(init=False)  # the input batches' (``Services.input_engine``)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
     db_ok: bool = True
@@ -61,10 +62,16 @@ class Runtime:
         # One policy for everything this worker marks stale (the web views reach it through
         # the store and ``regen_policy``); another Runtime in the process may hold another.
         self.regen_policy, self.store = services.policy, services.store
-        self.pipeline = services.pipeline(on_retry=self.metrics.count_retry)
+        self.input_engine = services.input_engine()
+        self.pipeline = services.pipeline(self.metrics.count_retry, self.input_engine)
         self.sweeper = services.sweeper()
         self.relay_wakeup = asyncio.Event()
         self.relay_backoff = 0.0  # after a publish that timed out; doubles up to the max
+
+    async def close(self) -> None:
+        """Dispose both engines (a test's runtime: the worker's go with its process)."""
+        await self.input_engine.dispose()
+        await self.engine.dispose()
 
     async def handle(self, stream: InputStream, messages: Sequence[RawMessage]) -> BatchResult:
         """Apply a batch (retrying while the database is away) and record what it did."""

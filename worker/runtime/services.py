@@ -43,15 +43,32 @@ class Services:
     def open(cls, settings: Settings) -> Services:
         """A new engine on ``WB_DATABASE_URL`` (no connection yet); the caller disposes
         ``engine`` (``connected`` does it for a scope)."""
-        engine = create_engine(settings.database_url, pool_size=settings.pool_size)
+        engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
         policy = policy_from(settings)
         store = HighlightStore(sessions, ttl=settings.highlight_ttl, policy=policy)
         return cls(settings, engine, sessions, policy, store)
 
-    def pipeline(self, on_retry: Callable[[InputStream], None]) -> Pipeline:
+    def input_engine(self) -> AsyncEngine:
+        """An engine for the input batches alone (the caller disposes it): a connection per
+        lane (``Settings.input_pool_size``) and no pre-ping, which is three of a batch's
+        eight round trips. The batches need none: their retry loop waits out a dead
+        connection like any outage and replaces the pool's when it must
+        (``storage.outage.retry_through_outage``). Everything else keeps the pre-ping of
+        ``engine``, so a panel request after a database restart gets a live connection.
+        SQLite has no pool to ping: the one engine serves."""
+        if self.settings.is_sqlite:
+            return self.engine
+        return create_engine(
+            self.settings.database_url, pool_size=self.settings.input_pool_size, pre_ping=False
+        )
+
+    def pipeline(
+        self, on_retry: Callable[[InputStream], None], engine: AsyncEngine | None = None
+    ) -> Pipeline:
+        """The input batches' pipeline, on ``engine`` (``input_engine``), else ``engine``."""
         return Pipeline(
-            self.sessions,
+            self.sessions if engine is None else session_factory(engine),
             ttl=self.settings.highlight_ttl,
             max_backoff_s=self.settings.db_retry_max_backoff,
             on_retry=on_retry,

@@ -47,8 +47,14 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
-    """Build the async engine for ``url`` with the per-dialect settings described above."""
+def create_engine(
+    url: str, *, pool_size: int = 5, echo: bool = False, pre_ping: bool = True
+) -> AsyncEngine:
+    """Build the async engine for ``url`` with the per-dialect settings described above.
+
+    ``pre_ping`` tests a PostgreSQL connection before each checkout (three round trips:
+    BEGIN, ``;``, ROLLBACK), so a connection the server dropped is replaced before a
+    request uses it; a caller that waits out any dead connection itself may skip it."""
     url = normalize_database_url(url)
     ensure_sqlite_dir(url)
     if url.startswith("sqlite"):
@@ -57,7 +63,7 @@ def create_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncE
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
     )
 
 
