@@ -15,7 +15,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.storage.database import create_engine, session_factory
-from worker.storage.pgarray import Write, columns_of, literal, write_together
+from worker.storage.pgarray import (
+    INSTANT,
+    Write,
+    columns_of,
+    instants,
+    literal,
+    unnest_rows,
+    write_together,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -33,6 +41,10 @@ KINDS: dict[str, Any] = {
         min_value=datetime(1970, 1, 2), max_value=datetime(2999, 1, 1), timezones=zones
     ),
 }
+# Every instant Python and both databases hold, far apart from any anchor.
+INSTANTS = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=zones
+)
 columns = st.sampled_from(sorted(KINDS)).flatmap(
     lambda kind: st.tuples(st.just(kind), st.lists(KINDS[kind] | st.none(), max_size=8))
 )
@@ -56,6 +68,36 @@ async def test_any_values_read_back_unchanged(
             text(f"SELECT CAST(CAST(:a AS text) AS {kind}[])"), {"a": literal(kind, values)}
         )
     assert list(got) == values
+
+
+@dataclass
+class _Stamped:
+    n: int
+    at: datetime | None
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(INSTANTS | st.none(), max_size=8), INSTANTS)
+async def test_instants_read_back_unchanged_whatever_the_anchor(
+    pg: AsyncEngine, values: list[datetime | None], anchor: datetime
+) -> None:
+    """An ``INSTANT`` column leaves ``unnest_rows`` as the timestamps sent, to the
+    microsecond, in order, NULL for None, before or after its anchor, in any zone."""
+    columns = {"n": "bigint", "at": INSTANT}
+    items = [_Stamped(i, v) for i, v in enumerate(values)]
+    params = columns_of(columns, items, "x_", anchor=anchor)
+    sql = f"SELECT v.n, v.at FROM {unnest_rows(columns, 'x_')}"
+    async with pg.connect() as conn:
+        rows = (await conn.execute(text(sql), params)).all()
+    assert [(r.n, r.at) for r in rows] == [(i.n, i.at) for i in items]
+
+
+async def test_instants_are_short_after_the_batch_clock_and_refuse_naive() -> None:
+    now = datetime(2026, 12, 6, 4, 30, tzinfo=UTC)
+    earlier = now - timedelta(seconds=1, microseconds=5)
+    assert instants([now, None, earlier, now], now) == "{0,NULL,-1000005,0}"
+    with pytest.raises(ValueError, match="naive"):
+        instants([datetime(2026, 1, 1)], now)
 
 
 async def test_naive_timestamps_are_refused() -> None:

@@ -20,16 +20,24 @@ from worker.domain.wire import Comment, CommentEvent, RequestEvent
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.dedup import advisory_lock
 from worker.storage.models import ParkedCommentRow, SignalActivityRow, SignalRequestRow
-from worker.storage.pgarray import Write, array, literal, unnest_rows, write_together
+from worker.storage.pgarray import (
+    INSTANT,
+    Write,
+    array,
+    instants,
+    literal,
+    unnest_rows,
+    write_together,
+)
 
 COUNT_DELTA = {"comment.created": 1, "comment.edited": 0, "comment.deleted": -1}
 ACTIVITY_COLUMNS = {
     "user_id": "bigint",
     "comment_count": "integer",
-    "last_comment_at": "timestamptz",
+    "last_comment_at": INSTANT,
     "last_comment_id": "text",
     "last_comment_type": "text",
-    "updated_at": "timestamptz",
+    "updated_at": INSTANT,
 }
 
 
@@ -176,10 +184,13 @@ def activity_write(
 def _pg_upsert(deltas: dict[int, ActivityDelta], now: datetime) -> Write:
     users = sorted(deltas)
     columns = [deltas[u].columns(now) for u in users]
-    params: dict[str, object] = {"a_user_id": literal("bigint", users)}
+    params: dict[str, object] = {"a_user_id": literal("bigint", users), "a_t0": now}
     for name, kind in ACTIVITY_COLUMNS.items():
         if name != "user_id":
-            params[f"a_{name}"] = literal(kind, [c[name] for c in columns])
+            values = [c[name] for c in columns]
+            params[f"a_{name}"] = (
+                instants(values, now) if kind == INSTANT else literal(kind, values)
+            )
     return Write(_pg_upsert_sql(), params)
 
 
