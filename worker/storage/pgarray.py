@@ -63,7 +63,7 @@ def unnest_rows(columns: Mapping[str, str], prefix: str = "") -> str:
     return f"(SELECT {out} FROM unnest({arrays}) AS u({names})) AS v"
 
 
-def instants(values: Iterable[datetime | None], anchor: datetime) -> str:
+def instants(values: Iterable[Any], anchor: datetime) -> str:
     """The array literal of an ``INSTANT`` column: each value's microseconds after
     ``anchor`` (a batch repeats a few values: each is converted once)."""
     done: dict[datetime, str] = {}
