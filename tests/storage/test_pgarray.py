@@ -119,6 +119,22 @@ async def test_columns_of_takes_every_column_of_every_item_in_order() -> None:
     assert columns_of(both, []) == {"a": "{}", "b": "{}"}
 
 
+async def test_a_column_no_row_sets_is_sent_empty_and_read_as_nulls(pg: AsyncEngine) -> None:
+    columns = {"a": "bigint", "b": "text"}
+    items = [_Item(1, None), _Item(2, None)]
+    params = columns_of(columns, items, "p_")
+    assert params["p_b"] == "{}"
+    nothing = columns_of({"b": "text"}, items, "q_")  # the rows' count must still arrive
+    sql = f"SELECT v.a, v.b FROM {unnest_rows(columns, 'p_')}"
+    async with pg.connect() as conn:
+        rows = (await conn.execute(text(sql), params)).all()
+        alone = (
+            await conn.execute(text(f"SELECT v.b FROM {unnest_rows({'b': 'text'}, 'q_')}"), nothing)
+        ).all()
+    assert [tuple(r) for r in rows] == [(1, None), (2, None)]
+    assert [tuple(r) for r in alone] == [(None,), (None,)]
+
+
 async def test_writes_together_apply_all_or_refuse_overlapping_names(pg: AsyncEngine) -> None:
     sessions = session_factory(pg)
     async with pg.begin() as conn:

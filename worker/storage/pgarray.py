@@ -153,10 +153,18 @@ def columns_of(
     get = attrgetter(*columns)
     # attrgetter of one name gives the value itself, of several a tuple
     rows = map(get, items) if len(columns) > 1 else ((get(item),) for item in items)
+    empty = []
     for (name, kind), column in zip(columns.items(), zip(*rows, strict=True), strict=True):
-        params[prefix + name] = (
-            instants(column, anchor) if kind == INSTANT else literal(kind, column)
-        )
+        if column.count(None) == len(column):
+            empty.append(prefix + name)
+        else:
+            params[prefix + name] = (
+                instants(column, anchor) if kind == INSTANT else literal(kind, column)
+            )
+    # unnest pads shorter arrays with NULL: a column no row sets (most of a stale mark's
+    # request columns) need not be sent, unless no column has a value.
+    for name in empty:
+        params[name] = "{}" if len(empty) < len(columns) else literal("text", [None] * len(items))
     return params
 
 
