@@ -13,7 +13,7 @@ call ``InputSets.apply``: the differential test compares what they store.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select, text, tuple_
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.snapshot import CommentInput, signed, step
 from worker.domain.wire import Comment
-from worker.services.locking import CREATED_AND_LOCKED, lock_existing
+from worker.services.locking import MARK_STATE, created_and_locked, lock_existing
 from worker.services.outbox import Requestable
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.models import CommentInputRow, RowState
@@ -51,15 +51,15 @@ _FOUND = (
 )
 FIND = text(f"SELECT k.user_id, c.comment_id, {_STATE} {_FOUND}")
 # PostgreSQL, a comment batch's first statement after the claim: create the missing rows
-# and lock all (``locking``), each with the input_version its snapshot saw (``seen``) and
-# the batch's input states of its user as the snapshot saw them (arrays; NULL: none). The
-# snapshot predates the locks the statement waits for; every change of a user's input
-# states moves the row's input_version in the same transaction (under the lock), so a
-# locked row whose input_version is not the one seen had its states changed meanwhile,
-# and only those users' are read again (``lock_with_inputs``). ``seen`` is a probe per
-# row too (a subquery), for the same reason as ``_FOUND``.
+# and lock all (``locking``; the columns ``MARK_STATE``), each with the input_version its
+# snapshot saw (``seen``) and the batch's input states of its user as the snapshot saw
+# them (arrays; NULL: none). The snapshot predates the locks the statement waits for;
+# every change of a user's input states moves the row's input_version in the same
+# transaction (under the lock), so a locked row whose input_version is not the one seen
+# had its states changed meanwhile, and only those users' are read again
+# (``lock_with_inputs``). ``seen`` is a probe per row too (a subquery), as ``_FOUND`` is.
 LOCK_AND_FIND = text(
-    f"{CREATED_AND_LOCKED}, found AS ("
+    f"{created_and_locked(MARK_STATE)}, found AS ("
     "SELECT k.user_id, array_agg(c.comment_id) AS cids, array_agg(c.version_at) AS ats, "
     "array_agg(c.version_event) AS events, array_agg(c.deleted) AS deleted "
     f"{_FOUND} GROUP BY k.user_id) "
@@ -68,7 +68,7 @@ LOCK_AND_FIND = text(
     "FROM (SELECT * FROM created UNION ALL SELECT * FROM locked) r "
     "LEFT JOIN found f ON f.user_id = r.user_id"
 )
-_STATE_WIDTH = len(fields(RowState))
+_STATE_WIDTH = len(MARK_STATE.split(", "))  # the RowState columns it reads
 UPSERT = (
     f"INSERT INTO comment_inputs ({', '.join(COLUMNS)}) "
     f"SELECT * FROM {unnest_rows(COLUMNS, 'i_')} "
