@@ -36,20 +36,15 @@ COLUMNS = {
     "version_event": "text",
     "deleted": "boolean",
 }
-_STATE = "c.version_at, c.version_event, c.deleted"
 # The stored state of a batch's comments, the keys as two arrays: one probe of the primary
-# key per key, whatever the planner knows of the table. A plain join lets it choose, and
-# with the statistics of an empty table (a new database, after a truncate, and in the
-# prepared statement's cached plan until the first analyze) it read the whole table once
-# a batch: 10.5 ms at 49,500 rows against 5.3 for the whole statement with probes
-# (docs/performance.md, issue 28). The subquery's OFFSET 0 keeps it from being flattened
-# into a join: it runs per key, and its one candidate cheaper than a scan is the index.
+# key per key, whatever the planner knows of the table (``comment_input_states``, migration
+# 0014: a plain join is planned from the table's statistics, and read the whole table
+# once a batch while they were an empty table's: docs/performance.md, issue 28).
 _FOUND = (
-    f"FROM unnest({array('u', 'bigint')}, {array('c', 'text')}) AS k(user_id, comment_id) "
-    f"CROSS JOIN LATERAL (SELECT c.comment_id, {_STATE} FROM comment_inputs c "
-    "WHERE c.user_id = k.user_id AND c.comment_id = k.comment_id OFFSET 0) AS c"
+    "FROM comment_input_states("
+    f"{array('u', 'bigint')}, {array('c', 'text')}) AS c(user_id, comment_id, at, event, gone)"
 )
-FIND = text(f"SELECT k.user_id, c.comment_id, {_STATE} {_FOUND}")
+FIND = text(f"SELECT c.user_id, c.comment_id, c.at, c.event, c.gone {_FOUND}")
 # PostgreSQL, a comment batch's first statement after the claim: create the missing rows
 # and lock all (``locking``; the columns ``MARK_STATE``), each with the input_version its
 # snapshot saw (``seen``) and the batch's input states of its user as the snapshot saw
@@ -57,15 +52,15 @@ FIND = text(f"SELECT k.user_id, c.comment_id, {_STATE} {_FOUND}")
 # every change of a user's input states moves the row's input_version in the same
 # transaction (under the lock), so a locked row whose input_version is not the one seen
 # had its states changed meanwhile, and only those users' are read again
-# (``lock_with_inputs``). ``seen`` is a probe per row too (a subquery), as ``_FOUND`` is.
+# (``lock_with_inputs``).
 LOCK_AND_FIND = text(
     f"{created_and_locked(MARK_STATE)}, found AS ("
-    "SELECT k.user_id, array_agg(c.comment_id) AS cids, array_agg(c.version_at) AS ats, "
-    "array_agg(c.version_event) AS events, array_agg(c.deleted) AS deleted "
-    f"{_FOUND} GROUP BY k.user_id) "
-    "SELECT r.*, (SELECT s.input_version FROM user_profile_highlights s "
-    "WHERE s.user_id = r.user_id) AS seen, f.cids, f.ats, f.events, f.deleted "
+    "SELECT c.user_id, array_agg(c.comment_id) AS cids, array_agg(c.at) AS ats, "
+    "array_agg(c.event) AS events, array_agg(c.gone) AS deleted "
+    f"{_FOUND} GROUP BY c.user_id) "
+    "SELECT r.*, s.input_version AS seen, f.cids, f.ats, f.events, f.deleted "
     "FROM (SELECT * FROM created UNION ALL SELECT * FROM locked) r "
+    "LEFT JOIN user_profile_highlights s ON s.user_id = r.user_id "
     "LEFT JOIN found f ON f.user_id = r.user_id"
 )
 _STATE_WIDTH = len(MARK_STATE.split(", "))  # the RowState columns it reads
