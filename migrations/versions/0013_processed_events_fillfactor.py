@@ -4,11 +4,12 @@ HOT update.
 A batch claims its events (``worker.storage.dedup``: rows with the outcome ``claimed``)
 and stores their outcomes at the end of the same transaction. Into full pages that update
 could not put the new row version beside the old one: each was a new tuple elsewhere
-plus an entry in both indexes, 300 B of WAL a comment, and the primary key held two
-entries for every event. Pages filled to half leave each row room for its second version
-on its own page: 84-138 B a comment, and 1.4 ms instead of 3.5 for a batch of 500
-(docs/performance.md, issue 28). Pages written before keep their fill; the table's new
-pages follow. SQLite has no such thing.
+plus an entry in both indexes (300-364 B of WAL a comment; the primary key held two
+entries for every event). Pages filled to half leave each row room for its second version
+on its own page: 138 B a comment, and 1.3-1.4 ms instead of 3.5 for a batch of 500; the
+claim writes 47 B a comment more, on twice the pages (docs/performance.md, issue 28).
+Pages written before keep their fill; the table's new pages follow. Instant (no rewrite),
+and workers of the previous revision run on it unchanged. SQLite has no such thing.
 
 Revision ID: 0013
 Revises: 0012

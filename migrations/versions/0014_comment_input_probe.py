@@ -8,7 +8,8 @@ batch (10 ms at 50,000 rows); with those of a table analyzed while empty, a prob
 planned as a scan of the table per key (169 ms a batch at 9,500 rows). This function
 plans its one statement on each call with sequential and bitmap scans off, so that the
 per-key lateral subquery (OFFSET 0: never flattened into a join) is an index probe:
-0.5 ms for 500 keys (docs/performance.md, issue 28). SQLite reads the states with the ORM.
+0.6-0.9 ms for 500 keys, the call included (docs/performance.md, issue 28). STABLE, so
+its statement reads with the caller's snapshot. SQLite reads the states with the ORM.
 
 Revision ID: 0014
 Revises: 0013
