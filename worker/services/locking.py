@@ -82,7 +82,7 @@ async def lock_rows(session: AsyncSession, user_ids: Iterable[int]) -> dict[int,
 # token estimate; the scheduler's step charges the estimate later). Most stale marks of
 # comments make no request (one is queued, pending or settling already), so the comment
 # batch neither reads them (``MARK_STATE``) nor writes them back but for the rows that made
-# one (``worker.services.comments``): 3 of a mark's 23 columns, on every comment. They are
+# one (``worker.services.comments``): 3 of the 23 arrays its write sent for every row. They are
 # ``RowState``'s last fields (tests/services/test_staleness.py).
 REQUESTED = {
     "regen_request_lane": "text",

@@ -83,7 +83,8 @@ def _claim_reading(also: str, locking: bool) -> TextClause:
 # rows to find a batch's: 11.4 ms a batch at 50,000 events against 2.6 with probes
 # (docs/performance.md, issue 28). Every row exists (the claim's, in this transaction), so
 # the proposed row is never inserted: only ``outcome`` changes, ``processed_at`` stays
-# the claim's (the proposed value only satisfies NOT NULL).
+# the claim's (the proposed value only satisfies NOT NULL); on half-filled pages (migration
+# 0013) each is a HOT update.
 PG_OUTCOMES = (
     "INSERT INTO processed_events AS p (stream, event_id, outcome, processed_at) "
     "SELECT CAST(:p_stream AS text), v.event_id, v.outcome, statement_timestamp() "
