@@ -15,7 +15,7 @@ from tests.helpers.clock import T0
 from tests.helpers.factories import result
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
 from worker.domain.values import RegenReason, StaleOutcome, StaleReason, UpsertMeta
-from worker.services.locking import WRITTEN
+from worker.services.locking import REQUESTED, WRITTEN
 from worker.services.outbox import OutboxEntry, OutboxSink
 from worker.services.result_batch import CONTENT, COVERED
 from worker.services.results import settle_result
@@ -118,6 +118,11 @@ def _changed(row: HighlightRow, before: dict[str, Any]) -> set[str]:
 
 
 def _apply(name: str, policy: RegenPolicy, rule: str) -> set[str]:
+    return _requesting(name, policy, rule)[0]
+
+
+def _requesting(name: str, policy: RegenPolicy, rule: str) -> tuple[set[str], list[OutboxEntry]]:
+    """The columns a rule changed, and the requests it queued in the outbox."""
     row = _row(**STARTS[name])
     before = {c: getattr(row, c) for c in COLUMNS}
     queued: list[OutboxEntry] = []
@@ -135,7 +140,7 @@ def _apply(name: str, policy: RegenPolicy, rule: str) -> set[str]:
     else:
         later = result(1, generated_at=NOW - timedelta(minutes=1))
         settle_result(row, later, "s1", UpsertMeta(generation=3), NOW, lambda _: None)
-    return _changed(row, before)
+    return _changed(row, before), queued
 
 
 STALE_RULES = ["mark", "expire", "ask again", "retry"]
@@ -162,6 +167,20 @@ def test_every_written_column_is_one_a_stale_rule_changes() -> None:
     assert changed == set(WRITTEN)
 
 
+@pytest.mark.parametrize(
+    ("start", "policy", "rule"), list(itertools.product(STARTS, [IMMEDIATE, SETTLE], STALE_RULES))
+)
+def test_only_a_rule_that_makes_a_request_changes_the_requested_columns(
+    start: str, policy: RegenPolicy, rule: str
+) -> None:
+    """What lets the comment batch write ``REQUESTED`` back only for the rows whose request
+    it queued (their key: the user id), and not read them: a request sets all three."""
+    changed, queued = _requesting(start, policy, rule)
+    assert [entry.key for entry in queued] == (["1"] if changed & set(REQUESTED) else [])
+    if queued:  # each of the three from the request (the row starts with other values)
+        assert set(REQUESTED) <= changed
+
+
 def test_the_plain_row_state_carries_the_written_columns_and_what_the_rules_read() -> None:
     """``RowState`` is what the set-based paths lock and write back: every written column,
     plus the columns the rules only read (a result writes two of them with its content)."""
@@ -170,6 +189,8 @@ def test_the_plain_row_state_carries_the_written_columns_and_what_the_rules_read
     read = {"user_id", "snapshot_hash", "generated_at", "manual_override"}
     snapshot = {"input_version", "input_fingerprint", "covered_version"}
     assert state - set(WRITTEN) == read | snapshot
+    # a comment batch reads all but the last ones (``locking.MARK_STATE``)
+    assert [f.name for f in fields(RowState)][-len(REQUESTED) :] == list(REQUESTED)
     assert not set(WRITTEN) & set(CONTENT)
 
 

@@ -132,3 +132,20 @@ async def test_input_snapshot_migration_starts_rows_at_their_recorded_activity(
         got = [tuple(r) for r in found]
     first, second = baseline(3, "c-9", T0), baseline(1, "c-4", T0)
     assert got == [(1, 0, first, 0, first), (2, 0, second, None, None), (3, 0, 0, None, None)]
+
+
+async def test_processed_events_pages_are_half_filled_on_postgresql(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """0014: room on each page for the outcome's row version (a HOT update); PostgreSQL's
+    default fill after a downgrade."""
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("a table's fillfactor is PostgreSQL's")
+    options = text("SELECT reloptions FROM pg_class WHERE oid = 'processed_events'::regclass")
+    async with migrated_engine.connect() as conn:
+        upgraded = await conn.scalar(options)
+    await migrate.downgrade(migrated_engine, "0013")
+    async with migrated_engine.connect() as conn:
+        downgraded = await conn.scalar(options)
+    await migrate.upgrade(migrated_engine)
+    assert (upgraded, downgraded) == (["fillfactor=50"], None)

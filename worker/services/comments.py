@@ -16,7 +16,7 @@ SQLite and the other streams keep the ORM path; both call the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +28,7 @@ from worker.domain.values import StaleOutcome, StaleReason
 from worker.domain.wire import Comment, CommentEvent, InputStream
 from worker.services import signal_records
 from worker.services.input_snapshots import InputSets, lock_with_inputs
-from worker.services.locking import WRITTEN
+from worker.services.locking import REQUESTED, WRITTEN
 from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_write
 from worker.services.staleness import StaleMark, mark_stale_row
 from worker.storage.database import dialect_insert
@@ -103,12 +103,37 @@ async def resolve_or_park(
 # Besides a stale mark's columns, a comment moves the row's input snapshot
 # (``worker.services.input_snapshots``).
 INPUT_COLUMNS = {"input_version": "bigint", "input_fingerprint": "bigint"}
-WRITE_COLUMNS = {"user_id": "bigint", **WRITTEN, **INPUT_COLUMNS}
-WRITE = (
-    "UPDATE user_profile_highlights AS h SET "
-    + ", ".join(f"{name} = v.{name}" for name in {**WRITTEN, **INPUT_COLUMNS})
-    + f" FROM {unnest_rows(WRITE_COLUMNS, 'h_')} WHERE h.user_id = v.user_id"
-)
+MARKED = {k: v for k, v in WRITTEN.items() if k not in REQUESTED}
+# A changed row's columns; those only a request changes go only with the rows that made one.
+WRITE_COLUMNS = {"user_id": "bigint", **MARKED, **INPUT_COLUMNS}
+ASKED_COLUMNS = {**WRITE_COLUMNS, **REQUESTED}
+
+
+def _update(columns: dict[str, str], prefix: str) -> str:
+    """Write ``columns`` of the rows in ``prefix``'s arrays (keyed by ``user_id``)."""
+    return (
+        "UPDATE user_profile_highlights AS h SET "
+        + ", ".join(f"{name} = v.{name}" for name in columns if name != "user_id")
+        + f" FROM {unnest_rows(columns, prefix)} WHERE h.user_id = v.user_id"
+    )
+
+
+# Two updates of disjoint rows, as two parts of the batch's one statement.
+WRITE, WRITE_ASKED = _update(WRITE_COLUMNS, "h_"), _update(ASKED_COLUMNS, "q_")
+
+
+def _rows_writes(touched: Collection[RowState], queued: list[OutboxEntry]) -> list[Write | None]:
+    """PostgreSQL: write the changed rows back; the rows that made a request (``queued``:
+    its key is the user id) with the ``REQUESTED`` columns, the others without."""
+    marked, requested = list(touched), list[RowState]()
+    if queued:  # else, the commonest, no mark made a request (queued on the row, or pending)
+        asked = {int(entry.key) for entry in queued}
+        marked = [row for row in touched if row.user_id not in asked]
+        requested = [row for row in touched if row.user_id in asked]
+    return [
+        Write(WRITE, columns_of(WRITE_COLUMNS, marked, "h_")) if marked else None,
+        Write(WRITE_ASKED, columns_of(ASKED_COLUMNS, requested, "q_")) if requested else None,
+    ]
 
 
 DELETED_COLUMNS = {"user_id": "bigint", "comment_id": "text"}
@@ -235,12 +260,10 @@ async def apply_locked(
             touched[user_id] = rows[user_id]
         outcomes.setdefault(outcome, []).append(event.event_id)
     activity_upsert, falling = signal_records.activity_write(activity, now)
-    changed = list(touched.values())
-    rows_write = Write(WRITE, columns_of(WRITE_COLUMNS, changed, "h_")) if changed else None
     await write_together(
         session,
         [
-            rows_write,
+            *_rows_writes(touched.values(), queued),
             insert_write(queued),
             activity_upsert,
             deleted_write(deleted, now),

@@ -13,7 +13,7 @@ call ``InputSets.apply``: the differential test compares what they store.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select, text, tuple_
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.snapshot import CommentInput, signed, step
 from worker.domain.wire import Comment
-from worker.services.locking import CREATED_AND_LOCKED, lock_existing
+from worker.services.locking import MARK_STATE, created_and_locked, lock_existing
 from worker.services.outbox import Requestable
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.models import CommentInputRow, RowState
@@ -36,33 +36,34 @@ COLUMNS = {
     "version_event": "text",
     "deleted": "boolean",
 }
-_STATE = "c.version_at, c.version_event, c.deleted"
-# PostgreSQL: the stored state of a batch's comments, the keys as two arrays.
-FIND = text(
-    f"SELECT c.user_id, c.comment_id, {_STATE} FROM comment_inputs c "
-    f"JOIN unnest({array('u', 'bigint')}, {array('c', 'text')}) AS k(user_id, comment_id) "
-    "ON c.user_id = k.user_id AND c.comment_id = k.comment_id"
+# The stored state of a batch's comments, the keys as two arrays: one probe of the primary
+# key per key, whatever the planner knows of the table (``comment_input_states``, migration
+# 0015: a plain join is planned from the table's statistics, and read the whole table
+# once a batch while they were an empty table's: docs/performance.md, issue 28).
+_FOUND = (
+    "FROM comment_input_states("
+    f"{array('u', 'bigint')}, {array('c', 'text')}) AS c(user_id, comment_id, at, event, gone)"
 )
+FIND = text(f"SELECT c.user_id, c.comment_id, c.at, c.event, c.gone {_FOUND}")
 # PostgreSQL, a comment batch's first statement after the claim: create the missing rows
-# and lock all (``locking``), each with the input_version its snapshot saw (``seen``) and
-# the batch's input states of its user as the snapshot saw them (arrays; NULL: none). The
-# snapshot predates the locks the statement waits for; every change of a user's input
-# states moves the row's input_version in the same transaction (under the lock), so a
-# locked row whose input_version is not the one seen had its states changed meanwhile,
-# and only those users' are read again (``lock_with_inputs``).
+# and lock all (``locking``; the columns ``MARK_STATE``), each with the input_version its
+# snapshot saw (``seen``) and the batch's input states of its user as the snapshot saw
+# them (arrays; NULL: none). The snapshot predates the locks the statement waits for;
+# every change of a user's input states moves the row's input_version in the same
+# transaction (under the lock), so a locked row whose input_version is not the one seen
+# had its states changed meanwhile, and only those users' are read again
+# (``lock_with_inputs``).
 LOCK_AND_FIND = text(
-    f"{CREATED_AND_LOCKED}, found AS ("
-    "SELECT c.user_id, array_agg(c.comment_id) AS cids, array_agg(c.version_at) AS ats, "
-    "array_agg(c.version_event) AS events, array_agg(c.deleted) AS deleted "
-    f"FROM comment_inputs c JOIN unnest({array('u', 'bigint')}, {array('c', 'text')}) "
-    "AS k(user_id, comment_id) ON c.user_id = k.user_id AND c.comment_id = k.comment_id "
-    "GROUP BY c.user_id) "
+    f"{created_and_locked(MARK_STATE)}, found AS ("
+    "SELECT c.user_id, array_agg(c.comment_id) AS cids, array_agg(c.at) AS ats, "
+    "array_agg(c.event) AS events, array_agg(c.gone) AS deleted "
+    f"{_FOUND} GROUP BY c.user_id) "
     "SELECT r.*, s.input_version AS seen, f.cids, f.ats, f.events, f.deleted "
     "FROM (SELECT * FROM created UNION ALL SELECT * FROM locked) r "
     "LEFT JOIN user_profile_highlights s ON s.user_id = r.user_id "
     "LEFT JOIN found f ON f.user_id = r.user_id"
 )
-_STATE_WIDTH = len(fields(RowState))
+_STATE_WIDTH = len(MARK_STATE.split(", "))  # the RowState columns it reads
 UPSERT = (
     f"INSERT INTO comment_inputs ({', '.join(COLUMNS)}) "
     f"SELECT * FROM {unnest_rows(COLUMNS, 'i_')} "

@@ -78,6 +78,17 @@ async def lock_rows(session: AsyncSession, user_ids: Iterable[int]) -> dict[int,
     return {row.user_id: row for row in (await session.scalars(stmt)).all()}
 
 
+# The columns only a request changes (``outbox.request_regeneration``: its lane, reason and
+# token estimate; the scheduler's step charges the estimate later). Most stale marks of
+# comments make no request (one is queued, pending or settling already), so the comment
+# batch neither reads them (``MARK_STATE``) nor writes them back but for the rows that made
+# one (``worker.services.comments``): 3 of the 23 arrays its write sent for every row. They are
+# ``RowState``'s last fields (tests/services/test_staleness.py).
+REQUESTED = {
+    "regen_request_lane": "text",
+    "regen_request_reason": "text",
+    "regen_token_estimate": "bigint",
+}
 # The columns a stale mark may change (``worker.services.staleness``: mark, enqueue,
 # request; ``results.settle_result``), with their PostgreSQL types (for unnest arrays).
 # tests/services/test_staleness.py holds every stale rule to this list.
@@ -90,9 +101,7 @@ WRITTEN = {
     "regen_requested_at": "timestamptz",
     "regen_generation": "bigint",
     "regen_attempts": "integer",
-    "regen_request_lane": "text",
-    "regen_request_reason": "text",
-    "regen_token_estimate": "bigint",
+    **REQUESTED,
     "updated_at": "timestamptz",
     "regen_queued_at": "timestamptz",
     "regen_first_change_at": "timestamptz",
@@ -109,20 +118,38 @@ WRITTEN = {
 
 
 STATE = ", ".join(f.name for f in fields(RowState))
-LOCK = (
-    f"SELECT {STATE} FROM user_profile_highlights "
-    f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
+# A comment batch's rows: all but the ``REQUESTED`` columns (left at None in the
+# ``RowState``: a request sets all three, and a row that made none does not write them).
+MARK_STATE = ", ".join(f.name for f in fields(RowState)[: -len(REQUESTED)])
+
+
+def _lock(state: str) -> str:
+    """Lock the rows of ``:ids`` in user-id order, reading the columns ``state``."""
+    return (
+        f"SELECT {state} FROM user_profile_highlights "
+        f"WHERE user_id = ANY({array('ids', 'bigint')}) ORDER BY user_id FOR UPDATE"
+    )
+
+
+LOCK = _lock(STATE)
+
+
+def created_and_locked(state: str) -> str:
+    """The rows of ``:ids`` created (placeholders) and locked, with the columns ``state``,
+    as CTEs ``created`` and ``locked``."""
+    return (
+        "WITH created AS ("
+        "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
+        "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
+        f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
+        f"ON CONFLICT (user_id) DO NOTHING RETURNING {state}), "
+        f"locked AS ({_lock(state)})"
+    )
+
+
+CREATE_AND_LOCK = text(
+    f"{created_and_locked(STATE)} SELECT * FROM created UNION ALL SELECT * FROM locked"
 )
-# The rows of ``:ids`` created (placeholders) and locked, as CTEs ``created`` and ``locked``.
-CREATED_AND_LOCKED = (
-    "WITH created AS ("
-    "INSERT INTO user_profile_highlights (user_id, created_at, updated_at) "
-    "SELECT u, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
-    f"FROM unnest({array('ids', 'bigint')}) AS u ORDER BY u "
-    f"ON CONFLICT (user_id) DO NOTHING RETURNING {STATE}), "
-    f"locked AS ({LOCK})"
-)
-CREATE_AND_LOCK = text(f"{CREATED_AND_LOCKED} SELECT * FROM created UNION ALL SELECT * FROM locked")
 # A result creates a row only where it will write to it: the rows to create are a subset.
 CREATE_SOME_AND_LOCK = text(
     "WITH created AS ("

@@ -76,10 +76,20 @@ def _claim_reading(also: str, locking: bool) -> TextClause:
     return text(start + f"SELECT t.e, {also} FROM {one} LEFT JOIN ({_PG_UNCLAIMED}) AS t ON true")
 
 
+# The claimed rows' outcomes, as an upsert: its conflict check probes the primary key for
+# every row, with no plan to choose. The UPDATE ... FROM join it replaces was planned, and
+# with the statistics of an empty table (a new database, after a truncate, and in the
+# prepared statement's cached plan until the first analyze) it read all of the stream's
+# rows to find a batch's: 11.4 ms a batch at 50,000 events against 2.6 with probes
+# (docs/performance.md, issue 28). Every row exists (the claim's, in this transaction), so
+# the proposed row is never inserted: only ``outcome`` changes, ``processed_at`` stays
+# the claim's (the proposed value only satisfies NOT NULL); on half-filled pages (migration
+# 0014) each is a HOT update.
 PG_OUTCOMES = (
-    "UPDATE processed_events AS p SET outcome = v.outcome "
+    "INSERT INTO processed_events AS p (stream, event_id, outcome, processed_at) "
+    "SELECT CAST(:p_stream AS text), v.event_id, v.outcome, statement_timestamp() "
     f"FROM {unnest_rows({'event_id': 'text', 'outcome': 'text'}, 'p_')} "
-    "WHERE p.stream = CAST(:p_stream AS text) AND p.event_id = v.event_id"
+    "ON CONFLICT (stream, event_id) DO UPDATE SET outcome = excluded.outcome"
 )
 
 
