@@ -33,7 +33,14 @@ from worker.services.outbox import OutboxEntry, OutboxSink, Requestable, insert_
 from worker.services.staleness import StaleMark, mark_stale_row
 from worker.storage.database import dialect_insert
 from worker.storage.models import DeletedCommentRow, RowState
-from worker.storage.pgarray import Write, columns_of, literal, unnest_rows, write_together
+from worker.storage.pgarray import (
+    Write,
+    columns_of,
+    literal,
+    sent_as_instants,
+    unnest_rows,
+    write_together,
+)
 
 COMMENT_REASONS = {
     "comment.created": StaleReason.NEW_COMMENT,
@@ -103,7 +110,7 @@ async def resolve_or_park(
 # Besides a stale mark's columns, a comment moves the row's input snapshot
 # (``worker.services.input_snapshots``).
 INPUT_COLUMNS = {"input_version": "bigint", "input_fingerprint": "bigint"}
-MARKED = {k: v for k, v in WRITTEN.items() if k not in REQUESTED}
+MARKED = sent_as_instants({k: v for k, v in WRITTEN.items() if k not in REQUESTED})
 # A changed row's columns; those only a request changes go only with the rows that made one.
 WRITE_COLUMNS = {"user_id": "bigint", **MARKED, **INPUT_COLUMNS}
 ASKED_COLUMNS = {**WRITE_COLUMNS, **REQUESTED}
@@ -122,7 +129,9 @@ def _update(columns: dict[str, str], prefix: str) -> str:
 WRITE, WRITE_ASKED = _update(WRITE_COLUMNS, "h_"), _update(ASKED_COLUMNS, "q_")
 
 
-def _rows_writes(touched: Collection[RowState], queued: list[OutboxEntry]) -> list[Write | None]:
+def _rows_writes(
+    touched: Collection[RowState], queued: list[OutboxEntry], now: datetime
+) -> list[Write | None]:
     """PostgreSQL: write the changed rows back; the rows that made a request (``queued``:
     its key is the user id) with the ``REQUESTED`` columns, the others without."""
     marked, requested = list(touched), list[RowState]()
@@ -131,8 +140,8 @@ def _rows_writes(touched: Collection[RowState], queued: list[OutboxEntry]) -> li
         marked = [row for row in touched if row.user_id not in asked]
         requested = [row for row in touched if row.user_id in asked]
     return [
-        Write(WRITE, columns_of(WRITE_COLUMNS, marked, "h_")) if marked else None,
-        Write(WRITE_ASKED, columns_of(ASKED_COLUMNS, requested, "q_")) if requested else None,
+        Write(WRITE, columns_of(WRITE_COLUMNS, marked, "h_", now)) if marked else None,
+        Write(WRITE_ASKED, columns_of(ASKED_COLUMNS, requested, "q_", now)) if requested else None,
     ]
 
 
@@ -263,7 +272,7 @@ async def apply_locked(
     await write_together(
         session,
         [
-            *_rows_writes(touched.values(), queued),
+            *_rows_writes(touched.values(), queued, now),
             insert_write(queued),
             activity_upsert,
             deleted_write(deleted, now),

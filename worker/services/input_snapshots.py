@@ -25,14 +25,14 @@ from worker.services.locking import MARK_STATE, created_and_locked, lock_existin
 from worker.services.outbox import Requestable
 from worker.storage.database import dialect_insert, is_postgresql
 from worker.storage.models import CommentInputRow, RowState
-from worker.storage.pgarray import Write, array, literal, unnest_rows
+from worker.storage.pgarray import INSTANT, Write, array, arrays_of, literal, unnest_rows
 
 Key = tuple[int, str]  # (user_id, comment_id)
 
 COLUMNS = {
     "user_id": "bigint",
     "comment_id": "text",
-    "version_at": "timestamptz",
+    "version_at": INSTANT,
     "version_event": "text",
     "deleted": "boolean",
 }
@@ -128,9 +128,7 @@ class InputSets:
         if not self.changed:
             return None
         columns = self._columns()
-        return Write(
-            UPSERT, {f"i_{name}": literal(COLUMNS[name], v) for name, v in columns.items()}
-        )
+        return Write(UPSERT, arrays_of(COLUMNS, columns, "i_"))
 
     async def save(self, session: AsyncSession) -> None:
         """The ORM paths' form of ``write``: one upsert, executemany."""

@@ -141,31 +141,58 @@ def columns_of(
     columns: Mapping[str, str],
     items: Sequence[object],
     prefix: str = "",
-    anchor: datetime = EPOCH,
+    anchor: datetime | None = None,
 ) -> dict[str, object]:
-    """Bind parameters for ``unnest_rows(columns, prefix)``: each column's literal, taken
-    from the attributes of ``items`` (all of an item's at once, then transposed: a batch's
-    rows times twenty columns of single ``getattr`` calls cost more than the literals);
-    ``INSTANT`` columns after ``anchor`` (the batch's clock reading makes them short)."""
-    params: dict[str, object] = {prefix + "t0": anchor} if INSTANT in columns.values() else {}
+    """Bind parameters for ``unnest_rows(columns, prefix)``, taken from the attributes of
+    ``items`` (all of an item's at once, then transposed: a batch's rows times twenty
+    columns of single ``getattr`` calls cost more than the literals); see ``arrays_of``."""
     if not items:
-        return params | {prefix + name: "{}" for name in columns}
+        return arrays_of(columns, dict.fromkeys(columns, ()), prefix, anchor)
     get = attrgetter(*columns)
     # attrgetter of one name gives the value itself, of several a tuple
     rows = map(get, items) if len(columns) > 1 else ((get(item),) for item in items)
+    return arrays_of(
+        columns, dict(zip(columns, zip(*rows, strict=True), strict=True)), prefix, anchor
+    )
+
+
+def arrays_of(
+    columns: Mapping[str, str],
+    values: Mapping[str, Sequence[Any]],
+    prefix: str = "",
+    anchor: datetime | None = None,
+) -> dict[str, object]:
+    """Bind parameters for ``unnest_rows(columns, prefix)`` from each column's values (of
+    equal length): each column's literal; ``INSTANT`` columns after ``anchor`` (the batch's
+    clock reading makes most of them ``0``; None: their first value)."""
+    params: dict[str, object] = {}
+    if INSTANT in columns.values():
+        if anchor is None:
+            firsts = (v for n, k in columns.items() if k == INSTANT for v in values[n] if v)
+            anchor = next(firsts, EPOCH)
+        params[prefix + "t0"] = anchor
     empty = []
-    for (name, kind), column in zip(columns.items(), zip(*rows, strict=True), strict=True):
-        if column.count(None) == len(column):
+    for name, kind in columns.items():
+        column = values[name]
+        if column and column.count(None) == len(column):
             empty.append(prefix + name)
+        elif kind == INSTANT:
+            params[prefix + name] = instants(column, anchor or EPOCH)
         else:
-            params[prefix + name] = (
-                instants(column, anchor) if kind == INSTANT else literal(kind, column)
-            )
+            params[prefix + name] = literal(kind, column)
     # unnest pads shorter arrays with NULL: a column no row sets (most of a stale mark's
     # request columns) need not be sent, unless no column has a value.
     for name in empty:
-        params[name] = "{}" if len(empty) < len(columns) else literal("text", [None] * len(items))
+        size = len(values[name[len(prefix) :]])
+        params[name] = "{}" if len(empty) < len(columns) else literal("text", [None] * size)
     return params
+
+
+def sent_as_instants(columns: Mapping[str, str]) -> dict[str, str]:
+    """``columns`` with their timestamptz columns sent as ``INSTANT``s (for ``unnest_rows``
+    and ``columns_of``; a column list shared with a form that sends literals keeps its
+    timestamptz)."""
+    return {name: INSTANT if kind == "timestamptz" else kind for name, kind in columns.items()}
 
 
 @dataclass(frozen=True)
