@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     # Batches of one input topic in flight at once, each from its own partitions and on its
     # own connection (``worker.kafka.partition_lanes``); 1 = one after another.
-    input_lanes: int = Field(default=2, ge=1, le=16)
+    input_lanes: int = Field(default=4, ge=1, le=16)
     regen_retry_after: Duration = timedelta(minutes=15)
     # The scheduler (README "Regeneration budget"): settle 0 and rate 0 = request at once.
     regen_settle: Duration = timedelta(seconds=5)

@@ -87,4 +87,4 @@ def test_postgresql_gets_the_lanes_asked_for_and_sqlite_one_with_a_pool_to_match
     assert postgres.input_pool_size == 3 * 3  # no lane ever waits for a connection
     sqlite = Settings(database_url="sqlite:///var/x.sqlite3", input_lanes=3)
     assert sqlite.lanes_per_input == 1
-    assert Settings().input_lanes == 2
+    assert Settings().input_lanes == 4
