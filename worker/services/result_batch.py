@@ -39,7 +39,14 @@ from worker.services.results import (
 from worker.services.spend import cost_writes
 from worker.storage import dedup
 from worker.storage.models import RowState
-from worker.storage.pgarray import Write, literal, unnest_rows, write_together
+from worker.storage.pgarray import (
+    Write,
+    arrays_of,
+    literal,
+    sent_as_instants,
+    unnest_rows,
+    write_together,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ CONTENT = {
 }
 # What the stored highlight covers of the input snapshot (``worker.domain.snapshot``).
 COVERED = {"covered_version": "bigint", "covered_fingerprint": "bigint"}
-RESULT_COLUMNS = {"user_id": "bigint", **CONTENT, **WRITTEN, **COVERED}
+RESULT_COLUMNS = sent_as_instants({"user_id": "bigint", **CONTENT, **WRITTEN, **COVERED})
 RESULT_WRITE = (
     "UPDATE user_profile_highlights AS h SET "
     + ", ".join(f"{name} = v.{name}" for name in {**CONTENT, **WRITTEN, **COVERED})
@@ -96,17 +103,18 @@ def _content(payload: GeneratedHighlight, meta: UpsertMeta, ttl: timedelta) -> _
     )
 
 
-def rows_write(states: dict[int, RowState], contents: dict[int, _Content]) -> Write | None:
+def rows_write(
+    states: dict[int, RowState], contents: dict[int, _Content], now: datetime
+) -> Write | None:
     """The changed rows (content and freshness columns) as one UPDATE from arrays."""
     users = sorted(contents)
     if not users:
         return None
-    params: dict[str, object] = {}
-    for name, kind in RESULT_COLUMNS.items():
+    values: dict[str, list[object]] = {}
+    for name in RESULT_COLUMNS:
         source: Mapping[int, object] = contents if name in _FROM_CONTENT else states
-        values = [getattr(source[u], name) for u in users]
-        params["g_" + name] = literal("text" if kind == "jsonb" else kind, values)
-    return Write(RESULT_WRITE, params)
+        values[name] = [getattr(source[u], name) for u in users]
+    return Write(RESULT_WRITE, arrays_of(RESULT_COLUMNS, values, "g_", now))
 
 
 TRANSITION_COLUMNS = {
@@ -210,7 +218,7 @@ async def apply_result_batch(
         result.count(stream, outcome)
         batch.outcomes.setdefault(outcome, []).append(event.event_id)
     writes = [
-        rows_write(batch.states, batch.contents),
+        rows_write(batch.states, batch.contents, now),
         insert_write(batch.queued),
         transitions_write(batch.transitions, now),
         *cost_writes(result),

@@ -119,6 +119,8 @@ _ENCODERS: dict[str, Callable[[Any], str]] = {
 def literal(kind: str, values: Iterable[Any]) -> str:
     """The array literal of ``values`` (None is SQL NULL) for a column of ``kind``."""
     items = values if isinstance(values, list | tuple) else list(values)
+    if kind == "jsonb":  # JSON text, cast by the statement
+        kind = "text"
     if items and None not in items:  # the commonest shapes, joined without a call each
         if kind == "text":
             together = "".join(items)
