@@ -45,31 +45,69 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    @property
+    def _room(self) -> asyncio.Event:
+        """Set when a partition a sink paused is resumed (``on_buffer_drop``)."""
+        room: asyncio.Event | None = self.__dict__.get("_wb_room")
+        if room is None:
+            room = self.__dict__["_wb_room"] = asyncio.Event()
+        return room
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        super().on_buffer_drop(tp)
+        self._room.set()
+
+    async def _until_room(self, timeout: float) -> None:
+        """Wait until a partition a sink paused resumes, at most ``timeout`` seconds."""
+        room = self._room
+        room.clear()  # nothing awaited since the sinks paused: no resume is missed
+        try:
+            await asyncio.wait_for(room.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop (``Consumer._drain_messages``), one sink call per topic and
-        fetch instead of one conductor call per message."""
+        fetch instead of one conductor call per message.
+
+        While a sink holds partitions paused (a batch's worth waits), the loop must come
+        back as soon as one resumes. Faust's waits a second in ``getmany`` for the other
+        partitions' data (or sleeps a second when none is active): a burst of whole
+        fetches paused every partition of a topic at once, its batches were done in a
+        fraction of that second, and the worker idled for the rest, capping a stream near
+        15,000 events/s however fast its batches went (docs/performance.md). Then it takes
+        what the other partitions have without waiting, and waits for a resume instead, at
+        most the fetch wait (``WB_CONSUMER_FETCH_WAIT``) so the others are not held."""
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
+        fetch_wait = getattr(self.app, "wb_fetch_max_wait_ms", 100) / 1000
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 await self.sleep(0)
                 if self.should_stop:
                     continue
-                for topic, messages in (await self._fetch_once(sinks)).items():
+                paused = bool(self._buffered_partitions)
+                fetched: dict[str, list[Message]] = {}
+                if not paused or self._get_active_partitions():
+                    fetched = await self._fetch_once(sinks, 0.0 if paused else 1.0)
+                for topic, messages in fetched.items():
                     sinks[topic](messages)
+                if paused and not fetched:
+                    await self._until_room(fetch_wait)
         except (asyncio.CancelledError, *stopped_errors):  # type: ignore[misc]
             if self.transport.app.should_stop:
                 return  # stopping: the unacked messages are delivered again
             raise
 
-    async def _fetch_once(self, sinks: dict[str, Sink]) -> dict[str, list[Message]]:
-        """One ``getmany`` with Faust's bookkeeping per message (read offsets, gaps, the
-        commit interval); other topics' messages go Faust's way."""
+    async def _fetch_once(self, sinks: dict[str, Sink], timeout: float) -> dict[str, list[Message]]:
+        """One ``getmany`` (waiting at most ``timeout`` for data) with Faust's bookkeeping
+        per message (read offsets, gaps, the commit interval); other topics' messages go
+        Faust's way."""
         fetched: dict[str, list[Message]] = {}
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         partitions: set[TP] = set()
-        async for tp, message in self.getmany(timeout=1.0):
+        async for tp, message in self.getmany(timeout=timeout):
             offset, seen = message.offset, read_offsets[tp]
             if seen is not None and offset < seen:
                 continue  # fetched again after a seek: Faust drops these too
