@@ -20,6 +20,7 @@ the commit of offsets acked on the consumer (the sink acks after its database co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,14 +58,13 @@ class _Consumer(faust_aiokafka.Consumer):
         super().on_buffer_drop(tp)
         self._room.set()
 
-    async def _until_room(self, timeout: float) -> None:
-        """Wait until a partition a sink paused resumes, at most ``timeout`` seconds."""
+    async def _until_room(self, seconds: float) -> None:
+        """Wait until a partition a sink paused resumes, at most ``seconds``."""
         room = self._room
         room.clear()  # nothing awaited since the sinks paused: no resume is missed
-        try:
-            await asyncio.wait_for(room.wait(), timeout=timeout)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await room.wait()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop (``Consumer._drain_messages``), one sink call per topic and
