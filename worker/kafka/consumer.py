@@ -99,15 +99,15 @@ class _Consumer(faust_aiokafka.Consumer):
                 return  # stopping: the unacked messages are delivered again
             raise
 
-    async def _fetch_once(self, sinks: dict[str, Sink], timeout: float) -> dict[str, list[Message]]:
-        """One ``getmany`` (waiting at most ``timeout`` for data) with Faust's bookkeeping
+    async def _fetch_once(self, sinks: dict[str, Sink], wait_s: float) -> dict[str, list[Message]]:
+        """One ``getmany`` (waiting at most ``wait_s`` for data) with Faust's bookkeeping
         per message (read offsets, gaps, the commit interval); other topics' messages go
         Faust's way."""
         fetched: dict[str, list[Message]] = {}
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         partitions: set[TP] = set()
-        async for tp, message in self.getmany(timeout=timeout):
+        async for tp, message in self.getmany(timeout=wait_s):
             offset, seen = message.offset, read_offsets[tp]
             if seen is not None and offset < seen:
                 continue  # fetched again after a seek: Faust drops these too
