@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers.batches import Recorder
 from worker.kafka.batch_chain import BatchChain
-from worker.kafka.partition_lanes import PartitionLanes
+from worker.kafka.partition_lanes import PartitionLanes, lane_of
 from worker.settings import Settings
 
 
@@ -37,11 +37,31 @@ async def test_each_partition_goes_to_one_lane_in_offset_order() -> None:
         await recorder.until(30)
     for index, recorder in enumerate(recorders):
         applied = [m for batch in recorder.batches for m in batch]
-        assert {m.partition % 2 for m in applied} == {index}
+        assert {lane_of(m.partition, 2) for m in applied} == {index}
         for partition in {m.partition for m in applied}:
             offsets = [m.offset for m in applied if m.partition == partition]
             assert offsets == list(range(15))
         assert max(map(len, recorder.batches)) <= 7
+
+
+@pytest.mark.parametrize(
+    ("lanes", "workers", "partitions"), [(4, 1, 4), (4, 2, 4), (4, 2, 16), (4, 4, 16), (4, 16, 64)]
+)
+def test_a_round_robin_share_of_the_partitions_uses_every_lane_it_can(
+    lanes: int, workers: int, partitions: int
+) -> None:
+    """A worker of a group holds every workers-th partition (round-robin assignors): its
+    partitions spread over min(lanes, its partitions) lanes, not one (``partition % 4``
+    put 4 workers' 16 partitions each in a single lane)."""
+    for worker in range(workers):
+        mine = range(worker, partitions, workers)
+        assert len({lane_of(p, lanes) for p in mine}) == min(lanes, len(mine))
+
+
+def test_lanes_are_a_function_of_the_partition_alone() -> None:
+    assert [lane_of(p, 4) for p in range(4)] == [0, 1, 2, 3]
+    assert {lane_of(p, 1) for p in range(64)} == {0}
+    assert all(0 <= lane_of(p, 3) < 3 for p in range(1000))
 
 
 async def test_one_lane_is_one_chain_for_every_partition() -> None:

@@ -73,7 +73,7 @@ async def waits_for_the_database(
     await eventually(outage, timeout=20, what="the pipeline to report an outage")
     assert await rt.database_reachable() is answers, "SELECT 1 still works"
     assert not await rt.database_ready(), "readiness must say not ready"
-    [stream] = rt.pipeline.outages
+    [(stream, _)] = rt.pipeline.outages
     seen = retries(rt, stream)
 
     async def several_retries() -> bool:
@@ -134,6 +134,36 @@ async def test_a_timeout_behind_another_sessions_lock_holds_the_batch(
         await applied(runtime, task)
     finally:
         await database.alter(f"RESET {setting}")
+        await locker.close()
+
+
+@pytest.mark.postgres
+async def test_a_batch_of_the_stream_that_commits_leaves_another_waiting_not_ready(
+    database: Database, runtime: Runtime
+) -> None:
+    """Input lanes run several batches of one stream at once: while one waits out an outage
+    (a lock timeout on its user's row), another that commits does not make the worker
+    ready again."""
+    locker = await asyncpg.connect(**pg.asyncpg_dsn(database.url)[1])
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute("SELECT 1 FROM user_profile_highlights WHERE user_id = 1 FOR UPDATE")
+    await database.alter("SET lock_timeout = '300ms'")
+    try:
+        await runtime.close()
+        stuck = asyncio.create_task(runtime.handle(C, batch((1,), prefix="stuck")))
+        await waits_for_the_database(runtime, stuck)
+        other = await runtime.handle(C, batch((2, 3), prefix="other"))
+        assert other.retries == 0
+        assert runtime.pipeline.outages, "the stuck batch is still waiting"
+        assert not await runtime.database_ready()
+        await lock.rollback()
+        done = await asyncio.wait_for(stuck, timeout=30)
+        assert done.retries > 0
+        assert runtime.pipeline.outages == {}
+        assert await runtime.database_ready()
+    finally:
+        await database.alter("RESET lock_timeout")
         await locker.close()
 
 

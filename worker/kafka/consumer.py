@@ -58,13 +58,19 @@ class _Consumer(faust_aiokafka.Consumer):
         super().on_buffer_drop(tp)
         self._room.set()
 
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Faust makes every assigned partition active again but keeps the set of those a
+        sink paused, so a partition revoked while paused stayed in it for good (the sink
+        only resumes partitions still assigned), and the fetch loop behaved as if paused
+        ever after. An assignment starts with none paused, as Faust's active set does."""
+        self._buffered_partitions.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def _until_room(self, seconds: float) -> None:
         """Wait until a partition a sink paused resumes, at most ``seconds``."""
-        room = self._room
-        room.clear()  # nothing awaited since the sinks paused: no resume is missed
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await room.wait()
+                await self._room.wait()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop (``Consumer._drain_messages``), one sink call per topic and
@@ -80,12 +86,14 @@ class _Consumer(faust_aiokafka.Consumer):
         most the fetch wait (``WB_CONSUMER_FETCH_WAIT``) so the others are not held."""
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
-        fetch_wait = getattr(self.app, "wb_fetch_max_wait_ms", 100) / 1000
+        # Never a zero wait: with a partition paused the loop would spin.
+        fetch_wait = max(getattr(self.app, "wb_fetch_max_wait_ms", 100) / 1000, 0.01)
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 await self.sleep(0)
                 if self.should_stop:
                     continue
+                self._room.clear()  # before the fetch: a resume during it is not missed
                 paused = bool(self._buffered_partitions)
                 fetched: dict[str, list[Message]] = {}
                 if not paused or self._get_active_partitions():

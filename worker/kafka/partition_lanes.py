@@ -5,7 +5,7 @@ A comment batch waits for PostgreSQL about twice as long as the worker computes 
 comments), so with one chain per topic the worker's core idles while its batch is in the
 database, and the database's while the next batch is decoded. ``WB_INPUT_LANES`` chains
 per topic overlap the two. A topic's partitions are dealt to the lanes by number
-(``partition % lanes``), and each lane's batch runs in its own transaction on its own
+(``lane_of``), and each lane's batch runs in its own transaction on its own
 pooled connection:
 
 - order per partition holds: a partition always goes to the same lane, and a lane's
@@ -17,16 +17,34 @@ pooled connection:
   retried as any transient fault is;
 - acks are per partition, so a lane acks its partitions' offsets whatever the other does.
 
-With fewer partitions than lanes the spare lanes get nothing; one lane is the old chain.
+Which lane: the sum of the partition number's digits in base ``lanes``, modulo ``lanes``
+(``lane_of``). It must not depend on the assignment (a partition that moved lanes at a
+rebalance could have batches in two lanes at once), and plain ``partition % lanes`` left
+most lanes idle in a group: round-robin assignors give a worker every workers-th
+partition (4 workers on 16 partitions: worker k gets k, k+4, k+8, k+12, all one lane at
+four lanes). The digit sum deals 0..lanes-1 to every lane as ``%`` does, and deals any such
+stride that is a power of ``lanes`` across them all. With fewer partitions than lanes the
+spare lanes get nothing; one lane is the old chain.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from worker.kafka.batch_chain import BatchChain
+
+
+def lane_of(partition: int, lanes: int) -> int:
+    """The lane of ``partition``: its digits in base ``lanes`` summed, modulo ``lanes``."""
+    if lanes == 1:
+        return 0
+    total = 0
+    while partition:
+        partition, digit = divmod(partition, lanes)
+        total += digit
+    return total % lanes
 
 
 class Partitioned(Protocol):
@@ -39,10 +57,11 @@ M = TypeVar("M", bound=Partitioned)
 
 @dataclass
 class PartitionLanes(Generic[M]):
-    """A topic's sink: each fetch's messages split by ``partition % len(lanes)``, every
+    """A topic's sink: each fetch's messages split by ``lane_of`` their partition, every
     part to its lane's chain in the order it came (offset order per partition)."""
 
     lanes: list[BatchChain[M]]
+    _lane: dict[int, int] = field(default_factory=dict)  # partition -> lane, computed once
 
     def add(self, messages: Sequence[M]) -> None:
         count = len(self.lanes)
@@ -50,10 +69,21 @@ class PartitionLanes(Generic[M]):
             self.lanes[0].add(messages)
             return
         parts: dict[int, list[M]] = {}
+        lane = self._lane
         for message in messages:
-            parts.setdefault(message.partition % count, []).append(message)
+            partition = message.partition
+            index = lane.get(partition)
+            if index is None:
+                index = lane[partition] = lane_of(partition, count)
+            parts.setdefault(index, []).append(message)
+        failure: BaseException | None = None
         for index, part in parts.items():
-            self.lanes[index].add(part)
+            try:  # every lane gets its part, even after another lane's batch failed
+                self.lanes[index].add(part)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def cancel(self) -> None:
         for lane in self.lanes:

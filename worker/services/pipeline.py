@@ -77,8 +77,9 @@ class Pipeline:
     # Called at each retry, while the database is still failing (metrics count retries as
     # they happen: a batch stuck in an outage never returns its ``retries``).
     on_retry: Callable[[InputStream], None] = lambda stream: None
-    # Streams whose batch is waiting for the database, with the error (readiness reads it).
-    outages: dict[InputStream, str] = field(default_factory=dict)
+    # The batches waiting out an outage, each under its own key (several batches of one
+    # stream wait at once with input lanes): readiness is "none waits".
+    outages: dict[tuple[InputStream, int], str] = field(default_factory=dict)
     # PostgreSQL applies batches set-based; False keeps the ORM path there too (the
     # differential tests compare the two on the same events).
     set_based: bool = True
@@ -119,15 +120,17 @@ class Pipeline:
     async def _retrying(
         self, stream: InputStream, events: list[tuple[RawMessage, InputEvent]]
     ) -> BatchResult:
-        """The batch, waiting out outages; ``outages`` names the stream while it waits
-        (readiness) and is cleared however the wait ends but cancellation."""
+        """The batch, waiting out outages; ``outages`` holds the batch (its stream, and a key of
+        its own) while it waits (readiness) and drops it however the wait ends but
+        cancellation: another batch of the stream that commits meanwhile leaves it there."""
         retries = 0
+        waiting_key = (stream, id(events))
 
         def waiting(exc: Exception, delay: float) -> None:
             nonlocal retries
             retries += 1
             self.on_retry(stream)
-            self.outages[stream] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.outages[waiting_key] = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.warning("database unavailable (%s); retrying batch in %.1fs", exc, delay)
 
         try:
@@ -138,10 +141,10 @@ class Pipeline:
                 on_outage=waiting,
             )
         except Exception:
-            self.outages.pop(stream, None)
+            self.outages.pop(waiting_key, None)
             raise
         result.retries = retries
-        self.outages.pop(stream, None)
+        self.outages.pop(waiting_key, None)
         return result
 
     async def _apply_isolating(
