@@ -44,6 +44,19 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def bench_comment(event_id: str, i: int, user: int, at: str) -> dict[str, Any]:
+    """The bench's comment ``i`` (a creation) about ``user`` at ``at``: the ingest's and
+    ``bench.write_plan``'s one shape."""
+    return {
+        "event_id": event_id,
+        "type": "comment.created",
+        "comment_id": f"c{i}",
+        "request_id": f"r{i}",
+        "user_id": user,
+        "occurred_at": at,
+    }
+
+
 def ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
@@ -118,14 +131,7 @@ class Bench:
         def comments() -> Iterator[Message]:
             for i in range(events):
                 user = rng.randint(1, users)
-                doc = {
-                    "event_id": f"{topic}-{i}",
-                    "type": "comment.created",
-                    "comment_id": f"c{i}",
-                    "request_id": f"r{i}",
-                    "user_id": user,
-                    "occurred_at": at,
-                }
+                doc = bench_comment(f"{topic}-{i}", i, user, at)
                 yield topic, str(user), doc
 
         await self.produce(comments())

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from bench.harness import bench_comment
 from tests.helpers import pgcluster
 from tests.helpers import postgres as pg
 from worker.domain.batch import RawMessage
@@ -58,14 +59,7 @@ def comments(batches: int) -> list[list[RawMessage]]:
         batch = []
         for i in range(b * BATCH, (b + 1) * BATCH):
             user = rng.randint(1, USERS)
-            doc = {
-                "event_id": f"e{i}",
-                "type": "comment.created",
-                "comment_id": f"c{i}",
-                "request_id": f"r{i}",
-                "user_id": user,
-                "occurred_at": at,
-            }
+            doc = bench_comment(f"e{i}", i, user, at)
             batch.append(RawMessage(json.dumps(doc).encode(), "t", 0, i, str(user).encode()))
         out.append(batch)
     return out
