@@ -7,7 +7,7 @@ built as pydantic-core schemas, since they run on every event of every topic.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
@@ -81,10 +81,12 @@ _UTC_OFFSET = timedelta(0)
 
 
 def _in_utc(value: datetime) -> datetime:
-    """Every accepted timestamp leaves the decoder in UTC: Python holds offsets up to
-    ±23:59, PostgreSQL only up to ±15:59 (it refuses the rest, inside a whole batch's array
-    literal). The same instant, so no rule sees a difference."""
-    if value.utcoffset() == _UTC_OFFSET:
+    """Every accepted timestamp leaves the decoder in UTC, as ``datetime.UTC`` itself:
+    Python holds offsets up to ±23:59, PostgreSQL only up to ±15:59 (it refuses the rest,
+    inside a whole batch's array literal). The same instant, so no rule sees a difference."""
+    if value.tzinfo is UTC:
+        return value
+    if value.utcoffset() is None:
         return value  # naive values are refused by ``check_aware``, which names them
     converted = in_utc(value)
     if converted is None:
@@ -92,10 +94,24 @@ def _in_utc(value: datetime) -> datetime:
     return converted
 
 
+def _parsed_in_utc(value: str, parse: core_schema.ValidatorFunctionWrapHandler) -> datetime:
+    """The text the pattern let through, parsed by ``datetime.fromisoformat`` when it can
+    (what nearly every producer sends), else by pydantic (lower-case ``t``/``z``; and every
+    refusal, so that its message is pydantic's). Why not pydantic alone: its datetimes carry
+    its own ``TzInfo``, whose offset Python fetches through a call, so every comparison,
+    subtraction and hash of such a value downstream (clock bounds, the rules, a batch's
+    instants) cost 0.2-0.9 us more than with ``datetime.UTC``: a tenth of a comment's CPU."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = parse(value)
+    return _in_utc(parsed)
+
+
 class _TimestampSchema:
     """Timestamps are RFC 3339 strings on the wire (no epoch numbers: they hide the zone);
-    a string first, then a datetime, both inside pydantic-core, then the same instant in
-    UTC."""
+    a string first, then a datetime, both checked before any rule sees them, then the same
+    instant in UTC."""
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
@@ -107,7 +123,7 @@ class _TimestampSchema:
             ),
         )
         return core_schema.chain_schema(
-            [text, core_schema.no_info_after_validator_function(_in_utc, handler(source))]
+            [text, core_schema.no_info_wrap_validator_function(_parsed_in_utc, handler(source))]
         )
 
 
