@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+import faust
 from faust.types import TP
 
-from worker.kafka.app import QuietMonitor
+from worker.kafka.app import QuietMonitor, Worker
 from worker.kafka.consumer import note_progress
 
 
@@ -22,3 +24,21 @@ async def test_delivered_partitions_keep_what_the_stalled_stream_check_reads() -
     assert monitor.stream_inbound_time[tp] >= before
     assert TP("signal.comments", 1) not in monitor.stream_inbound_time
     assert monitor.messages_received_total == 0  # the per-message bookkeeping stays off
+
+
+def test_a_quiet_log_level_keeps_debug_records_unbuilt() -> None:
+    """At ``WB_LOG_LEVEL=warning`` Faust's terminal spinner set the root logger to DEBUG, and
+    every debug call of aiokafka's fetcher built a record for nothing (4 % of the worker's
+    CPU at 2,000 comments/s): the worker has no spinner, so debug stays off."""
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    app = faust.App("wb-test-logging", broker="kafka://127.0.0.1:9", autodiscover=False)
+    worker = Worker(app, 5.0, loglevel="warning", redirect_stdouts=False)
+    try:
+        worker._setup_logging()
+        assert worker.spinner is None
+        assert not logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("aiokafka").isEnabledFor(logging.WARNING)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

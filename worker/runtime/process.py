@@ -85,7 +85,10 @@ class Runtime:
         self.metrics.record_batch(stream.value, result, time.monotonic() - started, utcnow())
         for letter in result.dead_letters:
             self.unsaved_dead_letters[(stream.value, letter.reason.value)] += 1
-        if result.regen_requests:
+        if result.regen_requests and self.regen_policy.immediate:
+            # Only an immediate policy's requests go to the outbox with the batch; under a
+            # scheduler they wait in the queue and its step wakes the relay. A wake with
+            # nothing to send costs the relay a transaction: one per batch at steady load.
             self.relay_wakeup.set()
         return result
 
