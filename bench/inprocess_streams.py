@@ -82,13 +82,28 @@ def _events(kind: str, n: int) -> list[RawMessage]:
 
 class StatementTimes:
     """Wall time of each statement the engine runs, by its first words (``WITH w0`` is a
-    batch's one write, ``WITH m`` the mappings' map-and-unpark, ``WITH ids`` a claim)."""
+    batch's one write, ``WITH m`` the mappings' map-and-unpark, ``WITH ids`` a claim), sent
+    through SQLAlchemy or by asyncpg itself (``worker.storage.driver_rows``: asyncpg's query
+    log times those)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.started: dict[int, float] = {}
+        self.drivers: set[Any] = set()
         event.listen(engine.sync_engine, "before_cursor_execute", self._before)
         event.listen(engine.sync_engine, "after_cursor_execute", self._after)
+        event.listen(engine.sync_engine, "checkout", self._watch_driver)
+
+    def _watch_driver(self, dbapi_connection: Any, *_: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if driver not in self.drivers:
+            self.drivers.add(driver)
+            driver.add_query_logger(self._logged)
+
+    def _logged(self, logged: Any) -> None:
+        words = logged.query.split()  # not transaction control, nor the pool's ping (";")
+        if words and words[0].rstrip(";").upper() not in ("", "BEGIN", "COMMIT", "ROLLBACK"):
+            self.times[" ".join(words[:3])[:40]].append(logged.elapsed)
 
     def _before(self, _conn: Any, cursor: Any, *_args: Any) -> None:
         self.started[id(cursor)] = time.perf_counter()

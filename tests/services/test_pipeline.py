@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0, FakeClock
@@ -25,6 +24,7 @@ from tests.helpers.factories import (
     result,
 )
 from tests.helpers.live import eventually
+from tests.helpers.statements import StatementsSent
 from worker.domain.wire import InputStream
 from worker.services.pipeline import Pipeline
 from worker.services.store import HighlightStore
@@ -327,25 +327,15 @@ async def test_a_comment_batch_on_postgresql_costs_the_same_statements_at_any_si
         pytest.skip("the set-based comment path is PostgreSQL's")
     for user in range(1, 301):
         await store.upsert_auto(result(user), f"snap-{user}")
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        counts = []
-        for size, first in ((10, 0), (600, 10)):
-            statements.clear()
-            batch = [
-                comment(f"s{first + i}", 1 + (first + i) % 400, later(1 + i % 3))
-                for i in range(size)
-            ]
+    counts = []
+    for size, first in ((10, 0), (600, 10)):
+        batch = [
+            comment(f"s{first + i}", 1 + (first + i) % 400, later(1 + i % 3)) for i in range(size)
+        ]
+        with StatementsSent(engine) as statements:
             res = await pipeline.process(C, batch)
-            assert sum(res.outcomes.values()) == size
-            counts.append(len(statements))
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert sum(res.outcomes.values()) == size
+        counts.append(len(statements.seen))
     # claim; create and lock, with the input states as of the statement's snapshot (read
     # again only for users whose input_version moved meanwhile: none here); every write
     assert counts == [3, 3]

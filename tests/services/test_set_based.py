@@ -11,12 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.helpers.clock import T0, FakeClock
 from tests.helpers.database import truncate_all, waiting_on_lock
 from tests.helpers.factories import C, G, R, comment, generated, later, queued_messages, raw
+from tests.helpers.statements import StatementsSent
 from worker.domain.batch import RawMessage
 from worker.domain.cost import Spend
 from worker.domain.scheduling import IMMEDIATE, RegenPolicy
@@ -42,21 +43,6 @@ def _postgres_only(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
     if engine.dialect.name != "postgresql":
         pytest.skip("the set-based paths are PostgreSQL's")
     return engine
-
-
-class _Statements:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine, self.seen = engine, list[str]()
-
-    def __enter__(self) -> _Statements:
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        event.remove(self.engine.sync_engine, "before_cursor_execute", self._count)
-
-    def _count(self, *args: Any) -> None:
-        self.seen.append(args[2])
 
 
 def mapping(eid: str, req: str, user: int, minutes: int = 0) -> RawMessage:
@@ -90,7 +76,7 @@ async def test_a_result_batch_costs_the_same_statements_at_any_size(
             else:  # a conflict, then a duplicate of the first event
                 batch.append(generated(f"g{i}", user, later(5), "x", base_snapshot_hash="no"))
         batch.append(batch[0])
-        with _Statements(engine) as statements:
+        with StatementsSent(engine) as statements:
             res = await pipeline.process(G, batch)
         assert sum(res.outcomes.values()) == size + 1
         counts.append(len(statements.seen))
@@ -117,7 +103,7 @@ async def test_a_mapping_batch_costs_the_same_statements_at_any_size(
         res = await pipeline.process(C, parked)
         assert res.outcomes == {("comments", "parked"): 2 * size}
         batch = [mapping(f"m{i}", f"req-{i}", 1 + i % 350) for i in range(first, first + size)]
-        with _Statements(engine) as statements:
+        with StatementsSent(engine) as statements:
             res = await pipeline.process(R, batch)
         counts.append(len(statements.seen))
         released.append(res.outcomes[("comments", "unparked")])

@@ -24,6 +24,7 @@ from worker.domain.wire import Comment
 from worker.services.locking import MARK_STATE, created_and_locked, lock_existing
 from worker.services.outbox import Requestable
 from worker.storage.database import dialect_insert, is_postgresql
+from worker.storage.driver_rows import driver_rows
 from worker.storage.models import CommentInputRow, RowState
 from worker.storage.pgarray import INSTANT, Write, array, arrays_of, literal, unnest_rows
 
@@ -173,7 +174,7 @@ async def lock_with_inputs(
     inputs = InputSets(known=dict.fromkeys(unique))
     states: dict[int, RowState] = {}
     moved: set[int] = set()
-    for r in await session.execute(LOCK_AND_FIND, params):
+    for r in await driver_rows(session, LOCK_AND_FIND, params):
         state = states[r[0]] = RowState(*r[:_STATE_WIDTH])
         seen, cids, ats, events, deleted = r[_STATE_WIDTH:]
         if seen is not None and seen != state.input_version:

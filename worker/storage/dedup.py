@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from worker.domain.batch import BatchResult
 from worker.domain.wire import InputEvent, InputStream
 from worker.storage.database import dialect_insert, is_postgresql
+from worker.storage.driver_rows import driver_rows
 from worker.storage.models import ProcessedEventRow
 from worker.storage.pgarray import Write, array, literal, unnest_rows, write_together
 
@@ -138,13 +139,13 @@ async def claim(
         if lock is not None:
             params["keys"] = literal("text", [lock(event) for _, event in first.values()])
         if also is not None:
-            answered = (await session.execute(_claim_reading(also, lock is not None), params)).all()
+            answered = await driver_rows(session, _claim_reading(also, lock is not None), params)
             taken = {e for e, _ in answered} - {None}
             value = answered[0][1]
         elif lock is None:
-            taken = set((await session.scalars(PG_CLAIM, params)).all())
+            taken = {r[0] for r in await driver_rows(session, PG_CLAIM, params)}
         else:
-            taken = set((await session.scalars(PG_CLAIM_LOCKING, params)).all()) - {None}
+            taken = {r[0] for r in await driver_rows(session, PG_CLAIM_LOCKING, params)} - {None}
         claimed = first.keys() - taken
     else:
         stmt = (

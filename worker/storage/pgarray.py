@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.storage.driver_rows import driver_rows
+
 
 def array(name: str, kind: str) -> str:
     """SQL for the bind parameter ``name`` holding a literal of ``kind[]``."""
@@ -214,7 +216,7 @@ async def write_together(session: AsyncSession, writes: Iterable[Write | None]) 
         if params.keys() & w.params.keys():
             raise ValueError(f"parameter names overlap: {sorted(params.keys() & w.params.keys())}")
         params.update(w.params)
-    await session.execute(_together(tuple(w.sql for w in present)), params)
+    await driver_rows(session, _together(tuple(w.sql for w in present)), params)
 
 
 @lru_cache(maxsize=32)
