@@ -1,4 +1,4 @@
-"""An ``apply`` for ``BatchChain`` tests that records its batches and can be held open."""
+"""An ``apply`` for ``PartitionLanes`` tests that records its batches and can be held open."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Recorder:
             self.changed.notify_all()
 
     async def until(self, items: int) -> None:
-        """Until ``items`` items were applied (fails after 5 s if the chain stalls)."""
+        """Until ``items`` items were applied (fails after 5 s if the sink stalls)."""
         await self._wait_for(lambda: sum(map(len, self.batches)) >= items)
 
     async def until_held(self) -> None:

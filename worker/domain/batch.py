@@ -1,6 +1,6 @@
 """What a batch is made of and what it did: transport-neutral values shared by the
 pipeline, the comment rules, the metrics and the Faust adapters (whose pacing of batches,
-``BatchChain``, lives with them in ``worker.kafka.batch_chain``)."""
+``PartitionLanes``, lives with them in ``worker.kafka.partition_lanes``)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from faust.types import TP, Message
 
 from worker.domain.batch import DeadLetter, RawMessage
 from worker.domain.wire import InputStream
-from worker.kafka.batch_chain import BatchChain
 from worker.kafka.connection import KafkaConnection
 from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
@@ -209,14 +208,14 @@ def _current(app: faust.App, messages: list[Message]) -> list[Message]:
     return [m for m in messages if m.generation_id == generation]
 
 
-def _input_chain(app: faust.App, rt: Runtime, kind: InputStream) -> BatchChain[Message]:
-    """One lane of an input topic's batches (``PartitionLanes``): whole fetches in,
-    batches to the database one after another (order per partition holds, and what arrives
-    while a batch is in the database is gathered into the next), acks after the commit.
+def _input_sink(app: faust.App, rt: Runtime, kind: InputStream) -> PartitionLanes[Message]:
+    """An input topic's sink: whole fetches in, batches to the database (one at a time
+    under light load, up to ``WB_INPUT_LANES`` at once with a backlog, never two of one
+    partition: ``PartitionLanes``), acks after the commit.
 
-    Backpressure per partition, as Faust's stream buffers do: while a batch's worth waits,
-    the partitions it came from are left out of the next fetches, so a slow stream never
-    holds up the others' fetches."""
+    Backpressure per partition, as Faust's stream buffers do: while the lanes' worth of
+    batches waits, the partitions it came from are left out of the next fetches, so a slow
+    stream never holds up the others' fetches."""
     paused: set[TP] = set()
 
     def pause(messages: Sequence[Message]) -> None:
@@ -242,7 +241,8 @@ def _input_chain(app: faust.App, rt: Runtime, kind: InputStream) -> BatchChain[M
             os.kill(os.getpid(), signal.SIGTERM)
             raise
 
-    return BatchChain(apply, rt.settings.batch_size, pause, resume)
+    settings = rt.settings
+    return PartitionLanes(apply, settings.batch_size, settings.lanes_per_input, pause, resume)
 
 
 async def _apply_and_ack(
@@ -271,21 +271,19 @@ def _input_topics(app: faust.App, rt: Runtime) -> list[Any]:
         InputStream.REQUESTS: app.topic(settings.topic_requests, **RAW),
         InputStream.GENERATED: app.topic(settings.topic_generated, **RAW),
     }
-    chains = []
+    sinks = []
     for kind, topic in topics.items():
-        lanes = PartitionLanes(
-            [_input_chain(app, rt, kind) for _ in range(settings.lanes_per_input)]
-        )
-        deliver_whole_fetches(app, topic, lanes.add)
-        chains.append(lanes)
+        sink = _input_sink(app, rt, kind)
+        deliver_whole_fetches(app, topic, sink.add)
+        sinks.append(sink)
 
     @app.task
     async def input_batches() -> None:
         try:
             await asyncio.Future()  # until the app stops and cancels its tasks
         finally:
-            for chain in chains:
-                chain.cancel()  # a batch still in the database: rolled back, never acked
+            for sink in sinks:
+                sink.cancel()  # a batch still in the database: rolled back, never acked
 
     return [app.topic(dead_letter_topic(t.get_topic_name()), **RAW) for t in topics.values()]
 
