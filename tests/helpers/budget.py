@@ -7,9 +7,12 @@ from typing import Any
 
 # Broker timestamps are the relay's publish times, not the scheduler's step times: the
 # bucket earns from a step's commit and its requests reach the broker a relay cycle later
-# (0.03-0.7 s measured on the 2-core machine under load), so a window may hold up to
-# rate x that lag more than ``burst + rate x length``.
-RELAY_LAG_ALLOWANCE_S = 0.5
+# (0.03-0.7 s measured on the 2-core machine under load; on 2026-12-06 the fault suite with
+# four test processes measured up to 0.85 s, at main before that day's changes too: 53-85
+# requests beyond at 100/s), so a window may hold up to rate x that lag more than
+# ``burst + rate x length``. A worker that ignored the budget exceeds it by its whole
+# backlog (hundreds here), far beyond this allowance.
+RELAY_LAG_ALLOWANCE_S = 1.0
 
 
 def budget_excess(first_seen: list[float], rate_per_s: float, burst: int) -> float:

@@ -329,10 +329,13 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
             return  # stopping before the topics were declared
         interval = settings.relay_interval.total_seconds()
         while not app.should_stop:
+            # Cleared before the take, not after: a step that commits while the relay takes
+            # (and finds nothing yet) must wake it again, or its requests wait an interval
+            # and reach the broker in one lump with the next steps' (over the budget there).
+            rt.relay_wakeup.clear()
             sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))
             if sent:
                 continue
-            rt.relay_wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)
 
