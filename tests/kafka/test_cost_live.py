@@ -143,7 +143,10 @@ async def test_the_batch_lane_on_its_own_topic_leaves_a_comment_on_time(
         return await requests_on(kafka, REGEN, {user})
 
     (at, request), *_ = await eventually(comment_request, timeout=30, what="the comment's")
-    assert at - sent <= 1 + 1.5, f"the comment's request {at - sent:.2f}s after it was sent"
+    # Its settle (1 s) and a few steps: 1.1-1.6 s alone, 2.7 s once in CI with four test
+    # processes on two cores (2026-12-06, the previous main alike); starved behind the
+    # wave it would wait minutes (10,000 at 600 a minute).
+    assert at - sent <= 1 + 3.0, f"the comment's request {at - sent:.2f}s after it was sent"
     assert request["lane"] == "interactive" and "respond_by" not in request
     expiries = await requests_on(kafka, BATCH, set(WAVE))
     assert len(expiries) >= 100
