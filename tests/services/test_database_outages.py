@@ -262,9 +262,10 @@ async def test_a_read_only_sqlite_file_holds_the_batch(tmp_path: Any) -> None:
 async def test_the_relay_waits_while_the_database_refuses_new_connections(
     database: Database, runtime: Runtime
 ) -> None:
-    """ALLOW_CONNECTIONS false answers new sessions with SQLSTATE 55000, not an outage
-    class: the relay still waits (the database does not answer at all) instead of crashing
-    the worker, and publishes once connections are allowed again."""
+    """ALLOW_CONNECTIONS false answers new sessions with SQLSTATE 55000, an outage by its
+    message (``classify``; checking whether the database answers raced with its
+    re-opening): the relay waits instead of crashing the worker, and publishes once
+    connections are allowed again."""
     published: list[object] = []
 
     async def publish(messages: object) -> None:

@@ -166,6 +166,16 @@ def test_errors_by_type(error: BaseException, expected: Fault) -> None:
     assert classify(error) is expected
 
 
+def test_a_database_refusing_new_sessions_is_an_outage_other_55000s_are_not() -> None:
+    refusing = asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
+        'database "wb" is not currently accepting connections'
+    )
+    assert classify(refusing) is OUTAGE
+    assert classify(through_sqlalchemy(refusing)) is OUTAGE
+    other = asyncpg.exceptions.ObjectNotInPrerequisiteStateError("cursor is not open")
+    assert classify(other) is OTHER
+
+
 def test_an_invalidated_connection_is_an_outage() -> None:
     error = sa_exc.DBAPIError("SELECT 1", None, Exception("?"), connection_invalidated=True)
     assert classify(error) is OUTAGE

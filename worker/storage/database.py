@@ -172,7 +172,12 @@ def _sqlstate(error: BaseException) -> str | None:
     return code if isinstance(code, str) and len(code) == 5 else None
 
 
-def _by_sqlstate(code: str) -> Fault:
+def _by_sqlstate(code: str, error: BaseException | None = None) -> Fault:
+    # ALLOW_CONNECTIONS false: 55000 is "object not in prerequisite state" elsewhere, but
+    # a database refusing new sessions cannot do any work now (and checking whether it
+    # answers races with its re-opening).
+    if code == "55000" and "not currently accepting connections" in str(error):
+        return Fault.OUTAGE
     if code in _OUTAGE_CODES or code[:2] in _OUTAGE_CLASSES:
         return Fault.OUTAGE
     if code[:2] in _DATA_CLASSES:
@@ -225,7 +230,7 @@ def _classify_one(error: BaseException, sa_exc: Any) -> Fault | None:
         return Fault.OUTAGE  # pool exhausted while the database is away
     code = _sqlstate(error)
     if code is not None:
-        return _by_sqlstate(code)
+        return _by_sqlstate(code, error)
     if isinstance(error, sa_exc.DBAPIError):
         return _by_dbapi_error(error, sa_exc)
     if type(error).__module__ == "sqlite3":
@@ -243,7 +248,7 @@ def _by_dbapi_error(error: Any, sa_exc: Any) -> Fault | None:
     orig = error.orig
     code = _sqlstate(orig) if orig is not None else None
     if code is not None:
-        return _by_sqlstate(code)
+        return _by_sqlstate(code, orig)
     if orig is not None and (sqlite := _by_sqlite(orig)) is not None:
         return sqlite
     if _SCHEMA_PROBLEM.search(str(orig)):
