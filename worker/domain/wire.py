@@ -7,7 +7,7 @@ built as pydantic-core schemas, since they run on every event of every topic.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
@@ -77,7 +77,6 @@ RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
 )
-_UTC_OFFSET = timedelta(0)
 
 
 def _in_utc(value: datetime) -> datetime:
