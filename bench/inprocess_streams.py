@@ -27,6 +27,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers.postgres import without_tls_on_loopback
+from tests.helpers.statements import a_statement
 from worker.domain.batch import RawMessage
 from worker.domain.wire import InputStream
 from worker.services.pipeline import Pipeline
@@ -101,9 +102,8 @@ class StatementTimes:
             driver.add_query_logger(self._logged)
 
     def _logged(self, logged: Any) -> None:
-        words = logged.query.split()  # not transaction control, nor the pool's ping (";")
-        if words and words[0].rstrip(";").upper() not in ("", "BEGIN", "COMMIT", "ROLLBACK"):
-            self.times[" ".join(words[:3])[:40]].append(logged.elapsed)
+        if a_statement(logged.query):
+            self.times[" ".join(logged.query.split()[:3])[:40]].append(logged.elapsed)
 
     def _before(self, _conn: Any, cursor: Any, *_args: Any) -> None:
         self.started[id(cursor)] = time.perf_counter()

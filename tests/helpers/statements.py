@@ -48,8 +48,13 @@ class StatementsSent:
             driver.add_query_logger(self._by_the_driver)
 
     def _by_the_driver(self, logged: Any) -> None:
-        query: str = logged.query
-        if not query.strip(" ;\n") or query.lstrip().upper().startswith(_CONTROL):
-            return  # the pool's ping (";") or transaction control
-        if not any(marker in query for marker in _INTROSPECTION):
-            self.seen.append(query)
+        if a_statement(logged.query):
+            self.seen.append(logged.query)
+
+
+def a_statement(query: str) -> bool:
+    """Whether asyncpg's query log entry ``query`` is a statement of the work: not the
+    pool's ping (";"), transaction control, or asyncpg's own type introspection."""
+    if not query.strip(" ;\n") or query.lstrip().upper().startswith(_CONTROL):
+        return False
+    return not any(marker in query for marker in _INTROSPECTION)
