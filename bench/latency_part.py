@@ -71,7 +71,7 @@ async def measure(b: Bench, args: argparse.Namespace, who: str, load: str, n: in
     try:
         consumers = workers(b, topic, n) if who == "worker" else leans(b, topic, n)
         async with consumers as procs:
-            await cl.warm_up(b, topic, pick, clock.warm)
+            await cl.warm_up(b, topic, args.rate, pick, clock.warm, args.rate * args.seconds)
             achieved = await cl.steady_comments(b, topic, args.rate, args.seconds, pick, clock.sent)
             await cl.settle(clock)
             if who == "worker":
