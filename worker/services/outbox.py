@@ -201,10 +201,12 @@ def request_regeneration(
 
 
 async def take(session: AsyncSession, max_messages: int) -> list[OutboxMessage]:
-    """Delete the oldest rows (at least one, at most ``max_messages`` messages unless one row
-    holds more) and return their messages in order. The caller publishes them and commits
-    only after the broker acked, so a failed publish rolls the rows back. PostgreSQL: SKIP
-    LOCKED, so relays in several workers do not overlap."""
+    """Delete the oldest rows until ``max_messages`` messages are reached (the last row
+    may take it over) and return their messages in order: fewer than ``max_messages``
+    means no row was left that this session could take, so the relay need not look again
+    until woken. The caller publishes them and commits only after the broker acked, so a
+    failed publish rolls the rows back. PostgreSQL: SKIP LOCKED, so relays in several
+    workers do not overlap."""
     candidates = (
         await session.execute(
             select(OutboxRow.id, OutboxRow.message_count)
@@ -216,7 +218,7 @@ async def take(session: AsyncSession, max_messages: int) -> list[OutboxMessage]:
     ids: list[int] = []
     total = 0
     for row_id, count in candidates:
-        if ids and total + count > max_messages:
+        if total >= max_messages:
             break
         ids.append(row_id)
         total += count
