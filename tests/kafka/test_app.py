@@ -9,7 +9,7 @@ import faust
 from faust.types import TP
 
 from worker.kafka.app import QuietMonitor, Worker
-from worker.kafka.consumer import note_progress
+from worker.kafka.consumer import BUSY_FETCH_WAIT_MS, next_fetch_wait, note_progress
 
 
 async def test_delivered_partitions_keep_what_the_stalled_stream_check_reads() -> None:
@@ -42,3 +42,14 @@ def test_a_quiet_log_level_keeps_debug_records_unbuilt() -> None:
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+def test_the_fetch_wait_is_short_while_messages_flow_and_long_once_idle() -> None:
+    """Tansu holds a fetch its whole max wait even while comments arrive: with messages
+    flowing the next fetches wait ``BUSY_FETCH_WAIT_MS``, a ``getmany`` that waited in vain
+    puts ``WB_CONSUMER_FETCH_WAIT`` back, and one cut short by a pause changes nothing."""
+    assert next_fetch_wait(fetched=True, paused=False, idle_ms=100) == BUSY_FETCH_WAIT_MS
+    assert next_fetch_wait(fetched=True, paused=True, idle_ms=100) == BUSY_FETCH_WAIT_MS
+    assert next_fetch_wait(fetched=False, paused=False, idle_ms=100) == 100
+    assert next_fetch_wait(fetched=False, paused=True, idle_ms=100) is None
+    assert next_fetch_wait(fetched=True, paused=False, idle_ms=5) == 5  # never above the setting

@@ -4,7 +4,12 @@ Fetch wait: Faust creates its group consumer with ``fetch_max_wait_ms=1500``. Ap
 answers a fetch as soon as data arrives, but a broker that holds a fetch until its max wait
 (the embedded Tansu does) adds up to that much latency to every event.
 ``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends a few more empty
-fetches, which are cheap.
+fetches, which are cheap. While messages flow the wait is shorter still (``BUSY_FETCH_WAIT_MS``):
+the fetch loop takes each fetch's messages at once, so its next fetch often finds nothing new
+yet, and Tansu held it the whole wait while comments arrived (at 2,000 comments/s the stale
+mark's p50 / p99 were 38 / 99 ms against 21 / 50 with 10 ms, docs/performance.md,
+2026-12-06 night). Kafka answers when data arrives either way. The first fetch to find
+nothing for a whole ``getmany`` puts the long wait back, so an idle worker fetches rarely.
 
 Whole fetches: Faust hands every message to its streams one at a time. Per message its
 fetch loop awaits a ``wait_first`` (two tasks), the conductor decodes an event and queues
@@ -28,6 +33,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TopicT
+
+BUSY_FETCH_WAIT_MS = 10  # the fetch wait while messages flow (at most WB_CONSUMER_FETCH_WAIT)
 
 # Takes a fetch's messages of one topic without waiting: backpressure is the sink's (it
 # leaves its partitions out of fetches while it is behind), never the fetch loop's.
@@ -86,8 +93,9 @@ class _Consumer(faust_aiokafka.Consumer):
         most the fetch wait (``WB_CONSUMER_FETCH_WAIT``) so the others are not held."""
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
+        idle_wait_ms: int = getattr(self.app, "wb_fetch_max_wait_ms", 100)
         # Never a zero wait: with a partition paused the loop would spin.
-        fetch_wait = max(getattr(self.app, "wb_fetch_max_wait_ms", 100) / 1000, 0.01)
+        fetch_wait = max(idle_wait_ms / 1000, 0.01)
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 await self.sleep(0)
@@ -98,6 +106,9 @@ class _Consumer(faust_aiokafka.Consumer):
                 fetched: dict[str, list[Message]] = {}
                 if not paused or self._get_active_partitions():
                     fetched = await self._fetch_once(sinks, 0.0 if paused else 1.0)
+                    wait_ms = next_fetch_wait(bool(fetched), paused, idle_wait_ms)
+                    if wait_ms is not None:
+                        self._broker_fetch_wait(wait_ms)
                 for topic, messages in fetched.items():
                     sinks[topic](messages)
                 if paused and not fetched:
@@ -106,6 +117,14 @@ class _Consumer(faust_aiokafka.Consumer):
             if self.transport.app.should_stop:
                 return  # stopping: the unacked messages are delivered again
             raise
+
+    def _broker_fetch_wait(self, milliseconds: int) -> None:
+        """The max wait of the fetches aiokafka sends from now on (its fetcher reads it for
+        each request; an int set from this thread is seen whole by the consumer's)."""
+        consumer = getattr(self._thread, "_consumer", None)
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None and fetcher._fetch_max_wait_ms != milliseconds:
+            fetcher._fetch_max_wait_ms = milliseconds
 
     async def _fetch_once(self, sinks: dict[str, Sink], wait_s: float) -> dict[str, list[Message]]:
         """One ``getmany`` (waiting at most ``wait_s`` for data) with Faust's bookkeeping
@@ -132,6 +151,15 @@ class _Consumer(faust_aiokafka.Consumer):
             read_offsets[tp] = offset
         note_progress(self.app.monitor, partitions)
         return fetched
+
+
+def next_fetch_wait(fetched: bool, paused: bool, idle_ms: int) -> int | None:
+    """The max wait of the next fetches after a ``getmany``: short while messages flow, the
+    idle wait (``WB_CONSUMER_FETCH_WAIT``) once a whole ``getmany`` found none; None (as it
+    was) after one a paused partition cut short, which says nothing about the flow."""
+    if fetched:
+        return min(BUSY_FETCH_WAIT_MS, idle_ms)
+    return None if paused else idle_ms
 
 
 def note_progress(monitor: Any, partitions: set[TP]) -> None:
