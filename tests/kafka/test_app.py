@@ -9,7 +9,7 @@ import faust
 from faust.types import TP
 
 from worker.kafka.app import QuietMonitor, Worker
-from worker.kafka.consumer import BUSY_FETCH_WAIT_MS, next_fetch_wait, note_progress
+from worker.kafka.consumer import BUSY_FETCH_MIN_BYTES, BUSY_FETCH_WAIT_MS, FetchPace, note_progress
 
 
 async def test_delivered_partitions_keep_what_the_stalled_stream_check_reads() -> None:
@@ -44,12 +44,17 @@ def test_a_quiet_log_level_keeps_debug_records_unbuilt() -> None:
         root.handlers[:] = saved[1]
 
 
-def test_the_fetch_wait_is_short_while_messages_flow_and_long_once_idle() -> None:
-    """Tansu holds a fetch its whole max wait even while comments arrive: with messages
-    flowing the next fetches wait ``BUSY_FETCH_WAIT_MS``, a ``getmany`` that waited in vain
-    puts ``WB_CONSUMER_FETCH_WAIT`` back, and one cut short by a pause changes nothing."""
-    assert next_fetch_wait(fetched=True, paused=False, idle_ms=100) == BUSY_FETCH_WAIT_MS
-    assert next_fetch_wait(fetched=True, paused=True, idle_ms=100) == BUSY_FETCH_WAIT_MS
-    assert next_fetch_wait(fetched=False, paused=False, idle_ms=100) == 100
-    assert next_fetch_wait(fetched=False, paused=True, idle_ms=100) is None
-    assert next_fetch_wait(fetched=True, paused=False, idle_ms=5) == 5  # never above the setting
+def test_the_fetch_pace_is_busy_while_messages_flow_and_idle_once_they_stop() -> None:
+    """While messages flow each fetch waits ``BUSY_FETCH_WAIT_MS`` for
+    ``BUSY_FETCH_MIN_BYTES`` (Tansu held a fetch its whole max wait while comments arrived;
+    Kafka answered each producer batch with a fetch of its own); a ``getmany`` that waited
+    in vain puts ``WB_CONSUMER_FETCH_WAIT`` back, and one a pause cut short changes nothing."""
+    idle = FetchPace.idle(100)
+    busy = idle.after(fetched=True, paused=False, wait_ms=100)
+    assert (busy.max_wait_ms, busy.min_bytes) == (BUSY_FETCH_WAIT_MS, BUSY_FETCH_MIN_BYTES)
+    assert busy.getmany_s < idle.getmany_s  # a pause in the flow is noticed within two waits
+    assert busy.after(fetched=False, paused=True, wait_ms=100) == busy
+    assert busy.after(fetched=False, paused=False, wait_ms=100) == idle
+    assert (idle.max_wait_ms, idle.min_bytes) == (100, 1)  # Kafka answers on arrival
+    assert idle.after(fetched=True, paused=True, wait_ms=100) == busy
+    assert FetchPace.busy(5).max_wait_ms == 5  # never above the setting

@@ -4,12 +4,17 @@ Fetch wait: Faust creates its group consumer with ``fetch_max_wait_ms=1500``. Ap
 answers a fetch as soon as data arrives, but a broker that holds a fetch until its max wait
 (the embedded Tansu does) adds up to that much latency to every event.
 ``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends a few more empty
-fetches, which are cheap. While messages flow the wait is shorter still (``BUSY_FETCH_WAIT_MS``):
-the fetch loop takes each fetch's messages at once, so its next fetch often finds nothing new
-yet, and Tansu held it the whole wait while comments arrived (at 2,000 comments/s the stale
-mark's p50 / p99 were 38 / 99 ms against 21 / 50 with 10 ms, docs/performance.md,
-2026-12-06 night). Kafka answers when data arrives either way. The first fetch to find
-nothing for a whole ``getmany`` puts the long wait back, so an idle worker fetches rarely.
+fetches, which are cheap.
+
+While messages flow the consumer fetches at a busier pace (``FetchPace``): each fetch waits
+at most ``BUSY_FETCH_WAIT_MS`` and, on Kafka, until ``BUSY_FETCH_MIN_BYTES`` have come. The
+fetch loop takes each fetch's messages at once, so its next fetch found little or nothing
+new: Tansu held it its whole max wait while comments arrived, and Kafka answered each
+producer batch with a fetch of its own, about 300 a second at 2,000 comments/s, each
+costing the consumer thread's Python more than the messages in it. At that rate the stale
+mark's p50 / p99 went from 38 / 99 to 21 / 45-58 ms on Tansu and the worker's CPU per
+comment from about 360 to 240 us on Kafka (docs/performance.md, 2026-12-06 night). A
+``getmany`` that finds nothing within two busy waits puts the idle pace back.
 
 Whole fetches: Faust hands every message to its streams one at a time. Per message its
 fetch loop awaits a ``wait_first`` (two tasks), the conductor decodes an event and queues
@@ -28,13 +33,43 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TopicT
 
-BUSY_FETCH_WAIT_MS = 10  # the fetch wait while messages flow (at most WB_CONSUMER_FETCH_WAIT)
+BUSY_FETCH_WAIT_MS = 10  # while messages flow (never above WB_CONSUMER_FETCH_WAIT)
+BUSY_FETCH_MIN_BYTES = 4096  # about 15 comments: 7 ms at 2,000/s
+
+
+@dataclass(frozen=True)
+class FetchPace:
+    """How the consumer fetches: the broker's max wait and min bytes for each fetch, and
+    how long a ``getmany`` waits for messages."""
+
+    max_wait_ms: int
+    min_bytes: int
+    getmany_s: float
+
+    @classmethod
+    def idle(cls, wait_ms: int) -> FetchPace:
+        return cls(wait_ms, 1, 1.0)
+
+    @classmethod
+    def busy(cls, wait_ms: int) -> FetchPace:
+        busy_ms = min(BUSY_FETCH_WAIT_MS, wait_ms)
+        return cls(busy_ms, BUSY_FETCH_MIN_BYTES, 2 * busy_ms / 1000)
+
+    def after(self, fetched: bool, paused: bool, wait_ms: int) -> FetchPace:
+        """The pace after a ``getmany``: busy when it brought messages, idle when it
+        waited in vain, as it was when a paused partition cut it short (no wait, which
+        says nothing about the flow)."""
+        if fetched:
+            return FetchPace.busy(wait_ms)
+        return self if paused else FetchPace.idle(wait_ms)
+
 
 # Takes a fetch's messages of one topic without waiting: backpressure is the sink's (it
 # leaves its partitions out of fetches while it is behind), never the fetch loop's.
@@ -93,9 +128,10 @@ class _Consumer(faust_aiokafka.Consumer):
         most the fetch wait (``WB_CONSUMER_FETCH_WAIT``) so the others are not held."""
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
-        idle_wait_ms: int = getattr(self.app, "wb_fetch_max_wait_ms", 100)
+        wait_ms: int = getattr(self.app, "wb_fetch_max_wait_ms", 100)
+        pace = FetchPace.idle(wait_ms)
         # Never a zero wait: with a partition paused the loop would spin.
-        fetch_wait = max(idle_wait_ms / 1000, 0.01)
+        fetch_wait = max(wait_ms / 1000, 0.01)
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 await self.sleep(0)
@@ -105,10 +141,8 @@ class _Consumer(faust_aiokafka.Consumer):
                 paused = bool(self._buffered_partitions)
                 fetched: dict[str, list[Message]] = {}
                 if not paused or self._get_active_partitions():
-                    fetched = await self._fetch_once(sinks, 0.0 if paused else 1.0)
-                    wait_ms = next_fetch_wait(bool(fetched), paused, idle_wait_ms)
-                    if wait_ms is not None:
-                        self._broker_fetch_wait(wait_ms)
+                    fetched = await self._fetch_once(sinks, 0.0 if paused else pace.getmany_s)
+                    pace = self._paced(pace, pace.after(bool(fetched), paused, wait_ms))
                 for topic, messages in fetched.items():
                     sinks[topic](messages)
                 if paused and not fetched:
@@ -118,13 +152,14 @@ class _Consumer(faust_aiokafka.Consumer):
                 return  # stopping: the unacked messages are delivered again
             raise
 
-    def _broker_fetch_wait(self, milliseconds: int) -> None:
-        """The max wait of the fetches aiokafka sends from now on (its fetcher reads it for
-        each request; an int set from this thread is seen whole by the consumer's)."""
-        consumer = getattr(self._thread, "_consumer", None)
-        fetcher = getattr(consumer, "_fetcher", None)
-        if fetcher is not None and fetcher._fetch_max_wait_ms != milliseconds:
-            fetcher._fetch_max_wait_ms = milliseconds
+    def _paced(self, current: FetchPace, pace: FetchPace) -> FetchPace:
+        """Make aiokafka's fetcher send its next fetches at ``pace`` (it reads these for
+        each request; ints set from this thread are seen whole by the consumer's)."""
+        fetcher = getattr(getattr(self._thread, "_consumer", None), "_fetcher", None)
+        if fetcher is None:
+            return current  # not started yet: set it once it is
+        fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = pace.max_wait_ms, pace.min_bytes
+        return pace
 
     async def _fetch_once(self, sinks: dict[str, Sink], wait_s: float) -> dict[str, list[Message]]:
         """One ``getmany`` (waiting at most ``wait_s`` for data) with Faust's bookkeeping
@@ -151,15 +186,6 @@ class _Consumer(faust_aiokafka.Consumer):
             read_offsets[tp] = offset
         note_progress(self.app.monitor, partitions)
         return fetched
-
-
-def next_fetch_wait(fetched: bool, paused: bool, idle_ms: int) -> int | None:
-    """The max wait of the next fetches after a ``getmany``: short while messages flow, the
-    idle wait (``WB_CONSUMER_FETCH_WAIT``) once a whole ``getmany`` found none; None (as it
-    was) after one a paused partition cut short, which says nothing about the flow."""
-    if fetched:
-        return min(BUSY_FETCH_WAIT_MS, idle_ms)
-    return None if paused else idle_ms
 
 
 def note_progress(monitor: Any, partitions: set[TP]) -> None:
