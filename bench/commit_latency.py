@@ -181,8 +181,9 @@ async def warm_up(
     are not latency, and neither are the broker's and the database's first seconds at a
     rate (whichever consumer ran first on a fresh broker paid its JIT: a p99 tail in the
     run's first second, for the lean reference too when it went first). ``WARM_SECONDS``
-    at ``rate``, the comments numbered from ``first`` (users the run does not use), their
-    send times to ``sent`` (the worker's histogram counts them)."""
+    at ``rate``, the comments numbered from ``first`` (past the run's: with own users,
+    users the run does not mark unless the bench has too few), their send times to
+    ``sent`` (the worker's histogram counts them)."""
     before = (await b.sql("SELECT count(*) FROM processed_events")).scalar()
     events = rate * WARM_SECONDS
     await _produce_at(b, topic, rate, range(first, first + events), pick, sent, f"{topic}-warm-")

@@ -47,14 +47,15 @@ def test_a_quiet_log_level_keeps_debug_records_unbuilt() -> None:
 def test_the_fetch_pace_is_busy_while_messages_flow_and_idle_once_they_stop() -> None:
     """While messages flow each fetch waits ``BUSY_FETCH_WAIT_MS`` for
     ``BUSY_FETCH_MIN_BYTES`` (Tansu held a fetch its whole max wait while comments arrived;
-    Kafka answered each producer batch with a fetch of its own); a ``getmany`` that waited
-    in vain puts ``WB_CONSUMER_FETCH_WAIT`` back, and one a pause cut short changes nothing."""
+    Kafka answered each producer batch with a fetch of its own); two busy waits without a
+    message put ``WB_CONSUMER_FETCH_WAIT`` back, also while partitions are paused."""
     idle = FetchPace.idle(100)
-    busy = idle.after(fetched=True, paused=False, wait_ms=100)
+    busy = idle.after(fetched=True, quiet_s=0.0, wait_ms=100)
     assert (busy.max_wait_ms, busy.min_bytes) == (BUSY_FETCH_WAIT_MS, BUSY_FETCH_MIN_BYTES)
-    assert busy.getmany_s < idle.getmany_s  # a pause in the flow is noticed within two waits
-    assert busy.after(fetched=False, paused=True, wait_ms=100) == busy
-    assert busy.after(fetched=False, paused=False, wait_ms=100) == idle
+    assert busy.getmany_s == 2 * BUSY_FETCH_WAIT_MS / 1000  # a getmany waits two fetches
+    assert busy.after(fetched=False, quiet_s=0.005, wait_ms=100) == busy  # a pause's take
+    assert busy.after(fetched=False, quiet_s=busy.getmany_s, wait_ms=100) == idle
+    assert busy.after(fetched=False, quiet_s=30.0, wait_ms=100) == idle  # paused for long
     assert (idle.max_wait_ms, idle.min_bytes) == (100, 1)  # Kafka answers on arrival
-    assert idle.after(fetched=True, paused=True, wait_ms=100) == busy
+    assert idle.after(fetched=False, quiet_s=0.0, wait_ms=100) == idle
     assert FetchPace.busy(5).max_wait_ms == 5  # never above the setting

@@ -73,7 +73,8 @@ async def test_a_pause_holds_the_immediate_policy_on_every_path(
 
     await store.pause_regeneration(start + 24 * H, actor="ops")
     comments = [comment(f"c{u}", u, clock.now) for u in range(1, 21)]
-    await pipeline.process(C, comments)  # the 20 stale marks
+    marked = await pipeline.process(C, comments)  # the 20 stale marks
+    assert marked.regen_requests and not marked.outboxed  # queued: the relay need not wake
     await pipeline.process(C, [comment("d21", 21, clock.now, "deleted")])  # privacy waits too
     await store.mark_stale(22, "manual")
     await store.regenerate(23, actor="ops")
@@ -108,7 +109,8 @@ async def test_without_a_pause_the_immediate_policy_requests_at_once(
         await store.upsert_auto(result(user, generated_at=clock.now - H), f"s{user}")
     await store.pause_regeneration(clock.now + H, actor="ops")  # ended months ago
     await store.mark_stale(1, "manual")
-    await Pipeline(sessions, clock=clock).process(C, [comment("c2", 2, clock.now)])
+    marked = await Pipeline(sessions, clock=clock).process(C, [comment("c2", 2, clock.now)])
+    assert marked.outboxed  # in the outbox with the batch: the relay wakes at once
     assert sorted(r["user_id"] for r in await queued_requests(sessions)) == [1, 2]
     assert await queued(sessions) == []
 

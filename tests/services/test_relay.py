@@ -16,9 +16,11 @@ from tests.helpers import postgres as pg
 from tests.helpers.database import Database
 from tests.helpers.factories import C, batch
 from tests.helpers.live import eventually
-from worker.runtime.process import Runtime
-from worker.services.outbox import OutboxMessage
+from worker.domain.values import utcnow
+from worker.runtime.process import RELAY_BATCH, Runtime
+from worker.services.outbox import OutboxEntry, OutboxMessage, batch_rows, take
 from worker.settings import Settings
+from worker.storage.database import create_engine, session_factory
 
 pytestmark = pytest.mark.postgres
 BOUND_S = 0.5
@@ -54,11 +56,45 @@ class Broker:
 
 
 async def relay_loop(rt: Runtime, publish: object, stop: asyncio.Event) -> None:
-    """What the agents' relay task does, without Faust."""
+    """What the agents' relay task does, without Faust (a short sleep for its wait for a
+    wake: nothing here wakes it)."""
     while not stop.is_set():
         sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))  # type: ignore[arg-type]
-        if not sent:
+        if sent < RELAY_BATCH and not rt.relay_backoff:
             await asyncio.sleep(0.05)
+
+
+def entries(prefix: str, count: int) -> list[OutboxEntry]:
+    return [
+        OutboxEntry("wb.regen", str(i), {"event_id": f"{prefix}{i}"}, utcnow())
+        for i in range(count)
+    ]
+
+
+async def test_a_take_fills_its_chunk_and_a_short_one_leaves_nothing_behind(
+    database: Database,
+) -> None:
+    """The relay looks again at once only after a full chunk: a take goes on until its
+    chunk is full (the last row may take it over, a row is published whole), so one that
+    comes back short took every row there was."""
+    engine = create_engine(database.url)
+    sessions = session_factory(engine)
+    try:
+        async with sessions.begin() as session:
+            for prefix, count in (("a", 3), ("b", 4), ("c", 5), ("d", 2)):
+                session.add_all(batch_rows(entries(prefix, count)))
+        async with sessions.begin() as session:
+            first = await take(session, 5)  # 3, then 4: over 5, the row whole
+        async with sessions.begin() as session:
+            second = await take(session, 5)  # 5: full, there may be more
+        async with sessions.begin() as session:
+            third = await take(session, 5)  # 2: short, so nothing is left
+        async with sessions.begin() as session:
+            assert await take(session, 5) == []
+        assert [len(first), len(second), len(third)] == [7, 5, 2]
+        assert [m.payload()["event_id"] for m in first][:4] == ["a0", "a1", "a2", "b0"]
+    finally:
+        await engine.dispose()
 
 
 async def backlog(conn: asyncpg.Connection) -> int:

@@ -48,6 +48,9 @@ class BatchResult:
     # (lane, estimate - actual LLM tokens) of the requests results answered with usage.
     token_settlements: list[tuple[str, float]] = field(default_factory=list)
     retries: int = 0
+    # Its stale marks' requests went to the outbox (an immediate policy in force), not to
+    # the scheduler's queue: the relay has something to publish at once.
+    outboxed: bool = False
 
     def count(self, stream: InputStream, outcome: str) -> None:
         self.outcomes[(stream.value, outcome)] += 1
@@ -62,3 +65,4 @@ class BatchResult:
         self.spend.merge(other.spend)
         self.token_settlements.extend(other.token_settlements)
         self.retries += other.retries
+        self.outboxed = self.outboxed or other.outboxed

@@ -334,8 +334,10 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
             # and reach the broker in one lump with the next steps' (over the budget there).
             rt.relay_wakeup.clear()
             sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))
-            if sent >= RELAY_BATCH:
-                continue  # more may wait; a chunk short of it took all (``outbox.take``)
+            if sent >= RELAY_BATCH or rt.relay_backoff:
+                # More may wait (a chunk short of it took all it could: ``outbox.take``), or
+                # a publish timed out, backed off and left its rows: take them again.
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)
 

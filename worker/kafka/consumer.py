@@ -1,10 +1,10 @@
 """Faust's Kafka consumer with a configurable fetch wait and whole fetches for the worker.
 
 Fetch wait: Faust creates its group consumer with ``fetch_max_wait_ms=1500``. Apache Kafka
-answers a fetch as soon as data arrives, but a broker that holds a fetch until its max wait
-(the embedded Tansu does) adds up to that much latency to every event.
-``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends a few more empty
-fetches, which are cheap.
+answers a fetch as soon as its min bytes (1 when idle) have come, but a broker that holds a
+fetch until its max wait (the embedded Tansu does) adds up to that much latency to every
+event. ``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then sends a few more
+empty fetches, which are cheap.
 
 While messages flow the consumer fetches at a busier pace (``FetchPace``): each fetch waits
 at most ``BUSY_FETCH_WAIT_MS`` and, on Kafka, until ``BUSY_FETCH_MIN_BYTES`` have come. The
@@ -13,8 +13,11 @@ new: Tansu held it its whole max wait while comments arrived, and Kafka answered
 producer batch with a fetch of its own, about 300 a second at 2,000 comments/s, each
 costing the consumer thread's Python more than the messages in it. At that rate the stale
 mark's p50 / p99 went from 38 / 99 to 21 / 45-58 ms on Tansu and the worker's CPU per
-comment from about 360 to 240 us on Kafka (docs/performance.md, 2026-12-06 night). A
-``getmany`` that finds nothing within two busy waits puts the idle pace back.
+comment from about 360 to 230 us on Kafka (docs/performance.md, 2026-12-06 night). The
+price, on Kafka: between about 100 and 1,500 comments/s 4 KB take longer than 10 ms to
+come, so a comment may wait up to 10 ms more at the broker (fetches then come every
+10 ms). Two busy waits without a message put the idle pace back. Only the topics whose
+whole fetches the worker takes (its inputs) count as messages flowing.
 
 Whole fetches: Faust hands every message to its streams one at a time. Per message its
 fetch loop awaits a ``wait_first`` (two tasks), the conductor decodes an event and queues
@@ -55,20 +58,24 @@ class FetchPace:
 
     @classmethod
     def idle(cls, wait_ms: int) -> FetchPace:
+        """Nothing flows: Kafka answers on arrival, Tansu within ``wait_ms``."""
         return cls(wait_ms, 1, 1.0)
 
     @classmethod
     def busy(cls, wait_ms: int) -> FetchPace:
+        """Messages flow: fewer, fuller fetches, each held at most ``BUSY_FETCH_WAIT_MS``."""
         busy_ms = min(BUSY_FETCH_WAIT_MS, wait_ms)
         return cls(busy_ms, BUSY_FETCH_MIN_BYTES, 2 * busy_ms / 1000)
 
-    def after(self, fetched: bool, paused: bool, wait_ms: int) -> FetchPace:
-        """The pace after a ``getmany``: busy when it brought messages, idle when it
-        waited in vain, as it was when a paused partition cut it short (no wait, which
-        says nothing about the flow)."""
+    def after(self, fetched: bool, quiet_s: float, wait_ms: int) -> FetchPace:
+        """The pace after a turn of the fetch loop: busy when it brought messages, idle
+        once none came for two busy waits (``quiet_s`` since the last), else as it was.
+        By time, not by an empty ``getmany``: with partitions paused the loop takes
+        without waiting, or not at all, and a long pause (the database away, the lanes
+        full) must not keep the others' fetches at the busy pace."""
         if fetched:
             return FetchPace.busy(wait_ms)
-        return self if paused else FetchPace.idle(wait_ms)
+        return FetchPace.idle(wait_ms) if quiet_s >= FetchPace.busy(wait_ms).getmany_s else self
 
 
 # Takes a fetch's messages of one topic without waiting: backpressure is the sink's (it
@@ -129,7 +136,7 @@ class _Consumer(faust_aiokafka.Consumer):
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
         wait_ms: int = getattr(self.app, "wb_fetch_max_wait_ms", 100)
-        pace = FetchPace.idle(wait_ms)
+        pace, last_fetched = FetchPace.idle(wait_ms), time.monotonic()
         # Never a zero wait: with a partition paused the loop would spin.
         fetch_wait = max(wait_ms / 1000, 0.01)
         try:
@@ -142,7 +149,10 @@ class _Consumer(faust_aiokafka.Consumer):
                 fetched: dict[str, list[Message]] = {}
                 if not paused or self._get_active_partitions():
                     fetched = await self._fetch_once(sinks, 0.0 if paused else pace.getmany_s)
-                    pace = self._paced(pace, pace.after(bool(fetched), paused, wait_ms))
+                if fetched:
+                    last_fetched = time.monotonic()
+                quiet_s = time.monotonic() - last_fetched
+                pace = self._paced(pace, pace.after(bool(fetched), quiet_s, wait_ms))
                 for topic, messages in fetched.items():
                     sinks[topic](messages)
                 if paused and not fetched:
@@ -153,12 +163,17 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
 
     def _paced(self, current: FetchPace, pace: FetchPace) -> FetchPace:
-        """Make aiokafka's fetcher send its next fetches at ``pace`` (it reads these for
-        each request; ints set from this thread are seen whole by the consumer's)."""
+        """Make aiokafka's fetcher send its next fetches at ``pace``. Its thread reads both
+        values for each request it builds, so they change in the order that never makes
+        a long wait for many bytes in between: the min bytes first when they fall, the
+        wait first when it falls (each int is seen whole)."""
         fetcher = getattr(getattr(self._thread, "_consumer", None), "_fetcher", None)
         if fetcher is None:
             return current  # not started yet: set it once it is
-        fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = pace.max_wait_ms, pace.min_bytes
+        if pace.min_bytes < fetcher._fetch_min_bytes:
+            fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = pace.min_bytes, pace.max_wait_ms
+        else:
+            fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = pace.max_wait_ms, pace.min_bytes
         return pace
 
     async def _fetch_once(self, sinks: dict[str, Sink], wait_s: float) -> dict[str, list[Message]]:

@@ -87,20 +87,20 @@ class Runtime:
         for letter in result.dead_letters:
             self.unsaved_dead_letters[(stream.value, letter.reason.value)] += 1
         if result.regen_requests:
-            self.wake_relay_after_batch()
+            self.wake_relay_after_batch(result.outboxed)
         return result
 
-    def wake_relay_after_batch(self) -> None:
-        """Wake the relay after a batch that made requests. Under an immediate policy they
-        are in the outbox: at once. Under a scheduler they wait in the queue and the step
-        that releases them wakes the relay; the batch's wake only hurries what another
-        worker's step left in the outbox (killed before its relay ran), which would
-        otherwise wait a relay interval and reach the broker in one lump with the next
-        steps' (over the budget in the fault suite). So at most one such wake a scheduler
-        tick: one per batch made the relay take an empty outbox about 90 times a second at
-        2,000 comments/s (docs/performance.md, 2026-12-06 night)."""
+    def wake_relay_after_batch(self, outboxed: bool) -> None:
+        """Wake the relay after a batch that made requests. When they went to the outbox
+        (``outboxed``: an immediate policy in force): at once. Else they wait in the
+        scheduler's queue and the step that releases them wakes the relay; the batch's
+        wake only hurries what another worker's step left in the outbox (killed before its
+        relay ran), which would otherwise wait a relay interval and reach the broker in one
+        lump with the next steps' (over the budget in the fault suite). So at most one such
+        wake a scheduler tick: one per batch made the relay take an empty outbox about 90
+        times a second at 2,000 comments/s (docs/performance.md, 2026-12-06 night)."""
         now = time.monotonic()
-        if self.regen_policy.immediate or now >= self.next_queued_wake:
+        if outboxed or now >= self.next_queued_wake:
             self.next_queued_wake = now + self.settings.regen_tick.total_seconds()
             self.relay_wakeup.set()
 

@@ -204,10 +204,12 @@ class Pipeline:
             fresh = claim.events
             if set_based:
                 policy = scheduler.held_while_paused(self.policy, claim.also)
+                result.outboxed = policy.immediate
                 await self._apply_set_based(session, stream, fresh, now, result, policy)
                 return result
             rows = await _lock_batch_rows(session, fresh, now)
             sink = await scheduler.sink_in_force(session, self.policy)
+            result.outboxed = sink.policy.immediate
             tx = _Tx(session, now, rows, result, sink)
             outcomes: dict[str, list[str]] = {}
             for message, event in fresh:
