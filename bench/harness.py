@@ -76,7 +76,8 @@ class Bench:
     async def seed_highlights(self, users: int, expired_share: float = 0.0) -> None:
         await self.sql(
             "TRUNCATE user_profile_highlights, outbox, processed_events, "
-            "signal_activity, parked_comments, signal_requests"
+            "signal_activity, parked_comments, signal_requests, comment_inputs, "
+            "deleted_comments"
         )
         await self.sql(
             "INSERT INTO user_profile_highlights (user_id, bio_text, proof_points_json, "
@@ -95,13 +96,25 @@ class Bench:
         await self.sql("ANALYZE user_profile_highlights")
 
     async def reset_highlights(self) -> None:
-        """Back to the seeded state: every row fresh, no requests, no processed events."""
-        await self.sql("TRUNCATE outbox, processed_events, signal_activity")
+        """Back to the seeded state: every row fresh with no inputs, nothing queued or
+        requested, no processed events. The inputs too: the parts (and the brokers of one
+        run) send comments of the same ids for the same users, which a row's input set
+        that kept them would take as redelivered and skip (no stale mark, no request), so
+        every part after the first measured a cheaper path than the first."""
+        await self.sql(
+            "TRUNCATE outbox, processed_events, signal_activity, comment_inputs, deleted_comments"
+        )
         await self.sql(
             "UPDATE user_profile_highlights SET is_stale = false, stale_reason = NULL, "
             "stale_since = NULL, generation = 0, regen_request_id = NULL, "
-            "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0 "
-            "WHERE is_stale"
+            "regen_requested_at = NULL, regen_generation = NULL, regen_attempts = 0, "
+            "regen_queued_at = NULL, regen_first_change_at = NULL, "
+            "regen_last_change_at = NULL, regen_priority = NULL, regen_queued_reason = NULL, "
+            "regen_queued_trigger = NULL, regen_unseen = 0, input_version = 0, "
+            "input_fingerprint = 0, covered_version = NULL, covered_fingerprint = NULL, "
+            "regen_skipped_at = NULL, regen_request_lane = NULL, regen_request_reason = NULL "
+            "WHERE is_stale OR regen_queued_at IS NOT NULL OR input_version <> 0 "
+            "OR regen_skipped_at IS NOT NULL"
         )
         await self.vacuum()
 
