@@ -112,7 +112,8 @@ class Bench:
             "regen_last_change_at = NULL, regen_priority = NULL, regen_queued_reason = NULL, "
             "regen_queued_trigger = NULL, regen_unseen = 0, input_version = 0, "
             "input_fingerprint = 0, covered_version = NULL, covered_fingerprint = NULL, "
-            "regen_skipped_at = NULL, regen_request_lane = NULL, regen_request_reason = NULL "
+            "regen_skipped_at = NULL, regen_request_lane = NULL, regen_request_reason = NULL, "
+            "regen_token_estimate = NULL, updated_at = generated_at "
             "WHERE is_stale OR regen_queued_at IS NOT NULL OR input_version <> 0 "
             "OR regen_skipped_at IS NOT NULL"
         )

@@ -17,7 +17,7 @@ from tests.helpers.database import Database
 from tests.helpers.factories import C, batch
 from tests.helpers.live import eventually
 from worker.domain.values import utcnow
-from worker.runtime.process import RELAY_BATCH, Runtime
+from worker.runtime.process import Runtime
 from worker.services.outbox import OutboxEntry, OutboxMessage, batch_rows, take
 from worker.settings import Settings
 from worker.storage.database import create_engine, session_factory
@@ -60,7 +60,7 @@ async def relay_loop(rt: Runtime, publish: object, stop: asyncio.Event) -> None:
     wake: nothing here wakes it)."""
     while not stop.is_set():
         sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))  # type: ignore[arg-type]
-        if sent < RELAY_BATCH and not rt.relay_backoff:
+        if not rt.relay_again(sent):
             await asyncio.sleep(0.05)
 
 

@@ -30,7 +30,7 @@ from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
 from worker.kafka.partition_lanes import PartitionLanes
 from worker.kafka.publisher import Outgoing, produce
-from worker.runtime.process import RELAY_BATCH, Runtime
+from worker.runtime.process import RELAY, Runtime
 from worker.services.outbox import REGEN_BATCH_STREAM, REGEN_STREAM, OutboxMessage
 from worker.settings import Settings
 from worker.web.public import register_views
@@ -333,10 +333,8 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
             # (and finds nothing yet) must wake it again, or its requests wait an interval
             # and reach the broker in one lump with the next steps' (over the budget there).
             rt.relay_wakeup.clear()
-            sent = await rt.retry_transient("relay", lambda: rt.relay_once(publish))
-            if sent >= RELAY_BATCH or rt.relay_backoff:
-                # More may wait (a chunk short of it took all it could: ``outbox.take``), or
-                # a publish timed out, backed off and left its rows: take them again.
+            sent = await rt.retry_transient(RELAY, lambda: rt.relay_once(publish))
+            if rt.relay_again(sent):
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.relay_wakeup.wait(), timeout=interval)

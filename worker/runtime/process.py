@@ -39,6 +39,7 @@ Publish = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
 PublishLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 T = TypeVar("T")
 RELAY_BATCH = 500
+RELAY = "relay"  # the relay's name in logs and ``publish_backoff``
 RELAY_MAX_BACKOFF_S = 5.0
 PARKED_CHUNK = 500  # dead letters per transaction (one produce call)
 
@@ -66,7 +67,9 @@ class Runtime:
         self.pipeline = services.pipeline(self.metrics.count_retry, self.input_engine)
         self.sweeper = services.sweeper()
         self.relay_wakeup = asyncio.Event()
-        self.relay_backoff = 0.0  # after a publish that timed out; doubles up to the max
+        # After a publish that timed out, per taker (the relay, parked expiry): the seconds
+        # it backed off, doubling up to the max; gone once one goes through.
+        self.publish_backoff: dict[str, float] = {}
         self.next_queued_wake = 0.0  # monotonic: ``wake_relay_after_batch`` under a scheduler
 
     async def close(self) -> None:
@@ -100,7 +103,9 @@ class Runtime:
         wake a scheduler tick: one per batch made the relay take an empty outbox about 90
         times a second at 2,000 comments/s (docs/performance.md, 2026-12-06 night)."""
         now = time.monotonic()
-        if outboxed or now >= self.next_queued_wake:
+        if outboxed:
+            self.relay_wakeup.set()
+        elif now >= self.next_queued_wake:
             self.next_queued_wake = now + self.settings.regen_tick.total_seconds()
             self.relay_wakeup.set()
 
@@ -125,10 +130,16 @@ class Runtime:
         """Publish one chunk of the outbox; its rows' deletion commits only after the broker
         acked (a failed publish rolls it back: at least once)."""
         messages = await self._take_and_publish(
-            "relay", lambda session: outbox.take(session, RELAY_BATCH), publish
+            RELAY, lambda session: outbox.take(session, RELAY_BATCH), publish
         )
         self.metrics.regen_published.inc(len(messages))
         return len(messages)
+
+    def relay_again(self, sent: int) -> bool:
+        """Whether the relay takes again at once instead of waiting for a wake: after a
+        full chunk (more may wait; a short one took all it could, ``outbox.take``), or
+        after its publish timed out and it backed off (its rows are back)."""
+        return sent >= RELAY_BATCH or RELAY in self.publish_backoff
 
     async def expire_parked(self, publish: PublishLetters) -> int:
         """Dead-letter the comments parked longer than ``WB_PARKED_RETENTION`` (their
@@ -178,17 +189,18 @@ class Runtime:
                     except TimeoutError:
                         raise _PublishTimedOut(len(taken)) from None
         except _PublishTimedOut as exc:
-            self.relay_backoff = min(max(self.relay_backoff * 2, 0.2), RELAY_MAX_BACKOFF_S)
+            backoff = min(max(self.publish_backoff.get(what, 0.0) * 2, 0.2), RELAY_MAX_BACKOFF_S)
+            self.publish_backoff[what] = backoff
             log.warning(
                 "%s: publishing %d messages took longer than %.1fs; rolled back, retrying in %.1fs",
                 what,
                 exc.count,
                 bound,
-                self.relay_backoff,
+                backoff,
             )
-            await asyncio.sleep(self.relay_backoff)
+            await asyncio.sleep(backoff)
             return []
-        self.relay_backoff = 0.0
+        self.publish_backoff.pop(what, None)
         return taken
 
     async def schedule_once(self) -> int:
