@@ -165,6 +165,11 @@ async def test_at_the_daily_cap_only_a_deletions_request_goes_out(
     live_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     env = {"WB_REGEN_SETTLE": "0", "WB_REGEN_RATE": "0", "WB_REGEN_MAX_USD_PER_DAY": "1"}
+    async with live_sessions.begin() as session:  # not the lane test's wave, still queued
+        await session.execute(
+            text("DELETE FROM user_profile_highlights WHERE user_id >= :w"), {"w": WAVE[0]}
+        )
+        await session.execute(text("DELETE FROM outbox"))
     proc = spawn(env, "wbcost-cap")
     await proc.wait_ready()
     commented, deleted, spender = 9301, 9302, 9303
