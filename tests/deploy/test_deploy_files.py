@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def exported_metric_names() -> set[str]:
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    metrics = Metrics()  # the leader's table-wide gauges too, exported once read
     return {
         f"{family.name}{suffix}"
-        for family in Metrics().registry.collect()
+        for family in [*metrics.registry.collect(), *metrics.table.registry.collect()]
         for suffix in suffixes[family.type]
     }
 

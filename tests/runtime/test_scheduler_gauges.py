@@ -1,5 +1,7 @@
 """The scheduler's gauges, read from the database on both: depth and oldest wait by
-priority (what the alerts and the dashboard use), and the budget left."""
+priority (what the alerts and the dashboard use), and the budget left. The queue is
+counted in the same pass as the rows by state, so a priority's rows in different states
+must add up."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ async def test_queue_depth_oldest_wait_and_budget_by_priority(
     clock.now = T0 + 30 * S
     deletion = comment("d2", 2, clock.now, "deleted")
     await Pipeline(sessions, clock=clock, policy=policy).process(C, [deletion])
+    await store.regenerate(3, actor="ops")  # operator priority too, but the row is fresh
     metrics = Metrics()
 
     def sample(name: str, priority: str | None = None) -> float | None:
@@ -36,8 +39,9 @@ async def test_queue_depth_oldest_wait_and_budget_by_priority(
 
     async with sessions() as session:
         await metrics.refresh_gauges(session, T0 + 90 * S, policy)
-    assert sample("wb_regen_queued", "operator") == sample("wb_regen_queued", "privacy") == 1
-    assert sample("wb_regen_queued_age_seconds", "operator") == 90
+    assert sample("wb_regen_queued", "operator") == 2  # a stale row and a fresh one
+    assert sample("wb_regen_queued", "privacy") == 1
+    assert sample("wb_regen_queued_age_seconds", "operator") == 90  # the older of the two
     assert sample("wb_regen_queued_age_seconds", "privacy") == 60
     assert sample("wb_regen_queued_age_seconds", "expired") == 0
     assert sample("wb_regen_budget_tokens") == 3  # never spent: full

@@ -12,7 +12,7 @@ from tests.helpers.factories import result
 from worker.domain.values import UpsertMeta
 from worker.runtime.process import Runtime
 from worker.services import overview
-from worker.services.overview import OverviewService
+from worker.services.overview import STATES, OverviewService
 from worker.services.store import HighlightStore
 from worker.settings import Settings
 from worker.storage.models import DeadLetterCountRow, FreshnessSampleRow, FreshTransitionRow
@@ -105,9 +105,9 @@ async def test_the_gauge_timer_samples_history_and_dead_letters_and_the_sweep_pr
     try:
         await store.upsert_auto(result(1), "s")
         rt.unsaved_dead_letters[("comments", "not_json")] = 2
-        await rt.refresh_gauges()
+        await rt.refresh_gauges(leader=True)
         rt.unsaved_dead_letters[("comments", "invalid")] = 1
-        await rt.refresh_gauges()  # within the interval: no second sample
+        await rt.refresh_gauges(leader=True)  # within the interval: no second sample
         async with sessions() as session:
             samples = (await session.scalars(select(FreshnessSampleRow))).all()
             letters = await session.scalar(select(func.sum(DeadLetterCountRow.count)))
@@ -124,3 +124,41 @@ async def test_the_gauge_timer_samples_history_and_dead_letters_and_the_sweep_pr
             assert await session.scalar(select(func.count()).select_from(DeadLetterCountRow)) == 0
     finally:
         await rt.close()
+
+
+async def test_only_the_leader_reads_the_table_wide_gauges_and_they_lapse(
+    database_url: str, store: HighlightStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """One scan of the table per refresh for the group: a worker that is not the leader
+    writes its dead-letter counts but neither reads nor exports the table's figures, and a
+    leader's figures stop being exported three gauge intervals after its last reading (a
+    former leader does not repeat old figures beside the new leader's)."""
+    settings = Settings(database_url=database_url, gauge_interval=timedelta(seconds=10))
+    leader, other = Runtime(settings), Runtime(settings)
+    try:
+        await store.upsert_auto(result(1), "s")
+        other.unsaved_dead_letters[("comments", "not_json")] = 1
+        await other.refresh_gauges(leader=False)
+        await leader.refresh_gauges(leader=True)
+
+        def rows(rt: Runtime) -> float | None:
+            got = [
+                rt.metrics.registry.get_sample_value("wb_highlights", {"state": s}) for s in STATES
+            ]
+            return None if None in got else sum(g or 0 for g in got)
+
+        assert rows(other) is None
+        assert b"wb_outbox_backlog" not in other.metrics.exposition()
+        assert rows(leader) == 1
+        async with sessions() as session:
+            assert await session.scalar(select(func.sum(DeadLetterCountRow.count))) == 1
+            assert await session.scalar(select(func.count()).select_from(FreshnessSampleRow)) == 1
+        assert leader.metrics.table.read_at is not None
+        leader.metrics.table.read_at -= 29  # two missed refreshes: still exported
+        assert rows(leader) == 1
+        leader.metrics.table.read_at -= 2  # past three intervals
+        assert rows(leader) is None
+        assert b"wb_events_total" in leader.metrics.exposition()  # its own metrics stay
+    finally:
+        await leader.close()
+        await other.close()

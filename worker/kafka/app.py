@@ -342,7 +342,7 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
 
 def _timers(app: faust.App, rt: Runtime) -> None:
     """The sweep (leader only), the scheduler (every worker), the database-backed gauges
-    and readiness on assignment."""
+    (table-wide ones by the leader) and readiness on assignment."""
     settings = rt.settings
 
     @app.task
@@ -368,8 +368,8 @@ def _timers(app: faust.App, rt: Runtime) -> None:
 
     @app.timer(settings.gauge_interval.total_seconds())
     async def gauges() -> None:
-        try:
-            await rt.refresh_gauges()
+        try:  # every worker: its dead-letter counts; the leader also reads the table's
+            await rt.refresh_gauges(leader=app.is_leader())
         except Exception as exc:
             log.warning("gauge refresh failed: %s", exc)
 

@@ -2,18 +2,22 @@
 never a user id, comment id or free text, so cardinality stays bounded.
 
 Gauges that need the database are refreshed by a timer (``refresh_gauges``), never on
-scrape, so a scrape can't load the database.
+scrape, so a scrape can't load the database. The table-wide ones (``LeaderFigures``) are
+read by the group's leader alone.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.domain.batch import BatchResult
@@ -113,19 +117,49 @@ def observe_each(histogram: Histogram, values: Iterable[float]) -> None:
         h._buckets[index].inc(n)
 
 
-class Metrics:
-    """All metrics of one worker, in a registry of its own (tests build several)."""
+class LeaderFigures(Collector):
+    """The table-wide gauges (rows by state, the pending and queued requests, the outbox,
+    the parked comments, the day's spend), in a registry of their own. The group's leader
+    reads them for every worker: one scan of the table per refresh for the whole group,
+    not one per worker (two workers' scans at once held comments up by up to 100 ms on two
+    cores, and the cost grows with workers times rows). A worker exports them only while
+    its last reading is younger than ``keep_s``, so one that stopped being the leader
+    stops repeating old figures; dashboards and alerts take ``max()`` across workers,
+    which is the leader's figure (both agree while leadership moves)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_s: float) -> None:
         self.registry = CollectorRegistry()
+        self.keep_s = keep_s
+        self.read_at: float | None = None  # monotonic
+
+    def mark_read(self) -> None:
+        self.read_at = time.monotonic()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names checked in ``self.registry``, where they are defined
+
+    def collect(self) -> Iterator[Metric]:
+        if self.read_at is not None and time.monotonic() - self.read_at <= self.keep_s:
+            yield from self.registry.collect()
+
+
+class Metrics:
+    """All metrics of one worker, in a registry of its own (tests build several).
+    ``table_keep_s``: how long the leader's table-wide figures stay exported after a
+    reading (``LeaderFigures``); the runtime makes it three gauge intervals."""
+
+    def __init__(self, table_keep_s: float = 45.0) -> None:
+        self.registry = CollectorRegistry()
+        self.table = LeaderFigures(table_keep_s)
+        self.registry.register(self.table)
         self._stream_metrics(self.registry)
         self._scheduler_metrics(self.registry)
-        self._state_gauges(self.registry)
+        self._table_gauges(self.table.registry)
         self._cost_metrics(self.registry)
 
     def _cost_metrics(self, r: CollectorRegistry) -> None:
         """What regeneration cost, as results reported it (``worker.domain.cost``), by the
-        lane and reason of the request answered; the day's spend from the database."""
+        lane and reason of the request answered (the day's spend is a table gauge)."""
         self.regen_tokens = Counter(
             "wb_regen_tokens",
             "Tokens results reported using, by direction, lane and reason of the request",
@@ -138,20 +172,10 @@ class Metrics:
             ["lane", "reason"],
             registry=r,
         )
-        self.regen_spend_today = Gauge(
-            "wb_regen_spend_today_usd",
-            "Reported regeneration cost since 00:00 UTC (the database's day), all workers",
-            registry=r,
-        )
         self.regen_llm_tokens = Gauge(
             "wb_regen_budget_llm_tokens",
             "LLM tokens left in the lane's token budget (negative: a debt the refill repays)",
             ["lane"],
-            registry=r,
-        )
-        self.regen_spend_cap = Gauge(
-            "wb_regen_spend_cap_usd",
-            "WB_REGEN_MAX_USD_PER_DAY: at the day's spend only privacy requests go out (0: off)",
             registry=r,
         )
 
@@ -218,18 +242,6 @@ class Metrics:
 
     def _scheduler_metrics(self, r: CollectorRegistry) -> None:
         """The regeneration scheduler: its queue, the shared budget, what it released."""
-        self.regen_queued = Gauge(
-            "wb_regen_queued",
-            "Regen requests queued with the scheduler (not yet published), by priority",
-            ["priority"],
-            registry=r,
-        )
-        self.regen_queued_age = Gauge(
-            "wb_regen_queued_age_seconds",
-            "Age of the oldest request waiting for the scheduler, by priority (0: none)",
-            ["priority"],
-            registry=r,
-        )
         self.regen_budget = Gauge(
             "wb_regen_budget_tokens",
             "Regen requests the shared budget allows right now (-1: no budget)",
@@ -261,12 +273,35 @@ class Metrics:
         )
         self.regen_skipped.labels(UNCHANGED)
         for p in Priority:
-            self.regen_queued.labels(p.name.lower())
-            self.regen_queued_age.labels(p.name.lower())
             self.regen_scheduled.labels(p.name.lower())
 
-    def _state_gauges(self, r: CollectorRegistry) -> None:
-        """Database-backed gauges, set by ``refresh_gauges`` on the gauge timer."""
+    def _table_gauges(self, r: CollectorRegistry) -> None:
+        """Table-wide gauges (``LeaderFigures``), set by ``refresh_gauges`` on the leader."""
+        self.regen_queued = Gauge(
+            "wb_regen_queued",
+            "Regen requests queued with the scheduler (not yet published), by priority",
+            ["priority"],
+            registry=r,
+        )
+        self.regen_queued_age = Gauge(
+            "wb_regen_queued_age_seconds",
+            "Age of the oldest request waiting for the scheduler, by priority (0: none)",
+            ["priority"],
+            registry=r,
+        )
+        for p in Priority:
+            self.regen_queued.labels(p.name.lower())
+            self.regen_queued_age.labels(p.name.lower())
+        self.regen_spend_today = Gauge(
+            "wb_regen_spend_today_usd",
+            "Reported regeneration cost since 00:00 UTC (the database's day), all workers",
+            registry=r,
+        )
+        self.regen_spend_cap = Gauge(
+            "wb_regen_spend_cap_usd",
+            "WB_REGEN_MAX_USD_PER_DAY: at the day's spend only privacy requests go out (0: off)",
+            registry=r,
+        )
         self.highlights = Gauge("wb_highlights", "Highlights by state", ["state"], registry=r)
         self.pending = Gauge("wb_regen_pending", "Pending regenerations (queue depth)", registry=r)
         self.backlog = Gauge("wb_outbox_backlog", "Outbox rows not yet published", registry=r)
@@ -329,12 +364,12 @@ class Metrics:
     async def refresh_gauges(
         self, session: AsyncSession, now: datetime, policy: RegenPolicy
     ) -> Figures:
-        """Set the database-backed gauges; returns the figures (the overview samples them)."""
-        depths = await scheduler.queue_depths(session)
-        waiting = await scheduler.oldest_waiting(session)
+        """Set the database-backed gauges (the leader's, ``LeaderFigures``); returns the
+        figures (the overview samples them)."""
+        figures = await current_figures(session, now)
         for p in Priority:
-            self.regen_queued.labels(p.name.lower()).set(depths.get(int(p), 0))
-            since = waiting.get(int(p))
+            self.regen_queued.labels(p.name.lower()).set(figures.queued.get(int(p), 0))
+            since = figures.queued_since.get(int(p))
             age = (now - since).total_seconds() if since else 0.0
             self.regen_queued_age.labels(p.name.lower()).set(max(age, 0.0))
         db_now = await database_now(session)
@@ -344,7 +379,6 @@ class Metrics:
         self.regen_spend_cap.set(policy.max_usd_per_day)
         for lane, tokens in (await lane_budget.tokens_left(session, policy)).items():
             self.regen_llm_tokens.labels(lane).set(tokens)
-        figures = await current_figures(session, now)
         for key, n in figures.counts.items():
             self.highlights.labels(key).set(n)
         self.pending.set(figures.pending)
@@ -354,6 +388,7 @@ class Metrics:
         held = await parking.parked(session)
         self.parked.set(held.count)
         self.parked_age.set(max((now - held.oldest).total_seconds(), 0) if held.oldest else 0)
+        self.table.mark_read()
         return figures
 
     def exposition(self) -> bytes:

@@ -28,7 +28,7 @@ from worker.services import outbox, overview, parking, scheduler
 from worker.services.outbox import OutboxMessage
 from worker.services.sweep import ScanTotals
 from worker.settings import Settings
-from worker.storage.database import database_answers
+from worker.storage.database import database_answers, snapshot
 from worker.storage.db_clock import database_now
 from worker.storage.models import ProcessedEventRow
 from worker.storage.outage import retry_through_outage
@@ -71,6 +71,8 @@ class Runtime:
         # it backed off, doubling up to the max; gone once one goes through.
         self.publish_backoff: dict[str, float] = {}
         self.next_queued_wake = 0.0  # monotonic: ``wake_relay_after_batch`` under a scheduler
+        # The leader's table-wide gauges outlive two missed refreshes, not a third.
+        self.metrics.table.keep_s = 3 * self.settings.gauge_interval.total_seconds()
 
     async def close(self) -> None:
         """Dispose both engines (a test's runtime: the worker's go with its process)."""
@@ -241,14 +243,20 @@ class Runtime:
         async with self.sessions.begin() as session:
             await overview.prune_history(session, utcnow() - self.settings.history_retention)
 
-    async def refresh_gauges(self) -> None:
-        """The gauges, a history sample when one is due, and the dead letters counted since
-        the last refresh (kept for the next one if the write fails)."""
+    async def refresh_gauges(self, leader: bool) -> None:
+        """On the group's leader (``leader``), the table-wide gauges, read in one snapshot
+        (every gauge of a refresh is of the same moment), and a history sample when one is
+        due; on every worker, the dead letters it counted since its last refresh (kept for
+        the next one if the write fails)."""
         saving = Counter(self.unsaved_dead_letters)
+        now = utcnow()
+        figures = None
+        if leader:
+            async with snapshot(self.sessions) as session:
+                figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
         async with self.sessions.begin() as session:
-            now = utcnow()
-            figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
-            await overview.record_sample(session, figures, now, self.settings.history_interval)
+            if figures is not None:
+                await overview.record_sample(session, figures, now, self.settings.history_interval)
             overview.record_dead_letters(session, saving, now)
         self.unsaved_dead_letters.subtract(saving)
         self.unsaved_dead_letters = +self.unsaved_dead_letters

@@ -44,8 +44,7 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
     figures = await current_figures(session, now)
     counts = figures.counts
     oldest = figures.oldest_stale_at
-    depths = await scheduler.queue_depths(session)
-    oldest_queued = await scheduler.oldest_queued(session)
+    oldest_queued = figures.oldest_queued_at
     paused = await scheduler.paused_until(session, now)
     return {
         "total": figures.total,
@@ -55,7 +54,7 @@ async def gather(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "states": counts,
         "pending_regenerations": figures.pending,
         "outbox_backlog": await outbox.backlog(session),
-        "regen_queue_depth": sum(depths.values()),
+        "regen_queue_depth": sum(figures.queued.values()),
         "regen_queue_oldest_wait_s": round((now - oldest_queued).total_seconds(), 1)
         if oldest_queued
         else 0.0,

@@ -354,33 +354,6 @@ async def paused_until(session: AsyncSession, now: datetime) -> datetime | None:
     return row.paused_until
 
 
-async def queue_depths(session: AsyncSession) -> dict[int, int]:
-    """Queued requests by priority."""
-    stmt = (
-        select(H.regen_priority, func.count())
-        .where(H.regen_queued_at.is_not(None))
-        .group_by(H.regen_priority)
-    )
-    return {int(p): int(n) for p, n in (await session.execute(stmt)).all() if p is not None}
-
-
-async def oldest_waiting(session: AsyncSession) -> dict[int, datetime]:
-    """By priority, when the oldest queued request was queued."""
-    stmt = (
-        select(H.regen_priority, func.min(H.regen_queued_at))
-        .where(H.regen_queued_at.is_not(None))
-        .group_by(H.regen_priority)
-    )
-    rows = (await session.execute(stmt)).all()
-    return {int(p): at for p, at in rows if p is not None and at is not None}
-
-
-async def oldest_queued(session: AsyncSession) -> datetime | None:
-    stmt = select(func.min(H.regen_queued_at)).where(H.regen_queued_at.is_not(None))
-    value: datetime | None = await session.scalar(stmt)
-    return value
-
-
 async def budget_left(session: AsyncSession, now: datetime, policy: RegenPolicy) -> float | None:
     """Tokens available now (read without a lock), None with no budget."""
     if policy.rate_per_min <= 0:
