@@ -341,8 +341,7 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
 
 
 def _timers(app: faust.App, rt: Runtime) -> None:
-    """The sweep (leader only), the scheduler (every worker), the database-backed gauges
-    (table-wide ones by the leader) and readiness on assignment."""
+    """The sweep (leader only), the scheduler (every worker) and the gauges."""
     settings = rt.settings
 
     @app.task
@@ -366,16 +365,29 @@ def _timers(app: faust.App, rt: Runtime) -> None:
         if expired := await rt.expire_parked(lambda letters: _send_dead_letters(app, letters)):
             log.warning("%d parked comments dead-lettered (request never mapped)", expired)
 
-    @app.timer(settings.gauge_interval.total_seconds())
-    async def gauges() -> None:
+
+def _gauges(app: faust.App, rt: Runtime) -> None:
+    """The database-backed gauges (the table-wide ones by the leader) and readiness on
+    assignment."""
+
+    async def refresh_gauges() -> None:
         try:  # every worker: its dead-letter counts; the leader also reads the table's
             await rt.refresh_gauges(leader=app.is_leader())
         except Exception as exc:
             log.warning("gauge refresh failed: %s", exc)
 
+    @app.timer(rt.settings.gauge_interval.total_seconds())
+    async def gauges() -> None:
+        await refresh_gauges()
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
         rt.assigned = True
+        if app.is_leader():
+            # A new leader's table-wide gauges at once, not an interval later: none are
+            # exported until it reads them. Its first reading also prepares the statements,
+            # which cost 70-100 slow comments when that came mid-stream (a timer's).
+            app.add_future(refresh_gauges())
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
@@ -387,5 +399,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     outputs = [app.topic(t, **RAW) for t in request_topics(settings)]
     _relay(app, rt, [*outputs, *dead_letter_topics])
     _timers(app, rt)
+    _gauges(app, rt)
     register_views(app, rt)
     return app
