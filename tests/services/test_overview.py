@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -162,3 +163,18 @@ async def test_only_the_leader_reads_the_table_wide_gauges_and_they_lapse(
     finally:
         await leader.close()
         await other.close()
+
+
+async def test_refreshes_at_once_write_the_dead_letter_counts_once(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The timer's refresh and an assignment's may meet: each count is written once."""
+    rt = Runtime(Settings(database_url=database_url))
+    try:
+        rt.unsaved_dead_letters[("comments", "not_json")] = 2
+        await asyncio.gather(rt.refresh_gauges(leader=True), rt.refresh_gauges(leader=False))
+        async with sessions() as session:
+            assert await session.scalar(select(func.sum(DeadLetterCountRow.count))) == 2
+        assert not rt.unsaved_dead_letters
+    finally:
+        await rt.close()

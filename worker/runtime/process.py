@@ -73,6 +73,7 @@ class Runtime:
         self.next_queued_wake = 0.0  # monotonic: ``wake_relay_after_batch`` under a scheduler
         # The leader's table-wide gauges outlive two missed refreshes, not a third.
         self.metrics.table.keep_s = 3 * self.settings.gauge_interval.total_seconds()
+        self.gauge_lock = asyncio.Lock()  # one ``refresh_gauges`` at a time
 
     async def close(self) -> None:
         """Dispose both engines (a test's runtime: the worker's go with its process)."""
@@ -248,18 +249,20 @@ class Runtime:
         (every gauge of a refresh is of the same moment), and a history sample when one is
         due; on every worker, the dead letters it counted since its last refresh (kept for
         the next one if the write fails)."""
-        saving = Counter(self.unsaved_dead_letters)
-        now = utcnow()
-        figures = None
-        if leader:
-            async with snapshot(self.sessions) as session:
-                figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
-        async with self.sessions.begin() as session:
-            if figures is not None:
-                await overview.record_sample(session, figures, now, self.settings.history_interval)
-            overview.record_dead_letters(session, saving, now)
-        self.unsaved_dead_letters.subtract(saving)
-        self.unsaved_dead_letters = +self.unsaved_dead_letters
+        async with self.gauge_lock:  # the timer's and an assignment's: counts written once
+            saving = Counter(self.unsaved_dead_letters)
+            now = utcnow()
+            figures = None
+            if leader:
+                async with snapshot(self.sessions) as session:
+                    figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
+            async with self.sessions.begin() as session:
+                if figures is not None:
+                    every = self.settings.history_interval
+                    await overview.record_sample(session, figures, now, every)
+                overview.record_dead_letters(session, saving, now)
+            self.unsaved_dead_letters.subtract(saving)
+            self.unsaved_dead_letters = +self.unsaved_dead_letters
 
     async def database_reachable(self) -> bool:
         return await database_answers(self.sessions)

@@ -110,13 +110,12 @@ async def current_figures(session: AsyncSession, now: datetime) -> Figures:
         if key in STALE_STATES and first is not None:
             stale_since.append(first)
         pending += asked
-        pending_since.extend([asked_at] if asked_at is not None else [])
-        if priority is not None and waiting:
+        if asked_at is not None:
+            pending_since.append(asked_at)
+        if priority is not None and waiting_since is not None:  # none queued: no minimum
             queued[int(priority)] += waiting
-            if waiting_since is not None:
-                queued_since[int(priority)] = min(
-                    waiting_since, queued_since.get(int(priority), waiting_since)
-                )
+            earlier = queued_since.get(int(priority), waiting_since)
+            queued_since[int(priority)] = min(waiting_since, earlier)
     return Figures(
         counts,
         pending,
