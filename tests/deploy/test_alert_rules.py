@@ -55,7 +55,7 @@ def test_every_alert_has_a_case_where_it_fires_and_one_where_it_is_quiet() -> No
         for check in case.get("alert_rule_test", []):
             (fires if check["exp_alerts"] else quiet).add(check["alertname"])
     names = set(alert_names())
-    assert len(names) == 12
+    assert len(names) == 13
     assert names - fires == set(), "alerts never shown to fire"
     assert names - quiet == set(), "alerts never shown to stay quiet"
 
@@ -124,10 +124,11 @@ async def test_live_prometheus_fires_dead_letter_and_database_alerts(
         # on them, and no alert is pending or firing.
         selector = f'{{job="{JOB}", stream="comments", reason="not_json"}}'
 
-        async def scraped_twice() -> bool:
+        async def scraped_twice() -> bool:  # the leader's table-wide gauges too
             up = await prom.query(f'up{{job="{JOB}"}} == 1')
             samples = await prom.query(f"count_over_time(wb_dead_letters_total{selector}[1m])")
-            return bool(up) and bool(samples) and float(samples[0]["value"][1]) >= 2
+            table = await prom.query(f'wb_highlights{{job="{JOB}"}}')
+            return bool(up and table) and bool(samples) and float(samples[0]["value"][1]) >= 2
 
         await eventually(scraped_twice, timeout=60, what="worker scraped twice")
         healthy_since = time.time()

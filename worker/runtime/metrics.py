@@ -3,12 +3,11 @@ never a user id, comment id or free text, so cardinality stays bounded.
 
 Gauges that need the database are refreshed by a timer (``refresh_gauges``), never on
 scrape, so a scrape can't load the database. The table-wide ones (``LeaderFigures``) are
-read by the group's leader alone.
+read and exported by the group's leader alone.
 """
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
@@ -119,43 +118,46 @@ def observe_each(histogram: Histogram, values: Iterable[float]) -> None:
 
 class LeaderFigures(Collector):
     """The table-wide gauges (rows by state, the pending and queued requests, the outbox,
-    the parked comments, the day's spend), in a registry of their own. The group's leader
-    reads them for every worker: one scan of the table per refresh for the whole group,
-    not one per worker (two workers' scans at once held comments up by up to 100 ms on two
-    cores, and the cost grows with workers times rows). A worker exports them only while
-    its last reading is younger than ``keep_s``, so one that stopped being the leader
-    stops repeating old figures; dashboards and alerts take ``max()`` across workers,
-    which is the leader's figure (both agree while leadership moves)."""
+    the parked comments, the day's spend and the budgets left), in a registry of their
+    own. The group's leader reads them for every worker: one scan of the table per refresh
+    for the whole group, not one per worker (two workers' scans at once held comments up
+    by up to 100 ms on two cores, and the cost grows with workers times rows). Only the
+    leader exports them: a worker forgets them at its first refresh after it lost the
+    leadership (``forget``), and keeps its last reading while a reading fails (the
+    database away), as every gauge did before. Dashboards and alerts take ``max()`` or
+    ``min()`` across workers: the leader's figure."""
 
-    def __init__(self, keep_s: float) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.keep_s = keep_s
-        self.read_at: float | None = None  # monotonic
+        self.exported = False
 
     def mark_read(self) -> None:
-        self.read_at = time.monotonic()
+        self.exported = True
+
+    def forget(self) -> None:
+        self.exported = False
 
     def describe(self) -> Iterable[Metric]:
-        return ()  # names checked in ``self.registry``, where they are defined
+        return list(self.registry.collect())  # its names, checked against the worker's
 
     def collect(self) -> Iterator[Metric]:
-        if self.read_at is not None and time.monotonic() - self.read_at <= self.keep_s:
+        if self.exported:
             yield from self.registry.collect()
 
 
 class Metrics:
-    """All metrics of one worker, in a registry of its own (tests build several).
-    ``table_keep_s``: how long the leader's table-wide figures stay exported after a
-    reading (``LeaderFigures``); the runtime makes it three gauge intervals."""
+    """All metrics of one worker, in a registry of its own (tests build several); the
+    table-wide gauges in ``table`` (``LeaderFigures``), registered last so that a name
+    both define is refused."""
 
-    def __init__(self, table_keep_s: float = 45.0) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.table = LeaderFigures(table_keep_s)
-        self.registry.register(self.table)
+        self.table = LeaderFigures()
         self._stream_metrics(self.registry)
         self._scheduler_metrics(self.registry)
-        self._table_gauges(self.table.registry)
         self._cost_metrics(self.registry)
+        self._table_gauges(self.table.registry)
+        self.registry.register(self.table)
 
     def _cost_metrics(self, r: CollectorRegistry) -> None:
         """What regeneration cost, as results reported it (``worker.domain.cost``), by the
@@ -170,12 +172,6 @@ class Metrics:
             "wb_regen_cost_usd",
             "US dollars results reported costing, by lane and reason of the request",
             ["lane", "reason"],
-            registry=r,
-        )
-        self.regen_llm_tokens = Gauge(
-            "wb_regen_budget_llm_tokens",
-            "LLM tokens left in the lane's token budget (negative: a debt the refill repays)",
-            ["lane"],
             registry=r,
         )
 
@@ -242,11 +238,6 @@ class Metrics:
 
     def _scheduler_metrics(self, r: CollectorRegistry) -> None:
         """The regeneration scheduler: its queue, the shared budget, what it released."""
-        self.regen_budget = Gauge(
-            "wb_regen_budget_tokens",
-            "Regen requests the shared budget allows right now (-1: no budget)",
-            registry=r,
-        )
         self.regen_queued_time = Histogram(
             "wb_regen_queued_seconds",
             "Time a regen request spent queued with the scheduler before it was published",
@@ -276,7 +267,19 @@ class Metrics:
             self.regen_scheduled.labels(p.name.lower())
 
     def _table_gauges(self, r: CollectorRegistry) -> None:
-        """Table-wide gauges (``LeaderFigures``), set by ``refresh_gauges`` on the leader."""
+        """Table-wide gauges (``LeaderFigures``), set by ``refresh_gauges`` on the leader
+        (the budgets left also by each scheduler step, exported on the leader only)."""
+        self.regen_budget = Gauge(
+            "wb_regen_budget_tokens",
+            "Regen requests the shared budget allows right now (-1: no budget)",
+            registry=r,
+        )
+        self.regen_llm_tokens = Gauge(
+            "wb_regen_budget_llm_tokens",
+            "LLM tokens left in the lane's token budget (negative: a debt the refill repays)",
+            ["lane"],
+            registry=r,
+        )
         self.regen_queued = Gauge(
             "wb_regen_queued",
             "Regen requests queued with the scheduler (not yet published), by priority",
@@ -356,16 +359,15 @@ class Metrics:
         for priority in done.priorities:
             self.regen_scheduled.labels(_priority_name(priority)).inc()
         self.regen_skipped.labels(UNCHANGED).inc(done.skipped)
-        if done.budget_left is not None:
-            self.regen_budget.set(done.budget_left)
+        self.regen_budget.set(-1 if done.budget_left is None else done.budget_left)
         for lane, left in done.llm_tokens_left.items():
             self.regen_llm_tokens.labels(lane).set(left)
 
     async def refresh_gauges(
         self, session: AsyncSession, now: datetime, policy: RegenPolicy
     ) -> Figures:
-        """Set the database-backed gauges (the leader's, ``LeaderFigures``); returns the
-        figures (the overview samples them)."""
+        """Set the table-wide gauges (``LeaderFigures``: the leader's) and mark them read;
+        returns the figures (the overview samples them)."""
         figures = await current_figures(session, now)
         for p in Priority:
             self.regen_queued.labels(p.name.lower()).set(figures.queued.get(int(p), 0))

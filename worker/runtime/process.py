@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import delete
@@ -26,6 +27,7 @@ from worker.runtime.metrics import Metrics
 from worker.runtime.services import Services
 from worker.services import outbox, overview, parking, scheduler
 from worker.services.outbox import OutboxMessage
+from worker.services.overview import Figures
 from worker.services.sweep import ScanTotals
 from worker.settings import Settings
 from worker.storage.database import database_answers, snapshot
@@ -71,8 +73,6 @@ class Runtime:
         # it backed off, doubling up to the max; gone once one goes through.
         self.publish_backoff: dict[str, float] = {}
         self.next_queued_wake = 0.0  # monotonic: ``wake_relay_after_batch`` under a scheduler
-        # The leader's table-wide gauges outlive two missed refreshes, not a third.
-        self.metrics.table.keep_s = 3 * self.settings.gauge_interval.total_seconds()
         self.gauge_lock = asyncio.Lock()  # one ``refresh_gauges`` at a time
 
     async def close(self) -> None:
@@ -252,10 +252,9 @@ class Runtime:
         async with self.gauge_lock:  # the timer's and an assignment's: counts written once
             saving = Counter(self.unsaved_dead_letters)
             now = utcnow()
-            figures = None
-            if leader:
-                async with snapshot(self.sessions) as session:
-                    figures = await self.metrics.refresh_gauges(session, now, self.regen_policy)
+            figures = await self.read_table_gauges(now) if leader else None
+            if not leader:
+                self.metrics.table.forget()
             async with self.sessions.begin() as session:
                 if figures is not None:
                     every = self.settings.history_interval
@@ -263,6 +262,17 @@ class Runtime:
                 overview.record_dead_letters(session, saving, now)
             self.unsaved_dead_letters.subtract(saving)
             self.unsaved_dead_letters = +self.unsaved_dead_letters
+
+    async def read_table_gauges(self, now: datetime) -> Figures | None:
+        """The leader's reading of the table-wide gauges, in one snapshot; None (logged,
+        the last reading still exported) when it fails, so that the dead-letter counts
+        are written all the same."""
+        try:
+            async with snapshot(self.sessions) as session:
+                return await self.metrics.refresh_gauges(session, now, self.regen_policy)
+        except Exception as exc:
+            log.warning("reading the table-wide gauges failed: %s", exc)
+            return None
 
     async def database_reachable(self) -> bool:
         return await database_answers(self.sessions)
