@@ -341,7 +341,7 @@ def _relay(app: faust.App, rt: Runtime, outputs: list[Any]) -> None:
 
 
 def _timers(app: faust.App, rt: Runtime) -> None:
-    """The sweep (leader only), the scheduler (every worker) and the gauges."""
+    """The sweep (leader only) and the scheduler (every worker)."""
     settings = rt.settings
 
     @app.task
