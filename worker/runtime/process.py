@@ -252,8 +252,10 @@ class Runtime:
         async with self.gauge_lock:  # the timer's and an assignment's: counts written once
             saving = Counter(self.unsaved_dead_letters)
             now = utcnow()
-            figures = await self.read_table_gauges(now) if leader else None
-            if not leader:
+            figures = None
+            if leader:
+                figures = await self.read_table_gauges(now)
+            else:
                 self.metrics.table.forget()
             async with self.sessions.begin() as session:
                 if figures is not None:
