@@ -21,10 +21,12 @@ KINDS = ("tansu", "kafka")
 
 @dataclass(frozen=True)
 class BrokerAt:
-    """A running broker: its kind (labels the figures) and its bootstrap address."""
+    """A running broker: its kind (labels the figures), its bootstrap address and its
+    processes' ids (the latency part reads the broker's CPU)."""
 
     kind: str
     address: str
+    pids: tuple[int, ...] = ()
 
 
 def kinds(choice: str) -> list[str]:
@@ -37,7 +39,9 @@ def started(kind: str, logs: Path) -> Iterator[BrokerAt]:
     """A broker of ``kind`` for the duration of the block (its log under ``logs``)."""
     if kind == "tansu":
         with EmbeddedBroker(log_path=logs / "broker.log") as tansu:
-            yield BrokerAt(kind, tansu.address)
+            assert tansu.process is not None
+            yield BrokerAt(kind, tansu.address, (tansu.process.pid,))
         return
     with KafkaCluster(verbose=False) as kafka:
-        yield BrokerAt(kind, kafka.bootstrap)
+        pids = tuple(n.process.pid for n in kafka.nodes if n.process is not None)
+        yield BrokerAt(kind, kafka.bootstrap, pids)

@@ -21,7 +21,7 @@ import json
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -174,8 +174,19 @@ def comment(event_id: str, user: int) -> bytes:
     return json.dumps(doc).encode()
 
 
+async def claimed(b: Bench) -> int:
+    """Events the consumers have committed so far (the worker and the lean reference)."""
+    return int((await b.sql("SELECT count(*) FROM processed_events")).scalar())
+
+
 async def warm_up(
-    b: Bench, topic: str, rate: int, pick: Pick, sent: dict[str, float], first: int
+    b: Bench,
+    topic: str,
+    rate: int,
+    pick: Pick,
+    sent: dict[str, float],
+    first: int,
+    consumed: Callable[[Bench], Awaitable[int]] = claimed,
 ) -> None:
     """Start timing only once the consumers consume at the rate: a join's first seconds
     are not latency, and neither are the broker's and the database's first seconds at a
@@ -183,14 +194,14 @@ async def warm_up(
     run's first second, for the lean reference too when it went first). ``WARM_SECONDS``
     at ``rate``, the comments numbered from ``first`` (past the run's: with own users,
     users the run does not mark unless the bench has too few), their send times to
-    ``sent`` (the worker's histogram counts them)."""
-    before = (await b.sql("SELECT count(*) FROM processed_events")).scalar()
+    ``sent`` (the worker's histogram counts them); ``consumed`` counts what the consumers
+    took so far."""
+    before = await consumed(b)
     events = rate * WARM_SECONDS
     await _produce_at(b, topic, rate, range(first, first + events), pick, sent, f"{topic}-warm-")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done = (await b.sql("SELECT count(*) FROM processed_events")).scalar()
-        if done - before >= events:
+        if await consumed(b) - before >= events:
             await asyncio.sleep(1)  # a second member's join settles
             return
         await asyncio.sleep(0.1)

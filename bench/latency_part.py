@@ -1,5 +1,6 @@
 """The latency part: the stale mark's latency at a steady rate, the worker against the lean
-reference on the same broker, in two shapes of load (``bench.commit_latency`` measures).
+reference on the same broker, in two shapes of load (``bench.commit_latency`` measures),
+after the broker's own delivery at that rate (``bench.broker_floor``).
 
 - own users: each comment for a user of its own, one consumer (the issue's p99 <= 50 ms);
 - hot users: comments for the same few users at once, keyed apart so that every partition
@@ -16,9 +17,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bench import commit_latency as cl
+from bench.broker_floor import CPU_WINDOW_S, broker_floor
 from bench.harness import Bench, Row, log, ok
 from bench.references import start_lean
 from tests.helpers.live import WorkerProcess
+from worker.kafka.consumer import BUSY_FETCH_WAIT_MS
 
 HOT_USERS = 20
 TARGET_P99 = 0.05
@@ -46,9 +49,15 @@ async def workers(b: Bench, topic: str, count: int) -> AsyncIterator[list[Worker
 
 @asynccontextmanager
 async def leans(b: Bench, topic: str, count: int) -> AsyncIterator[list[subprocess.Popen[str]]]:
-    """``count`` lean references in one group on ``topic``, until the block ends."""
+    """``count`` lean references in one group on ``topic``, until the block ends.
+
+    Each fetch waits at most the worker's busy pace (``BUSY_FETCH_WAIT_MS``), as the
+    worker's do while comments flow, not its idle 100 ms: on Tansu, in one run each, the
+    reference's p50 / p99 were 19 / 73 ms (own users) and 30 / 77 ms (hot users) at 100 ms,
+    15-18 / 48-71 and 17-19 / 44-66 at 10 ms (docs/performance.md, 2026-12-07). On Kafka,
+    which answers a fetch of 1 byte on arrival, the wait changes nothing."""
     group = f"lean-{uuid.uuid4().hex[:6]}"
-    procs = [start_lean(b, topic, 10**9, group) for _ in range(count)]
+    procs = [start_lean(b, topic, 10**9, group, BUSY_FETCH_WAIT_MS) for _ in range(count)]
     try:
         if count > 1:  # the group's second join: a rebalance within a heartbeat or two
             await asyncio.sleep(4)
@@ -91,7 +100,20 @@ def ms(p50: float, p99: float) -> str:
 
 
 async def latency(b: Bench, args: argparse.Namespace, kind: str) -> list[Row]:
-    rows: list[Row] = []
+    log(f"[{kind}] the broker alone at {args.rate}/s for {args.seconds}s, no database")
+    floor = await broker_floor(b, args.rate, args.seconds, args.users)
+    cpu = f"broker CPU {floor.cores_first:.2f} -> {floor.cores_last:.2f} cores"
+    log(f"latency of the broker alone: {cl.describe(floor.figures)}, {cpu}")
+    rows: list[Row] = [
+        (
+            f"[{kind}] p50 / p99 produced -> fetched, the broker alone (no database) "
+            f"@{floor.figures.achieved_rate:,.0f}/s",
+            ms(floor.figures.p50, floor.figures.p99),
+            f"{cpu} (first, last {CPU_WINDOW_S} s)",
+            "-",
+            "-",
+        )
+    ]
     for load, n in VARIANTS:
         log(f"[{kind}] latency at {args.rate}/s for {args.seconds}s, {load}, {n} consumer(s)")
         ours = await measure(b, args, "worker", load, n)

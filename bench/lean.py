@@ -21,7 +21,9 @@ the outbox (the worker's scheduler holds them for ``WB_REGEN_SETTLE``). The comm
 test reads the highlight without a lock (nothing else writes ``generated_at`` in the bench).
 
 Run as a child process (``python -m bench.lean``, environment as ``noop_agent``'s plus
-``BENCH_DATABASE_URL``): prints its CPU seconds from the first batch to the last as one JSON
+``BENCH_DATABASE_URL`` and ``BENCH_FETCH_WAIT_MS``, the fetch's max wait: 100 ms, the
+worker's ``WB_CONSUMER_FETCH_WAIT``, unless the latency part gives the worker's busy pace):
+prints its CPU seconds from the first batch to the last as one JSON
 line; the parent takes the rate from ``processed_events`` exactly as for the worker.
 """
 
@@ -135,9 +137,12 @@ async def apply(conn: asyncpg.Connection, docs: list[dict[str, Any]]) -> int:
     return len(docs)
 
 
-async def consume(broker: str, topic: str, group: str, db_url: str, expected: int) -> float:
-    """Consume ``expected`` events of ``topic`` in consumer group ``group``; returns the CPU
-    seconds from the first batch to the last."""
+async def consume(
+    broker: str, topic: str, group: str, db_url: str, expected: int, fetch_wait_ms: int
+) -> float:
+    """Consume ``expected`` events of ``topic`` in consumer group ``group``, each fetch held
+    at most ``fetch_wait_ms`` by the broker; returns the CPU seconds from the first batch
+    to the last."""
     _, kwargs = asyncpg_dsn(db_url)
     conn = await asyncpg.connect(**kwargs)
     consumer = AIOKafkaConsumer(
@@ -146,7 +151,7 @@ async def consume(broker: str, topic: str, group: str, db_url: str, expected: in
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        fetch_max_wait_ms=100,  # the worker's WB_CONSUMER_FETCH_WAIT (Tansu holds a fetch)
+        fetch_max_wait_ms=fetch_wait_ms,
         session_timeout_ms=6000,  # and the bench's workers' group timings
         heartbeat_interval_ms=1000,
     )
@@ -178,6 +183,7 @@ def main() -> None:
             env["BENCH_GROUP"],
             env["BENCH_DATABASE_URL"],
             expected,
+            int(env.get("BENCH_FETCH_WAIT_MS", "100")),
         )
     )
     print(json.dumps({"events": expected, "cpu": cpu}), flush=True)

@@ -21,13 +21,15 @@ ROOT = Path(__file__).parent.parent
 
 
 def start_lean(
-    b: Bench, topic: str, expected: int, group: str | None = None
+    b: Bench, topic: str, expected: int, group: str | None = None, fetch_wait_ms: int = 100
 ) -> subprocess.Popen[str]:
     """The reference in a process of its own (its own CPU, its own event loop), consuming
     ``expected`` events of ``topic`` from the start, in consumer group ``group`` (default:
-    one of its own); its log goes next to the workers'."""
+    one of its own), each fetch held at most ``fetch_wait_ms``; its log goes next to the
+    workers'."""
     env = {
         **os.environ,
+        "BENCH_FETCH_WAIT_MS": str(fetch_wait_ms),
         "BENCH_TOPIC": topic,
         "BENCH_EXPECTED": str(expected),
         "BENCH_BROKER": b.broker.address,

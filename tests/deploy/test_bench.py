@@ -18,6 +18,7 @@ def test_bench_imports_and_shows_its_parts() -> None:
     import bench.streams  # the stream parts import only when run: import them here
 
     assert bench.streams.mixed_messages(100, 10, {"c": "c", "r": "r", "g": "g"})[1] == 100
+    import bench.broker_floor
     import bench.latency_part
     import bench.lean  # the reference child module imports too
 
@@ -36,6 +37,21 @@ def test_the_latency_clock_pairs_each_comment_with_its_commit() -> None:
     assert clock.committed["a"] == first and clock.missing() == 1
     assert clock.lags(clock.sent) == sorted([first - 1.0, clock.committed["b"] - 2.0])
     assert own_users(10)(12) == (3, "3") and hot_users(5)(12) == (3, "k12")
+
+
+def test_the_broker_floor_reads_the_broker_cpu_at_the_run_s_start_and_end() -> None:
+    """The floor's CPU figures are the first and the last five seconds of the samples, not
+    the run's mean: a broker whose work grows with its data shows it."""
+    from bench.broker_floor import cores
+
+    # 0.3 of a core for 10 s, then 0.9 for 10 s, one sample a second
+    samples, used = [], 0.0
+    for second in range(21):
+        samples.append((float(second), used))
+        used += 0.3 if second < 10 else 0.9
+    assert abs(cores(samples, first=True) - 0.3) < 1e-9
+    assert abs(cores(samples, first=False) - 0.9) < 1e-9
+    assert cores(samples[:1], first=True) != cores(samples[:1], first=True)  # nan: too few
 
 
 def test_the_decode_line_measures_the_hostile_corpus_against_json_loads() -> None:

@@ -80,6 +80,9 @@ class Workload:
     )
     seeded: dict[int, str] = field(default_factory=dict)
     messages: list[Message] = field(default_factory=list)
+    # event id -> (topic, partition, offset) of each good event produced: where the events a
+    # run never processed are, when it fails
+    placed: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -161,13 +164,24 @@ class Workload:
         """All messages, spread over about ``seconds`` so faults land mid-stream."""
         chunk = max(1, int(len(self.messages) / max(seconds / 0.1, 1)))
         for start in range(0, len(self.messages), chunk):
-            await asyncio.gather(
-                *(
-                    kafka.send(m.topic, m.value, key=m.key)
-                    for m in self.messages[start : start + chunk]
-                )
-            )
+            batch = self.messages[start : start + chunk]
+            sent = await asyncio.gather(*(kafka.send(m.topic, m.value, key=m.key) for m in batch))
+            for m, (partition, offset) in zip(batch, sent, strict=True):
+                if isinstance(m.value, dict):
+                    self.placed[m.value["event_id"]] = (m.topic, partition, offset)
             await asyncio.sleep(0.1)
+
+    def where(self, event_ids: set[str]) -> str:
+        """Where these events were produced, per topic and partition: their offsets' range
+        and count (a hole in a partition, or its tail?)."""
+        spots: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for event_id in event_ids:
+            topic, partition, offset = self.placed.get(event_id, ("unsent", -1, -1))
+            spots[(topic, partition)].append(offset)
+        return ", ".join(
+            f"{topic}[{partition}] {len(offs)} at {min(offs)}-{max(offs)}"
+            for (topic, partition), offs in sorted(spots.items())
+        )
 
     def comments_by_user(self) -> dict[int, dict[str, dict[str, Any]]]:
         """The good comments by user (through the request map), by event id (redeliveries
@@ -251,7 +265,21 @@ async def converged(
     try:
         await eventually(done, timeout=timeout, what="convergence")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {state.get('last')}") from None
+        unseen = await _unprocessed(sessions, wanted)
+        raise AssertionError(
+            f"{exc}: {state.get('last')}; unprocessed: {workload.where(unseen)}"
+        ) from None
+
+
+async def _unprocessed(
+    sessions: async_sessionmaker[AsyncSession], wanted: dict[str, set[str]]
+) -> set[str]:
+    async with sessions() as session:
+        rows = (
+            await session.execute(select(ProcessedEventRow.stream, ProcessedEventRow.event_id))
+        ).all()
+    seen = {(stream, event_id) for stream, event_id in rows}
+    return {e for stream, ids in wanted.items() for e in ids if (stream, e) not in seen}
 
 
 async def _queued(session: AsyncSession) -> int:

@@ -138,9 +138,13 @@ class Kafka:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    async def send(self, topic: str, value: dict[str, Any] | bytes, key: str | None = None) -> None:
+    async def send(
+        self, topic: str, value: dict[str, Any] | bytes, key: str | None = None
+    ) -> tuple[int, int]:
+        """Send one message and wait for the broker; returns its partition and offset."""
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        await self.producer.send_and_wait(topic, raw, key=key.encode() if key else None)
+        sent = await self.producer.send_and_wait(topic, raw, key=key.encode() if key else None)
+        return sent.partition, sent.offset
 
     async def read_all(self, topic: str, timeout: float = 60.0) -> list[Any]:
         """Every message currently in ``topic`` (from the beginning, no group), up to the end
