@@ -2,10 +2,11 @@
 fetched by a plain aiokafka consumer in the bench's process, with no database at all.
 
 Why: the stale mark's latency is the broker's delivery plus the consumer's work. On Apache
-Kafka the delivery is a few milliseconds. On the embedded Tansu (memory storage) the broker's
-CPU per request grows with what a partition holds: at 2,000 comments/s it takes about a
-third of a core after 5 s and most of one after 25 s, and its own delivery p99 grows with
-it (docs/performance.md, 2026-12-07). Printed beside the worker and the lean reference, the
+Kafka the delivery is a few milliseconds (p50 / p99 5 / 8-9 ms at 2,000 comments/s, the
+JVM at a third of a core throughout). On the embedded Tansu (memory storage) the broker's
+CPU grows with what the topic holds: 0.4-0.5 of a core in the timed run's first 5 s, 0.9
+in its last, its own delivery p99 30-42 ms over the 20 s, and past 100 ms after 30 s at
+that rate (docs/performance.md, 2026-12-07). Printed beside the worker and the lean reference, the
 floor says how much of their p99 is the broker's, in the same run, on the same broker.
 
 The consumer fetches at the worker's busy pace (``BUSY_FETCH_WAIT_MS``, 1 byte), as the
