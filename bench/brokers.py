@@ -26,7 +26,7 @@ class BrokerAt:
 
     kind: str
     address: str
-    pids: tuple[int, ...] = ()
+    pids: tuple[int, ...]
 
 
 def kinds(choice: str) -> list[str]:

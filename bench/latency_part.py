@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bench import commit_latency as cl
-from bench.broker_floor import CPU_WINDOW_S, broker_floor
+from bench.broker_floor import CPU_WINDOW_S, measure_floor
 from bench.harness import Bench, Row, log, ok
 from bench.references import start_lean
 from tests.helpers.live import WorkerProcess
@@ -51,11 +51,12 @@ async def workers(b: Bench, topic: str, count: int) -> AsyncIterator[list[Worker
 async def leans(b: Bench, topic: str, count: int) -> AsyncIterator[list[subprocess.Popen[str]]]:
     """``count`` lean references in one group on ``topic``, until the block ends.
 
-    Each fetch waits at most the worker's busy pace (``BUSY_FETCH_WAIT_MS``), as the
-    worker's do while comments flow, not its idle 100 ms: on Tansu, in one run each, the
-    reference's p50 / p99 were 19 / 73 ms (own users) and 30 / 77 ms (hot users) at 100 ms,
-    15-18 / 48-71 and 17-19 / 44-66 at 10 ms (docs/performance.md, 2026-12-07). On Kafka,
-    which answers a fetch of 1 byte on arrival, the wait changes nothing."""
+    Each fetch waits at most the worker's busy wait (``BUSY_FETCH_WAIT_MS``, with 1 byte,
+    not the worker's 4 KB), as the worker's fetches do while comments flow, not its idle
+    100 ms: on Tansu the reference's p50 / p99 were 19 / 73 ms (own users) and 30 / 77 ms
+    (hot users) in one run at 100 ms, 14-18 / 40-71 and 16-19 / 44-65 in five at 10 ms
+    (docs/performance.md, "2026-12-07, 04:20-05:40"). On Kafka, which answers a fetch of
+    1 byte on arrival, the wait changes nothing."""
     group = f"lean-{uuid.uuid4().hex[:6]}"
     procs = [start_lean(b, topic, 10**9, group, BUSY_FETCH_WAIT_MS) for _ in range(count)]
     try:
@@ -95,19 +96,24 @@ async def measure(b: Bench, args: argparse.Namespace, who: str, load: str, n: in
     return got
 
 
+def unseen(got: cl.Figures) -> str:
+    """A row's note of the comments its consumer never got to: left out of its figures."""
+    return f", {got.missing} unseen" if got.missing else ""
+
+
 def ms(p50: float, p99: float) -> str:
     return f"{p50 * 1000:.0f} / {p99 * 1000:.0f} ms"
 
 
 async def latency(b: Bench, args: argparse.Namespace, kind: str) -> list[Row]:
     log(f"[{kind}] the broker alone at {args.rate}/s for {args.seconds}s, no database")
-    floor = await broker_floor(b, args.rate, args.seconds, args.users)
+    floor = await measure_floor(b, args.rate, args.seconds, args.users)
     cpu = f"broker CPU {floor.cores_first:.2f} -> {floor.cores_last:.2f} cores"
     log(f"latency of the broker alone: {cl.describe(floor.figures)}, {cpu}")
     rows: list[Row] = [
         (
             f"[{kind}] p50 / p99 produced -> fetched, the broker alone (no database) "
-            f"@{floor.figures.achieved_rate:,.0f}/s",
+            f"@{floor.figures.achieved_rate:,.0f}/s{unseen(floor.figures)}",
             ms(floor.figures.p50, floor.figures.p99),
             f"{cpu} (first, last {CPU_WINDOW_S} s)",
             "-",
@@ -119,11 +125,10 @@ async def latency(b: Bench, args: argparse.Namespace, kind: str) -> list[Row]:
         ours = await measure(b, args, "worker", load, n)
         lean = await measure(b, args, "lean", load, n)
         label = "1 worker" if n == 1 else f"{n} workers"
-        missing = f", {ours.missing} unseen" if ours.missing else ""
         rows.append(
             (
                 f"[{kind}] p50 / p99 produced -> stale mark committed, {load}, {label} "
-                f"@{ours.achieved_rate:,.0f}/s{missing}",
+                f"@{ours.achieved_rate:,.0f}/s{unseen(ours)}",
                 ms(ours.p50, ours.p99),
                 f"{ms(lean.p50, lean.p99)} lean",
                 f"p99 <= {TARGET_P99 * 1000:.0f} ms",

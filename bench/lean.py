@@ -21,10 +21,10 @@ the outbox (the worker's scheduler holds them for ``WB_REGEN_SETTLE``). The comm
 test reads the highlight without a lock (nothing else writes ``generated_at`` in the bench).
 
 Run as a child process (``python -m bench.lean``, environment as ``noop_agent``'s plus
-``BENCH_DATABASE_URL`` and ``BENCH_FETCH_WAIT_MS``, the fetch's max wait: 100 ms, the
-worker's ``WB_CONSUMER_FETCH_WAIT``, unless the latency part gives the worker's busy pace):
-prints its CPU seconds from the first batch to the last as one JSON
-line; the parent takes the rate from ``processed_events`` exactly as for the worker.
+``BENCH_GROUP``, ``BENCH_DATABASE_URL`` and ``BENCH_FETCH_WAIT_MS``, the fetch's max wait:
+``IDLE_FETCH_WAIT_MS`` unless the latency part gives the worker's busy wait): prints its CPU
+seconds from the first batch to the last as one JSON line; the parent takes the rate from
+``processed_events`` exactly as for the worker.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from worker.domain.scheduling import Priority
 from worker.storage.pgarray import literal
 
 BATCH = 500
+IDLE_FETCH_WAIT_MS = 100  # the worker's default WB_CONSUMER_FETCH_WAIT
 
 CLAIM = """
 INSERT INTO processed_events (stream, event_id, outcome, processed_at)
@@ -183,7 +184,7 @@ def main() -> None:
             env["BENCH_GROUP"],
             env["BENCH_DATABASE_URL"],
             expected,
-            int(env.get("BENCH_FETCH_WAIT_MS", "100")),
+            int(env.get("BENCH_FETCH_WAIT_MS", IDLE_FETCH_WAIT_MS)),
         )
     )
     print(json.dumps({"events": expected, "cpu": cpu}), flush=True)

@@ -15,13 +15,18 @@ import uuid
 from pathlib import Path
 
 from bench.harness import Bench
+from bench.lean import IDLE_FETCH_WAIT_MS
 from bench.profile import IngestProfile
 
 ROOT = Path(__file__).parent.parent
 
 
 def start_lean(
-    b: Bench, topic: str, expected: int, group: str | None = None, fetch_wait_ms: int = 100
+    b: Bench,
+    topic: str,
+    expected: int,
+    group: str | None = None,
+    fetch_wait_ms: int = IDLE_FETCH_WAIT_MS,
 ) -> subprocess.Popen[str]:
     """The reference in a process of its own (its own CPU, its own event loop), consuming
     ``expected`` events of ``topic`` from the start, in consumer group ``group`` (default:

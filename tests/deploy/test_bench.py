@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ def test_bench_imports_and_shows_its_parts() -> None:
     import bench.streams  # the stream parts import only when run: import them here
 
     assert bench.streams.mixed_messages(100, 10, {"c": "c", "r": "r", "g": "g"})[1] == 100
-    import bench.broker_floor
+    import bench.broker_floor  # imports only when the latency part runs
     import bench.latency_part
     import bench.lean  # the reference child module imports too
 
@@ -44,14 +45,15 @@ def test_the_broker_floor_reads_the_broker_cpu_at_the_run_s_start_and_end() -> N
     the run's mean: a broker whose work grows with its data shows it."""
     from bench.broker_floor import cores
 
-    # 0.3 of a core for 10 s, then 0.9 for 10 s, one sample a second
+    # one sample a second, the broker using 0.1 of a core more each second: 0.1, 0.2, ...
     samples, used = [], 0.0
     for second in range(21):
         samples.append((float(second), used))
-        used += 0.3 if second < 10 else 0.9
-    assert abs(cores(samples, first=True) - 0.3) < 1e-9
-    assert abs(cores(samples, first=False) - 0.9) < 1e-9
-    assert cores(samples[:1], first=True) != cores(samples[:1], first=True)  # nan: too few
+        used += 0.1 * (second + 1)
+    assert abs(cores(samples, first=True) - 0.3) < 1e-9  # seconds 0-5: (0.1 + ... + 0.5) / 5
+    assert abs(cores(samples, first=False) - 1.8) < 1e-9  # seconds 15-20: (1.6 + ... + 2.0) / 5
+    assert math.isnan(cores(samples[:1], first=True))  # too few to tell
+    assert cores(samples[:4], first=True) == cores(samples[:4], first=False)  # a short run
 
 
 def test_the_decode_line_measures_the_hostile_corpus_against_json_loads() -> None:

@@ -167,19 +167,26 @@ class Workload:
             batch = self.messages[start : start + chunk]
             sent = await asyncio.gather(*(kafka.send(m.topic, m.value, key=m.key) for m in batch))
             for m, (partition, offset) in zip(batch, sent, strict=True):
-                if isinstance(m.value, dict):
-                    self.placed[m.value["event_id"]] = (m.topic, partition, offset)
+                if isinstance(m.value, dict):  # a redelivery: its first copy's place
+                    self.placed.setdefault(m.value["event_id"], (m.topic, partition, offset))
             await asyncio.sleep(0.1)
 
     def where(self, event_ids: set[str]) -> str:
-        """Where these events were produced, per topic and partition: their offsets' range
-        and count (a hole in a partition, or its tail?)."""
+        """Where these events were produced, per topic and partition: how many, their
+        offsets' range and the partition's last offset produced (a hole in a partition,
+        or its tail?)."""
+        if not event_ids:
+            return "none"
+        last: dict[tuple[str, int], int] = defaultdict(lambda: -1)
+        for topic, partition, offset in self.placed.values():
+            last[(topic, partition)] = max(last[(topic, partition)], offset)
         spots: dict[tuple[str, int], list[int]] = defaultdict(list)
         for event_id in event_ids:
             topic, partition, offset = self.placed.get(event_id, ("unsent", -1, -1))
             spots[(topic, partition)].append(offset)
         return ", ".join(
-            f"{topic}[{partition}] {len(offs)} at {min(offs)}-{max(offs)}"
+            f"{topic}[{partition}] {len(offs)} at {min(offs)}-{max(offs)} "
+            f"(last produced {last[(topic, partition)]})"
             for (topic, partition), offs in sorted(spots.items())
         )
 
@@ -265,10 +272,11 @@ async def converged(
     try:
         await eventually(done, timeout=timeout, what="convergence")
     except AssertionError as exc:
-        unseen = await _unprocessed(sessions, wanted)
-        raise AssertionError(
-            f"{exc}: {state.get('last')}; unprocessed: {workload.where(unseen)}"
-        ) from None
+        try:
+            where = workload.where(await _unprocessed(sessions, wanted))
+        except Exception as listing:  # the timeout is the failure; this only explains it
+            where = f"(could not list: {listing!r})"
+        raise AssertionError(f"{exc}: {state.get('last')}; unprocessed: {where}") from None
 
 
 async def _unprocessed(
