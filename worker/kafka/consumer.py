@@ -9,16 +9,16 @@ empty fetches, which are cheap.
 While messages flow the consumer fetches at a busier pace (``FetchPace``): each fetch waits
 at most ``BUSY_FETCH_WAIT_MS`` and until ``BUSY_FETCH_MIN_BYTES`` have come (Tansu honours
 the min bytes too: with 1 byte its fetches came 2-4 ms sooner, docs/performance.md
-2026-12-07). The fetch loop takes each fetch's messages at once, so its next fetch found little or nothing
-new: Tansu held it its whole max wait while comments arrived, and Kafka answered each
-producer batch with a fetch of its own, about 300 a second at 2,000 comments/s, each
-costing the consumer thread's Python more than the messages in it. At that rate the stale
-mark's p50 / p99 went from 38 / 99 to 21 / 45-58 ms on Tansu and the worker's CPU per
-comment from about 360 to 230 us on Kafka (docs/performance.md, 2026-12-06 night). The
-price: between about 100 and 1,500 comments/s 4 KB take longer than 10 ms to
-come, so a comment may wait up to 10 ms more at the broker (fetches then come every
-10 ms). Two busy waits without a message put the idle pace back. Only the topics whose
-whole fetches the worker takes (its inputs) count as messages flowing.
+2026-12-07). The fetch loop takes each fetch's messages at once, so its next fetch found
+little or nothing new: Tansu held it its whole max wait while comments arrived, and Kafka
+answered each producer batch with a fetch of its own, about 300 a second at 2,000
+comments/s, each costing the consumer thread's Python more than the messages in it. At that
+rate the stale mark's p50 / p99 went from 38 / 99 to 21 / 45-58 ms on Tansu and the worker's
+CPU per comment from about 360 to 230 us on Kafka (docs/performance.md, 2026-12-06 night).
+The price: between about 100 and 1,500 comments/s 4 KB take longer than 10 ms to come, so a
+comment may wait up to 10 ms more at the broker (fetches then come every 10 ms). Two busy
+waits without a message put the idle pace back. Only the topics whose whole fetches the
+worker takes (its inputs) count as messages flowing.
 
 Whole fetches: Faust hands every message to its streams one at a time. Per message its
 fetch loop awaits a ``wait_first`` (two tasks), the conductor decodes an event and queues
