@@ -174,11 +174,6 @@ def comment(event_id: str, user: int) -> bytes:
     return json.dumps(doc).encode()
 
 
-async def claimed(b: Bench) -> int:
-    """Events the consumers have committed so far (the worker and the lean reference)."""
-    return int((await b.sql("SELECT count(*) FROM processed_events")).scalar())
-
-
 async def warm_up(
     b: Bench,
     topic: str,
@@ -186,7 +181,7 @@ async def warm_up(
     pick: Pick,
     sent: dict[str, float],
     first: int,
-    consumed: Callable[[Bench], Awaitable[int]] = claimed,
+    consumed: Callable[[Bench], Awaitable[int]] = Bench.claimed,
 ) -> None:
     """Start timing only once the consumers consume at the rate: a join's first seconds
     are not latency, and neither are the broker's and the database's first seconds at a

@@ -240,7 +240,7 @@ class Bench:
                 for proc in procs:
                     rss, cpu_s = proc.usage()
                     peak, used = max(peak, rss), used + cpu_s
-                count = (await self.sql("SELECT count(*) FROM processed_events")).scalar()
+                count = await self.claimed()
                 cpu = [cpu[0] or (used if count else 0.0), used]
                 if count and first.process is not None:
                     profile.first_claim(first.process.pid)
@@ -254,6 +254,10 @@ class Bench:
             profile.stop()
             for proc in procs:
                 proc.stop()
+
+    async def claimed(self) -> int:
+        """Events the consumers (the worker or the lean reference) have claimed so far."""
+        return int((await self.sql("SELECT count(*) FROM processed_events")).scalar())
 
     async def claims_rate(self, events: int) -> float:
         """``events`` over the span from the first claim's batch to the last's (each batch's
