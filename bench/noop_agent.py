@@ -14,8 +14,10 @@ import time
 
 import faust
 
+from worker.kafka.app import TablelessApp
+
 TOPIC, EXPECTED = os.environ["BENCH_TOPIC"], int(os.environ["BENCH_EXPECTED"])
-app = faust.App(
+app = TablelessApp(
     os.environ["BENCH_APP_ID"],
     broker=f"kafka://{os.environ['BENCH_BROKER']}",
     store="memory://",

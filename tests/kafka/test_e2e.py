@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +49,14 @@ async def test_health_ready_and_metrics_endpoints(worker: WorkerProcess) -> None
     }
     status, text = http_get(f"{worker.url}/metrics")
     assert status == 200 and "wb_events_total" in str(text)
+
+
+async def test_a_started_worker_leaves_no_table_directory_where_it_runs(
+    worker: WorkerProcess,
+) -> None:
+    # The worker runs in the test's working directory (it inherits it); Faust's first
+    # start used to create `<app id>-data/v1/tables` there.
+    assert not (Path.cwd() / f"{worker.app_id}-data").exists()
 
 
 async def test_new_comment_marks_stale_and_publishes_one_request(

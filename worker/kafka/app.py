@@ -58,10 +58,20 @@ class QuietMonitor(Monitor):
         return None
 
 
+class TablelessApp(faust.App):
+    """A Faust app that keeps no table on disk (``store="memory://"``), so its first start
+    does not create ``<app id>-data/v1/tables`` in the working directory: only RocksDB
+    tables read that directory, and a run of the test suite, each worker under its own
+    app id, left hundreds of empty ones in the checkout."""
+
+    async def on_first_start(self) -> None:
+        return None
+
+
 def faust_app(settings: Settings) -> faust.App:
     if settings.kafka_broker is None:
         raise ValueError("no broker configured (WB_KAFKA_BROKER); `wb run` starts one")
-    return faust.App(
+    return TablelessApp(
         settings.app_id,
         broker=settings.kafka_broker,
         broker_credentials=KafkaConnection.from_settings(settings).faust_credentials(),
