@@ -16,11 +16,16 @@ from tests.helpers import postgres as pg
 from tests.helpers.brokers import BROKER_KINDS
 from tests.helpers.clock import FakeClock
 from tests.helpers.database import truncate_all
+from tests.helpers.environment import isolate_from_the_shell
 from worker.services.store import HighlightStore
 from worker.storage import migrate
 from worker.storage.database import create_engine, session_factory
 
 pytest_plugins = ["tests.helpers.live_fixtures"]
+
+# Before any fixture reads it: the session and every process it starts see none of the
+# shell's worker settings or libpq variables (tests/helpers/environment.py).
+isolate_from_the_shell(os.environ)
 
 
 @pytest.fixture(scope="session")
