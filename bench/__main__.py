@@ -7,9 +7,10 @@ Sets up its own data on PostgreSQL (WB_BENCH_DATABASE_URL, else WB_TEST_DATABASE
 a throwaway server) and its own brokers (the embedded Tansu, Apache Kafka 4.1.1: the
 comment stream's parts run on each, ``bench.brokers``), and measures reference figures in
 the same run on the same data, so that the results are ratios that hold on a noisy machine.
-On a loopback host its database URL asks for no TLS (``ssl=disable``:
-``tests.helpers.postgres``), as a worker next to its database would be configured; the
-worker's own default is untouched.
+It ignores the worker's settings and libpq's variables in the shell
+(``tests.helpers.environment``). On a loopback host its database URL asks for no TLS
+(``ssl=disable``: ``tests.helpers.postgres``), as a worker next to its database would be
+configured; the worker's own default is untouched.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.ingest import ingest, naive, scale
 from bench.latency_part import latency
 from tests.helpers import pgcluster
 from tests.helpers import postgres as pg
+from tests.helpers.environment import isolate_from_the_shell
 from worker.storage import migrate
 from worker.storage.database import create_engine
 
@@ -228,6 +230,10 @@ def main() -> None:
     args.roundtrip = args.roundtrip or (10_000 if args.quick else 300_000)
     args.relay = 10_000 if args.quick else 100_000
     args.cost_pairs, args.skip_users = (1, 2000) if args.quick else (3, 10_000)
+    # Its workers and servers are its own, as the tests' are: the figures are the bench's
+    # settings, not whatever the shell exports for the user's servers.
+    if dropped := isolate_from_the_shell(os.environ):
+        log(f"ignoring the shell's {', '.join(dropped)}")
     with ExitStack() as stack:
         logs = Path(tempfile.mkdtemp(prefix="wb-bench-"))
         admin_url = os.environ.get("WB_BENCH_DATABASE_URL") or pg.configured_url()
