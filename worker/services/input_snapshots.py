@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -83,15 +84,20 @@ class InputSets:
 
     async def load(self, session: AsyncSession, keys: Iterable[Key]) -> None:
         """Read the state of ``keys`` not read yet (a comment never seen has none). In no
-        order: the read takes no locks (the user's row lock is held)."""
+        order: the read takes no locks (the user's row lock is held). On PostgreSQL through
+        asyncpg itself (``driver_rows``): a comment batch reads here under its rows' locks
+        whenever another worker changed the same users' states meanwhile, as two workers
+        on the same users do all the time, and SQLAlchemy's execution added its cost to
+        every such batch while the other worker waited for the locks."""
         missing = [key for key in dict.fromkeys(keys) if key not in self.known]
         if not missing:
             return
         self.known.update(dict.fromkeys(missing))
+        found: Iterable[Sequence[Any]]
         if is_postgresql(session):
             users, comments = zip(*missing, strict=True)
             params = {"u": literal("bigint", users), "c": literal("text", comments)}
-            found = await session.execute(FIND, params)
+            found = await driver_rows(session, FIND, params)
         else:
             C = CommentInputRow
             found = await session.execute(
