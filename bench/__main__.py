@@ -78,6 +78,8 @@ async def run(args: argparse.Namespace, db_url: str, logs: Path) -> None:
     for i, kind in enumerate(brokers.kinds(args.broker) if parts - set(LOCAL_PARTS) else []):
         log(f"[{kind}] starting the broker")
         with brokers.started(kind, logs) as broker:
+            if broker.worker_env:
+                log(f"[{kind}] workers run as `wb run` runs on it: {broker.worker_env}")
             b = Bench(args, broker, db_url, logs)
             try:
                 rows += await broker_parts(b, args, parts, rss, first=i == 0)

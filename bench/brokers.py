@@ -10,23 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.helpers.kafka import KafkaCluster
 from worker.kafka.embedded import EmbeddedBroker
+from worker.settings import EMBEDDED_BUSY_MIN_BYTES
 
 KINDS = ("tansu", "kafka")
 
 
 @dataclass(frozen=True)
 class BrokerAt:
-    """A running broker: its kind (labels the figures), its bootstrap address and its
-    processes' ids (the latency part reads the broker's CPU)."""
+    """A running broker: its kind (labels the figures), its bootstrap address, its
+    processes' ids (the latency part reads the broker's CPU) and the settings a worker
+    has on it beyond the bench's own: on Tansu, those ``wb run`` gives a worker on its
+    embedded broker (``Settings.on_embedded_broker``)."""
 
     kind: str
     address: str
     pids: tuple[int, ...]
+    worker_env: dict[str, str] = field(default_factory=dict)
 
 
 def kinds(choice: str) -> list[str]:
@@ -40,7 +44,8 @@ def started(kind: str, logs: Path) -> Iterator[BrokerAt]:
     if kind == "tansu":
         with EmbeddedBroker(log_path=logs / "broker.log") as tansu:
             assert tansu.process is not None
-            yield BrokerAt(kind, tansu.address, (tansu.process.pid,))
+            embedded = {"WB_CONSUMER_BUSY_MIN_BYTES": str(EMBEDDED_BUSY_MIN_BYTES)}
+            yield BrokerAt(kind, tansu.address, (tansu.process.pid,), embedded)
         return
     with KafkaCluster(verbose=False) as kafka:
         pids = tuple(n.process.pid for n in kafka.nodes if n.process is not None)

@@ -219,6 +219,7 @@ class Bench:
             "WB_TOPIC_COMMENTS": topic,
             "WB_SWEEP_INTERVAL": "1h",
             "WB_LOG_LEVEL": "warning",
+            **self.broker.worker_env,
             **(extra or {}),
         }
         first = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env)

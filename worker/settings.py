@@ -18,6 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.domain.clock_skew import DEFAULT_MAX_CLOCK_SKEW
 
 DEFAULT_SQLITE_PATH = Path("var") / "wb-highlights.sqlite3"
+# The bytes a fetch waits for while messages flow, on the embedded broker (Tansu): it
+# answers a fetch at once when that much is there and otherwise holds it its whole wait, so
+# 4 KB (Apache Kafka's choice) cost every fetch the wait at 1,000-2,000 comments/s. With 1
+# byte the stale mark's p99 at 2,000/s went from 43-44 to 36 ms (one worker) and from 64-69
+# to 54-55 ms (two, hot users); on Apache Kafka 1 byte made it worse, 26-28 -> 33-35 ms
+# (docs/performance.md, 2026-12-07 afternoon).
+EMBEDDED_BUSY_MIN_BYTES = 1
 
 
 def normalize_database_url(url: str) -> str:
@@ -138,6 +145,11 @@ class Settings(BaseSettings):
     max_clock_skew: Duration = Field(default=DEFAULT_MAX_CLOCK_SKEW, ge=timedelta(0))
     shutdown_timeout: Duration = timedelta(seconds=30)
     consumer_fetch_wait: Duration = timedelta(milliseconds=100)
+    # While messages flow a fetch waits at most 10 ms and until this many bytes came
+    # (``worker.kafka.consumer.FetchPace``): on Apache Kafka, which answers a fetch the
+    # moment its bytes are there, fewer and fuller fetches. ``wb run``'s embedded broker
+    # uses ``EMBEDDED_BUSY_MIN_BYTES`` unless this is set.
+    consumer_busy_min_bytes: int = Field(default=4096, ge=1, le=1_048_576)
     gauge_interval: Duration = timedelta(seconds=15)
     history_interval: Duration = timedelta(minutes=1)
     history_retention: Duration = timedelta(days=8)
@@ -203,6 +215,14 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """True when no external broker is configured: ``wb run`` starts the bundled one."""
         return self.kafka_broker is None
+
+    def on_embedded_broker(self, address: str) -> Settings:
+        """These settings for a worker on the embedded broker ``wb run`` started at
+        ``address``: its fetch pace too, unless ``WB_CONSUMER_BUSY_MIN_BYTES`` was set."""
+        update: dict[str, Any] = {"kafka_broker": normalize_broker(address)}
+        if "consumer_busy_min_bytes" not in self.model_fields_set:
+            update["consumer_busy_min_bytes"] = EMBEDDED_BUSY_MIN_BYTES
+        return self.model_copy(update=update)
 
     @property
     def is_sqlite(self) -> bool:

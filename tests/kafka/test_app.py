@@ -6,10 +6,12 @@ import logging
 import time
 
 import faust
+import pytest
 from faust.types import TP
 
-from worker.kafka.app import QuietMonitor, Worker
-from worker.kafka.consumer import BUSY_FETCH_MIN_BYTES, BUSY_FETCH_WAIT_MS, FetchPace, note_progress
+from worker.kafka.app import QuietMonitor, Worker, faust_app
+from worker.kafka.consumer import BUSY_FETCH_WAIT_MS, FetchPace, note_progress, use_fetch_pace
+from worker.settings import EMBEDDED_BUSY_MIN_BYTES, Settings
 
 
 async def test_delivered_partitions_keep_what_the_stalled_stream_check_reads() -> None:
@@ -45,17 +47,37 @@ def test_a_quiet_log_level_keeps_debug_records_unbuilt() -> None:
 
 
 def test_the_fetch_pace_is_busy_while_messages_flow_and_idle_once_they_stop() -> None:
-    """While messages flow each fetch waits ``BUSY_FETCH_WAIT_MS`` for
-    ``BUSY_FETCH_MIN_BYTES`` (Tansu held a fetch its whole max wait while comments arrived;
-    Kafka answered each producer batch with a fetch of its own); two busy waits without a
-    message put ``WB_CONSUMER_FETCH_WAIT`` back, also while partitions are paused."""
+    """While messages flow each fetch waits ``BUSY_FETCH_WAIT_MS`` for the busy min bytes
+    (``WB_CONSUMER_BUSY_MIN_BYTES``; Tansu held a fetch its whole max wait while comments
+    arrived; Kafka answered each producer batch with a fetch of its own); two busy waits
+    without a message put ``WB_CONSUMER_FETCH_WAIT`` back, also while partitions are paused."""
     idle = FetchPace.idle(100)
-    busy = idle.after(fetched=True, quiet_s=0.0, wait_ms=100)
-    assert (busy.max_wait_ms, busy.min_bytes) == (BUSY_FETCH_WAIT_MS, BUSY_FETCH_MIN_BYTES)
+    busy = idle.after(fetched=True, quiet_s=0.0, wait_ms=100, min_bytes=4096)
+    assert (busy.max_wait_ms, busy.min_bytes) == (BUSY_FETCH_WAIT_MS, 4096)
     assert busy.getmany_s == 2 * BUSY_FETCH_WAIT_MS / 1000  # a getmany waits two fetches
-    assert busy.after(fetched=False, quiet_s=0.005, wait_ms=100) == busy  # a pause's take
-    assert busy.after(fetched=False, quiet_s=busy.getmany_s, wait_ms=100) == idle
-    assert busy.after(fetched=False, quiet_s=30.0, wait_ms=100) == idle  # paused for long
+    assert busy.after(fetched=False, quiet_s=0.005, wait_ms=100, min_bytes=4096) == busy
+    assert busy.after(fetched=False, quiet_s=busy.getmany_s, wait_ms=100, min_bytes=4096) == idle
+    assert busy.after(fetched=False, quiet_s=30.0, wait_ms=100, min_bytes=4096) == idle
     assert (idle.max_wait_ms, idle.min_bytes) == (100, 1)  # Kafka answers on arrival
-    assert idle.after(fetched=False, quiet_s=0.0, wait_ms=100) == idle
-    assert FetchPace.busy(5).max_wait_ms == 5  # never above the setting
+    assert idle.after(fetched=False, quiet_s=0.0, wait_ms=100, min_bytes=4096) == idle
+    assert idle.after(fetched=True, quiet_s=0.0, wait_ms=100, min_bytes=1).min_bytes == 1
+    assert FetchPace.busy(5, 4096).max_wait_ms == 5  # never above the setting
+
+
+def test_the_embedded_broker_fetches_one_byte_at_a_time_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tansu answers a fetch at once when its bytes are there and otherwise holds it its
+    whole wait, so ``wb run``'s embedded broker gets a busy min bytes of 1; Apache Kafka
+    keeps 4 KB; an operator's ``WB_CONSUMER_BUSY_MIN_BYTES`` wins over both, and the app
+    built from the settings fetches with it."""
+    assert Settings(kafka_broker="kafka.example:9092").consumer_busy_min_bytes == 4096
+    embedded = Settings().on_embedded_broker("127.0.0.1:39092")
+    assert embedded.kafka_broker == "kafka://127.0.0.1:39092"
+    assert embedded.consumer_busy_min_bytes == EMBEDDED_BUSY_MIN_BYTES == 1
+    monkeypatch.setenv("WB_CONSUMER_BUSY_MIN_BYTES", "8192")
+    chosen = Settings().on_embedded_broker("127.0.0.1:39092")
+    assert chosen.consumer_busy_min_bytes == 8192
+    app = faust_app(chosen)
+    use_fetch_pace(app, 100, chosen.consumer_busy_min_bytes)
+    assert app.wb_busy_min_bytes == 8192  # type: ignore[attr-defined]

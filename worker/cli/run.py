@@ -22,7 +22,6 @@ log = logging.getLogger("wb")
 def run() -> None:
     """Run the worker. With no WB_KAFKA_BROKER, start the bundled broker too."""
     from worker.kafka.embedded import EmbeddedBroker
-    from worker.settings import normalize_broker
 
     settings = get_settings()
     logging.basicConfig(
@@ -34,9 +33,7 @@ def run() -> None:
             Path("var").mkdir(exist_ok=True)
             broker = EmbeddedBroker(log_path=Path("var") / "broker.log").start()
             log.info("embedded broker listening on %s", broker.address)
-            settings = settings.model_copy(
-                update={"kafka_broker": normalize_broker(broker.address)}
-            )
+            settings = settings.on_embedded_broker(broker.address)
         with_services(settings, _prepare_database)
         asyncio.run(_prepare_topics(settings))
         _start_worker(settings)

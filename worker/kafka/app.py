@@ -26,7 +26,7 @@ from faust.types import TP, Message
 from worker.domain.batch import DeadLetter, RawMessage
 from worker.domain.wire import InputStream
 from worker.kafka.connection import KafkaConnection
-from worker.kafka.consumer import deliver_whole_fetches, use_fetch_wait
+from worker.kafka.consumer import deliver_whole_fetches, use_fetch_pace
 from worker.kafka.dead_letters import dead_letter_record, dead_letter_topic
 from worker.kafka.partition_lanes import PartitionLanes
 from worker.kafka.publisher import Outgoing, produce
@@ -403,7 +403,8 @@ def _gauges(app: faust.App, rt: Runtime) -> None:
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     """Build the worker: the input topics' sinks, the outbox relay, the sweep and the views."""
     app = faust_app(settings)
-    use_fetch_wait(app, int(settings.consumer_fetch_wait.total_seconds() * 1000))
+    wait_ms = int(settings.consumer_fetch_wait.total_seconds() * 1000)
+    use_fetch_pace(app, wait_ms, settings.consumer_busy_min_bytes)
     rt = runtime or Runtime(settings)
     dead_letter_topics = _input_topics(app, rt)
     outputs = [app.topic(t, **RAW) for t in request_topics(settings)]

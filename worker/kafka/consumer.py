@@ -7,18 +7,19 @@ event. ``WB_CONSUMER_FETCH_WAIT`` (100 ms) bounds it; an idle consumer then send
 empty fetches, which are cheap.
 
 While messages flow the consumer fetches at a busier pace (``FetchPace``): each fetch waits
-at most ``BUSY_FETCH_WAIT_MS`` and until ``BUSY_FETCH_MIN_BYTES`` have come (Tansu honours
-the min bytes too: with 1 byte its fetches came 2-4 ms sooner, docs/performance.md
-2026-12-07). The fetch loop takes each fetch's messages at once, so its next fetch found
-little or nothing new: Tansu held it its whole max wait while comments arrived, and Kafka
-answered each producer batch with a fetch of its own, about 300 a second at 2,000
-comments/s, each costing the consumer thread's Python more than the messages in it. At that
-rate the stale mark's p50 / p99 went from 38 / 99 to 21 / 45-58 ms on Tansu and the worker's
-CPU per comment from about 360 to 230 us on Kafka (docs/performance.md, 2026-12-06 night).
-The price: between about 100 and 1,500 comments/s 4 KB take longer than 10 ms to come, so a
-comment may wait up to 10 ms more at the broker (fetches then come every 10 ms). Two busy
-waits without a message put the idle pace back. Only the topics whose whole fetches the
-worker takes (its inputs) count as messages flowing.
+at most ``BUSY_FETCH_WAIT_MS`` and until ``WB_CONSUMER_BUSY_MIN_BYTES`` have come (4 KB on
+Apache Kafka; 1 byte on ``wb run``'s embedded broker, ``settings.EMBEDDED_BUSY_MIN_BYTES``:
+Tansu does not answer a fetch when its bytes arrive but at its max wait, so 4 KB, which it
+rarely holds when the fetch comes, made every fetch wait). The fetch loop takes each fetch's
+messages at once, so its next fetch found little or nothing new: Tansu held it its whole max
+wait while comments arrived, and Kafka answered each producer batch with a fetch of its own,
+about 300 a second at 2,000 comments/s, each costing the consumer thread's Python more than
+the messages in it. At that rate the stale mark's p50 / p99 went from 38 / 99 to 21 / 45-58
+ms on Tansu and the worker's CPU per comment from about 360 to 230 us on Kafka
+(docs/performance.md, 2026-12-06 night). The price: between about 100 and 1,500 comments/s
+4 KB take longer than 10 ms to come, so a comment may wait up to 10 ms more at the broker
+(fetches then come every 10 ms). Two busy waits without a message put the idle pace back.
+Only the topics whose whole fetches the worker takes (its inputs) count as messages flowing.
 
 Whole fetches: Faust hands every message to its streams one at a time. Per message its
 fetch loop awaits a ``wait_first`` (two tasks), the conductor decodes an event and queues
@@ -45,7 +46,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TopicT
 
 BUSY_FETCH_WAIT_MS = 10  # while messages flow (never above WB_CONSUMER_FETCH_WAIT)
-BUSY_FETCH_MIN_BYTES = 4096  # about 15 comments: 7 ms at 2,000/s
 
 
 @dataclass(frozen=True)
@@ -63,20 +63,22 @@ class FetchPace:
         return cls(wait_ms, 1, 1.0)
 
     @classmethod
-    def busy(cls, wait_ms: int) -> FetchPace:
-        """Messages flow: fewer, fuller fetches, each held at most ``BUSY_FETCH_WAIT_MS``."""
+    def busy(cls, wait_ms: int, min_bytes: int) -> FetchPace:
+        """Messages flow: fewer, fuller fetches, each held at most ``BUSY_FETCH_WAIT_MS``
+        for ``min_bytes`` (``WB_CONSUMER_BUSY_MIN_BYTES``)."""
         busy_ms = min(BUSY_FETCH_WAIT_MS, wait_ms)
-        return cls(busy_ms, BUSY_FETCH_MIN_BYTES, 2 * busy_ms / 1000)
+        return cls(busy_ms, min_bytes, 2 * busy_ms / 1000)
 
-    def after(self, fetched: bool, quiet_s: float, wait_ms: int) -> FetchPace:
+    def after(self, fetched: bool, quiet_s: float, wait_ms: int, min_bytes: int) -> FetchPace:
         """The pace after a turn of the fetch loop: busy when it brought messages, idle
         once none came for two busy waits (``quiet_s`` since the last), else as it was.
         By time, not by an empty ``getmany``: with partitions paused the loop takes
         without waiting, or not at all, and a long pause (the database away, the lanes
         full) must not keep the others' fetches at the busy pace."""
+        busy = FetchPace.busy(wait_ms, min_bytes)
         if fetched:
-            return FetchPace.busy(wait_ms)
-        return FetchPace.idle(wait_ms) if quiet_s >= FetchPace.busy(wait_ms).getmany_s else self
+            return busy
+        return FetchPace.idle(wait_ms) if quiet_s >= busy.getmany_s else self
 
 
 # Takes a fetch's messages of one topic without waiting: backpressure is the sink's (it
@@ -137,6 +139,7 @@ class _Consumer(faust_aiokafka.Consumer):
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
         wait_ms: int = getattr(self.app, "wb_fetch_max_wait_ms", 100)
+        busy_min_bytes: int = self.app.wb_busy_min_bytes  # type: ignore[attr-defined]
         pace, last_fetched = FetchPace.idle(wait_ms), time.monotonic()
         # Never a zero wait: with a partition paused the loop would spin.
         fetch_wait = max(wait_ms / 1000, 0.01)
@@ -153,7 +156,9 @@ class _Consumer(faust_aiokafka.Consumer):
                 if fetched:
                     last_fetched = time.monotonic()
                 quiet_s = time.monotonic() - last_fetched
-                pace = self._paced(pace, pace.after(bool(fetched), quiet_s, wait_ms))
+                pace = self._paced(
+                    pace, pace.after(bool(fetched), quiet_s, wait_ms, busy_min_bytes)
+                )
                 for topic, messages in fetched.items():
                     sinks[topic](messages)
                 if paused and not fetched:
@@ -214,9 +219,11 @@ def note_progress(monitor: Any, partitions: set[TP]) -> None:
             inbound[tp] = now
 
 
-def use_fetch_wait(app: faust.App, milliseconds: int) -> None:
-    """Make ``app``'s group consumer wait at most ``milliseconds`` per fetch."""
+def use_fetch_pace(app: faust.App, milliseconds: int, busy_min_bytes: int) -> None:
+    """Make ``app``'s group consumer wait at most ``milliseconds`` per fetch, and while
+    messages flow at most ``BUSY_FETCH_WAIT_MS`` for ``busy_min_bytes``."""
     app.wb_fetch_max_wait_ms = milliseconds  # type: ignore[attr-defined]
+    app.wb_busy_min_bytes = busy_min_bytes  # type: ignore[attr-defined]
     app.transport.Consumer = _Consumer  # type: ignore[misc]
 
 
