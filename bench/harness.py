@@ -211,17 +211,21 @@ class Bench:
         self.noop_cpu_us = float(figures["cpu"]) / events * 1e6  # the stream parts' CPU row
         return float(figures["rate"])
 
+    def worker_env(self, settings: dict[str, str]) -> dict[str, str]:
+        """The environment of a bench worker: no sweep, quiet logs, the settings a worker
+        has on this broker (``BrokerAt.worker_env``), then the part's ``settings``."""
+        return {
+            "WB_SWEEP_INTERVAL": "1h",
+            "WB_LOG_LEVEL": "warning",
+            **self.broker.worker_env,
+            **settings,
+        }
+
     async def worker_ingest(
         self, topic: str, events: int, workers: int = 1, extra: dict[str, str] | None = None
     ) -> tuple[float, float]:
         """Sustained events/s from the first to the last commit; and peak RSS (MB)."""
-        env = {
-            "WB_TOPIC_COMMENTS": topic,
-            "WB_SWEEP_INTERVAL": "1h",
-            "WB_LOG_LEVEL": "warning",
-            **self.broker.worker_env,
-            **(extra or {}),
-        }
+        env = self.worker_env({"WB_TOPIC_COMMENTS": topic, **(extra or {})})
         first = WorkerProcess(self.broker.address, self.db_url, self.logs, extra_env=env)
         procs = [first] + [
             WorkerProcess(

@@ -31,8 +31,7 @@ VARIANTS = (("own users", 1), ("hot users", 2))  # (load, consumers)
 @asynccontextmanager
 async def workers(b: Bench, topic: str, count: int) -> AsyncIterator[list[WorkerProcess]]:
     """``count`` workers in one group on ``topic``, ready."""
-    env = {"WB_TOPIC_COMMENTS": topic, "WB_SWEEP_INTERVAL": "1h", "WB_LOG_LEVEL": "warning"}
-    env.update(b.broker.worker_env)
+    env = b.worker_env({"WB_TOPIC_COMMENTS": topic})
     first = WorkerProcess(b.broker.address, b.db_url, b.logs, extra_env=env)
     procs = [first] + [
         WorkerProcess(b.broker.address, b.db_url, b.logs, app_id=first.app_id, extra_env=env)

@@ -105,8 +105,7 @@ class Worker:
     """One ``wb run`` on the part's topics; waits until ``processed_events`` holds ``n``."""
 
     def __init__(self, b: Bench, topics: dict[str, str]) -> None:
-        env = {"WB_SWEEP_INTERVAL": "1h", "WB_LOG_LEVEL": "warning", **topics}
-        env.update(b.broker.worker_env)
+        env = b.worker_env(topics)
         self.b = b
         self.proc = WorkerProcess(b.broker.address, b.db_url, b.logs, extra_env=env)
         self.peak = 0.0
