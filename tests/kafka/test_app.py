@@ -51,16 +51,16 @@ def test_the_fetch_pace_is_busy_while_messages_flow_and_idle_once_they_stop() ->
     (``WB_CONSUMER_BUSY_MIN_BYTES``; Tansu held a fetch its whole max wait while comments
     arrived; Kafka answered each producer batch with a fetch of its own); two busy waits
     without a message put ``WB_CONSUMER_FETCH_WAIT`` back, also while partitions are paused."""
-    idle = FetchPace.idle(100)
-    busy = idle.after(fetched=True, quiet_s=0.0, wait_ms=100, min_bytes=4096)
+    idle, busy = FetchPace.idle(100), FetchPace.busy(100, 4096)
+    assert idle.after(fetched=True, quiet_s=0.0, busy=busy, idle=idle) == busy
     assert (busy.max_wait_ms, busy.min_bytes) == (BUSY_FETCH_WAIT_MS, 4096)
     assert busy.getmany_s == 2 * BUSY_FETCH_WAIT_MS / 1000  # a getmany waits two fetches
-    assert busy.after(fetched=False, quiet_s=0.005, wait_ms=100, min_bytes=4096) == busy
-    assert busy.after(fetched=False, quiet_s=busy.getmany_s, wait_ms=100, min_bytes=4096) == idle
-    assert busy.after(fetched=False, quiet_s=30.0, wait_ms=100, min_bytes=4096) == idle
+    assert busy.after(fetched=False, quiet_s=0.005, busy=busy, idle=idle) == busy
+    assert busy.after(fetched=False, quiet_s=busy.getmany_s, busy=busy, idle=idle) == idle
+    assert busy.after(fetched=False, quiet_s=30.0, busy=busy, idle=idle) == idle
     assert (idle.max_wait_ms, idle.min_bytes) == (100, 1)  # Kafka answers on arrival
-    assert idle.after(fetched=False, quiet_s=0.0, wait_ms=100, min_bytes=4096) == idle
-    assert idle.after(fetched=True, quiet_s=0.0, wait_ms=100, min_bytes=1).min_bytes == 1
+    assert idle.after(fetched=False, quiet_s=0.0, busy=busy, idle=idle) == idle
+    assert FetchPace.busy(100, 1).min_bytes == 1  # the embedded broker's
     assert FetchPace.busy(5, 4096).max_wait_ms == 5  # never above the setting
 
 

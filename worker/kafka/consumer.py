@@ -69,16 +69,15 @@ class FetchPace:
         busy_ms = min(BUSY_FETCH_WAIT_MS, wait_ms)
         return cls(busy_ms, min_bytes, 2 * busy_ms / 1000)
 
-    def after(self, fetched: bool, quiet_s: float, wait_ms: int, min_bytes: int) -> FetchPace:
-        """The pace after a turn of the fetch loop: busy when it brought messages, idle
-        once none came for two busy waits (``quiet_s`` since the last), else as it was.
-        By time, not by an empty ``getmany``: with partitions paused the loop takes
+    def after(self, fetched: bool, quiet_s: float, busy: FetchPace, idle: FetchPace) -> FetchPace:
+        """The pace after a turn of the fetch loop: ``busy`` when it brought messages,
+        ``idle`` once none came for two busy waits (``quiet_s`` since the last), else as it
+        was. By time, not by an empty ``getmany``: with partitions paused the loop takes
         without waiting, or not at all, and a long pause (the database away, the lanes
         full) must not keep the others' fetches at the busy pace."""
-        busy = FetchPace.busy(wait_ms, min_bytes)
         if fetched:
             return busy
-        return FetchPace.idle(wait_ms) if quiet_s >= busy.getmany_s else self
+        return idle if quiet_s >= busy.getmany_s else self
 
 
 # Takes a fetch's messages of one topic without waiting: backpressure is the sink's (it
@@ -139,8 +138,9 @@ class _Consumer(faust_aiokafka.Consumer):
         sinks: dict[str, Sink] = getattr(self.app, "wb_batch_sinks", {})
         stopped_errors: tuple[type[BaseException], ...] = self.consumer_stopped_errors
         wait_ms: int = getattr(self.app, "wb_fetch_max_wait_ms", 100)
-        busy_min_bytes: int = self.app.wb_busy_min_bytes  # type: ignore[attr-defined]
-        pace, last_fetched = FetchPace.idle(wait_ms), time.monotonic()
+        idle = FetchPace.idle(wait_ms)
+        busy = FetchPace.busy(wait_ms, self.app.wb_busy_min_bytes)  # type: ignore[attr-defined]
+        pace, last_fetched = idle, time.monotonic()
         # Never a zero wait: with a partition paused the loop would spin.
         fetch_wait = max(wait_ms / 1000, 0.01)
         try:
@@ -156,9 +156,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 if fetched:
                     last_fetched = time.monotonic()
                 quiet_s = time.monotonic() - last_fetched
-                pace = self._paced(
-                    pace, pace.after(bool(fetched), quiet_s, wait_ms, busy_min_bytes)
-                )
+                pace = self._paced(pace, pace.after(bool(fetched), quiet_s, busy, idle))
                 for topic, messages in fetched.items():
                     sinks[topic](messages)
                 if paused and not fetched:
