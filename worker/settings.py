@@ -21,9 +21,9 @@ DEFAULT_SQLITE_PATH = Path("var") / "wb-highlights.sqlite3"
 # The bytes a fetch waits for while messages flow, on the embedded broker (Tansu): it
 # answers a fetch at once when that much is there and otherwise holds it its whole wait, so
 # 4 KB (Apache Kafka's choice) cost every fetch the wait at 1,000-2,000 comments/s. With 1
-# byte the stale mark's p99 at 2,000/s went from 43-44 to 36 ms (one worker) and from 64-69
-# to 54-55 ms (two, hot users); on Apache Kafka 1 byte made it worse, 26-28 -> 33-35 ms
-# (docs/performance.md, 2026-12-07 afternoon).
+# byte the stale mark's p99 at 2,000/s went from 43-44 to 35-38 ms (one worker) and from
+# 64-69 to 53-64 ms (two, hot users); on Apache Kafka 1 byte made it worse, 26-28 -> 31-36 ms
+# (docs/performance.md, 2026-12-07, 11:14-12:50).
 EMBEDDED_BUSY_MIN_BYTES = 1
 
 
